@@ -1,0 +1,1 @@
+"""Ray Serve deployments: the HTTP service and its models."""

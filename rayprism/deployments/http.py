@@ -1,0 +1,126 @@
+"""The HTTP surface: routes, body limits, and the one place errors become responses.
+
+Every error leaves as ``{"error": {"message", "type", "param", "code"}}``; caller
+mistakes are 4xx, overload 429/503 with ``Retry-After``, our own faults a bare
+500. No stack trace ever reaches a response body.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from rayprism import __version__
+from rayprism.deployments.schemas import EmbeddingRequest, parse_body
+from rayprism.deployments.service import EmbeddingService
+from rayprism.platform.errors import PayloadTooLargeError, RayprismError
+
+logger = logging.getLogger(__name__)
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(content, option=_JSON_OPTIONS), status_code, headers, "application/json")
+
+
+def error_response(error: RayprismError) -> Response:
+    retry_after = getattr(error, "retry_after_s", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return json_response(error.to_body(), error.http_status, headers)
+
+
+def _http_error_body(status: int, message: str) -> dict:
+    error_type = "invalid_request_error" if status < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status)
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed the limit."""
+    too_large = PayloadTooLargeError(f"request body exceeds {limit_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Observed:
+    """Records count, status and latency of one request, whatever way it ends."""
+
+    def __init__(self, service: EmbeddingService, endpoint: str, model: str = "unknown"):
+        self._metrics = service.metrics
+        self.endpoint = endpoint
+        self.model = model
+
+    def __enter__(self) -> Observed:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status = 200 if exc is None else (exc.http_status if isinstance(exc, RayprismError) else 500)
+        self._metrics.requests(self.model, self.endpoint, str(status)).inc()
+        self._metrics.latency(self.model, self.endpoint).observe(time.perf_counter() - self._started)
+
+
+def create_app(service: EmbeddingService) -> FastAPI:
+    app = FastAPI(title="rayprism", version=__version__)
+    body_limit = service.config.server.max_request_bytes
+
+    @app.exception_handler(RayprismError)
+    async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:
+        return error_response(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return json_response(_http_error_body(error.status_code, str(error.detail)), error.status_code, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(request: Request, error: RequestValidationError) -> Response:
+        return json_response(_http_error_body(422, str(error.errors()[0].get("msg", "invalid request"))), 422)
+
+    @app.exception_handler(Exception)
+    async def _on_unexpected(request: Request, error: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return json_response(_http_error_body(500, "internal server error"), 500)
+
+    @app.post("/v1/embeddings")
+    async def create_embeddings(request: Request) -> Response:
+        with Observed(service, "embeddings") as observed:
+            parsed = parse_body(EmbeddingRequest, await read_body(request, body_limit))
+            observed.model = service.metrics_label(parsed.model)
+            return json_response(await service.create_embeddings(parsed))
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        return json_response(service.list_models())
+
+    @app.get("/v1/models/{name}")
+    async def get_model(name: str) -> Response:
+        return json_response(service.describe_model(service.runner(name)))
+
+    @app.get("/health")
+    async def health() -> Response:
+        ready, body = service.health()
+        return json_response(body, 200 if ready else 503, None if ready else {"Retry-After": "2"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        service.update_gauges()
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one serving replica, labelled by model.
+
+Each replica keeps its own registry and answers ``GET /metrics`` from it;
+``rayprism_replica_info`` names the replica, so scraping every replica's port
+(as Prometheus does behind a load balancer) tells the series apart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+disable_created_metrics()  # the *_created series double the exposition and nobody reads them
+
+LATENCY_BUCKETS_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+class ServiceMetrics:
+    def __init__(self, replica: str = ""):
+        self.registry = CollectorRegistry(auto_describe=True)
+        constant = {"replica": replica}
+        common = dict(registry=self.registry, namespace="rayprism")
+        self.requests = Counter(
+            "requests", "HTTP requests answered", ["model", "endpoint", "status"], **common
+        ).labels  # call with label values
+        self.latency = Histogram(
+            "request_latency_seconds", "Time from request to response", ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS_S, **common,
+        ).labels
+        self.inputs = Counter("inputs", "Inputs embedded", ["model"], **common).labels
+        self.tokens = Counter("tokens", "Tokens embedded (after truncation)", ["model"], **common).labels
+        self.batch_size = Histogram(
+            "batch_size", "Inputs per batch run by the encoder", ["model"], buckets=BATCH_BUCKETS, **common
+        ).labels
+        self.batch_tokens = Histogram(
+            "batch_tokens", "Tokens per batch run by the encoder", ["model"], buckets=TOKEN_BUCKETS, **common
+        ).labels
+        self.queue_depth = Gauge("queue_depth", "Inputs waiting for a batch", ["model"], **common).labels
+        self.model_ready = Gauge("model_ready", "1 when the model is loaded and serving", ["model"], **common).labels
+        self.info = Gauge("replica_info", "Constant 1, labelled with this replica's id", list(constant), **common)
+        self.info.labels(**constant).set(1)
+
+    def observe_batch(self, model: str, inputs: int, tokens: int) -> None:
+        self.batch_size(model).observe(inputs)
+        self.batch_tokens(model).observe(tokens)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,82 @@
+"""One served model: loads in the background, then embeds through its batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Sequence
+
+from rayprism.deployments.batcher import DynamicBatcher
+from rayprism.deployments.metrics import ServiceMetrics
+from rayprism.platform.config import ModelConfig
+from rayprism.platform.errors import NotReadyError, RayprismError
+from rayprism.platform.models.base import Embeddings, Encoder, Modality, embed
+from rayprism.platform.models.registry import load_encoder
+
+logger = logging.getLogger(__name__)
+
+# Requests with more inputs than this are tokenised off the event loop.
+INLINE_PREPARE_MAX_INPUTS = 16
+
+
+class ModelRunner:
+    def __init__(self, config: ModelConfig, metrics: ServiceMetrics, *, torch_threads: int | None = None):
+        self.config = config
+        self.name = config.name
+        self._metrics = metrics
+        self._torch_threads = torch_threads
+        self._encoder: Encoder | None = None
+        self._batcher: DynamicBatcher | None = None
+        self.load_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self._encoder is not None:
+            return "ready"
+        return "failed" if self.load_error else "loading"
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            detail = f"failed to load: {self.load_error}" if self.load_error else "is still loading"
+            raise NotReadyError(f"model {self.name!r} {detail}")
+        return self._encoder
+
+    def load(self) -> None:
+        """Blocking; run in a thread. Records the failure instead of raising, for /health to report."""
+        try:
+            encoder = load_encoder(self.config, torch_threads=self._torch_threads)
+            if "text" in encoder.modalities:  # the first forward pass is slow; pay it before serving
+                embed(encoder, ["warm up"])
+        except Exception as error:
+            logger.exception("loading model %r failed", self.name)
+            self.load_error = str(error) if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}"
+            return
+        self._batcher = DynamicBatcher(
+            encoder.encode,
+            self.config.batching,
+            name=self.name,
+            on_batch=lambda inputs, tokens: self._metrics.observe_batch(self.name, inputs, tokens),
+        )
+        self._encoder = encoder
+        self._metrics.model_ready(self.name).set(1)
+
+    @property
+    def queued_inputs(self) -> int:
+        return self._batcher.queued_inputs if self._batcher else 0
+
+    async def embed(self, inputs: Sequence[Any], modality: Modality = "text") -> Embeddings:
+        encoder = self.encoder
+        if len(inputs) > INLINE_PREPARE_MAX_INPUTS:
+            prepared = await asyncio.to_thread(encoder.prepare, inputs, modality)
+        else:
+            prepared = encoder.prepare(inputs, modality)
+        vectors = await self._batcher.submit(prepared)
+        token_counts = [item.n_tokens for item in prepared]
+        self._metrics.inputs(self.name).inc(len(prepared))
+        self._metrics.tokens(self.name).inc(sum(token_counts))
+        return Embeddings(vectors, token_counts)
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()

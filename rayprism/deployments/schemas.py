@@ -1,0 +1,70 @@
+"""Request bodies of the HTTP API, validated straight from the raw JSON bytes.
+
+Shapes follow OpenAI where OpenAI defines them. Parsing errors become the OpenAI
+error shape through :func:`parse_body`: malformed JSON is a 400, a body that does
+not fit the schema a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rayprism.platform.errors import InvalidInputError, UnprocessableError
+
+_INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
+
+
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(token, int) and not isinstance(token, bool) for token in value
+    )
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    """Optional when the service has exactly one model."""
+    input: list[str] | list[list[int]]
+    """Normalised to a list: one string or one token-id list becomes a list of one."""
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, gt=0)
+    modality: Literal["text", "image", "audio"] = "text"
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _normalise_input(cls, value: Any) -> list:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must not be empty")
+            if all(isinstance(item, str) for item in value) or all(_is_token_ids(item) for item in value):
+                return value
+            if _is_token_ids(value):
+                return [value]
+        raise ValueError(f"must be {_INPUT_SHAPES}")
+
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+
+
+def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":
+            raise InvalidInputError(f"request body is not valid JSON: {first['msg']}") from None
+        location = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif first["type"] == "missing":
+            message = "field required"
+        elif first["type"] == "model_type":
+            raise InvalidInputError("request body must be a JSON object") from None
+        raise UnprocessableError(f"{location or 'body'}: {message}", param=location or None) from None

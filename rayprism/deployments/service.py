@@ -1,0 +1,124 @@
+"""The serving replica's logic, free of Ray and HTTP so it reads (and tests) on its own.
+
+Every configured model lives in each replica: a request is parsed, batched and
+encoded in one process, with no hop between an ingress and an encoder.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import numpy as np
+
+from rayprism.deployments.metrics import ServiceMetrics
+from rayprism.deployments.runner import ModelRunner
+from rayprism.deployments.schemas import EmbeddingRequest
+from rayprism.platform.codecs.matryoshka import truncate
+from rayprism.platform.config import ServeConfig
+from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+
+
+def _base64_float32(vector: np.ndarray) -> str:
+    return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
+
+
+class EmbeddingService:
+    def __init__(self, config: ServeConfig, *, replica: str = ""):
+        self.config = config
+        self.metrics = ServiceMetrics(replica)
+        self.created = int(time.time())
+        torch_threads = max(1, int(config.deployment.num_cpus))
+        self.runners = {
+            model.name: ModelRunner(model, self.metrics, torch_threads=torch_threads) for model in config.models
+        }
+        self._loader = threading.Thread(target=self._load_models, name="rayprism-model-loader", daemon=True)
+        self._loader.start()
+
+    def _load_models(self) -> None:
+        for runner in self.runners.values():
+            runner.load()
+
+    def wait_loaded(self, timeout_s: float | None = None) -> bool:
+        self._loader.join(timeout_s)
+        return not self._loader.is_alive()
+
+    def runner(self, name: str | None) -> ModelRunner:
+        if name is None:
+            if len(self.runners) == 1:
+                return next(iter(self.runners.values()))
+            raise InvalidInputError(f"model is required; this service has {sorted(self.runners)}", param="model")
+        runner = self.runners.get(name)
+        if runner is None:
+            raise NotFoundError(f"model {name!r} does not exist; available: {sorted(self.runners)}", param="model")
+        return runner
+
+    def metrics_label(self, model: str | None) -> str:
+        """A model name safe to use as a label: callers cannot invent new series."""
+        if model is None and len(self.runners) == 1:
+            return next(iter(self.runners))
+        return model if model in self.runners else "unknown"
+
+    async def create_embeddings(self, request: EmbeddingRequest) -> dict:
+        limit = self.config.server.max_inputs_per_request
+        if len(request.input) > limit:
+            raise PayloadTooLargeError(
+                f"too many inputs: {len(request.input)} (at most {limit} per request)", param="input"
+            )
+        runner = self.runner(request.model)
+        dimensions = runner.encoder.dimensions
+        if request.dimensions is not None and request.dimensions > dimensions:
+            raise InvalidInputError(
+                f"dimensions {request.dimensions} exceeds the model's {dimensions}", param="dimensions"
+            )
+        result = await runner.embed(request.input, request.modality)
+        vectors = result.vectors
+        if request.dimensions is not None and request.dimensions < dimensions:
+            vectors = truncate(vectors, request.dimensions)
+        as_wire = _base64_float32 if request.encoding_format == "base64" else (lambda row: row)
+        total_tokens = sum(result.token_counts)
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": index, "embedding": as_wire(row)}
+                for index, row in enumerate(vectors)
+            ],
+            "model": runner.name,
+            "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens},
+        }
+
+    def describe_model(self, runner: ModelRunner) -> dict:
+        description = {
+            "id": runner.name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "rayprism",
+            "state": runner.state,
+            "modality": runner.config.modality,
+            "backend": runner.config.backend,
+        }
+        if runner.state == "ready":
+            description["dimensions"] = runner.encoder.dimensions
+            description["max_input_tokens"] = runner.encoder.max_input_tokens
+        return description
+
+    def list_models(self) -> dict:
+        return {"object": "list", "data": [self.describe_model(runner) for runner in self.runners.values()]}
+
+    def health(self) -> tuple[bool, dict]:
+        states = {name: runner.state for name, runner in self.runners.items()}
+        errors = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
+        ready = all(state == "ready" for state in states.values())
+        body = {"status": "ok" if ready else ("error" if errors else "loading"), "models": states}
+        if errors:
+            body["errors"] = errors
+        return ready, body
+
+    def update_gauges(self) -> None:
+        for name, runner in self.runners.items():
+            self.metrics.queue_depth(name).set(runner.queued_inputs)
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.close()

@@ -1,0 +1,1 @@
+"""Core used by every path (serve, batch, train); imports no Ray Serve or Ray Train."""

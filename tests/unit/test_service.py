@@ -1,0 +1,84 @@
+"""The serving replica's logic without Ray or HTTP: model states, limits, wire formats."""
+
+import asyncio
+import base64
+
+import numpy as np
+import pytest
+
+from rayprism.deployments.schemas import EmbeddingRequest
+from rayprism.deployments.service import EmbeddingService
+from rayprism.platform.config import ModelConfig, ServeConfig, ServerConfig
+from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_path):
+    config = ServeConfig(
+        server=ServerConfig(max_inputs_per_request=4),
+        models=[ModelConfig(name="tiny", source=tiny_model_path)],
+    )
+    service = EmbeddingService(config)
+    assert service.wait_loaded(120)
+    yield service
+    service.close()
+
+
+def run(service, **body):
+    return asyncio.run(service.create_embeddings(EmbeddingRequest(**body)))
+
+
+def test_health_is_503_material_until_loaded_then_ready(tiny_model_path):
+    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="tiny", source=tiny_model_path)]))
+    ready, body = service.health()  # loading takes far longer than constructing
+    assert not ready and body == {"status": "loading", "models": {"tiny": "loading"}}
+    with pytest.raises(NotReadyError, match="still loading"):
+        run(service, input="x")
+    assert service.wait_loaded(120)
+    assert service.health() == (True, {"status": "ok", "models": {"tiny": "ready"}})
+    service.close()
+
+
+def test_a_model_that_cannot_load_is_reported(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="broken", source=str(tmp_path))]))
+    assert service.wait_loaded(60)
+    ready, body = service.health()
+    assert not ready and body["status"] == "error" and body["models"] == {"broken": "failed"}
+    assert body["errors"]["broken"]
+    with pytest.raises(NotReadyError, match="failed to load"):
+        run(service, input="x")
+
+
+def test_float_and_base64_carry_the_same_vectors(service):
+    as_float = run(service, input=["a", "b"])
+    as_base64 = run(service, input=["a", "b"], encoding_format="base64")
+    for plain, packed in zip(as_float["data"], as_base64["data"]):
+        decoded = np.frombuffer(base64.b64decode(packed["embedding"]), dtype="<f4")
+        np.testing.assert_array_equal(decoded, plain["embedding"])
+    assert [item["index"] for item in as_float["data"]] == [0, 1]
+    assert as_float["usage"]["prompt_tokens"] == as_float["usage"]["total_tokens"] == 6
+
+
+def test_dimensions_truncate_and_renormalise(service):
+    full = np.array(run(service, input="hello")["data"][0]["embedding"])
+    short = np.array(run(service, input="hello", dimensions=4)["data"][0]["embedding"])
+    assert short.shape == (4,)
+    np.testing.assert_allclose(np.linalg.norm(short), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(short, full[:4] / np.linalg.norm(full[:4]), rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="dimensions 17 exceeds the model's 16"):
+        run(service, input="hello", dimensions=17)
+
+
+def test_model_lookup_and_limits(service):
+    assert run(service, model="tiny", input="x")["model"] == "tiny"
+    with pytest.raises(NotFoundError, match="'other' does not exist"):
+        run(service, model="other", input="x")
+    with pytest.raises(PayloadTooLargeError, match="too many inputs: 5"):
+        run(service, input=["x"] * 5)
+
+
+def test_metrics_labels_cannot_be_invented_by_callers(service):
+    assert service.metrics_label(None) == "tiny"
+    assert service.metrics_label("tiny") == "tiny"
+    assert service.metrics_label("anything-else") == "unknown"
