@@ -117,7 +117,7 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
     if joining:
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=False)
+        ray.init(address="local", include_dashboard=False)
     try:
         deploy(config, direct_ingress=not joining)
         url = service_url(config)

@@ -1,0 +1,65 @@
+"""One local Ray and one running service per test session, started the way `rayprism serve` does.
+
+Ray reads its Serve settings from the environment of the processes it starts, so
+they are set here, at import, before anything imports ``ray.serve``.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from rayprism.deployments.launch import apply_env, direct_ingress_env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+SERVICE_PORT = free_port()
+apply_env(direct_ingress_env(SERVICE_PORT, max_replicas=1))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def service_config(tiny_model_path):
+    from rayprism.platform.config import (
+        BatchingConfig, DeploymentConfig, ModelConfig, ServeConfig, ServerConfig,
+    )
+
+    return ServeConfig(
+        server=ServerConfig(port=SERVICE_PORT, max_request_bytes=256 * 1024, max_inputs_per_request=64),
+        deployment=DeploymentConfig(num_cpus=1),
+        models=[
+            ModelConfig(name="minilm", torch_threads=2),
+            # a tiny model whose idle batcher waits 2 s with room for 4 inputs: overload on demand
+            ModelConfig(
+                name="tiny-queue", source=tiny_model_path,
+                batching=BatchingConfig(batch_wait_s=2.0, max_queued_inputs=4),
+            ),
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def service_url(ray_session, service_config) -> str:
+    from ray import serve
+
+    from rayprism.deployments.launch import deploy, service_url, wait_until_ready
+
+    deploy(service_config, direct_ingress=True)
+    url = service_url(service_config)
+    wait_until_ready(url, timeout_s=300)
+    yield url
+    serve.shutdown()

@@ -1,0 +1,98 @@
+"""The running service through the official openai client and plain HTTP."""
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+from openai import OpenAI
+
+from tests.conftest import cosines
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Ray Serve scales Python model serving.",
+    "Milvus is a vector database.",
+    "word " * 300,
+]
+
+
+@pytest.fixture(scope="module")
+def client(service_url):
+    return OpenAI(base_url=f"{service_url}/v1", api_key="not-needed", max_retries=0)
+
+
+@pytest.mark.parametrize("encoding_format", ["float", "base64"])
+def test_openai_client_gets_sentence_transformers_vectors(client, reference_minilm, encoding_format):
+    response = client.embeddings.create(model="minilm", input=TEXTS, encoding_format=encoding_format)
+    assert response.object == "list" and response.model == "minilm"
+    assert [item.index for item in response.data] == list(range(len(TEXTS)))
+    if encoding_format == "base64":  # asked for explicitly, the client hands the string back as is
+        vectors = np.array([np.frombuffer(base64.b64decode(item.embedding), "<f4") for item in response.data])
+    else:
+        vectors = np.array([item.embedding for item in response.data])
+    assert vectors.shape == (len(TEXTS), 384)
+    assert cosines(vectors, reference_minilm.encode(TEXTS)).min() >= 0.9999
+    expected_tokens = sum(min(256, len(reference_minilm.tokenizer(t)["input_ids"])) for t in TEXTS)
+    assert response.usage.prompt_tokens == response.usage.total_tokens == expected_tokens
+
+
+def test_openai_client_default_request_and_single_string(client, reference_minilm):
+    response = client.embeddings.create(model="minilm", input="hello world")  # the client asks for base64
+    assert len(response.data) == 1
+    assert cosines([response.data[0].embedding], reference_minilm.encode(["hello world"]))[0] >= 0.9999
+
+
+def test_dimensions_truncate_and_renormalise(client, reference_minilm):
+    response = client.embeddings.create(model="minilm", input=TEXTS[:2], dimensions=64)
+    vectors = np.array([item.embedding for item in response.data])
+    full = reference_minilm.encode(TEXTS[:2])[:, :64]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert cosines(vectors, full).min() >= 0.9999
+
+
+def test_token_id_inputs(service_url, reference_minilm):
+    ids = reference_minilm.tokenizer(TEXTS[:2])["input_ids"]
+    for body_input in (ids, ids[0]):
+        response = httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": body_input})
+        assert response.status_code == 200, response.text
+        vectors = [item["embedding"] for item in response.json()["data"]]
+        expected = reference_minilm.encode(TEXTS[: len(vectors)])
+        assert cosines(vectors, expected).min() >= 0.9999
+
+
+def test_models_listing(client, service_url):
+    listed = {model.id: model for model in client.models.list().data}
+    assert set(listed) == {"minilm", "tiny-queue"}
+    assert listed["minilm"].model_extra["dimensions"] == 384
+    assert listed["tiny-queue"].model_extra["dimensions"] == 16
+    one = httpx.get(f"{service_url}/v1/models/minilm").json()
+    assert one["id"] == "minilm" and one["state"] == "ready" and one["max_input_tokens"] == 256
+
+
+def test_health_reports_every_model_ready(service_url):
+    response = httpx.get(f"{service_url}/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "models": {"minilm": "ready", "tiny-queue": "ready"}}
+
+
+def test_metrics_count_requests_tokens_and_batches_by_model(service_url):
+    httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": ["metrics probe"]})
+    httpx.post(f"{service_url}/v1/embeddings", json={"model": "nope", "input": ["x"]})
+    response = httpx.get(f"{service_url}/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for fragment in (
+        'rayprism_requests_total{endpoint="embeddings",model="minilm",status="200"}',
+        'rayprism_requests_total{endpoint="embeddings",model="unknown",status="404"}',
+        'rayprism_request_latency_seconds_bucket{endpoint="embeddings",le="0.05",model="minilm"}',
+        'rayprism_batch_size_count{model="minilm"}',
+        'rayprism_batch_tokens_sum{model="minilm"}',
+        'rayprism_tokens_total{model="minilm"}',
+        'rayprism_inputs_total{model="minilm"}',
+        'rayprism_queue_depth{model="minilm"} 0.0',
+        'rayprism_model_ready{model="tiny-queue"} 1.0',
+    ):
+        assert fragment in text, fragment

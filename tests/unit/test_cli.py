@@ -1,0 +1,34 @@
+from typer.testing import CliRunner
+
+from rayprism.platform.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_and_explains_them():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "serve" in result.output and "OpenAI-compatible" in result.output
+
+
+def test_serve_help_documents_defaults():
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for fragment in ("--host", "--port", "--address", "127.0.0.1", "8000"):
+        assert fragment in result.output
+
+
+def test_a_bad_config_fails_before_ray_starts(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("server:\n  port: -1\n")
+    result = runner.invoke(app, ["serve", str(path)])
+    assert result.exit_code == 2
+    assert "server.port" in result.output and "-1" in result.output
+
+
+def test_an_uninstalled_model_package_fails_before_ray_starts(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("models:\n  - source: package:not_installed_pkg/model\n")
+    result = runner.invoke(app, ["serve", str(path)])
+    assert result.exit_code == 2
+    assert "pip install not-installed-pkg" in result.output
