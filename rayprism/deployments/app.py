@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ray import serve
 from ray.serve.deployment import Application
 
+from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.http import create_app
 from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store import StoreDeployment
 from rayprism.platform.config import ServeConfig
+from rayprism.platform.errors import RayprismError
 
 APP_NAME = "rayprism"
 DEPLOYMENT_NAME = "rayprism"
@@ -17,12 +22,29 @@ DEPLOYMENT_NAME = "rayprism"
 class ServingReplica(EmbeddingService):
     """One replica: the HTTP app, and every configured model with its batcher, in one process."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, store):
         replica = serve.get_replica_context().replica_id.unique_id
+        self.collections = CollectionsService(self, store)
+        self._collections_checked = False
         super().__init__(ServeConfig.model_validate(config), replica=replica)
 
+    async def check_declared_collections(self) -> None:
+        """Create or verify every declared collection once models are loaded, so a schema
+        mismatch shows at start-up (in /health, and `rayprism serve` exits) rather than later."""
+        await asyncio.to_thread(self.wait_loaded)
+        for collection in self.config.collections:
+            if self.runners[collection.model].state == "ready":
+                try:
+                    await self.collections.collection(collection.name)
+                except RayprismError as error:
+                    self.startup_errors[f"collection {collection.name}"] = error.message
+        self._collections_checked = True
+
+    def started(self) -> bool:
+        return super().started() and self._collections_checked
+
     def __serve_build_asgi_app__(self):
-        return create_app(self)
+        return create_app(self, self.collections, on_startup=self.check_declared_collections)
 
     def check_health(self) -> None:
         """Serve replaces a replica whose model failed to load; /health reports why meanwhile."""
@@ -51,6 +73,14 @@ def deployment_options(config: ServeConfig) -> dict:
     return options
 
 
+def store_options(config: ServeConfig) -> dict:
+    """One store replica: a Milvus Lite file admits one process, and a server needs no more here."""
+    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 256}
+
+
 def build_application(config: ServeConfig) -> Application:
+    store = StoreDeployment.options(**store_options(config)).bind(
+        config.store.model_dump(mode="json"), [c.model_dump(mode="json") for c in config.collections]
+    )
     deployment = serve.deployment(ServingReplica).options(**deployment_options(config))
-    return deployment.bind(config.model_dump(mode="json"))
+    return deployment.bind(config.model_dump(mode="json"), store)

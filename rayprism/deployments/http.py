@@ -7,9 +7,11 @@ mistakes are 4xx, overload 429/503 with ``Retry-After``, our own faults a bare
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,8 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
-from rayprism.deployments.schemas import EmbeddingRequest, parse_body
+from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.schemas import (
+    DeleteDocumentsRequest, DocumentsRequest, EmbeddingRequest, SearchRequest, parse_body,
+)
 from rayprism.deployments.service import EmbeddingService
+from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import PayloadTooLargeError, RayprismError
 
 logger = logging.getLogger(__name__)
@@ -77,8 +83,20 @@ class Observed:
         self._metrics.latency(self.model, self.endpoint).observe(time.perf_counter() - self._started)
 
 
-def create_app(service: EmbeddingService) -> FastAPI:
-    app = FastAPI(title="rayprism", version=__version__)
+def create_app(
+    service: EmbeddingService,
+    collections: CollectionsService | None = None,
+    *,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.get_running_loop().create_task(on_startup()) if on_startup else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan)
     body_limit = service.config.server.max_request_bytes
 
     @app.exception_handler(RayprismError)
@@ -123,4 +141,59 @@ def create_app(service: EmbeddingService) -> FastAPI:
         service.update_gauges()
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    if collections is not None:
+        _add_collection_routes(app, service, collections)
     return app
+
+
+def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections: CollectionsService) -> None:
+    body_limit = service.config.server.max_request_bytes
+
+    def observed(endpoint: str, name: str | None = None) -> Observed:
+        return Observed(service, endpoint, service.metrics_label(collections.model_of(name)) if name else "unknown")
+
+    @app.get("/v1/collections")
+    async def list_collections() -> Response:
+        return json_response(await collections.list())
+
+    @app.post("/v1/collections")
+    async def create_collection(request: Request) -> Response:
+        with observed("collections.create"):
+            config = parse_body(CollectionConfig, await read_body(request, body_limit))
+            description, created = await collections.create(config)
+            return json_response(description, 201 if created else 200)
+
+    @app.get("/v1/collections/{name}")
+    async def get_collection(name: str) -> Response:
+        return json_response(await collections.describe(name))
+
+    @app.delete("/v1/collections/{name}")
+    async def drop_collection(name: str) -> Response:
+        with observed("collections.drop"):
+            return json_response(await collections.drop(name))
+
+    @app.post("/v1/collections/{name}/documents")
+    async def upsert_documents(name: str, request: Request) -> Response:
+        with observed("documents.upsert", name) as observation:
+            parsed = parse_body(DocumentsRequest, await read_body(request, body_limit))
+            result = await collections.upsert(name, parsed)
+            observation.model = service.metrics_label(collections.model_of(name))
+            return json_response(result)
+
+    @app.get("/v1/collections/{name}/documents/{document_id}")
+    async def get_document(name: str, document_id: str) -> Response:
+        return json_response(await collections.get_document(name, document_id))
+
+    @app.delete("/v1/collections/{name}/documents")
+    async def delete_documents(name: str, request: Request) -> Response:
+        with observed("documents.delete", name):
+            parsed = parse_body(DeleteDocumentsRequest, await read_body(request, body_limit))
+            return json_response(await collections.delete(name, parsed))
+
+    @app.post("/v1/collections/{name}/search")
+    async def search(name: str, request: Request) -> Response:
+        with observed("search", name) as observation:
+            parsed = parse_body(SearchRequest, await read_body(request, body_limit))
+            result = await collections.search(name, parsed)
+            observation.model = service.metrics_label(collections.model_of(name))
+            return json_response(result)

@@ -18,7 +18,9 @@ import threading
 import time
 from typing import Callable
 
-from rayprism.platform.config import ServeConfig
+from pathlib import Path
+
+from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.errors import ConfigError, NotReadyError
 from rayprism.platform.models.source import resolve_source
 
@@ -56,6 +58,20 @@ def preflight(config: ServeConfig) -> None:
         resolve_source(model.source)
 
 
+def absolute_store_paths(config: ServeConfig) -> ServeConfig:
+    """Milvus Lite paths made absolute here: the store runs in a Ray worker with another working directory."""
+
+    def absolute(uri: str | None) -> str | None:
+        return str(Path(uri).expanduser().resolve()) if uri and is_lite_uri(uri) else uri
+
+    return config.model_copy(
+        update={
+            "store": config.store.model_copy(update={"uri": absolute(config.store.uri)}),
+            "collections": [c.model_copy(update={"uri": absolute(c.uri)}) for c in config.collections],
+        }
+    )
+
+
 def service_url(config: ServeConfig) -> str:
     return f"http://{config.server.host}:{config.server.port}"
 
@@ -68,7 +84,8 @@ def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
 
     proxy_port = 0 if direct_ingress else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
-    serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)
+    application = build_application(absolute_store_paths(config))
+    serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: Callable[[dict], None] | None = None) -> None:

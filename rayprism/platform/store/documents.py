@@ -1,0 +1,122 @@
+"""Check documents against a collection before anything is embedded or written.
+
+All problems of a batch are collected with the index of the document they
+belong to, so a caller can fix them in one go; a batch with any problem is
+rejected whole.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rayprism.platform.config import CollectionConfig
+from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.store.layout import VARCHAR_MAX_BYTES
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True)
+class DocumentProblem:
+    index: int
+    field: str | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class InvalidDocumentsError(InvalidInputError):
+    """Some documents of a batch are invalid; nothing of the batch was written."""
+
+    code = "invalid_documents"
+
+    def __init__(self, problems: list[DocumentProblem]):
+        first = problems[0]
+        where = f"documents[{first.index}]" + (f".{first.field}" if first.field else "")
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        super().__init__(f"{where}: {first.message}{more}; nothing was written", param="documents")
+        self.problems = problems
+
+    def to_body(self) -> dict:
+        body = super().to_body()
+        body["error"]["errors"] = [problem.to_dict() for problem in self.problems]
+        return body
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _value_problem(kind: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if kind == "varchar":
+        if not isinstance(value, str):
+            return f"must be a string, got {type(value).__name__}"
+        if len(value.encode()) > VARCHAR_MAX_BYTES:
+            return f"is longer than {VARCHAR_MAX_BYTES} bytes"
+    elif kind == "int64":
+        if not _is_int(value) or not INT64_MIN <= value <= INT64_MAX:
+            return f"must be a 64-bit integer, got {value!r}"
+    elif kind == "double":
+        if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            return f"must be true or false, got {value!r}"
+    return None
+
+
+def normalise_id(config: CollectionConfig, value: Any) -> str | int:
+    """Ids of varchar collections are strings (integers are accepted and written as text)."""
+    if config.id_type == "int64":
+        if not _is_int(value) or not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"must be a 64-bit integer, got {value!r}")
+        return value
+    if _is_int(value):
+        return str(value)
+    if not isinstance(value, str) or not value or len(value.encode()) > 512:
+        raise ValueError(f"must be a non-empty string of at most 512 bytes, got {value!r}")
+    return value
+
+
+def validate_documents(config: CollectionConfig, documents: list[Any]) -> list[dict]:
+    """Rows ready for an upsert (without vectors), or :class:`InvalidDocumentsError`."""
+    problems: list[DocumentProblem] = []
+    rows: list[dict] = []
+    first_index_of: dict[str | int, int] = {}
+    allowed = {"id", config.text_field, *config.fields}
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            problems.append(DocumentProblem(index, None, "must be an object"))
+            continue
+        row: dict = {}
+        try:
+            row["id"] = normalise_id(config, document.get("id"))
+        except ValueError as error:
+            problems.append(DocumentProblem(index, "id", str(error)))
+        else:
+            if row["id"] in first_index_of:
+                problems.append(DocumentProblem(index, "id", f"repeats documents[{first_index_of[row['id']]}]"))
+            first_index_of.setdefault(row["id"], index)
+        text = document.get(config.text_field)
+        if not isinstance(text, str) or not text.strip():
+            problems.append(DocumentProblem(index, config.text_field, "must be a non-empty string"))
+        elif len(text.encode()) > VARCHAR_MAX_BYTES:
+            problems.append(DocumentProblem(index, config.text_field, f"is longer than {VARCHAR_MAX_BYTES} bytes"))
+        row[config.text_field] = text
+        for name in sorted(document.keys() - allowed):
+            problems.append(DocumentProblem(index, name, f"unknown field; this collection has {sorted(allowed)}"))
+        for name, kind in config.fields.items():
+            value = document.get(name)
+            problem = _value_problem(kind, value)
+            if problem:
+                problems.append(DocumentProblem(index, name, problem))
+            row[name] = value
+        rows.append(row)
+    if problems:
+        raise InvalidDocumentsError(problems)
+    return rows

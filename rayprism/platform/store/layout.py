@@ -1,0 +1,138 @@
+"""What a collection looks like in Milvus, built from config and read back from the store.
+
+A rayprism collection has a primary key ``id``, a text field, a ``dense`` float
+vector from the collection's model, optionally a ``sparse`` vector filled by
+Milvus's BM25 function from the text, and typed nullable metadata fields. The
+config it was made from rides along as a collection property, so a collection
+created at run time is fully known after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+from rayprism.platform.config import CollectionConfig
+
+CONFIG_PROPERTY = "rayprism.config"
+VARCHAR_MAX_BYTES = 65535
+
+FIELD_TYPES = {
+    "varchar": DataType.VARCHAR,
+    "int64": DataType.INT64,
+    "double": DataType.DOUBLE,
+    "bool": DataType.BOOL,
+    "json": DataType.JSON,
+}
+_TYPE_NAMES = {int(data_type): name for name, data_type in FIELD_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The parts of a collection's schema that decide whether it matches a config."""
+
+    id_type: str
+    text_field: str
+    dimensions: int
+    bm25: bool
+    metric: str
+    index_type: str
+    fields: dict[str, str]
+    model: str | None
+
+    @classmethod
+    def from_config(cls, config: CollectionConfig, dimensions: int) -> Layout:
+        return cls(
+            id_type=config.id_type,
+            text_field=config.text_field,
+            dimensions=dimensions,
+            bm25=config.bm25,
+            metric=config.index.metric,
+            index_type=config.index.type,
+            fields=dict(config.fields),
+            model=config.model,
+        )
+
+    def differences(self, stored: Layout) -> list[str]:
+        """Human-readable lines, one per disagreement: ``what: config <x>, store <y>``."""
+        lines = []
+        for name in ("model", "id_type", "text_field", "dimensions", "bm25", "metric", "index_type"):
+            wanted, found = getattr(self, name), getattr(stored, name)
+            if name == "model" and found is None:
+                continue  # made outside rayprism: any model with the right dimensions fits
+            if wanted != found:
+                lines.append(f"{name}: config {wanted!r}, store {found!r}")
+        for field in sorted(self.fields.keys() | stored.fields.keys()):
+            wanted, found = self.fields.get(field), stored.fields.get(field)
+            if wanted != found:
+                lines.append(f"field {field!r}: config {wanted or 'absent'}, store {found or 'absent'}")
+        return lines
+
+
+def create_collection(client: MilvusClient, config: CollectionConfig, dimensions: int) -> None:
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    if config.id_type == "varchar":
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    else:
+        schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field(config.text_field, DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES, enable_analyzer=config.bm25)
+    schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dimensions)
+    for name, kind in config.fields.items():
+        extra = {"max_length": VARCHAR_MAX_BYTES} if kind == "varchar" else {}
+        schema.add_field(name, FIELD_TYPES[kind], nullable=True, **extra)
+    index_params = client.prepare_index_params()
+    index_params.add_index(
+        "dense", index_type=config.index.type, metric_type=config.index.metric, params=dict(config.index.params)
+    )
+    if config.bm25:
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="bm25", function_type=FunctionType.BM25,
+                input_field_names=[config.text_field], output_field_names=["sparse"],
+            )
+        )
+        index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    client.create_collection(
+        config.name, schema=schema, index_params=index_params,
+        properties={CONFIG_PROPERTY: config.model_dump_json(exclude={"uri"})},
+    )
+
+
+def stored_config(description: dict) -> CollectionConfig | None:
+    """The config a collection was created from, if rayprism created it."""
+    text = (description.get("properties") or {}).get(CONFIG_PROPERTY)
+    return CollectionConfig.model_validate(json.loads(text)) if text else None
+
+
+def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
+    fields = {field["name"]: field for field in description["fields"]}
+    primary = next(field for field in description["fields"] if field.get("is_primary"))
+    created_from = stored_config(description)
+    text_field = created_from.text_field if created_from else _guess_text_field(description)
+    metadata = {
+        field_name: _TYPE_NAMES.get(int(field["type"]), f"type {int(field['type'])}")
+        for field_name, field in fields.items()
+        if field_name not in ("id", text_field, "dense", "sparse") and not field.get("is_primary")
+    }
+    index = client.describe_index(name, index_name="dense") or {}
+    return Layout(
+        id_type="varchar" if int(primary["type"]) == int(DataType.VARCHAR) else "int64",
+        text_field=text_field,
+        dimensions=int(fields["dense"]["params"]["dim"]) if "dense" in fields else 0,
+        bm25="sparse" in fields,
+        metric=index.get("metric_type", "?"),
+        index_type=index.get("index_type", "?"),
+        fields=metadata,
+        model=created_from.model if created_from else None,
+    )
+
+
+def _guess_text_field(description: dict) -> str:
+    for function in description.get("functions", []):
+        names = function.get("input_field_names")
+        if names:
+            return (json.loads(names.replace("'", '"')) if isinstance(names, str) else names)[0]
+    return "text"

@@ -1,0 +1,212 @@
+"""Collections and hybrid search through the running service, against a real Milvus Lite file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import SAMPLE_FIELDS
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+DOCUMENTS = [
+    {key: row[key] for key in ("id", "text", *SAMPLE_FIELDS)}
+    for row in map(json.loads, (DATA / "debian-sample.jsonl").read_text().splitlines())
+]
+QUERIES = [json.loads(line) for line in (DATA / "debian-sample-queries.jsonl").read_text().splitlines()]
+
+
+def post(url: str, path: str, body: dict, **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=120, **kwargs)
+
+
+def search(url: str, body: dict, collection: str = "debian") -> list[dict]:
+    response = post(url, f"/v1/collections/{collection}/search", body)
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def count(url: str, collection: str = "debian") -> int:
+    return httpx.get(f"{url}/v1/collections/{collection}").json()["count"]
+
+
+@pytest.fixture(scope="module")
+def loaded(service_url) -> str:
+    for start in range(0, len(DOCUMENTS), 60):
+        response = post(service_url, "/v1/collections/debian/documents", {"documents": DOCUMENTS[start : start + 60]})
+        assert response.status_code == 200, response.text
+        assert response.json()["upserted"] == len(DOCUMENTS[start : start + 60])
+    return service_url
+
+
+def mrr_at_10(url: str, **options) -> float:
+    total = 0.0
+    for query in QUERIES:
+        ids = [hit["id"] for hit in search(url, {"query": query["query"], "k": 10, **options})]
+        total += 1 / (ids.index(str(query["doc_id"])) + 1) if str(query["doc_id"]) in ids else 0
+    return total / len(QUERIES)
+
+
+def test_declared_collection_is_listed_with_its_schema(loaded):
+    listed = httpx.get(f"{loaded}/v1/collections").json()["data"]
+    debian = next(c for c in listed if c["name"] == "debian")
+    assert debian["count"] == len(DOCUMENTS) and debian["dimensions"] == 384
+    assert debian["fields"] == SAMPLE_FIELDS and debian["bm25"] is True
+    assert debian["model"] == "minilm" and debian["uri"].endswith("rayprism.db")
+
+
+def test_upsert_is_idempotent_by_id(loaded):
+    again = post(loaded, "/v1/collections/debian/documents", {"documents": DOCUMENTS[:10]})
+    assert again.status_code == 200 and again.json()["upserted"] == 10
+    assert count(loaded) == len(DOCUMENTS)
+
+
+def test_an_upsert_replaces_the_document(loaded):
+    changed = {**DOCUMENTS[5], "text": "A zebra-themed screensaver with striped animations."}
+    assert post(loaded, "/v1/collections/debian/documents", {"documents": [changed]}).status_code == 200
+    stored = httpx.get(f"{loaded}/v1/collections/debian/documents/{changed['id']}").json()
+    assert stored["text"] == changed["text"] and stored["section"] == changed["section"]
+    top = search(loaded, {"query": "zebra striped screensaver", "k": 1, "mode": "dense"})
+    assert top[0]["id"] == str(changed["id"])
+    assert post(loaded, "/v1/collections/debian/documents", {"documents": [DOCUMENTS[5]]}).status_code == 200
+    assert count(loaded) == len(DOCUMENTS)
+
+
+def test_one_invalid_document_rejects_the_batch_and_names_every_problem(loaded):
+    batch = [
+        {"id": "new-1", "text": "a valid new document"},
+        {"id": "new-2"},
+        {"id": "new-3", "text": "fine", "installed_size": "big"},
+        {"id": "new-1", "text": "the id again", "colour": "red"},
+    ]
+    response = post(loaded, "/v1/collections/debian/documents", {"documents": batch})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    problems = {(p["index"], p["field"]) for p in error["errors"]}
+    assert problems == {(1, "text"), (2, "installed_size"), (3, "id"), (3, "colour")}
+    assert "nothing was written" in error["message"]
+    assert httpx.get(f"{loaded}/v1/collections/debian/documents/new-1").status_code == 404
+    assert count(loaded) == len(DOCUMENTS)
+
+
+def test_delete_removes_documents_from_every_mode(loaded):
+    victim = DOCUMENTS[7]
+    response = httpx.request(
+        "DELETE", f"{loaded}/v1/collections/debian/documents", json={"ids": [victim["id"]]}, timeout=60
+    )
+    assert response.status_code == 200 and response.json()["deleted"] == 1
+    assert count(loaded) == len(DOCUMENTS) - 1
+    assert httpx.get(f"{loaded}/v1/collections/debian/documents/{victim['id']}").status_code == 404
+    for mode in ("dense", "sparse", "hybrid"):
+        hits = search(loaded, {"query": victim["text"][:200], "k": 20, "mode": mode})
+        assert str(victim["id"]) not in [hit["id"] for hit in hits]
+    assert post(loaded, "/v1/collections/debian/documents", {"documents": [victim]}).status_code == 200
+    assert count(loaded) == len(DOCUMENTS)
+
+
+def test_every_mode_finds_the_known_items_and_hybrid_is_at_least_as_good(loaded):
+    dense, sparse, hybrid = (mrr_at_10(loaded, mode=mode) for mode in ("dense", "sparse", "hybrid"))
+    assert dense > 0.6 and sparse > 0.6
+    assert hybrid >= max(dense, sparse) - 0.02, (dense, sparse, hybrid)
+
+
+def test_default_mode_is_hybrid_and_hits_carry_fields(loaded):
+    response = post(loaded, "/v1/collections/debian/search", {"query": QUERIES[0]["query"], "k": 3})
+    body = response.json()
+    assert body["mode"] == "hybrid" and len(body["results"]) == 3
+    hit = body["results"][0]
+    assert set(hit) == {"id", "score", "fields"}
+    assert set(hit["fields"]) == {"text", *SAMPLE_FIELDS}
+    only = search(loaded, {"query": QUERIES[0]["query"], "k": 2, "output_fields": ["package"]})
+    assert all(set(h["fields"]) == {"package"} for h in only)
+
+
+def test_weighted_fusion_with_all_weight_on_one_side_follows_that_side(loaded):
+    query = QUERIES[1]["query"]
+    dense = [h["id"] for h in search(loaded, {"query": query, "k": 5, "mode": "dense"})]
+    sparse = [h["id"] for h in search(loaded, {"query": query, "k": 5, "mode": "sparse"})]
+    weighted = {"type": "weighted", "weights": {"dense": 1.0, "sparse": 0.0}}
+    assert [h["id"] for h in search(loaded, {"query": query, "k": 5, "fusion": weighted})] == dense
+    weighted["weights"] = {"dense": 0.0, "sparse": 1.0}
+    assert [h["id"] for h in search(loaded, {"query": query, "k": 5, "fusion": weighted})] == sparse
+    rrf = search(loaded, {"query": query, "k": 5, "fusion": {"type": "rrf", "k": 10}})
+    assert rrf[0]["score"] == pytest.approx(2 / 11) or rrf[0]["score"] <= 2 / 11
+
+
+def test_section_filter_keeps_targets_reachable_and_excludes_the_rest(loaded):
+    for query in QUERIES[:10]:
+        for mode in ("dense", "sparse", "hybrid"):
+            hits = search(loaded, {"query": query["query"], "k": 10, "mode": mode,
+                                   "filter": f'section == "{query["section"]}"'})
+            assert hits and all(hit["fields"]["section"] == query["section"] for hit in hits)
+            assert str(query["doc_id"]) in [hit["id"] for hit in hits], (query, mode)
+
+
+def test_numeric_filter_and_a_filter_that_matches_nothing(loaded):
+    big = search(loaded, {"query": "library", "k": 20, "filter": "installed_size > 5000"})
+    assert big and all(hit["fields"]["installed_size"] > 5000 for hit in big)
+    assert search(loaded, {"query": "library", "k": 5, "filter": 'section == "no-such-section"'}) == []
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"query": "x", "filter": "colour == 'red'"}, 400, "unknown field 'colour'"),
+        ({"query": "x", "filter": "section ==== 'a'"}, 400, "filter: "),
+        ({"query": "x", "output_fields": ["colour"]}, 400, "unknown field 'colour'"),
+        ({"query": "x", "k": 20, "candidates": 5}, 400, "candidates (5) must be ≥ k (20)"),
+        ({"query": ""}, 422, "query"),
+        ({"query": "x", "mode": "fuzzy"}, 422, "mode"),
+        ({"query": "x", "fusion": {"type": "weighted"}}, 422, "fusion"),
+        ({"query": "x", "k": 0}, 422, "k"),
+    ],
+)
+def test_bad_searches_are_named(loaded, body, status, fragment):
+    response = post(loaded, "/v1/collections/debian/search", body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_unknown_collection_is_404(service_url):
+    response = post(service_url, "/v1/collections/nowhere/search", {"query": "x"})
+    assert response.status_code == 404 and "'nowhere' does not exist" in response.json()["error"]["message"]
+
+
+def test_collections_created_and_dropped_at_run_time(service_url):
+    spec = {"name": "notes", "model": "tiny-queue", "fields": {"author": "varchar", "stars": "double"}, "bm25": False}
+    created = post(service_url, "/v1/collections", spec)
+    assert created.status_code == 201, created.text
+    assert created.json()["dimensions"] == 16 and created.json()["count"] == 0
+    assert post(service_url, "/v1/collections", spec).status_code == 200  # the same again is fine
+    conflict = post(service_url, "/v1/collections", {**spec, "fields": {"author": "int64"}})
+    assert conflict.status_code == 409 and "different config" in conflict.json()["error"]["message"]
+
+    document = {"id": "n1", "text": "remember the milk", "author": "ada", "stars": 4.5}
+    assert post(service_url, "/v1/collections/notes/documents", {"documents": [document]}).status_code == 200
+    hits = search(service_url, {"query": "milk", "k": 1}, collection="notes")
+    assert hits[0]["id"] == "n1" and hits[0]["fields"]["stars"] == 4.5
+    sparse = post(service_url, "/v1/collections/notes/search", {"query": "milk", "mode": "sparse"})
+    assert sparse.status_code == 400 and "needs BM25" in sparse.json()["error"]["message"]
+
+    assert httpx.delete(f"{service_url}/v1/collections/notes").status_code == 200
+    assert httpx.get(f"{service_url}/v1/collections/notes").status_code == 404
+    assert post(service_url, "/v1/collections/notes/search", {"query": "milk"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ({"name": "bad name"}, "name"),
+        ({"name": "x", "fields": {"id": "varchar"}}, "reserved"),
+        ({"name": "x", "fields": {"a": "float128"}}, "fields.a"),
+        ({"name": "x", "model": "gpt"}, "model 'gpt' is not served here"),
+    ],
+)
+def test_bad_collection_specs(service_url, spec, fragment):
+    response = post(service_url, "/v1/collections", spec)
+    assert response.status_code in (400, 422), response.text
+    assert fragment in response.json()["error"]["message"]
