@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ray.exceptions import RayActorError
+
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import (
-    ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError, RayprismError,
+    ConflictError, InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError, RayprismError,
 )
 from rayprism.platform.store.documents import normalise_id, validate_documents
 from rayprism.platform.store.filters import check_filter
@@ -33,6 +35,8 @@ class CollectionsService:
     async def _call(self, method: str, *args, **kwargs):
         try:
             return await getattr(self._store, method).remote(*args, **kwargs)
+        except RayActorError:
+            raise NotReadyError("the store is restarting; retry shortly") from None
         except Exception as error:  # a deployment call wraps the store's own error: raise that one
             cause = getattr(error, "cause", None)
             if isinstance(cause, RayprismError):

@@ -110,6 +110,23 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: C
     raise NotReadyError(f"service at {url} not ready after {timeout_s:.0f}s (last health: {last})")
 
 
+def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None]) -> None:
+    """Fill the seed collection from its Markdown files, the first time only (it is empty)."""
+    from rayprism.platform.chunking import chunk_files
+    from rayprism.platform.client import Client, SourceDocument
+
+    seed = config.seed
+    with Client(url) as client:
+        if client.collection(seed.collection)["count"] > 0:
+            return
+        root = Path.cwd()
+        paths = sorted({path for pattern in seed.files for path in root.glob(pattern) if path.is_file()})
+        documents = [SourceDocument(d["id"], d) for d in chunk_files(paths, root)]
+        echo(f"first start: filling {seed.collection!r} with {len(documents)} chunks of {len(paths)} files ...")
+        summary = client.ingest(seed.collection, documents)
+    echo(f"filled {seed.collection!r}: {summary.upserted} chunks in {summary.seconds:.1f} s")
+
+
 def wait_for_stop_signal() -> None:
     """Block quietly until SIGINT or SIGTERM (a spinning driver would starve the replicas)."""
     stop = threading.Event()
@@ -140,7 +157,11 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
         url = service_url(config)
         echo(f"loading models {sorted(m.name for m in config.models)} ...")
         wait_until_ready(url)
+        if config.seed is not None:
+            seed_collection(url, config, echo)
         echo(f"rayprism is serving at {url}  (POST {url}/v1/embeddings, GET {url}/health)")
+        if config.seed is not None:
+            echo(f'try: rayprism search {config.seed.collection} "how do I run the tests" --url {url}')
         echo("press Ctrl-C to stop")
         wait_for_stop_signal()
         echo("stopping ...")

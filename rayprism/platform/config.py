@@ -195,6 +195,14 @@ class StoreConfig(StrictModel):
     unsealed rows on every BM25 query)."""
 
 
+class SeedConfig(StrictModel):
+    """Documents loaded into an empty collection when the service starts: a first experience."""
+
+    collection: str
+    files: list[str] = Field(min_length=1)
+    """Markdown files or glob patterns, relative to the working directory; chunked by heading."""
+
+
 def is_lite_uri(uri: str) -> bool:
     return not re.match(r"^[a-z][a-z0-9+.-]*://", uri)
 
@@ -205,6 +213,7 @@ class ServeConfig(StrictModel):
     models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
     store: StoreConfig = StoreConfig()
     collections: list[CollectionConfig] = Field(default_factory=list)
+    seed: SeedConfig | None = None
 
     @field_validator("models")
     @classmethod
@@ -219,6 +228,9 @@ class ServeConfig(StrictModel):
         for collection in self.collections:
             if collection.model not in models:
                 raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; models: {models}")
+        declared = [c.name for c in self.collections]
+        if self.seed is not None and self.seed.collection not in declared:
+            raise ValueError(f"seed.collection {self.seed.collection!r} is not declared; collections: {declared}")
         return self
 
     def collection_uri(self, collection: CollectionConfig) -> str:

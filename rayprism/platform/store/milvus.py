@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
 
 COLLECTION_NOT_FOUND = 100
+COLLECTION_NOT_LOADED = 101
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
 
@@ -141,7 +142,13 @@ class MilvusStore:
     def _call(self, method, name: str, *args, filtered: bool = False, **kwargs) -> Any:
         """Run a client call, turning Milvus failures into errors that say whose fault they are."""
         try:
-            return method(name, *args, **kwargs)
+            try:
+                return method(name, *args, **kwargs)
+            except MilvusException as error:
+                if getattr(error, "code", None) != COLLECTION_NOT_LOADED:
+                    raise
+                self._client.load_collection(name)  # collections come back released after a restart
+                return method(name, *args, **kwargs)
         except MilvusException as error:
             message = getattr(error, "message", str(error))
             if getattr(error, "code", None) == COLLECTION_NOT_FOUND:

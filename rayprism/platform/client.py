@@ -1,0 +1,172 @@
+"""A small client for the service's HTTP API, used by ``rayprism ingest|search`` and start-up seeding.
+
+Ingest streams documents in batches, backs off when the service says so
+(429/503 with ``Retry-After``), and when a batch is rejected for bad documents it
+reports those (with their line numbers) and sends the rest again: one bad row
+never costs its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import httpx
+
+from rayprism.platform.errors import RayprismError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+RETRIABLE = (429, 502, 503)
+CONNECT_ATTEMPTS = 3
+
+
+class ServiceError(RayprismError):
+    """The service answered with an error; ``message`` is its own."""
+
+    def __init__(self, response: httpx.Response):
+        try:
+            error = response.json()["error"]
+            message = error["message"]
+        except (ValueError, KeyError, TypeError):
+            error, message = {}, response.text[:500] or response.reason_phrase
+        super().__init__(f"{response.request.method} {response.request.url.path}: {response.status_code} {message}")
+        self.http_status = response.status_code
+        self.document_problems: dict[int, str] | None = None
+        """For a batch refused because of some of its documents: index → reason."""
+        if error.get("code") == "invalid_documents":
+            self.document_problems = {}
+            for problem in error.get("errors", []):
+                where = f"{problem['field']}: " if problem.get("field") else ""
+                self.document_problems.setdefault(problem["index"], where + problem["message"])
+
+
+@dataclass
+class Rejected:
+    where: str
+    reason: str
+
+
+@dataclass
+class IngestSummary:
+    sent: int = 0
+    upserted: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.upserted / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    where: str
+    """Where it came from, for error reports: ``file.jsonl:17``."""
+    body: dict
+
+
+def read_jsonl(path: Path, summary: IngestSummary) -> Iterator[SourceDocument]:
+    """Documents of a JSONL file; lines that are not JSON objects are recorded as rejected."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{number}"
+            try:
+                body = json.loads(line)
+            except json.JSONDecodeError as error:
+                summary.rejected.append(Rejected(where, f"not JSON: {error.msg}"))
+                continue
+            if not isinstance(body, dict):
+                summary.rejected.append(Rejected(where, "not a JSON object"))
+                continue
+            yield SourceDocument(where, body)
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 300, max_retries: int = 8):
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        self._max_retries = max_retries
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        for attempt in range(self._max_retries + 1):
+            try:
+                response = self._http.request(method, path, json=body)
+            except httpx.TransportError as error:
+                if attempt + 1 >= CONNECT_ATTEMPTS:
+                    raise RayprismError(f"cannot reach {self._http.base_url}: {error}") from None
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if response.status_code in RETRIABLE and attempt < self._max_retries:
+                time.sleep(float(response.headers.get("retry-after", min(2**attempt, 10))))
+                continue
+            if response.status_code >= 400:
+                raise ServiceError(response)
+            return response.json()
+        raise AssertionError("unreachable")
+
+    def collection(self, name: str) -> dict:
+        return self.request("GET", f"/v1/collections/{name}")
+
+    def search(self, collection: str, query: str, **options) -> dict:
+        body = {"query": query, **{key: value for key, value in options.items() if value is not None}}
+        return self.request("POST", f"/v1/collections/{collection}/search", body)
+
+    def ingest(
+        self,
+        collection: str,
+        documents: Iterable[SourceDocument],
+        *,
+        batch_size: int = 64,
+        summary: IngestSummary | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> IngestSummary:
+        """Upsert every document, in batches; ``on_batch(n)`` reports progress."""
+        summary = summary or IngestSummary()
+        started = time.perf_counter()
+        batch: list[SourceDocument] = []
+        for document in documents:
+            batch.append(document)
+            if len(batch) == batch_size:
+                self._send(collection, batch, summary)
+                if on_batch:
+                    on_batch(len(batch))
+                batch = []
+        if batch:
+            self._send(collection, batch, summary)
+            if on_batch:
+                on_batch(len(batch))
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _send(self, collection: str, batch: list[SourceDocument], summary: IngestSummary) -> None:
+        while batch:
+            summary.sent += len(batch)
+            try:
+                result = self.request(
+                    "POST", f"/v1/collections/{collection}/documents", {"documents": [d.body for d in batch]}
+                )
+            except ServiceError as error:
+                problems = error.document_problems
+                if problems is None:
+                    raise
+                summary.sent -= len(batch)
+                for index in sorted(problems):
+                    summary.rejected.append(Rejected(batch[index].where, problems[index]))
+                batch = [document for index, document in enumerate(batch) if index not in problems]
+                continue
+            summary.upserted += result["upserted"]
+            return
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

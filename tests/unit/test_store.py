@@ -1,0 +1,192 @@
+"""The store layer against a real Milvus Lite file (no Ray)."""
+
+import numpy as np
+import pytest
+
+from rayprism.platform.config import CollectionConfig, DenseIndexConfig
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError
+from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
+from rayprism.platform.store.filters import check_filter
+from rayprism.platform.store.milvus import MilvusStore
+
+CONFIG = CollectionConfig(name="docs", fields={"section": "varchar", "size": "int64", "score": "double",
+                                               "ok": "bool", "meta": "json"})
+
+
+@pytest.fixture()
+def store(tmp_path):
+    store = MilvusStore(str(tmp_path / "sub" / "store.db"), flush_after_s=0.05)
+    yield store
+    store.close()
+
+
+def rows(n: int, dims: int = 4) -> list[dict]:
+    rng = np.random.default_rng(n)
+    words = ["apple", "banana", "cherry", "damson"]
+    return [
+        {"id": str(i), "text": f"{words[i % 4]} pie number {i}", "dense": rng.standard_normal(dims).astype(np.float32),
+         "section": words[i % 4], "size": i, "score": i / 2, "ok": i % 2 == 0, "meta": {"i": i}}
+        for i in range(n)
+    ]
+
+
+def test_create_then_verify_the_same_config(store):
+    store.ensure(CONFIG, 4)
+    assert store.names() == ["docs"]
+    assert store.ensure(CONFIG, 4).fields == CONFIG.fields
+    assert store.config_of("docs") == CONFIG
+
+
+def test_a_different_schema_is_a_conflict_that_says_what_differs(store):
+    store.ensure(CONFIG, 4)
+    changed = CONFIG.model_copy(update={
+        "fields": {**CONFIG.fields, "size": "double", "extra": "bool"},
+        "bm25": False,
+        "index": DenseIndexConfig(metric="IP"),
+    })
+    with pytest.raises(ConflictError) as caught:
+        store.ensure(changed, 8)
+    message = caught.value.message
+    for fragment in ("dimensions: config 8, store 4", "bm25: config False, store True",
+                     "metric: config 'IP', store 'COSINE'", "field 'size': config double, store int64",
+                     "field 'extra': config bool, store absent"):
+        assert fragment in message
+    assert caught.value.http_status == 409
+
+
+def test_upsert_count_get_delete(store):
+    store.ensure(CONFIG, 4)
+    assert store.upsert("docs", rows(10)) == 10
+    assert store.upsert("docs", rows(10)[:3]) == 3
+    assert store.count("docs") == 10
+    (got,) = store.get("docs", ["3"], ["text", "meta"])
+    assert got["text"] == "damson pie number 3" and got["meta"] == {"i": 3}
+    assert store.delete("docs", ["3", "4"]) == 2
+    assert store.count("docs") == 8 and store.get("docs", ["3"], ["text"]) == []
+
+
+def test_search_modes_fusions_and_filters(store):
+    store.ensure(CONFIG, 4)
+    data = rows(20)
+    store.upsert("docs", data)
+    store.flush("docs")
+    target = data[6]
+    common = {"k": 3, "dense_vector": target["dense"], "query_text": "cherry", "output_fields": ["section"]}
+    assert store.search("docs", mode="dense", **common)[0]["id"] == "6"
+    assert {hit["fields"]["section"] for hit in store.search("docs", mode="sparse", **common)} == {"cherry"}
+    hybrid = store.search("docs", mode="hybrid", **common)
+    assert hybrid[0]["id"] == "6" and len(hybrid) == 3
+    weighted = store.search("docs", mode="hybrid", fusion={"type": "weighted", "weights": {"dense": 1, "sparse": 0}},
+                            **common)
+    assert [h["id"] for h in weighted] == [h["id"] for h in store.search("docs", mode="dense", **common)]
+    filtered = store.search("docs", mode="hybrid", filter="size >= 10 and ok == true", **common)
+    assert filtered and all(int(h["id"]) >= 10 and int(h["id"]) % 2 == 0 for h in filtered)
+    with pytest.raises(InvalidInputError, match="filter: "):
+        store.search("docs", mode="dense", filter="size >>> 3", **common)
+
+
+def test_missing_collection_is_not_found(store):
+    with pytest.raises(NotFoundError):
+        store.search("nope", mode="dense", k=1, dense_vector=[0.0] * 4)
+    with pytest.raises(NotFoundError):
+        store.drop("nope")
+
+
+def test_writes_are_flushed_soon_after_the_last_one(store, monkeypatch):
+    store.ensure(CONFIG, 4)
+    flushed = []
+    real_flush = store._client.flush
+    monkeypatch.setattr(store._client, "flush", lambda name: (flushed.append(name), real_flush(name)))
+    for batch in range(3):
+        store.upsert("docs", rows(5)[batch:batch + 1])
+    import time
+
+    deadline = time.monotonic() + 5
+    while not flushed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert flushed == ["docs"]  # three writes, one flush
+
+
+def test_int64_ids(tmp_path):
+    store = MilvusStore(str(tmp_path / "ints.db"))
+    config = CollectionConfig(name="ints", id_type="int64")
+    store.ensure(config, 4)
+    store.upsert("ints", [{"id": 7, "text": "seven", "dense": [1.0, 0, 0, 0]}])
+    assert store.get("ints", [7], ["text"])[0]["id"] == 7
+    store.close()
+
+
+class TestDocumentValidation:
+    def test_good_documents_become_rows(self):
+        result = validate_documents(CONFIG, [{"id": 5, "text": "t", "size": 3, "meta": [1, 2]}, {"id": "b", "text": "u"}])
+        assert result[0]["id"] == "5" and result[0]["size"] == 3 and result[0]["section"] is None
+        assert result[1]["id"] == "b"
+
+    @pytest.mark.parametrize(
+        "document, field, fragment",
+        [
+            ({"text": "t"}, "id", "non-empty string"),
+            ({"id": "", "text": "t"}, "id", "non-empty string"),
+            ({"id": "a", "text": " "}, "text", "non-empty string"),
+            ({"id": "a", "text": "t", "size": 1.5}, "size", "64-bit integer"),
+            ({"id": "a", "text": "t", "size": True}, "size", "64-bit integer"),
+            ({"id": "a", "text": "t", "size": 2**63}, "size", "64-bit integer"),
+            ({"id": "a", "text": "t", "score": float("nan")}, "score", "finite number"),
+            ({"id": "a", "text": "t", "ok": "yes"}, "ok", "true or false"),
+            ({"id": "a", "text": "t", "section": 3}, "section", "must be a string"),
+            ({"id": "a", "text": "x" * 70000}, "text", "longer than 65535 bytes"),
+            ({"id": "a", "text": "t", "other": 1}, "other", "unknown field"),
+        ],
+    )
+    def test_each_problem_is_reported_with_index_and_field(self, document, field, fragment):
+        with pytest.raises(InvalidDocumentsError) as caught:
+            validate_documents(CONFIG, [{"id": "fine", "text": "ok"}, document])
+        (problem,) = caught.value.problems
+        assert (problem.index, problem.field) == (1, field) and fragment in problem.message
+        assert caught.value.to_body()["error"]["errors"] == [problem.to_dict()]
+
+    def test_repeated_ids_in_one_batch(self):
+        with pytest.raises(InvalidDocumentsError, match=r"documents\[2\].id: repeats documents\[0\]"):
+            validate_documents(CONFIG, [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "a", "text": "z"}])
+
+    def test_int64_collections_need_integer_ids(self):
+        config = CollectionConfig(name="ints", id_type="int64")
+        assert validate_documents(config, [{"id": 3, "text": "x"}])[0]["id"] == 3
+        with pytest.raises(InvalidDocumentsError, match="64-bit integer"):
+            validate_documents(config, [{"id": "3", "text": "x"}])
+
+
+class TestFilterCheck:
+    FIELDS = ["id", "text", "section", "size", "meta"]
+
+    @pytest.mark.parametrize(
+        "expression",
+        [
+            'section == "net"',
+            "size > 10 AND NOT (section in ['a', 'b'])",
+            'section like "lib%" or size <= 3.5e2',
+            'json_contains(meta["tags"], "x") and meta["k"] == 1',
+            "text == 'colour == red'",  # words inside string literals are not fields
+            'section == "say \\"unknown\\" here"',
+            "meta is null or exists meta['x']",
+        ],
+    )
+    def test_known_fields_pass(self, expression):
+        assert check_filter(f"  {expression} ", self.FIELDS) == expression
+
+    @pytest.mark.parametrize("expression, name", [("colour == 'red'", "colour"), ("size > 1 and secton == 'x'", "secton")])
+    def test_unknown_fields_are_named(self, expression, name):
+        with pytest.raises(InvalidInputError, match=f"unknown field '{name}'; filterable fields are"):
+            check_filter(expression, self.FIELDS)
+
+
+def test_a_reopened_store_serves_its_collections(tmp_path):
+    path = str(tmp_path / "reopen.db")
+    first = MilvusStore(path)
+    first.ensure(CONFIG, 4)
+    first.upsert("docs", rows(6))
+    first.close()
+    second = MilvusStore(path)
+    assert second.count("docs") == 6
+    assert second.search("docs", mode="dense", k=1, dense_vector=rows(6)[2]["dense"])[0]["id"] == "2"
+    second.close()
