@@ -15,7 +15,7 @@ from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsReques
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import (
-    ConflictError, InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError, RayprismError,
+    ConflictError, InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError, unwrap,
 )
 from rayprism.platform.store.documents import normalise_id, validate_documents
 from rayprism.platform.store.filters import check_filter
@@ -38,9 +38,9 @@ class CollectionsService:
         except RayActorError:
             raise NotReadyError("the store is restarting; retry shortly") from None
         except Exception as error:  # a deployment call wraps the store's own error: raise that one
-            cause = getattr(error, "cause", None)
-            if isinstance(cause, RayprismError):
-                raise cause from None
+            original = unwrap(error)
+            if original is not None:
+                raise original from None
             raise
 
     async def _call_on(self, name: str, method: str, *args, **kwargs):

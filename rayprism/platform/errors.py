@@ -114,3 +114,11 @@ class MissingDependencyError(RayprismError):
     """An optional dependency is needed for this feature; the message says what to install."""
 
     code = "missing_dependency"
+
+
+def unwrap(error: BaseException) -> RayprismError | None:
+    """Our own error inside a Ray task/actor error (Ray keeps it as ``cause``), or None."""
+    if isinstance(error, RayprismError) and not hasattr(error, "cause"):
+        return error
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, RayprismError) else None

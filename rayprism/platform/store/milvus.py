@@ -30,7 +30,7 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 
 
 class MilvusStore:
-    def __init__(self, uri: str, *, flush_after_s: float = 1.0):
+    def __init__(self, uri: str, *, flush_after_s: float = 5.0):
         self.uri = uri
         if is_lite_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,195 @@
+"""Retrieval quality and latency of collections served over HTTP, on the Debian set.
+
+    python bench/retrieval.py [--corpus 10k] [--latency-queries 300]
+
+In one run:
+1. starts ``rayprism serve`` with a ``debian`` collection in a fresh Milvus Lite file;
+2. ingests the corpus through the documents endpoint (the path ``rayprism ingest`` takes);
+3. scores the dev queries in every mode and fusion: MRR@10, Recall@1, Recall@10, and with
+   the ``section == <target's section>`` filter the share of targets still reachable;
+4. times hybrid search one query at a time through HTTP (query embedding included);
+5. stops the service and, as the baseline, runs the plain script the reference figures came
+   from on the same Milvus file: sentence-transformers encodes the query, pymilvus runs
+   ``hybrid_search`` in process. It also encodes 1,000 documents in process for an ingest baseline.
+
+Needs ../shared/data/debian/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "debian"
+REFERENCE = {  # ../shared/data/debian/README.md: plain script, all-MiniLM-L6-v2 + Milvus Lite
+    "dense": (0.764, 0.683, 0.916),
+    "sparse": (0.792, 0.732, 0.896),
+    "hybrid rrf k=60": (0.809, 0.740, 0.933),
+}
+FIELDS = {"package": "varchar", "section": "varchar", "priority": "varchar", "installed_size": "int64"}
+CONFIGS = [
+    ("dense", {"mode": "dense"}),
+    ("sparse", {"mode": "sparse"}),
+    ("hybrid rrf k=60", {"mode": "hybrid", "fusion": {"type": "rrf", "k": 60}}),
+    ("hybrid weighted 0.5/0.5", {"mode": "hybrid", "fusion": {"type": "weighted", "weights": {"dense": 0.5, "sparse": 0.5}}}),
+    ("hybrid weighted 0.3/0.7", {"mode": "hybrid", "fusion": {"type": "weighted", "weights": {"dense": 0.3, "sparse": 0.7}}}),
+]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open() as lines:
+        return [json.loads(line) for line in lines]
+
+
+def start_service(config_path: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rayprism.platform.cli", "serve", str(config_path), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    for line in process.stdout:
+        if "rayprism is serving at" in line:
+            return process
+        if line.startswith("error:"):
+            raise SystemExit(line)
+    raise SystemExit("the service exited before it was ready")
+
+
+def scores(ranked: list[list[str]], targets: list[str]) -> tuple[float, float, float]:
+    mrr = r1 = r10 = 0.0
+    for ids, target in zip(ranked, targets):
+        if target in ids[:10]:
+            rank = ids.index(target) + 1
+            mrr += 1 / rank
+            r1 += rank == 1
+            r10 += 1
+    n = len(targets)
+    return mrr / n, r1 / n, r10 / n
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    return float(np.percentile(seconds, q) * 1e3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", choices=["10k", "53k"], default="10k")
+    parser.add_argument("--port", type=int, default=8124)
+    parser.add_argument("--latency-queries", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    if not DATA.exists():
+        raise SystemExit(f"needs the Debian retrieval set in {DATA}")
+
+    corpus = read_jsonl(DATA / f"corpus-{args.corpus}.jsonl")
+    queries = read_jsonl(DATA / f"queries-dev-{args.corpus}.jsonl")
+    targets = [str(q["doc_id"]) for q in queries]
+    work = Path(tempfile.mkdtemp(prefix="rayprism-retrieval-"))
+    store = work / "bench.db"
+    config = {
+        "models": [{"name": "minilm", "torch_threads": os.cpu_count()}],
+        "store": {"uri": str(store)},
+        "collections": [{"name": "debian", "fields": FIELDS}],
+    }
+    config_path = work / "serve.yaml"
+    config_path.write_text(json.dumps(config))
+
+    from rayprism.platform.client import Client, SourceDocument
+
+    url = f"http://127.0.0.1:{args.port}"
+    service = start_service(config_path, args.port)
+    results: dict[str, tuple[float, float, float]] = {}
+    try:
+        with Client(url) as client:
+            documents = [SourceDocument(str(d["id"]), {k: d[k] for k in ("id", "text", *FIELDS)}) for d in corpus]
+            ingest = client.ingest("debian", documents, batch_size=args.batch_size)
+            print(f"ingested {ingest.upserted} docs through HTTP: {ingest.docs_per_s:.1f} docs/s", flush=True)
+            time.sleep(3)  # the store seals fresh rows a second after the last write
+            for name, options in CONFIGS:
+                ranked = [[h["id"] for h in client.search("debian", q["query"], k=10, **options)["results"]]
+                          for q in queries]
+                results[name] = scores(ranked, targets)
+                print(f"{name}: MRR@10 {results[name][0]:.3f} R@1 {results[name][1]:.3f} R@10 {results[name][2]:.3f}",
+                      flush=True)
+            filtered = [[h["id"] for h in client.search("debian", q["query"], k=10, mode="hybrid",
+                                                         filter=f'section == "{q["section"]}"')["results"]]
+                        for q in queries]
+            reachable = scores(filtered, targets)
+            print(f"hybrid + section filter: MRR@10 {reachable[0]:.3f} R@10 {reachable[2]:.3f}", flush=True)
+
+        latencies = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for q in queries[: args.latency_queries]:
+                started = time.perf_counter()
+                response = http.post("/v1/collections/debian/search", json={"query": q["query"], "k": 10})
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+    finally:
+        service.send_signal(signal.SIGINT)
+        service.communicate(timeout=180)
+
+    baseline_latencies, baseline_ingest = plain_script_baseline(store, corpus, queries[: args.latency_queries])
+
+    print(f"\ncorpus-{args.corpus}, {len(queries)} dev queries\n")
+    print("| retriever | MRR@10 | R@1 | R@10 | reference MRR@10 (plain script) |")
+    print("|---|---|---|---|---|")
+    for name, (mrr, r1, r10) in results.items():
+        reference = REFERENCE.get(name, (None,))[0]
+        shown = f"{reference:.3f}" if reference and args.corpus == "10k" else "—"
+        print(f"| {name} | {mrr:.3f} | {r1:.3f} | {r10:.3f} | {shown} |")
+    print(f"| hybrid rrf, filter section == target's | {reachable[0]:.3f} | {reachable[1]:.3f} | {reachable[2]:.3f} | — |")
+    print("\n| measure | rayprism (HTTP) | plain script (in process, same run) | ratio |")
+    print("|---|---|---|---|")
+    ours_p50, base_p50 = percentile_ms(latencies, 50), percentile_ms(baseline_latencies, 50)
+    print(f"| hybrid search p50, ms (query embedding included) | {ours_p50:.1f} | {base_p50:.1f} | {ours_p50 / base_p50:.2f} |")
+    print(f"| hybrid search p99, ms | {percentile_ms(latencies, 99):.1f} | {percentile_ms(baseline_latencies, 99):.1f} | "
+          f"{percentile_ms(latencies, 99) / percentile_ms(baseline_latencies, 99):.2f} |")
+    print(f"| ingest, docs/s (plain: encode only) | {ingest.docs_per_s:.1f} | {baseline_ingest:.1f} | "
+          f"{ingest.docs_per_s / baseline_ingest:.2f} |")
+
+
+def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict]) -> tuple[list[float], float]:
+    """What the reference figures measured: ST encodes, pymilvus searches the same file in process."""
+    import torch
+    from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
+    from sentence_transformers import SentenceTransformer
+
+    from rayprism.platform.config import DEFAULT_MODEL_SOURCE
+    from rayprism.platform.models.source import resolve_source
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = SentenceTransformer(resolve_source(DEFAULT_MODEL_SOURCE), device="cpu")
+    started = time.perf_counter()
+    model.encode([d["text"] for d in corpus[:1000]], batch_size=32)
+    ingest_docs_per_s = 1000 / (time.perf_counter() - started)
+
+    client = MilvusClient(str(store))
+    client.load_collection("debian")
+    latencies = []
+    for q in queries:
+        started = time.perf_counter()
+        vector = model.encode([q["query"]])[0]
+        dense = AnnSearchRequest(data=[vector], anns_field="dense", param={"metric_type": "COSINE"}, limit=50)
+        sparse = AnnSearchRequest(data=[q["query"]], anns_field="sparse", param={"metric_type": "BM25"}, limit=50)
+        client.hybrid_search("debian", [dense, sparse], RRFRanker(60), limit=10,
+                             output_fields=["text", *FIELDS])
+        latencies.append(time.perf_counter() - started)
+    client.close()
+    print(f"plain script: hybrid p50 {statistics.median(latencies) * 1e3:.1f} ms; encode {ingest_docs_per_s:.1f} docs/s")
+    return latencies, ingest_docs_per_s
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""`rayprism embed JOB.yaml`: plan the units, then run the unfinished ones on Ray Data.
+
+Planning needs no Ray: a finished job is recognised from its state directory and
+does no work at all. Execution streams unit descriptions through an autoscaling
+pool of encoder actors (:class:`~rayprism.jobs.worker.UnitWorker`); each actor
+reads its unit itself, so vectors never travel through the object store except
+on their way to the one Milvus sink actor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rayprism.jobs.readers import Unit, file_signature, input_files, plan_units, read_unit
+from rayprism.jobs.state import JobState
+from rayprism.platform.codecs.quantize import calibrate_int8, load_ranges, save_ranges
+from rayprism.platform.config import JobConfig
+from rayprism.platform.errors import RayprismError, unwrap
+
+DEFAULT_JOBS_DIR = Path("data") / "jobs"
+
+
+@dataclass
+class JobPlan:
+    job: JobConfig
+    state: JobState
+    units: list[Unit]
+    todo: list[Unit]
+
+
+@dataclass
+class JobSummary:
+    units: int
+    units_run: int
+    rows: int
+    """Rows embedded and written by this run."""
+    errors: int
+    """Rows rejected by this run."""
+    rows_total: int
+    errors_total: int
+    seconds: float
+    outputs: list[str] = field(default_factory=list)
+    errors_file: str | None = None
+    collection_count: int | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def state_directory(job: JobConfig) -> Path:
+    output = job.output
+    if output.state_dir:
+        return Path(output.state_dir)
+    if output.parquet:
+        return Path(output.parquet)
+    return DEFAULT_JOBS_DIR / output.collection_name
+
+
+def fingerprint(job: JobConfig, files: list[str]) -> dict:
+    """Everything that changes a job's results; progress recorded under another fingerprint is refused."""
+    model = job.model
+    collection = job.output.collection
+    return {
+        "input": [file_signature(path) for path in files],
+        "format": job.input.resolved_format(),
+        "id_field": job.input.id_field,
+        "text_field": job.input.text_field,
+        "model": {"source": model.source, "backend": model.backend, "max_input_tokens": model.max_input_tokens},
+        "codecs": [codec if isinstance(codec, str) else codec.model_dump() for codec in job.codecs],
+        "rows_per_part": job.compute.rows_per_part,
+        "collection": collection if isinstance(collection, str) or collection is None else collection.model_dump(),
+        "uri": job.output.uri if collection is not None else None,
+    }
+
+
+def plan(job: JobConfig) -> JobPlan:
+    files = input_files(job.input.path)
+    units = plan_units(files, job.input.resolved_format(), job.compute.rows_per_part)
+    state = JobState(state_directory(job))
+    state.claim(fingerprint(job, files))
+    return JobPlan(job, state, units, [unit for unit in units if not state.is_done(unit.id)])
+
+
+def _calibration_texts(job: JobConfig, units: list[Unit], limit: int) -> list[str]:
+    texts: list[str] = []
+    for unit in units:
+        for raw in read_unit(unit, job.input.resolved_format()):
+            text = (raw.record or {}).get(job.input.text_field)
+            if isinstance(text, str) and text.strip():
+                texts.append(text)
+                if len(texts) == limit:
+                    return texts
+    return texts
+
+
+def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
+    """Loaded from the state directory, or calibrated once on the input's first rows and saved there."""
+    import ray
+
+    from rayprism.jobs.worker import encoder_config
+
+    if "int8" not in job_plan.job.codecs:
+        return None
+    if job_plan.state.int8_ranges_path.exists():
+        return load_ranges(job_plan.state.int8_ranges_path)
+    job = job_plan.job
+    texts = _calibration_texts(job, job_plan.units, job.int8_calibration_rows)
+
+    @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus)
+    def calibrate(model: dict, texts: list[str]) -> np.ndarray:
+        from rayprism.platform.config import ModelConfig
+        from rayprism.platform.models import embed
+        from rayprism.platform.models.registry import load_encoder
+
+        return calibrate_int8(embed(load_encoder(ModelConfig.model_validate(model)), texts).vectors)
+
+    model = encoder_config(job).model_dump(exclude={"serve_config"})
+    ranges = ray.get(calibrate.remote(model, texts))
+    save_ranges(job_plan.state.int8_ranges_path, ranges)
+    return ranges
+
+
+class JobFailedError(RayprismError):
+    """A unit could not be finished: a bad row with ``on_error: fail``, or the store refused."""
+
+
+def execute(job_plan: JobPlan, *, echo: Callable[[str], None] = print) -> JobSummary:
+    """Run the unfinished units on the Ray this process is connected to."""
+    import ray
+
+    from rayprism.jobs.sink import MilvusSink
+    from rayprism.jobs.worker import UnitWorker
+
+    job, state = job_plan.job, job_plan.state
+    started = time.perf_counter()
+    sink = collection = None
+    if job.output.collection is not None:
+        spec = None if isinstance(job.output.collection, str) else job.output.collection.model_dump(mode="json")
+        sink = ray.remote(num_cpus=0)(MilvusSink).remote(job.output.uri, job.output.collection_name, spec, job.model.name)
+        try:
+            collection = ray.get(sink.open.remote())
+        except Exception as error:
+            ray.kill(sink)
+            raise unwrap(error) or error from None
+    ranges = int8_ranges(job_plan)
+    compute = job.compute
+    concurrency = compute.min_actors if compute.min_actors == compute.max_actors else (compute.min_actors, compute.max_actors)
+    dataset = ray.data.from_items([unit.to_dict() for unit in job_plan.todo], override_num_blocks=len(job_plan.todo))
+    dataset = dataset.map_batches(
+        UnitWorker,
+        batch_size=1,
+        concurrency=concurrency,
+        num_cpus=compute.num_cpus,
+        num_gpus=compute.num_gpus,
+        fn_constructor_kwargs={
+            "job": job.model_dump(mode="json"), "state_dir": str(state.directory),
+            "int8_ranges": ranges, "collection": collection, "sink": sink,
+        },
+    )
+    rows = errors = 0
+    collection_count = None
+    try:
+        for summary in dataset.iter_rows():
+            if summary["failure"]:
+                raise JobFailedError(str(summary["failure"]))
+            rows += int(summary["rows"])
+            errors += int(summary["errors"])
+    finally:
+        if sink is not None:
+            collection_count = ray.get(sink.close.remote())
+            ray.kill(sink)
+    rows_total, errors_total = state.totals()
+    outputs = [str(Path(job.output.parquet).resolve())] if job.output.parquet else []
+    if job.output.collection is not None:
+        outputs.append(f"{job.output.uri} :: {job.output.collection_name}")
+    errors_file = state.merge_errors()
+    return JobSummary(
+        units=len(job_plan.units), units_run=len(job_plan.todo), rows=rows, errors=errors,
+        rows_total=rows_total, errors_total=errors_total, seconds=time.perf_counter() - started,
+        outputs=outputs, errors_file=str(errors_file) if errors_file else None, collection_count=collection_count,
+    )

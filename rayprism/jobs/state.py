@@ -1,0 +1,85 @@
+"""A job's progress on disk, so an interrupted job resumes and a finished one does no work.
+
+Layout of the state directory (the parquet directory when there is one)::
+
+    _job.json              what this directory holds results of (refused if the job changed)
+    _done/<unit>.json      one per finished unit: rows written, rows rejected
+    _errors/<unit>.jsonl   rejected rows of that unit: file, row, id, reason
+    int8_ranges.json       per-dimension ranges of the int8 codec
+    errors.jsonl           all rejected rows, merged at the end of a run
+
+Every file is written to a temporary name and renamed into place, so a crash
+leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rayprism.platform.errors import ConfigError
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class JobState:
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.int8_ranges_path = self.directory / "int8_ranges.json"
+        self.errors_path = self.directory / "errors.jsonl"
+
+    def claim(self, fingerprint: dict) -> None:
+        """Record which job this directory belongs to; a different job's progress is an error."""
+        path = self.directory / "_job.json"
+        if path.exists():
+            recorded = json.loads(path.read_text())
+            if recorded != fingerprint:
+                changed = sorted(key for key in fingerprint.keys() | recorded.keys()
+                                 if fingerprint.get(key) != recorded.get(key))
+                raise ConfigError(
+                    f"{self.directory} holds progress of a different job (changed: {', '.join(changed)}); "
+                    "remove it or write to another output"
+                )
+            return
+        write_atomically(path, json.dumps(fingerprint, indent=2, sort_keys=True).encode())
+
+    def is_done(self, unit_id: str) -> bool:
+        return (self.directory / "_done" / f"{unit_id}.json").exists()
+
+    def mark_done(self, unit_id: str, rows: int, errors: list[dict]) -> None:
+        """Errors first, then the marker: a unit counts as done only with its errors recorded."""
+        lines = "".join(json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
+        write_atomically(self.directory / "_errors" / f"{unit_id}.jsonl", lines.encode())
+        write_atomically(self.directory / "_done" / f"{unit_id}.json", json.dumps({"rows": rows, "errors": len(errors)}).encode())
+
+    def totals(self) -> tuple[int, int]:
+        """(rows written, rows rejected) over every finished unit, this run and earlier ones."""
+        rows = errors = 0
+        for marker in (self.directory / "_done").glob("*.json"):
+            record = json.loads(marker.read_text())
+            rows += record["rows"]
+            errors += record["errors"]
+        return rows, errors
+
+    def merge_errors(self) -> Path | None:
+        parts = sorted((self.directory / "_errors").glob("*.jsonl"))
+        merged = b"".join(part.read_bytes() for part in parts)
+        if not merged:
+            self.errors_path.unlink(missing_ok=True)
+            return None
+        write_atomically(self.errors_path, merged)
+        return self.errors_path

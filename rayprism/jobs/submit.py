@@ -1,0 +1,58 @@
+"""`rayprism submit JOB.yaml --address http://HEAD:8265`: the same job, on a cluster, via the Ray Jobs API.
+
+The working directory travels in the job's runtime environment (the job file and any
+relative input paths inside it), requirements go in as ``pip``, and the entrypoint is
+``rayprism embed`` itself, so a job behaves the same on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+from typing import Callable
+
+EXCLUDES = [".venv", ".git", "data", "__pycache__", "*.db", "out"]
+
+
+def runtime_env(working_dir: Path, requirements: Path | None) -> dict:
+    env: dict = {"working_dir": str(working_dir), "excludes": EXCLUDES}
+    if requirements is not None:
+        env["pip"] = [line.strip() for line in requirements.read_text().splitlines()
+                      if line.strip() and not line.lstrip().startswith("#")]
+    return env
+
+
+def submit_and_follow(
+    address: str,
+    job_file: Path,
+    *,
+    working_dir: Path,
+    requirements: Path | None = None,
+    follow: bool = True,
+    echo: Callable[[str], None] = print,
+) -> tuple[str, str]:
+    """Submit, then stream the job's logs until it ends; returns (submission id, final status)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    relative = job_file.resolve().relative_to(working_dir.resolve())
+    client = JobSubmissionClient(address)
+    submission_id = client.submit_job(
+        entrypoint=f"rayprism embed {shlex.quote(str(relative))}",
+        runtime_env=runtime_env(working_dir, requirements),
+        metadata={"rayprism_job": str(relative)},
+    )
+    echo(f"submitted {submission_id} to {address}")
+    if not follow:
+        return submission_id, str(client.get_job_status(submission_id))
+
+    async def stream() -> None:
+        async for lines in client.tail_job_logs(submission_id):
+            for line in lines.rstrip("\n").splitlines():
+                echo(line)
+
+    asyncio.run(stream())
+    status = client.get_job_status(submission_id)
+    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        status = client.get_job_status(submission_id)
+    return submission_id, str(status)

@@ -1,0 +1,159 @@
+"""One unit of a batch job, start to finish: read, check, embed, encode, write, record.
+
+Runs inside a Ray Data actor that holds the same Encoder class the service
+loads. A unit is either finished completely (parquet part renamed into place,
+rows upserted, progress recorded, in that order) or redone on the next run;
+upserts by id make redoing it harmless.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rayprism.jobs.readers import Unit, read_unit
+from rayprism.jobs.state import JobState, write_atomically
+from rayprism.platform.codecs import build_codecs
+from rayprism.platform.config import CollectionConfig, JobConfig
+from rayprism.platform.errors import RayprismError
+from rayprism.platform.models.registry import load_encoder
+from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
+
+
+class RowError(RayprismError):
+    """A bad input row with ``on_error: fail``."""
+
+    http_status = 400
+
+
+@dataclass
+class UnitRows:
+    ids: list = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    others: list[dict] = field(default_factory=list)
+    collection_rows: list[dict] = field(default_factory=list)
+    """Rows shaped and checked for the Milvus collection (vectors added later), when there is one."""
+    errors: list[dict] = field(default_factory=list)
+
+
+def encoder_config(job: JobConfig):
+    """The serving model spec with the job's forward batch size and thread count."""
+    compute = job.compute
+    batching = job.model.batching.model_copy(update={"forward_batch_size": compute.batch_size})
+    threads = compute.torch_threads or max(1, int(compute.num_cpus))
+    return job.model.model_copy(update={"batching": batching, "torch_threads": threads})
+
+
+def derived_id(unit: Unit, row: int) -> str:
+    return f"{Path(unit.path).name}:{row}"
+
+
+def collect_rows(job: JobConfig, unit: Unit, collection: CollectionConfig | None) -> UnitRows:
+    """The unit's good rows, and one error record per bad row (never dropped silently)."""
+    rows = UnitRows()
+    id_field, text_field = job.input.id_field, job.input.text_field
+    for raw in read_unit(unit, job.input.resolved_format()):
+        record = raw.record or {}
+        row_id = record.get(id_field) if id_field else derived_id(unit, raw.row)
+        reason = raw.error
+        if reason is None and (row_id is None or row_id == ""):
+            reason = f"missing id field {id_field!r}"
+        text = record.get(text_field)
+        if reason is None and (not isinstance(text, str) or not text.strip()):
+            reason = f"field {text_field!r} must be a non-empty string"
+        others = {key: value for key, value in record.items() if key not in (id_field, text_field)}
+        collection_row = None
+        if reason is None and collection is not None:
+            collection_row, reason = _collection_row(collection, row_id, text, others)
+        if reason is not None:
+            rows.errors.append({"file": unit.path, "row": raw.row, "id": row_id, "reason": reason})
+            if job.on_error == "fail":
+                raise RowError(f"{unit.path} row {raw.row} (id {row_id!r}): {reason}")
+            continue
+        rows.ids.append(row_id)
+        rows.texts.append(text)
+        rows.others.append(others)
+        if collection_row is not None:
+            rows.collection_rows.append(collection_row)
+    return rows
+
+
+def _collection_row(collection: CollectionConfig, row_id: Any, text: str, others: dict) -> tuple[dict | None, str | None]:
+    """The row as the collection stores it (input fields it lacks are left out), or why it cannot be."""
+    document = {"id": row_id, collection.text_field: text, **{k: others.get(k) for k in collection.fields}}
+    try:
+        return validate_documents(collection, [document])[0], None
+    except InvalidDocumentsError as error:
+        return None, "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in error.problems)
+
+
+def _column(values: list) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep every value, as JSON text
+        return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values])
+
+
+def _vector_column(matrix: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def parquet_bytes(job: JobConfig, rows: UnitRows, codec_columns: dict[str, np.ndarray]) -> bytes:
+    columns: dict[str, pa.Array] = {"id": _column(rows.ids), job.input.text_field: pa.array(rows.texts, pa.string())}
+    for name in dict.fromkeys(key for other in rows.others for key in other):
+        if name not in columns:
+            columns[name] = _column([other.get(name) for other in rows.others])
+    for name, matrix in codec_columns.items():
+        columns[name] = _vector_column(matrix)
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+class UnitWorker:
+    """Ray Data actor: called with a batch of unit descriptions, returns one summary row per unit."""
+
+    def __init__(self, job: dict, state_dir: str, int8_ranges: np.ndarray | None, collection: dict | None, sink=None):
+        self.job = JobConfig.model_validate(job)
+        self.state = JobState(state_dir)
+        self.collection = CollectionConfig.model_validate(collection) if collection else None
+        self.sink = sink
+        self.encoder = load_encoder(encoder_config(self.job))
+        self.codecs = build_codecs(self.job.codecs, dimensions=self.encoder.dimensions, int8_ranges=int8_ranges)
+        self.parquet_dir = Path(self.job.output.parquet) if self.job.output.parquet else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        summaries = [self.process(Unit(str(p), int(a), int(b))) for p, a, b in zip(batch["path"], batch["start"], batch["stop"])]
+        return {key: np.array([summary[key] for summary in summaries]) for key in summaries[0]}
+
+    def process(self, unit: Unit) -> dict:
+        """Finish the unit; a failure the job should stop on is returned, not raised (Ray's
+        wrappers would bury it), and the unit stays unfinished."""
+        import ray
+
+        started = time.perf_counter()
+        try:
+            rows = collect_rows(self.job, unit, self.collection)
+        except RowError as error:
+            return {"unit": unit.id, "rows": 0, "errors": 0, "seconds": 0.0, "failure": error.message}
+        vectors = np.zeros((0, self.encoder.dimensions), dtype=np.float32)
+        if rows.texts:
+            vectors = self.encoder.encode(self.encoder.prepare(rows.texts))
+        if self.parquet_dir is not None:
+            codec_columns = {codec.column: codec.encode(vectors) for codec in self.codecs}
+            write_atomically(self.parquet_dir / f"part-{unit.id}.parquet", parquet_bytes(self.job, rows, codec_columns))
+        if self.sink is not None and rows.ids:
+            for row, vector in zip(rows.collection_rows, vectors):
+                row["dense"] = vector
+            ray.get(self.sink.upsert.remote(rows.collection_rows))
+        self.state.mark_done(unit.id, len(rows.ids), rows.errors)
+        return {"unit": unit.id, "rows": len(rows.ids), "errors": len(rows.errors),
+                "seconds": time.perf_counter() - started, "failure": ""}

@@ -1,0 +1,47 @@
+"""int8 and binary codes, via sentence-transformers' ``quantize_embeddings``.
+
+int8 maps each dimension's calibrated [min, max] onto 256 buckets; the ranges are
+part of the output (without them the codes mean nothing). Binary keeps the sign
+bits, packed eight to a byte in ``np.packbits`` order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def calibrate_int8(sample: np.ndarray) -> np.ndarray:
+    """Per-dimension ranges, shape (2, dim): row 0 the minimum, row 1 the maximum."""
+    if sample.ndim != 2 or len(sample) < 2:
+        raise ValueError(f"int8 calibration needs at least 2 vectors, got shape {sample.shape}")
+    return np.vstack((sample.min(axis=0), sample.max(axis=0))).astype(np.float32)
+
+
+def to_int8(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    return quantize_embeddings(vectors, precision="int8", ranges=ranges)
+
+
+def from_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Bucket centres: within the calibrated range the error is at most half a bucket."""
+    step = np.where(ranges[1] > ranges[0], (ranges[1] - ranges[0]) / 255, 1)
+    return (ranges[0] + (codes.astype(np.float32) + 128 + 0.5) * step).astype(np.float32)
+
+
+def to_binary(vectors: np.ndarray) -> np.ndarray:
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    return quantize_embeddings(vectors, precision="ubinary")
+
+
+def save_ranges(path: Path, ranges: np.ndarray) -> None:
+    path.write_text(json.dumps({"min": ranges[0].tolist(), "max": ranges[1].tolist()}))
+
+
+def load_ranges(path: Path) -> np.ndarray:
+    data = json.loads(path.read_text())
+    return np.array([data["min"], data["max"]], dtype=np.float32)

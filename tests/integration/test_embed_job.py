@@ -1,0 +1,241 @@
+"""Batch jobs on the session's Ray: outputs, codecs, bad rows, formats, resuming, and parity with the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from rayprism.jobs.embed import execute, plan
+from rayprism.platform.codecs.quantize import from_int8, load_ranges
+from rayprism.platform.config import JobConfig
+from tests.conftest import cosines
+from tests.integration.conftest import SAMPLE_FIELDS
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SAMPLE = [json.loads(line) for line in (DATA / "debian-sample.jsonl").read_text().splitlines()]
+QUERIES = [json.loads(line) for line in (DATA / "debian-sample-queries.jsonl").read_text().splitlines()]
+
+
+def job_config(tmp_path: Path, source: Path, **overrides) -> JobConfig:
+    base = {
+        "input": {"path": str(source)},
+        "model": {"name": "minilm"},
+        "compute": {"num_cpus": 0.5, "torch_threads": 2, "rows_per_part": 40},
+        "codecs": ["float32", "float16", "binary", "int8", {"matryoshka": [128, 64]}],
+        "output": {"parquet": str(tmp_path / "out")},
+        "int8_calibration_rows": 100,
+    }
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
+    return JobConfig.model_validate(base)
+
+
+def read_parts(directory: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(part) for part in sorted(directory.glob("part-*.parquet")))
+
+
+def matrix(table: pa.Table, column: str, dtype) -> np.ndarray:
+    return np.array(table[column].to_pylist(), dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def finished_job(ray_session, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("job")
+    source = directory / "corpus.jsonl"
+    lines = [json.dumps(row) for row in SAMPLE]
+    lines.insert(10, "{oops")
+    lines.insert(20, json.dumps({"id": "no-text", "text": "   "}))
+    lines.insert(30, json.dumps({"text": "no id here"}))
+    source.write_text("\n".join(lines) + "\n")
+    job = job_config(directory, source)
+    summary = execute(plan(job))
+    return job, summary, directory
+
+
+def test_every_good_row_is_written_once_and_bad_rows_are_reported(finished_job):
+    job, summary, directory = finished_job
+    assert (summary.rows, summary.errors, summary.units, summary.units_run) == (len(SAMPLE), 3, 4, 4)
+    table = read_parts(directory / "out")
+    assert sorted(table["id"].to_pylist()) == sorted(row["id"] for row in SAMPLE)
+    assert set(table.column_names) == {"id", "text", "package", "section", "priority", "installed_size", "float32",
+                                       "float16", "binary", "int8", "matryoshka_128", "matryoshka_64"}
+    errors = [json.loads(line) for line in Path(summary.errors_file).read_text().splitlines()]
+    assert [(e["row"], e["reason"].split(":")[0]) for e in errors] == [
+        (10, "not JSON"), (20, "field 'text' must be a non-empty string"), (30, "missing id field 'id'"),
+    ]
+    assert errors[1]["id"] == "no-text"
+
+
+def test_vectors_equal_the_services(finished_job, service_url):
+    _, _, directory = finished_job
+    table = read_parts(directory / "out")
+    texts = table["text"].to_pylist()[:24]
+    response = httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": texts}, timeout=120)
+    served = np.array([item["embedding"] for item in response.json()["data"]])
+    assert cosines(matrix(table, "float32", np.float32)[:24], served).min() >= 0.99999
+
+
+def test_codecs(finished_job):
+    _, _, directory = finished_job
+    table = read_parts(directory / "out")
+    vectors = matrix(table, "float32", np.float32)
+    np.testing.assert_array_equal(matrix(table, "binary", np.uint8), np.packbits(vectors > 0, axis=1))
+    np.testing.assert_allclose(matrix(table, "float16", np.float32), vectors, atol=1e-3)
+    ranges = load_ranges(directory / "out" / "int8_ranges.json")
+    bucket = (ranges[1] - ranges[0]) / 255
+    inside = (vectors >= ranges[0]) & (vectors <= ranges[1])
+    error = np.abs(from_int8(matrix(table, "int8", np.int8), ranges) - vectors)
+    assert np.all(error[inside] <= np.broadcast_to(bucket / 2 + 1e-6, error.shape)[inside])
+    assert inside.mean() > 0.95  # calibrated on 100 of the rows, most values fall inside
+    for dim in (128, 64):
+        short = matrix(table, f"matryoshka_{dim}", np.float32)
+        np.testing.assert_allclose(np.linalg.norm(short, axis=1), 1.0, rtol=1e-5)
+        assert cosines(short, vectors[:, :dim]).min() >= 0.99999
+
+
+def test_rerunning_a_finished_job_does_no_work(finished_job):
+    job, _, directory = finished_job
+    parts = {p: p.stat().st_mtime_ns for p in (directory / "out").glob("part-*.parquet")}
+    again = plan(job)
+    assert again.todo == [] and again.state.totals() == (len(SAMPLE), 3)
+    assert {p: p.stat().st_mtime_ns for p in (directory / "out").glob("part-*.parquet")} == parts
+
+
+def test_a_changed_job_refuses_the_old_progress(finished_job):
+    job, _, _ = finished_job
+    from rayprism.platform.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="different job \\(changed: codecs\\)"):
+        plan(job.model_copy(update={"codecs": ["float32"]}))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_parquet_and_csv_inputs(ray_session, tmp_path, fmt, tiny_model_path):
+    rows = [{"doc": f"r{i}", "body": f"row number {i} about {'cats' if i % 2 else 'dogs'}", "n": i} for i in range(30)]
+    source = tmp_path / f"input.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), source)
+    else:
+        pa_csv.write_csv(pa.Table.from_pylist(rows), source)
+    job = job_config(tmp_path, source, input={"id_field": "doc", "text_field": "body"}, codecs=["float32"],
+                     model={"name": "tiny", "source": tiny_model_path})
+    summary = execute(plan(job))
+    assert (summary.rows, summary.errors) == (30, 0)
+    table = read_parts(tmp_path / "out")
+    assert sorted(table["id"].to_pylist()) == sorted(r["doc"] for r in rows)
+    assert table["body"].to_pylist()[0].startswith("row number")
+    assert matrix(table, "float32", np.float32).shape == (30, 16)
+
+
+def test_ids_derived_from_file_and_row_are_stable(ray_session, tmp_path, tiny_model_path):
+    source = tmp_path / "noids.jsonl"
+    source.write_text("\n".join(json.dumps({"text": f"line {i}"}) for i in range(5)) + "\n")
+    job = job_config(tmp_path, source, input={"id_field": None}, codecs=["float32"],
+                     model={"name": "tiny", "source": tiny_model_path})
+    execute(plan(job))
+    assert sorted(read_parts(tmp_path / "out")["id"].to_pylist()) == [f"noids.jsonl:{i}" for i in range(5)]
+
+
+def test_on_error_fail_stops_at_the_first_bad_row(ray_session, tmp_path, tiny_model_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text(json.dumps({"id": 1, "text": "fine"}) + "\n" + json.dumps({"id": 2, "text": 5}) + "\n")
+    job = job_config(tmp_path, source, on_error="fail", codecs=["float32"], model={"name": "tiny", "source": tiny_model_path})
+    from rayprism.platform.errors import RayprismError
+
+    with pytest.raises(RayprismError, match="row 1 \\(id 2\\): field 'text' must be a non-empty string"):
+        execute(plan(job))
+
+
+def store_count(uri: Path, name: str) -> int:
+    from rayprism.platform.store.milvus import MilvusStore
+
+    store = MilvusStore(str(uri))
+    try:
+        return store.count(name)
+    finally:
+        store.close()
+
+
+def test_an_interrupted_job_resumes_without_duplicates(ray_session, tmp_path):
+    import ray
+
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("\n".join(json.dumps(row) for row in SAMPLE) + "\n")
+    uri = tmp_path / "job.db"
+    job = {
+        "input": {"path": str(source)},
+        "compute": {"num_cpus": 0.5, "torch_threads": 2, "rows_per_part": 10, "batch_size": 16},
+        "codecs": ["float32"],
+        "output": {"parquet": str(tmp_path / "out"), "collection": "jobdocs", "uri": str(uri)},
+    }
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(json.dumps(job))
+    command = [sys.executable, "-m", "rayprism.platform.cli", "embed", str(job_file),
+               "--address", ray.get_runtime_context().gcs_address]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done_dir = tmp_path / "out" / "_done"
+    deadline = time.monotonic() + 300
+    while len(list(done_dir.glob("*.json"))) < 3 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*.parquet")
+                       if (done_dir / f"{p.stem.removeprefix('part-')}.json").exists()}
+    assert 3 <= len(finished_before) < 12, "the driver was not killed mid-job"
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"of 12 units to run" in result.stdout
+    table = read_parts(tmp_path / "out")
+    ids = table["id"].to_pylist()
+    assert len(ids) == len(set(ids)) == len(SAMPLE)
+    for name, mtime in finished_before.items():  # finished units were not redone
+        assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime
+    assert store_count(uri, "jobdocs") == len(SAMPLE)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert "nothing to do: all 12 units are done" in again.stdout
+
+
+def test_job_into_a_collection_searches_like_the_api(ray_session, service_url, tmp_path):
+    """Same documents, one collection filled by `rayprism embed`, one through the documents API."""
+    documents = [{key: row[key] for key in ("id", "text", *SAMPLE_FIELDS)} for row in SAMPLE]
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("\n".join(json.dumps(d) for d in documents) + "\n")
+    uri = tmp_path / "from-job.db"
+    spec = {"name": "debian_job", "model": "minilm", "fields": SAMPLE_FIELDS}
+    job = JobConfig.model_validate({
+        "input": {"path": str(source)},
+        "compute": {"num_cpus": 0.5, "torch_threads": 2},
+        "output": {"collection": spec, "uri": str(uri), "state_dir": str(tmp_path / "state")},
+    })
+    assert execute(plan(job)).collection_count == len(documents)
+
+    api_spec = {**spec, "name": "debian_api"}
+    assert httpx.post(f"{service_url}/v1/collections", json=api_spec, timeout=60).status_code in (200, 201)
+    upserted = httpx.post(f"{service_url}/v1/collections/debian_api/documents", json={"documents": documents}, timeout=300)
+    assert upserted.status_code == 200, upserted.text
+    attached = httpx.post(f"{service_url}/v1/collections", json={**spec, "uri": str(uri)}, timeout=60)
+    assert attached.status_code in (200, 201), attached.text
+    assert attached.json()["count"] == len(documents)
+
+    time.sleep(1)  # let the API-written rows be sealed like the job's
+    for query in QUERIES:
+        for mode in ("dense", "sparse", "hybrid"):
+            body = {"query": query["query"], "k": 10, "mode": mode}
+            via_job = httpx.post(f"{service_url}/v1/collections/debian_job/search", json=body, timeout=60).json()
+            via_api = httpx.post(f"{service_url}/v1/collections/debian_api/search", json=body, timeout=60).json()
+            assert [h["id"] for h in via_job["results"]] == [h["id"] for h in via_api["results"]], (query, mode)

