@@ -33,7 +33,11 @@ def submit_and_follow(
     echo: Callable[[str], None] = print,
 ) -> tuple[str, str]:
     """Submit, then stream the job's logs until it ends; returns (submission id, final status)."""
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
     from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # Clusters started by Ray 2.60 require a token by default; use the local one as `ray.init` does.
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
     relative = job_file.resolve().relative_to(working_dir.resolve())
     client = JobSubmissionClient(address)
