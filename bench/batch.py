@@ -1,0 +1,142 @@
+"""Batch embedding: a plain Python process against `rayprism embed`, measured in one run.
+
+    python bench/batch.py [--corpus 10k 53k] [--actors 1 --threads 2]
+
+For each corpus:
+1. bare: a fresh Python process loads all-MiniLM-L6-v2 with sentence-transformers and
+   encodes every document (``encode(batch_size=32)``, which sorts the whole list by length);
+2. job: ``rayprism embed`` on the same documents in a fresh process that starts its own
+   local Ray, writing float32 vectors to parquet.
+
+Both are timed end to end (process start to exit: model load and Ray start included);
+the job's peak memory is the largest sum of RSS over its whole process tree, sampled
+every 0.5 s. Needs ../shared/data/debian/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "debian"
+
+BARE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    started = time.perf_counter()
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from rayprism.platform.config import DEFAULT_MODEL_SOURCE
+    from rayprism.platform.models.source import resolve_source
+    torch.set_num_threads({threads})
+    texts = [json.loads(line)["text"] for line in open(sys.argv[1])]
+    model = SentenceTransformer(resolve_source(DEFAULT_MODEL_SOURCE), device="cpu")
+    loaded = time.perf_counter()
+    model.encode(texts, batch_size=32)
+    done = time.perf_counter()
+    print(json.dumps({{"docs": len(texts), "total_s": done - started, "encode_s": done - loaded}}))
+    """
+)
+
+
+def tree_rss_bytes(root: int) -> int:
+    """RSS of a process and all its descendants (Ray's processes are children of the driver)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss[pid] = int(line.split()[1]) * 1024
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    with tempfile.TemporaryFile("w+") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, tree_rss_bytes(process.pid))
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - started
+        log.seek(0)
+        text = log.read()
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed:\n{text[-3000:]}")
+    return elapsed, peak, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", nargs="+", choices=["10k", "53k"], default=["10k"])
+    parser.add_argument("--actors", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-bare", action="store_true", help="job only (e.g. for the memory figure on 53k)")
+    args = parser.parse_args()
+    if not DATA.exists():
+        raise SystemExit(f"needs the Debian retrieval set in {DATA}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
+    rows = []
+    for corpus in args.corpus:
+        source = DATA / f"corpus-{corpus}.jsonl"
+        work = Path(tempfile.mkdtemp(prefix=f"rayprism-batch-{corpus}-"))
+        bare = None
+        if not args.skip_bare:
+            script = work / "bare.py"
+            script.write_text(BARE_SCRIPT.format(threads=args.threads))
+            seconds, bare_peak, output = run_measured([sys.executable, str(script), str(source)], env)
+            bare = json.loads(output.strip().splitlines()[-1])
+            bare["peak"] = bare_peak
+            print(f"bare {corpus}: {bare['docs'] / bare['total_s']:.1f} docs/s end to end "
+                  f"({bare['docs'] / bare['encode_s']:.1f} encoding only), peak RSS {bare_peak / 2**30:.2f} GiB", flush=True)
+        job = {
+            "input": {"path": str(source)},
+            "model": {"name": "minilm"},
+            "compute": {"min_actors": args.actors, "max_actors": args.actors,
+                        "num_cpus": max(1, (os.cpu_count() or 1) // args.actors), "torch_threads": args.threads,
+                        "batch_size": 32, "rows_per_part": 1024},
+            "codecs": ["float32"],
+            "output": {"parquet": str(work / "out")},
+        }
+        job_file = work / "job.yaml"
+        job_file.write_text(json.dumps(job))
+        seconds, peak, output = run_measured([sys.executable, "-m", "rayprism.platform.cli", "embed", str(job_file)], env)
+        summary = next(line for line in output.splitlines() if line.startswith("embedded "))
+        docs = int(summary.split()[1])
+        print(f"job {corpus}: {docs / seconds:.1f} docs/s end to end, peak RSS {peak / 2**30:.2f} GiB; {summary}", flush=True)
+        rows.append((corpus, bare, docs, seconds, peak))
+
+    print(f"\n{args.actors} actor(s) x {args.threads} torch threads\n")
+    print("| corpus | bare docs/s (end to end) | job docs/s (end to end) | job / bare | job peak RSS (GiB, whole tree) |")
+    print("|---|---|---|---|---|")
+    for corpus, bare, docs, seconds, peak in rows:
+        bare_rate = bare["docs"] / bare["total_s"] if bare else None
+        ratio = f"{docs / seconds / bare_rate:.2f}" if bare else "—"
+        shown = f"{bare_rate:.1f}" if bare else "—"
+        print(f"| {corpus} | {shown} | {docs / seconds:.1f} | {ratio} | {peak / 2**30:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Milvus collections: schema from config, documents checked before writing, hybrid search."""
