@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import serve
 
-from rayprism.platform.config import CollectionConfig, StoreConfig
+from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
 from rayprism.platform.errors import InvalidInputError, NotFoundError
 from rayprism.platform.store.milvus import MilvusStore
 
@@ -28,7 +28,8 @@ class StoreReplica:
 
     def _store(self, uri: str) -> MilvusStore:
         if uri not in self._stores:
-            self._stores[uri] = MilvusStore(uri, flush_after_s=self._config.flush_after_s)
+            cache_rows = self._config.dense_cache_max_rows if is_lite_uri(uri) else 0
+            self._stores[uri] = MilvusStore(uri, flush_after_s=self._config.flush_after_s, dense_cache_max_rows=cache_rows)
         return self._stores[uri]
 
     def _uri_of(self, name: str) -> str:

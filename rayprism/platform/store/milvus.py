@@ -1,7 +1,7 @@
 """The collections at one Milvus URI: create or verify, write, read, search.
 
 Written against pymilvus's ``MilvusClient`` only, so a Milvus Lite file and a
-Milvus server behave the same. Writes schedule a flush shortly after the last
+Milvus server behave the same (a Lite store may add an in-memory dense cache). Writes schedule a flush shortly after the last
 one: Milvus Lite re-indexes unsealed rows for BM25 on every query, which turns
 a 24 ms search into seconds after a bulk load.
 """
@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pymilvus import AnnSearchRequest, MilvusClient, MilvusException, RRFRanker, WeightedRanker
+import numpy as np
+from pymilvus import MilvusClient, MilvusException
 
 from rayprism.platform.config import CollectionConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from rayprism.platform.store.dense_cache import DenseCache
+from rayprism.platform.store.fusion import Hits, fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
 
 logger = logging.getLogger(__name__)
@@ -30,7 +34,10 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 
 
 class MilvusStore:
-    def __init__(self, uri: str, *, flush_after_s: float = 5.0):
+    def __init__(self, uri: str, *, flush_after_s: float = 5.0, dense_cache_max_rows: int = 0):
+        """``dense_cache_max_rows`` > 0 keeps an exact in-memory copy of the dense vectors of
+        FLAT-indexed collections up to that size (only sound where this process is the sole
+        writer, as with a Milvus Lite file)."""
         self.uri = uri
         if is_lite_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +45,9 @@ class MilvusStore:
         self._flush_after_s = flush_after_s
         self._flush_timers: dict[str, threading.Timer] = {}
         self._timers_lock = threading.Lock()
+        self._dense_cache_max_rows = dense_cache_max_rows
+        self._caches: dict[str, _CacheState] = {}
+        self._cache_lock = threading.Lock()
 
     # --- collections -------------------------------------------------------------------
 
@@ -79,6 +89,8 @@ class MilvusStore:
     def drop(self, name: str) -> None:
         self._describe(name)
         self._cancel_flush(name)
+        with self._cache_lock:
+            self._caches.pop(name, None)
         self._client.drop_collection(name)
 
     # --- documents ---------------------------------------------------------------------
@@ -86,11 +98,13 @@ class MilvusStore:
     def upsert(self, name: str, rows: list[dict]) -> int:
         result = self._call(self._client.upsert, name, rows)
         self._schedule_flush(name)
+        self._cache_write(name, "upsert", [row["id"] for row in rows], np.array([row["dense"] for row in rows]))
         return int(result["upsert_count"])
 
     def delete(self, name: str, ids: list) -> int:
         result = self._call(self._client.delete, name, ids=ids)
         self._schedule_flush(name)
+        self._cache_write(name, "delete", ids)
         return int(result["delete_count"]) if isinstance(result, dict) else len(result)
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
@@ -117,25 +131,95 @@ class MilvusStore:
         fusion: dict | None = None,
         output_fields: list[str] | None = None,
     ) -> list[dict]:
-        dense = AnnSearchRequest(
-            data=[dense_vector], anns_field="dense", param={"metric_type": metric}, limit=candidates, expr=filter
-        )
-        sparse = AnnSearchRequest(
-            data=[query_text], anns_field="sparse", param={"metric_type": "BM25"}, limit=candidates, expr=filter
-        )
+        """Hits best first, ``score`` higher is better in every mode.
+
+        Hybrid search runs the dense and the sparse search (``candidates`` each) and fuses
+        them here (:mod:`~rayprism.platform.store.fusion`), the same way on Lite and on a
+        server. Fields are fetched once, for the final hits only.
+        """
+        limit = candidates if mode == "hybrid" else k
+        dense = self._dense_hits(name, dense_vector, limit, metric, filter) if mode != "sparse" else []
+        sparse = self._sparse_hits(name, query_text, limit, filter) if mode != "dense" else []
         if mode == "hybrid":
-            hits = self._call(
-                self._client.hybrid_search, name, [dense, sparse], _ranker(fusion),
-                limit=k, output_fields=output_fields, filtered=bool(filter),
-            )
+            hits = fuse(dense, sparse, fusion)[:k]
         else:
-            request = dense if mode == "dense" else sparse
-            hits = self._call(
-                self._client.search, name, data=request.data, anns_field=request.anns_field,
-                search_params=request.param, limit=k, filter=filter, output_fields=output_fields,
-                filtered=bool(filter),
-            )
-        return [{"id": hit["id"], "score": float(hit["distance"]), "fields": hit.get("entity", {})} for hit in hits[0]]
+            hits = dense or sparse
+        fields = self._fields(name, [doc_id for doc_id, _ in hits], output_fields) if output_fields else {}
+        return [{"id": doc_id, "score": score, "fields": fields.get(doc_id, {})} for doc_id, score in hits]
+
+    def _dense_hits(self, name: str, vector, limit: int, metric: str, filter: str) -> Hits:
+        cache = None if filter else self._dense_cache(name, metric)
+        if cache is not None:
+            return cache.top_k(vector, limit)
+        results = self._call(
+            self._client.search, name, data=[vector], anns_field="dense", limit=limit,
+            search_params={"metric_type": metric}, filter=filter, filtered=bool(filter),
+        )
+        sign = -1.0 if metric == "L2" else 1.0  # L2 is a distance: flip it so higher is better
+        return [(hit["id"], sign * float(hit["distance"])) for hit in results[0]]
+
+    def _sparse_hits(self, name: str, text: str, limit: int, filter: str) -> Hits:
+        results = self._call(
+            self._client.search, name, data=[text], anns_field="sparse", limit=limit,
+            search_params={"metric_type": "BM25"}, filter=filter, filtered=bool(filter),
+        )
+        # BM25 scores are positive; Milvus Lite reports them negated, as a distance.
+        return [(hit["id"], abs(float(hit["distance"]))) for hit in results[0]]
+
+    def _fields(self, name: str, ids: list, output_fields: list[str]) -> dict:
+        found = self._call(self._client.get, name, ids=ids, output_fields=output_fields) if ids else []
+        return {row["id"]: {field: row.get(field) for field in output_fields} for row in found}
+
+    # --- dense cache (Milvus Lite) ----------------------------------------------------
+
+    def _dense_cache(self, name: str, metric: str) -> DenseCache | None:
+        """The collection's in-memory copy when ready; the first call starts building it."""
+        if not self._dense_cache_max_rows or metric not in ("COSINE", "IP"):
+            return None
+        with self._cache_lock:
+            state = self._caches.get(name)
+            if state is None:
+                self._caches[name] = state = _CacheState()
+                threading.Thread(target=self._build_cache, args=(name, metric), daemon=True).start()
+            return state.cache
+
+    def _build_cache(self, name: str, metric: str) -> None:
+        try:
+            layout = self.layout(name)
+            if layout.index_type != "FLAT" or self.count(name) > self._dense_cache_max_rows:
+                return  # approximate indexes keep their own semantics; big collections stay in Milvus
+
+            def batches():
+                iterator = self._client.query_iterator(name, batch_size=4096, output_fields=["dense"])
+                while rows := iterator.next():
+                    yield rows
+                iterator.close()
+
+            cache = DenseCache.build(layout.dimensions, metric == "COSINE", batches)
+        except Exception:
+            logger.exception("building the dense cache of %r failed; searching in Milvus", name)
+            return
+        with self._cache_lock:
+            state = self._caches.get(name)
+            if state is None:  # dropped meanwhile
+                return
+            for operation, ids, vectors in state.pending:  # writes that raced the build
+                cache.upsert(ids, vectors) if operation == "upsert" else cache.delete(ids)
+            state.pending.clear()
+            state.cache = cache
+        logger.info("dense cache of %r ready: %d vectors", name, len(cache))
+
+    def _cache_write(self, name: str, operation: str, ids: list, vectors=None) -> None:
+        with self._cache_lock:
+            state = self._caches.get(name)
+            if state is None:
+                return
+            if state.cache is None:
+                state.pending.append((operation, ids, vectors))
+            elif operation == "upsert":
+                state.cache.upsert(ids, vectors)
+            else:
+                state.cache.delete(ids)
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -187,12 +271,10 @@ class MilvusStore:
         self._client.close()
 
 
-def _ranker(fusion: dict | None):
-    fusion = fusion or {"type": "rrf"}
-    if fusion["type"] == "weighted":
-        weights = fusion["weights"]
-        return WeightedRanker(weights["dense"], weights["sparse"])
-    return RRFRanker(fusion.get("k", 60))
+@dataclass
+class _CacheState:
+    cache: DenseCache | None = None
+    pending: list = field(default_factory=list)
 
 
 def _is_expression_error(message: str) -> bool:
