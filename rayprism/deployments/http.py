@@ -27,7 +27,7 @@ from rayprism.deployments.schemas import (
 )
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import CollectionConfig
-from rayprism.platform.errors import PayloadTooLargeError, RayprismError
+from rayprism.platform.errors import PayloadTooLargeError, RayprismError, RetryLaterError
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ def json_response(content: Any, status_code: int = 200, headers: dict | None = N
 
 
 def error_response(error: RayprismError) -> Response:
-    retry_after = getattr(error, "retry_after_s", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, RetryLaterError) else None
     return json_response(error.to_body(), error.http_status, headers)
 
 
@@ -66,12 +65,15 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
 
 
 class Observed:
-    """Records count, status and latency of one request, whatever way it ends."""
+    """Records count, status and latency of one request, whatever way it ends.
 
-    def __init__(self, service: EmbeddingService, endpoint: str, model: str = "unknown"):
+    ``model`` is asked for the model label when the request ends, once it is known.
+    """
+
+    def __init__(self, service: EmbeddingService, endpoint: str, model: Callable[[], str]):
         self._metrics = service.metrics
-        self.endpoint = endpoint
-        self.model = model
+        self._endpoint = endpoint
+        self._model = model
 
     def __enter__(self) -> Observed:
         self._started = time.perf_counter()
@@ -79,8 +81,9 @@ class Observed:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = 200 if exc is None else (exc.http_status if isinstance(exc, RayprismError) else 500)
-        self._metrics.requests(self.model, self.endpoint, str(status)).inc()
-        self._metrics.latency(self.model, self.endpoint).observe(time.perf_counter() - self._started)
+        model = self._model()
+        self._metrics.requests(model, self._endpoint, str(status)).inc()
+        self._metrics.latency(model, self._endpoint).observe(time.perf_counter() - self._started)
 
 
 def create_app(
@@ -118,9 +121,9 @@ def create_app(
 
     @app.post("/v1/embeddings")
     async def create_embeddings(request: Request) -> Response:
-        with Observed(service, "embeddings") as observed:
+        parsed: EmbeddingRequest | None = None
+        with Observed(service, "embeddings", lambda: service.metrics_label(parsed.model) if parsed else "unknown"):
             parsed = parse_body(EmbeddingRequest, await read_body(request, body_limit))
-            observed.model = service.metrics_label(parsed.model)
             return json_response(await service.create_embeddings(parsed))
 
     @app.get("/v1/models")
@@ -149,8 +152,11 @@ def create_app(
 def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections: CollectionsService) -> None:
     body_limit = service.config.server.max_request_bytes
 
-    def observed(endpoint: str, name: str | None = None) -> Observed:
-        return Observed(service, endpoint, service.metrics_label(collections.model_of(name)) if name else "unknown")
+    async def observed_call(endpoint: str, name: str, request: Request, schema: type, method) -> Response:
+        """Parse the body into ``schema``, run ``method(name, parsed)``, record it under the collection's model."""
+        with Observed(service, endpoint, lambda: service.metrics_label(collections.model_of(name))):
+            parsed = parse_body(schema, await read_body(request, body_limit))
+            return json_response(await method(name, parsed))
 
     @app.get("/v1/collections")
     async def list_collections() -> Response:
@@ -158,7 +164,7 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
 
     @app.post("/v1/collections")
     async def create_collection(request: Request) -> Response:
-        with observed("collections.create"):
+        with Observed(service, "collections.create", lambda: "unknown"):
             config = parse_body(CollectionConfig, await read_body(request, body_limit))
             description, created = await collections.create(config)
             return json_response(description, 201 if created else 200)
@@ -169,16 +175,11 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
 
     @app.delete("/v1/collections/{name}")
     async def drop_collection(name: str) -> Response:
-        with observed("collections.drop"):
-            return json_response(await collections.drop(name))
+        return json_response(await collections.drop(name))
 
     @app.post("/v1/collections/{name}/documents")
     async def upsert_documents(name: str, request: Request) -> Response:
-        with observed("documents.upsert", name) as observation:
-            parsed = parse_body(DocumentsRequest, await read_body(request, body_limit))
-            result = await collections.upsert(name, parsed)
-            observation.model = service.metrics_label(collections.model_of(name))
-            return json_response(result)
+        return await observed_call("documents.upsert", name, request, DocumentsRequest, collections.upsert)
 
     @app.get("/v1/collections/{name}/documents/{document_id}")
     async def get_document(name: str, document_id: str) -> Response:
@@ -186,14 +187,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
 
     @app.delete("/v1/collections/{name}/documents")
     async def delete_documents(name: str, request: Request) -> Response:
-        with observed("documents.delete", name):
-            parsed = parse_body(DeleteDocumentsRequest, await read_body(request, body_limit))
-            return json_response(await collections.delete(name, parsed))
+        return await observed_call("documents.delete", name, request, DeleteDocumentsRequest, collections.delete)
 
     @app.post("/v1/collections/{name}/search")
     async def search(name: str, request: Request) -> Response:
-        with observed("search", name) as observation:
-            parsed = parse_body(SearchRequest, await read_body(request, body_limit))
-            result = await collections.search(name, parsed)
-            observation.model = service.metrics_label(collections.model_of(name))
-            return json_response(result)
+        return await observed_call("search", name, request, SearchRequest, collections.search)

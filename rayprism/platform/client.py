@@ -9,8 +9,11 @@ never costs its neighbours.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -51,7 +54,6 @@ class Rejected:
 
 @dataclass
 class IngestSummary:
-    sent: int = 0
     upserted: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
@@ -86,10 +88,21 @@ def read_jsonl(path: Path, summary: IngestSummary) -> Iterator[SourceDocument]:
             yield SourceDocument(where, body)
 
 
+def _batched(documents: Iterable[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:
+    iterator = iter(documents)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _hashable(value) -> object:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else json.dumps(value, sort_keys=True)
+
+
 class Client:
     def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 300, max_retries: int = 8):
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
         self._max_retries = max_retries
+        self._summary_lock = threading.Lock()
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict:
         for attempt in range(self._max_retries + 1):
@@ -121,30 +134,38 @@ class Client:
         documents: Iterable[SourceDocument],
         *,
         batch_size: int = 64,
+        in_flight: int = 2,
         summary: IngestSummary | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> IngestSummary:
-        """Upsert every document, in batches; ``on_batch(n)`` reports progress."""
+        """Upsert every document in batches, ``in_flight`` requests at a time so the service
+        embeds one batch while it stores the previous. A batch that repeats an id of a batch
+        still in flight waits for it: the later line of a file always wins."""
         summary = summary or IngestSummary()
         started = time.perf_counter()
-        batch: list[SourceDocument] = []
-        for document in documents:
-            batch.append(document)
-            if len(batch) == batch_size:
-                self._send(collection, batch, summary)
+        pending: dict[Future, set] = {}
+
+        def settle(done: Iterable[Future]) -> None:
+            for future in done:
+                future.result()  # a failed batch fails the ingest
+                pending.pop(future)
+
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            for batch in _batched(documents, batch_size):
+                ids = {_hashable(document.body.get("id")) for document in batch}
+                settle([future for future, in_use in pending.items() if in_use & ids])
+                if len(pending) >= in_flight:
+                    settle(wait(pending, return_when=FIRST_COMPLETED).done)
+                future = pool.submit(self._send, collection, batch, summary)
                 if on_batch:
-                    on_batch(len(batch))
-                batch = []
-        if batch:
-            self._send(collection, batch, summary)
-            if on_batch:
-                on_batch(len(batch))
+                    future.add_done_callback(lambda _, n=len(batch): on_batch(n))
+                pending[future] = ids
+            settle(list(pending))
         summary.seconds = time.perf_counter() - started
         return summary
 
     def _send(self, collection: str, batch: list[SourceDocument], summary: IngestSummary) -> None:
         while batch:
-            summary.sent += len(batch)
             try:
                 result = self.request(
                     "POST", f"/v1/collections/{collection}/documents", {"documents": [d.body for d in batch]}
@@ -153,12 +174,13 @@ class Client:
                 problems = error.document_problems
                 if problems is None:
                     raise
-                summary.sent -= len(batch)
-                for index in sorted(problems):
-                    summary.rejected.append(Rejected(batch[index].where, problems[index]))
+                with self._summary_lock:
+                    for index in sorted(problems):
+                        summary.rejected.append(Rejected(batch[index].where, problems[index]))
                 batch = [document for index, document in enumerate(batch) if index not in problems]
                 continue
-            summary.upserted += result["upserted"]
+            with self._summary_lock:
+                summary.upserted += result["upserted"]
             return
 
     def close(self) -> None:

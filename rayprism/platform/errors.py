@@ -75,30 +75,32 @@ class PayloadTooLargeError(RayprismError):
     code = "payload_too_large"
 
 
-class OverloadedError(RayprismError):
+class RetryLaterError(RayprismError):
+    """Nothing is wrong with the request: it can succeed later (sent as ``Retry-After``)."""
+
+    retriable = True
+    default_retry_after_s = 1
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s or self.default_retry_after_s
+
+
+class OverloadedError(RetryLaterError):
     """The queue is full: the caller should back off and retry."""
 
     http_status = 429
-    retriable = True
     error_type = "rate_limit_error"
     code = "overloaded"
 
-    def __init__(self, message: str, *, retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
-
-class NotReadyError(RayprismError):
+class NotReadyError(RetryLaterError):
     """A model or store is still starting; retry shortly."""
 
     http_status = 503
-    retriable = True
     error_type = "service_unavailable"
     code = "not_ready"
-
-    def __init__(self, message: str, *, retry_after_s: int = 2):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    default_retry_after_s = 2
 
 
 class StoreError(RayprismError):
