@@ -36,8 +36,9 @@ class ServingReplica(EmbeddingService):
             if self.runners[collection.model].state == "ready":
                 try:
                     await self.collections.collection(collection.name)
-                except RayprismError as error:
-                    self.startup_errors[f"collection {collection.name}"] = error.message
+                except Exception as error:  # any failure must reach /health, or start-up would wait forever
+                    message = error.message if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}"
+                    self.startup_errors[f"collection {collection.name}"] = message
         self._collections_checked = True
 
     def started(self) -> bool:

@@ -101,7 +101,8 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: C
                 return
             last = response.json()
             if last.get("status") == "error":
-                raise NotReadyError(f"models failed to load: {last.get('errors')}")
+                problems = "; ".join(f"{subject}: {problem}" for subject, problem in last.get("errors", {}).items())
+                raise NotReadyError(f"the service could not start: {problems}")
         except httpx.TransportError:
             last = {"status": "starting"}
         if on_wait is not None:

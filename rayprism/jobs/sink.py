@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rayprism.platform.config import CollectionConfig
-from rayprism.platform.errors import ConfigError
 from rayprism.platform.store.milvus import MilvusStore
 
 
@@ -17,15 +16,7 @@ class MilvusSink:
         only the collection): adopt the existing collection's schema, or create one with no metadata
         fields; a full spec must match what exists. Errors surface here, as the job's own."""
         uri, name, spec, model = self._arguments
-        try:
-            self._store = MilvusStore(uri)
-        except Exception as error:  # Milvus Lite refuses a file another process holds
-            if "lock" in str(error).lower():
-                raise ConfigError(
-                    f"{uri} is open in another process (a running `rayprism serve`?): stop it, "
-                    "or send the documents through its API with `rayprism ingest`"
-                ) from None
-            raise
+        self._store = MilvusStore(uri)
         if spec is not None:
             self.collection = CollectionConfig.model_validate(spec)
         else:

@@ -46,3 +46,27 @@ def test_serve_prints_its_url_answers_and_stops_on_sigterm(tmp_path, tiny_model_
     assert "stopped" in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+def test_serve_refuses_a_declared_collection_whose_schema_differs(tmp_path, tiny_model_path):
+    store_path = tmp_path / "store.db"
+    # in a process of its own: a Milvus Lite file stays locked until the process that opened it exits
+    subprocess.run([sys.executable, "-c", (
+        "from rayprism.platform.config import CollectionConfig\n"
+        "from rayprism.platform.store.milvus import MilvusStore\n"
+        f"MilvusStore({str(store_path)!r}).ensure(CollectionConfig(name='notes', model='tiny', "
+        "fields={'section': 'int64'}), 16)\n"
+    )], check=True, timeout=120)
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        f"models:\n  - name: tiny\n    source: {tiny_model_path}\n"
+        f"store: {{uri: {store_path}}}\n"
+        "collections:\n  - name: notes\n    model: tiny\n    fields: {section: varchar}\n"
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "rayprism.platform.cli", "serve", str(config), "--port", str(free_port())],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "field 'section': config varchar, store int64" in result.stderr

@@ -190,3 +190,21 @@ def test_a_reopened_store_serves_its_collections(tmp_path):
     assert second.count("docs") == 6
     assert second.search("docs", mode="dense", k=1, dense_vector=rows(6)[2]["dense"])[0]["id"] == "2"
     second.close()
+
+
+def test_a_lite_file_held_by_another_process_is_a_clear_error(store):
+    import subprocess
+    import sys
+
+    store.ensure(CONFIG, 4)
+    probe = (
+        "from rayprism.platform.store.milvus import MilvusStore\n"
+        "from rayprism.platform.errors import StoreError\n"
+        "try:\n"
+        f"    MilvusStore({store.uri!r})\n"
+        "except StoreError as error:\n"
+        "    print(error.message)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert f"cannot open Milvus at {store.uri}" in result.stdout
+    assert "held by the one process that opened it" in result.stdout

@@ -41,7 +41,12 @@ class MilvusStore:
         self.uri = uri
         if is_lite_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        self._client = MilvusClient(uri)
+        try:
+            self._client = MilvusClient(uri)
+        except MilvusException as error:
+            hint = (" A Milvus Lite file is held by the one process that opened it until that process exits:"
+                    " is a `rayprism serve` or `rayprism embed` using it?") if is_lite_uri(uri) else ""
+            raise StoreError(f"cannot open Milvus at {uri}: {getattr(error, 'message', error)}.{hint}") from None
         self._flush_after_s = flush_after_s
         self._flush_timers: dict[str, threading.Timer] = {}
         self._timers_lock = threading.Lock()
