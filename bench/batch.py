@@ -47,16 +47,19 @@ BARE_SCRIPT = textwrap.dedent(
 )
 
 
-def tree_rss_bytes(root: int) -> int:
-    """RSS of a process and all its descendants (Ray's processes are children of the driver)."""
+def tree_rss_bytes(root: int) -> dict[str, int]:
+    """RSS of a process and all its descendants (Ray's processes are children of the driver),
+    grouped: the driver, Ray worker processes (the encoder actors), and Ray's own services."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    names: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             status = (entry / "status").read_text()
+            names[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
         pid = int(entry.name)
@@ -64,21 +67,24 @@ def tree_rss_bytes(root: int) -> int:
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 rss[pid] = int(line.split()[1]) * 1024
-    total, stack = 0, [root]
+    groups = {"driver": rss.get(root, 0), "workers": 0, "ray services": 0}
+    stack = list(children.get(root, []))
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        groups["workers" if names.get(pid, "").startswith("ray::") else "ray services"] += rss.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total
+    groups["total"] = sum(groups.values())
+    return groups
 
 
-def run_measured(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
+def run_measured(command: list[str], env: dict | None = None) -> tuple[float, dict[str, int], str]:
     with tempfile.TemporaryFile("w+") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-        peak = 0
+        peak: dict[str, int] = {}
         while process.poll() is None:
-            peak = max(peak, tree_rss_bytes(process.pid))
+            for group, value in tree_rss_bytes(process.pid).items():
+                peak[group] = max(peak.get(group, 0), value)
             time.sleep(0.5)
         elapsed = time.perf_counter() - started
         log.seek(0)
@@ -110,7 +116,8 @@ def main() -> None:
             bare = json.loads(output.strip().splitlines()[-1])
             bare["peak"] = bare_peak
             print(f"bare {corpus}: {bare['docs'] / bare['total_s']:.1f} docs/s end to end "
-                  f"({bare['docs'] / bare['encode_s']:.1f} encoding only), peak RSS {bare_peak / 2**30:.2f} GiB", flush=True)
+                  f"({bare['docs'] / bare['encode_s']:.1f} encoding only), peak RSS {gib(bare_peak['total'])} GiB",
+                  flush=True)
         job = {
             "input": {"path": str(source)},
             "model": {"name": "minilm"},
@@ -125,17 +132,22 @@ def main() -> None:
         seconds, peak, output = run_measured([sys.executable, "-m", "rayprism.platform.cli", "embed", str(job_file)], env)
         summary = next(line for line in output.splitlines() if line.startswith("embedded "))
         docs = int(summary.split()[1])
-        print(f"job {corpus}: {docs / seconds:.1f} docs/s end to end, peak RSS {peak / 2**30:.2f} GiB; {summary}", flush=True)
+        print(f"job {corpus}: {docs / seconds:.1f} docs/s end to end, peak RSS {peak}; {summary}", flush=True)
         rows.append((corpus, bare, docs, seconds, peak))
 
     print(f"\n{args.actors} actor(s) x {args.threads} torch threads\n")
-    print("| corpus | bare docs/s (end to end) | job docs/s (end to end) | job / bare | job peak RSS (GiB, whole tree) |")
+    print("| corpus | bare docs/s | job docs/s | job / bare | job peak RSS GiB: total (driver / encoder workers / Ray services) |")
     print("|---|---|---|---|---|")
     for corpus, bare, docs, seconds, peak in rows:
         bare_rate = bare["docs"] / bare["total_s"] if bare else None
         ratio = f"{docs / seconds / bare_rate:.2f}" if bare else "—"
         shown = f"{bare_rate:.1f}" if bare else "—"
-        print(f"| {corpus} | {shown} | {docs / seconds:.1f} | {ratio} | {peak / 2**30:.2f} |")
+        split = " / ".join(gib(peak[group]) for group in ("driver", "workers", "ray services"))
+        print(f"| {corpus} | {shown} | {docs / seconds:.1f} | {ratio} | {gib(peak['total'])} ({split}) |")
+
+
+def gib(value: int) -> str:
+    return f"{value / 2**30:.2f}"
 
 
 if __name__ == "__main__":

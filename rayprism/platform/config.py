@@ -238,9 +238,6 @@ class ServeConfig(StrictModel):
             raise ValueError(f"seed.collection {self.seed.collection!r} is not declared; collections: {declared}")
         return self
 
-    def collection_uri(self, collection: CollectionConfig) -> str:
-        return collection.uri or self.store.uri
-
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 

@@ -22,10 +22,6 @@ class RayprismError(Exception):
         if code is not None:
             self.code = code
 
-    @property
-    def is_input_error(self) -> bool:
-        return 400 <= self.http_status < 500 and not self.retriable
-
     def to_body(self) -> dict:
         return {
             "error": {

@@ -41,7 +41,3 @@ def build_codecs(specs: list[CodecSpec], *, dimensions: int, int8_ranges: np.nda
                     raise ValueError(f"matryoshka dimension {dim} exceeds the model's {dimensions}")
                 codecs.append(Codec(f"matryoshka_{dim}", lambda v, dim=dim: truncate(v, dim)))
     return codecs
-
-
-def needs_int8_calibration(specs: list[CodecSpec]) -> bool:
-    return "int8" in specs

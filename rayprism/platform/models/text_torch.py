@@ -9,6 +9,7 @@ itself so a batch gathered from many requests wastes little compute on padding.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,6 +30,9 @@ class SentenceTransformerEncoder:
         forward_batch_size: int = 32,
         torch_threads: int | None = None,
     ):
+        # The Rust tokenizer's thread pool would fight torch's threads for the same cores
+        # (measured: 32-sentence requests served at 0.67x instead of 0.86x of bare encode).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from sentence_transformers import SentenceTransformer
 
