@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 CONFIG ?= configs/serve.yaml
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ run: install
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check rayprism tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

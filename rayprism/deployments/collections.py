@@ -6,7 +6,6 @@ Text is embedded by this replica's own model runners (the same batching as
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -15,12 +14,15 @@ from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsReques
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import (
-    ConflictError, InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError, unwrap,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+    unwrap,
 )
 from rayprism.platform.store.documents import normalise_id, validate_documents
 from rayprism.platform.store.filters import check_filter
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = 50
 

@@ -23,7 +23,11 @@ from starlette.responses import Response
 from rayprism import __version__
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.schemas import (
-    DeleteDocumentsRequest, DocumentsRequest, EmbeddingRequest, SearchRequest, parse_body,
+    DeleteDocumentsRequest,
+    DocumentsRequest,
+    EmbeddingRequest,
+    SearchRequest,
+    parse_body,
 )
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import CollectionConfig

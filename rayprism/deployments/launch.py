@@ -16,9 +16,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable
-
 from pathlib import Path
+from typing import Callable
 
 from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.errors import ConfigError, NotReadyError

@@ -43,7 +43,13 @@ def store_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def service_config(tiny_model_path, store_dir):
     from rayprism.platform.config import (
-        BatchingConfig, CollectionConfig, DeploymentConfig, ModelConfig, ServeConfig, ServerConfig, StoreConfig,
+        BatchingConfig,
+        CollectionConfig,
+        DeploymentConfig,
+        ModelConfig,
+        ServeConfig,
+        ServerConfig,
+        StoreConfig,
     )
 
     return ServeConfig(

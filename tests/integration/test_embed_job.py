@@ -199,7 +199,7 @@ def test_an_interrupted_job_resumes_without_duplicates(ray_session, tmp_path):
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"of 12 units to run" in result.stdout
+    assert "of 12 units to run" in result.stdout
     table = read_parts(tmp_path / "out")
     ids = table["id"].to_pylist()
     assert len(ids) == len(set(ids)) == len(SAMPLE)
