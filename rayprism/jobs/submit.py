@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import time
 from pathlib import Path
 from typing import Callable
 
 EXCLUDES = [".venv", ".git", "data", "__pycache__", "*.db", "out"]
+AGENT_WAIT_S = 60.0
+"""A head that has just started answers "No available agent" until its job agent registers."""
+STATUS_POLL_S = 0.5
 
 
 def runtime_env(working_dir: Path, requirements: Path | None) -> dict:
@@ -41,10 +45,12 @@ def submit_and_follow(
 
     relative = job_file.resolve().relative_to(working_dir.resolve())
     client = JobSubmissionClient(address)
-    submission_id = client.submit_job(
+    submission_id = _submit_when_agent_ready(
+        client,
         entrypoint=f"rayprism embed {shlex.quote(str(relative))}",
         runtime_env=runtime_env(working_dir, requirements),
         metadata={"rayprism_job": str(relative)},
+        echo=echo,
     )
     echo(f"submitted {submission_id} to {address}")
     if not follow:
@@ -58,5 +64,21 @@ def submit_and_follow(
     asyncio.run(stream())
     status = client.get_job_status(submission_id)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        time.sleep(STATUS_POLL_S)
         status = client.get_job_status(submission_id)
     return submission_id, str(status)
+
+
+def _submit_when_agent_ready(client, *, echo: Callable[[str], None], **job) -> str:
+    deadline = time.monotonic() + AGENT_WAIT_S
+    waited = False
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            if not waited:
+                echo("the cluster's job agent is not up yet; waiting for it")
+                waited = True
+            time.sleep(1.0)

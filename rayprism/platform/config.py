@@ -37,7 +37,7 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 class BatchingConfig(StrictModel):
     """How one model's requests are grouped into forward passes."""
 
-    max_batch_size: PositiveInt = 64
+    max_batch_size: PositiveInt = 256
     """Most inputs gathered from the queue into one scheduling batch."""
     max_batch_tokens: PositiveInt = 16384
     """Most tokens (sum over inputs) in one scheduling batch."""
