@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -140,7 +141,10 @@ def main() -> None:
         service.send_signal(signal.SIGINT)
         service.communicate(timeout=180)
 
-    baseline_latencies, baseline_ingest = plain_script_baseline(store, corpus, queries[: args.latency_queries])
+    try:
+        baseline_latencies, baseline_ingest = plain_script_baseline(store, corpus, queries[: args.latency_queries])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     print(f"\ncorpus-{args.corpus}, {len(queries)} dev queries\n")
     print("| retriever | MRR@10 | R@1 | R@10 | reference MRR@10 (plain script) |")

@@ -6,6 +6,7 @@ Text is embedded by this replica's own model runners (the same batching as
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -156,13 +157,21 @@ class CollectionsService:
         candidates = request.candidates or max(DEFAULT_CANDIDATES, request.k)
         if candidates < request.k:
             raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k})", param="candidates")
-        dense_vector = None
-        if mode != "sparse":
-            embedded = await self._embeddings.runner(config.model).embed([request.query])
-            dense_vector = embedded.vectors[0]
+        dense_vector = sparse_hits = None
+        if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
+            dense_vector, sparse_hits = await asyncio.gather(
+                self._embed_query(config, request.query),
+                self._call_on(name, "sparse_hits", request.query, candidates, filter_expression),
+            )
+        elif mode == "dense":
+            dense_vector = await self._embed_query(config, request.query)
         results = await self._call_on(
             name, "search", mode=mode, k=request.k, dense_vector=dense_vector, query_text=request.query,
             metric=config.index.metric, candidates=candidates, filter=filter_expression,
-            fusion=request.fusion.model_dump(), output_fields=output_fields,
+            fusion=request.fusion.model_dump(), output_fields=output_fields, sparse_hits=sparse_hits,
         )
         return {"object": "search.results", "collection": name, "mode": mode, "results": results}
+
+    async def _embed_query(self, config: CollectionConfig, query: str) -> list[float]:
+        embedded = await self._embeddings.runner(config.model).embed([query])
+        return embedded.vectors[0]

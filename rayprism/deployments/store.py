@@ -28,8 +28,8 @@ class StoreReplica:
 
     def _store(self, uri: str) -> MilvusStore:
         if uri not in self._stores:
-            cache_rows = self._config.dense_cache_max_rows if is_lite_uri(uri) else 0
-            self._stores[uri] = MilvusStore(uri, flush_after_s=self._config.flush_after_s, dense_cache_max_rows=cache_rows)
+            cache_rows = self._config.cache_max_rows if is_lite_uri(uri) else 0
+            self._stores[uri] = MilvusStore(uri, flush_after_s=self._config.flush_after_s, cache_max_rows=cache_rows)
         return self._stores[uri]
 
     def _uri_of(self, name: str) -> str:
@@ -109,6 +109,9 @@ class StoreReplica:
 
     async def flush(self, name: str) -> None:
         await asyncio.to_thread(self._store(self._uri_of(name)).flush, name)
+
+    async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> list[tuple]:
+        return await asyncio.to_thread(self._store(self._uri_of(name)).sparse_hits, name, text, limit, filter)
 
     async def search(self, name: str, **kwargs: Any) -> list[dict]:
         return await asyncio.to_thread(self._store(self._uri_of(name)).search, name, **kwargs)

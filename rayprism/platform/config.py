@@ -194,10 +194,10 @@ class StoreConfig(StrictModel):
     """Seal freshly written rows once writes pause this long. Milvus Lite re-indexes unsealed
     rows on every BM25 query, and keeps BM25 statistics per sealed segment: sealing between
     the batches of a bulk load leaves many small segments and measurably worse BM25 ranking."""
-    dense_cache_max_rows: Annotated[int, Field(ge=0)] = 200_000
-    """Milvus Lite only: keep an exact in-memory copy of a FLAT collection's dense vectors up to
-    this many rows (≈ rows × dimensions × 4 bytes) and search it with one matrix product
-    instead of Lite's per-row Python; 0 turns it off."""
+    cache_max_rows: Annotated[int, Field(ge=0)] = 200_000
+    """Milvus Lite only: mirror collections up to this many rows in memory (a FLAT index's
+    dense vectors, ≈ rows × dimensions × 4 bytes, and BM25 postings) and answer unfiltered
+    searches from the mirror instead of Lite's per-row Python; 0 turns it off."""
 
 
 class SeedConfig(StrictModel):

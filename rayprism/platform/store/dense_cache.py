@@ -43,19 +43,11 @@ class DenseCache:
                 if row is None:
                     row = len(self._ids)
                     if row == len(self._matrix):
-                        self._grow()
+                        self._matrix, self._alive = grown(self._matrix), grown(self._alive)
                     self._ids.append(row_id)
                     self._row_of[row_id] = row
                 self._matrix[row] = vector
                 self._alive[row] = True
-
-    def _grow(self) -> None:
-        capacity = len(self._matrix) * 2
-        matrix = np.zeros((capacity, self._matrix.shape[1]), dtype=np.float32)
-        matrix[: len(self._matrix)] = self._matrix
-        alive = np.zeros(capacity, dtype=bool)
-        alive[: len(self._alive)] = self._alive
-        self._matrix, self._alive = matrix, alive
 
     def delete(self, ids: Iterable) -> None:
         with self._lock:
@@ -86,3 +78,10 @@ class DenseCache:
             if rows:
                 cache.upsert([row["id"] for row in rows], np.array([row["dense"] for row in rows], dtype=np.float32))
         return cache
+
+
+def grown(array: np.ndarray) -> np.ndarray:
+    """``array`` with twice the rows, the new ones zero."""
+    bigger = np.zeros((2 * len(array), *array.shape[1:]), dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger

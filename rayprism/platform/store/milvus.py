@@ -1,27 +1,30 @@
 """The collections at one Milvus URI: create or verify, write, read, search.
 
 Written against pymilvus's ``MilvusClient`` only, so a Milvus Lite file and a
-Milvus server behave the same (a Lite store may add an in-memory dense cache). Writes schedule a flush shortly after the last
-one: Milvus Lite re-indexes unsealed rows for BM25 on every query, which turns
-a 24 ms search into seconds after a bulk load.
+Milvus server behave the same (a Lite store may add an in-memory mirror for unfiltered
+searches). Writes schedule a flush shortly after the last one: Milvus Lite re-indexes
+unsealed rows for BM25 on every query, which turns a 24 ms search into seconds after a
+bulk load.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pymilvus import MilvusClient, MilvusException
 
 from rayprism.platform.config import CollectionConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from rayprism.platform.store.bm25_cache import Bm25Cache
 from rayprism.platform.store.dense_cache import DenseCache
 from rayprism.platform.store.fusion import Hits, fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
+from rayprism.platform.store.mirror import Mirror, lite_bm25_scoring
 
 logger = logging.getLogger(__name__)
 # pymilvus logs every failed RPC with a traceback; the errors raised here carry the message.
@@ -29,15 +32,16 @@ logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
 
 COLLECTION_NOT_FOUND = 100
 COLLECTION_NOT_LOADED = 101
+MIRROR_RETRY_S = 60.0
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
 
 
 class MilvusStore:
-    def __init__(self, uri: str, *, flush_after_s: float = 5.0, dense_cache_max_rows: int = 0):
-        """``dense_cache_max_rows`` > 0 keeps an exact in-memory copy of the dense vectors of
-        FLAT-indexed collections up to that size (only sound where this process is the sole
-        writer, as with a Milvus Lite file)."""
+    def __init__(self, uri: str, *, flush_after_s: float = 5.0, cache_max_rows: int = 0):
+        """``cache_max_rows`` > 0 mirrors collections up to that size in memory for unfiltered
+        searches (:mod:`~rayprism.platform.store.mirror`; only sound where this process is the
+        sole writer, as with a Milvus Lite file)."""
         self.uri = uri
         if is_lite_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -50,8 +54,8 @@ class MilvusStore:
         self._flush_after_s = flush_after_s
         self._flush_timers: dict[str, threading.Timer] = {}
         self._timers_lock = threading.Lock()
-        self._dense_cache_max_rows = dense_cache_max_rows
-        self._caches: dict[str, _CacheState] = {}
+        self._cache_max_rows = cache_max_rows
+        self._mirrors: dict[str, _MirrorState] = {}
         self._cache_lock = threading.Lock()
 
     # --- collections -------------------------------------------------------------------
@@ -95,7 +99,7 @@ class MilvusStore:
         self._describe(name)
         self._cancel_flush(name)
         with self._cache_lock:
-            self._caches.pop(name, None)
+            self._mirrors.pop(name, None)
         self._client.drop_collection(name)
 
     # --- documents ---------------------------------------------------------------------
@@ -103,13 +107,13 @@ class MilvusStore:
     def upsert(self, name: str, rows: list[dict]) -> int:
         result = self._call(self._client.upsert, name, rows)
         self._schedule_flush(name)
-        self._cache_write(name, "upsert", [row["id"] for row in rows], np.array([row["dense"] for row in rows]))
+        self._mirror_write(name, "upsert", rows)
         return int(result["upsert_count"])
 
     def delete(self, name: str, ids: list) -> int:
         result = self._call(self._client.delete, name, ids=ids)
         self._schedule_flush(name)
-        self._cache_write(name, "delete", ids)
+        self._mirror_write(name, "delete", ids)
         return int(result["delete_count"]) if isinstance(result, dict) else len(result)
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
@@ -135,16 +139,24 @@ class MilvusStore:
         filter: str = "",
         fusion: dict | None = None,
         output_fields: list[str] | None = None,
+        sparse_hits: Hits | None = None,
     ) -> list[dict]:
         """Hits best first, ``score`` higher is better in every mode.
 
         Hybrid search runs the dense and the sparse search (``candidates`` each) and fuses
         them here (:mod:`~rayprism.platform.store.fusion`), the same way on Lite and on a
-        server. Fields are fetched once, for the final hits only.
+        server. ``sparse_hits`` from an earlier :meth:`sparse_hits` call stand in for the
+        sparse search (callers start it while they embed the query). Fields are fetched
+        once, for the final hits only.
         """
         limit = candidates if mode == "hybrid" else k
         dense = self._dense_hits(name, dense_vector, limit, metric, filter) if mode != "sparse" else []
-        sparse = self._sparse_hits(name, query_text, limit, filter) if mode != "dense" else []
+        if mode == "dense":
+            sparse = []
+        elif sparse_hits is not None:
+            sparse = [(doc_id, score) for doc_id, score in sparse_hits]
+        else:
+            sparse = self.sparse_hits(name, query_text, limit, filter)
         if mode == "hybrid":
             hits = fuse(dense, sparse, fusion)[:k]
         else:
@@ -153,9 +165,9 @@ class MilvusStore:
         return [{"id": doc_id, "score": score, "fields": fields.get(doc_id, {})} for doc_id, score in hits]
 
     def _dense_hits(self, name: str, vector, limit: int, metric: str, filter: str) -> Hits:
-        cache = None if filter else self._dense_cache(name, metric)
-        if cache is not None:
-            return cache.top_k(vector, limit)
+        mirror = None if filter else self._mirror(name)
+        if mirror is not None and mirror.dense is not None:
+            return mirror.dense.top_k(vector, limit)
         results = self._call(
             self._client.search, name, data=[vector], anns_field="dense", limit=limit,
             search_params={"metric_type": metric}, filter=filter, filtered=bool(filter),
@@ -163,7 +175,11 @@ class MilvusStore:
         sign = -1.0 if metric == "L2" else 1.0  # L2 is a distance: flip it so higher is better
         return [(hit["id"], sign * float(hit["distance"])) for hit in results[0]]
 
-    def _sparse_hits(self, name: str, text: str, limit: int, filter: str) -> Hits:
+    def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
+        """BM25 hits as ``(id, score)``, best first."""
+        mirror = None if filter else self._mirror(name)
+        if mirror is not None and mirror.bm25 is not None:
+            return mirror.bm25.top_k(text, limit)
         results = self._call(
             self._client.search, name, data=[text], anns_field="sparse", limit=limit,
             search_params={"metric_type": "BM25"}, filter=filter, filtered=bool(filter),
@@ -175,56 +191,70 @@ class MilvusStore:
         found = self._call(self._client.get, name, ids=ids, output_fields=output_fields) if ids else []
         return {row["id"]: {field: row.get(field) for field in output_fields} for row in found}
 
-    # --- dense cache (Milvus Lite) ----------------------------------------------------
+    # --- in-memory mirror (Milvus Lite) ------------------------------------------------
 
-    def _dense_cache(self, name: str, metric: str) -> DenseCache | None:
-        """The collection's in-memory copy when ready; the first call starts building it."""
-        if not self._dense_cache_max_rows or metric not in ("COSINE", "IP"):
+    def _mirror(self, name: str) -> Mirror | None:
+        """The collection's in-memory mirror when ready; starts building one when there is none."""
+        if not self._cache_max_rows:
             return None
         with self._cache_lock:
-            state = self._caches.get(name)
-            if state is None:
-                self._caches[name] = state = _CacheState()
-                threading.Thread(target=self._build_cache, args=(name, metric), daemon=True).start()
-            return state.cache
+            state = self._mirrors.setdefault(name, _MirrorState())
+            if state.mirror is None and not state.building and time.monotonic() >= state.retry_at:
+                state.building = True
+                threading.Thread(target=self._build_mirror, args=(name, state), daemon=True).start()
+            return state.mirror
 
-    def _build_cache(self, name: str, metric: str) -> None:
+    def _build_mirror(self, name: str, state: _MirrorState) -> None:
         try:
-            layout = self.layout(name)
-            if layout.index_type != "FLAT" or self.count(name) > self._dense_cache_max_rows:
-                return  # approximate indexes keep their own semantics; big collections stay in Milvus
-
-            def batches():
-                iterator = self._client.query_iterator(name, batch_size=4096, output_fields=["dense"])
+            mirror = self._empty_mirror(name)
+            if mirror is not None:
+                fields = (["dense"] if mirror.dense is not None else []) + (
+                    [mirror.text_field] if mirror.bm25 is not None else [])
+                iterator = self._client.query_iterator(name, batch_size=4096, output_fields=fields)
                 while rows := iterator.next():
-                    yield rows
+                    mirror.upsert(rows)
                 iterator.close()
-
-            cache = DenseCache.build(layout.dimensions, metric == "COSINE", batches)
         except Exception:
-            logger.exception("building the dense cache of %r failed; searching in Milvus", name)
-            return
+            logger.exception("building the in-memory mirror of %r failed; searching in Milvus", name)
+            mirror = None
         with self._cache_lock:
-            state = self._caches.get(name)
-            if state is None:  # dropped meanwhile
-                return
-            for operation, ids, vectors in state.pending:  # writes that raced the build
-                cache.upsert(ids, vectors) if operation == "upsert" else cache.delete(ids)
+            state.building = False
+            if mirror is not None:
+                for operation, payload in state.pending:  # writes that raced the build
+                    mirror.upsert(payload) if operation == "upsert" else mirror.delete(payload)
+                state.mirror = mirror
+            else:
+                state.retry_at = time.monotonic() + MIRROR_RETRY_S
             state.pending.clear()
-            state.cache = cache
-        logger.info("dense cache of %r ready: %d vectors", name, len(cache))
+        if mirror is not None:
+            logger.info("in-memory mirror of %r ready: %d rows", name, mirror.rows)
 
-    def _cache_write(self, name: str, operation: str, ids: list, vectors=None) -> None:
+    def _empty_mirror(self, name: str) -> Mirror | None:
+        """What is worth mirroring: FLAT cosine/IP vectors (exact either way) and BM25 text."""
+        layout = self.layout(name)
+        self._client.load_collection(name)  # after a restart collections come back released
+        if self.count(name) > self._cache_max_rows:
+            return None  # big collections stay in Milvus
+        dense = None
+        if layout.index_type == "FLAT" and layout.metric in ("COSINE", "IP"):
+            dense = DenseCache(layout.dimensions, normalise=layout.metric == "COSINE")
+        bm25 = Bm25Cache(**lite_bm25_scoring(self._client, name, layout.text_field)) if layout.bm25 else None
+        if dense is None and bm25 is None:
+            return None
+        return Mirror(dense, bm25, layout.text_field)
+
+    def _mirror_write(self, name: str, operation: str, payload: list) -> None:
         with self._cache_lock:
-            state = self._caches.get(name)
+            state = self._mirrors.get(name)
             if state is None:
                 return
-            if state.cache is None:
-                state.pending.append((operation, ids, vectors))
-            elif operation == "upsert":
-                state.cache.upsert(ids, vectors)
-            else:
-                state.cache.delete(ids)
+            if state.building:
+                state.pending.append((operation, payload))
+            elif state.mirror is not None:
+                state.mirror.upsert(payload) if operation == "upsert" else state.mirror.delete(payload)
+                if state.mirror.rows > self._cache_max_rows:  # outgrew the limit: Milvus searches it
+                    state.mirror = None
+                    state.retry_at = time.monotonic() + MIRROR_RETRY_S
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -277,9 +307,13 @@ class MilvusStore:
 
 
 @dataclass
-class _CacheState:
-    cache: DenseCache | None = None
+class _MirrorState:
+    mirror: Mirror | None = None
+    building: bool = False
+    retry_at: float = 0.0
+    """After a failed or declined build, the next attempt waits until then."""
     pending: list = field(default_factory=list)
+    """Writes made while building, replayed onto the finished mirror."""
 
 
 def _is_expression_error(message: str) -> bool:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rayprism.platform.config import CollectionConfig
+from rayprism.platform.store.bm25_cache import Bm25Cache
 from rayprism.platform.store.dense_cache import DenseCache
 from rayprism.platform.store.fusion import fuse, reciprocal_rank, weighted
 from rayprism.platform.store.milvus import MilvusStore
@@ -46,9 +47,11 @@ def test_dense_cache_is_exact_and_follows_writes():
 def stores(tmp_path):
     config = CollectionConfig(name="docs", fields={"n": "int64"})
     rng = np.random.default_rng(2)
-    rows = [{"id": str(i), "text": f"word{i % 7} shared text", "n": i, "dense": rng.standard_normal(8).astype(np.float32)}
+    vocabulary = [f"w{i}" for i in range(60)]
+    rows = [{"id": str(i), "n": i, "dense": rng.standard_normal(8).astype(np.float32),
+             "text": f"word{i % 7} shared text " + " ".join(rng.choice(vocabulary, size=rng.integers(1, 40)))}
             for i in range(300)]
-    cached = MilvusStore(str(tmp_path / "store.db"), dense_cache_max_rows=10_000)
+    cached = MilvusStore(str(tmp_path / "store.db"), cache_max_rows=10_000)
     cached.ensure(config, 8)
     cached.upsert("docs", rows)
     cached.flush("docs")
@@ -56,19 +59,18 @@ def stores(tmp_path):
     cached.close()
 
 
-def wait_for_cache(store: MilvusStore, name: str) -> None:
-    store._dense_cache(name, "COSINE")
+def wait_for_mirror(store: MilvusStore, name: str) -> None:
     deadline = time.monotonic() + 30
-    while store._dense_cache(name, "COSINE") is None and time.monotonic() < deadline:
+    while store._mirror(name) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert store._dense_cache(name, "COSINE") is not None
+    assert store._mirror(name) is not None
 
 
 def test_cached_dense_search_equals_milvus(stores):
     store, rows = stores
     query = rows[17]["dense"]
-    milvus = store.search("docs", mode="dense", k=10, dense_vector=query, filter="n >= 0")  # a filter bypasses the cache
-    wait_for_cache(store, "docs")
+    milvus = store.search("docs", mode="dense", k=10, dense_vector=query, filter="n >= 0")  # a filter bypasses the mirror
+    wait_for_mirror(store, "docs")
     cached = store.search("docs", mode="dense", k=10, dense_vector=query, output_fields=["n"])
     assert [h["id"] for h in cached] == [h["id"] for h in milvus]
     assert [h["score"] for h in cached] == pytest.approx([h["score"] for h in milvus], abs=1e-5)
@@ -77,13 +79,46 @@ def test_cached_dense_search_equals_milvus(stores):
 
 def test_writes_reach_the_cache_even_while_it_builds(stores):
     store, rows = stores
-    store._dense_cache("docs", "COSINE")  # the build starts in the background ...
+    store._mirror("docs")  # the build starts in the background ...
     target = np.ones(8, dtype=np.float32)
     store.upsert("docs", [{"id": "new", "text": "fresh", "n": -1, "dense": target}])  # ... and races this write
     store.delete("docs", ["3"])
-    wait_for_cache(store, "docs")
+    wait_for_mirror(store, "docs")
     hits = store.search("docs", mode="dense", k=300, dense_vector=target)
     assert hits[0]["id"] == "new" and "3" not in [h["id"] for h in hits]
+    assert store.sparse_hits("docs", "fresh", 5) == [("new", pytest.approx(store.sparse_hits("docs", "fresh", 5)[0][1]))]
+    assert "3" not in [doc for doc, _ in store.sparse_hits("docs", "word3", 300)]
+
+
+def test_mirrored_bm25_equals_milvus_on_one_segment(stores):
+    """One sealed segment: Lite's per-segment statistics are the global ones the mirror keeps."""
+    store, rows = stores
+    queries = ["word3 w1", "w5 w5 w17 shared", "w59 nothing-matches-this", "text"]
+    from_milvus = [store.sparse_hits("docs", q, 300, filter="n >= 0") for q in queries]  # all: no ties at a cut
+    wait_for_mirror(store, "docs")
+    for query, expected in zip(queries, from_milvus):
+        mirrored = store.sparse_hits("docs", query, 300)
+        assert dict(mirrored) == pytest.approx(dict(expected), rel=1e-5), query
+        assert [score for _, score in mirrored] == sorted((score for _, score in mirrored), reverse=True)
+
+
+def test_bm25_cache_state_does_not_depend_on_its_history():
+    """Overwrites, deletes and compactions leave the same scores as building the end state at once."""
+    analyze = lambda text: {hash(t) & 0xFFFF: float(text.split().count(t)) for t in set(text.split())}  # noqa: E731
+    rng = np.random.default_rng(3)
+    texts = {i: " ".join(rng.choice(list("abcdefghij"), size=rng.integers(1, 12))) for i in range(3000)}
+    churned = Bm25Cache(analyze, initial_rows=4)
+    churned.upsert(list(texts), ["a b c"] * len(texts))  # replaced below: dead rows, then a compaction
+    churned.upsert(list(texts), list(texts.values()))
+    churned.delete(range(0, 3000, 3))
+    for i in range(0, 3000, 3):
+        del texts[i]
+    fresh = Bm25Cache(analyze)
+    fresh.upsert(list(texts), list(texts.values()))
+    assert len(churned) == len(fresh) == 2000
+    for query in ["a", "b c c", "j a e", "zzz"]:
+        assert dict(churned.top_k(query, 3000)) == pytest.approx(dict(fresh.top_k(query, 3000))), query
+    assert Bm25Cache(analyze).top_k("a", 5) == []
 
 
 def test_sparse_scores_are_positive_and_hybrid_fuses(stores):
