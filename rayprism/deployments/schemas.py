@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
+from rayprism.platform.store.fusion import DEFAULT_WEIGHTS
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
 
@@ -78,14 +79,16 @@ class RRFFusion(BaseModel):
 
 class FusionWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dense: float = Field(ge=0)
-    sparse: float = Field(ge=0)
+    dense: float = Field(default=DEFAULT_WEIGHTS["dense"], ge=0)
+    sparse: float = Field(default=DEFAULT_WEIGHTS["sparse"], ge=0)
 
 
 class WeightedFusion(BaseModel):
+    """Each list's scores min-max normalised over its own hits, then a weighted sum (the default)."""
+
     model_config = ConfigDict(extra="forbid")
-    type: Literal["weighted"]
-    weights: FusionWeights
+    type: Literal["weighted"] = "weighted"
+    weights: FusionWeights = FusionWeights()
 
 
 class SearchRequest(BaseModel):
@@ -96,7 +99,7 @@ class SearchRequest(BaseModel):
     mode: Literal["hybrid", "dense", "sparse"] | None = None
     """Default: hybrid when the collection has BM25, else dense."""
     filter: str | None = None
-    fusion: RRFFusion | WeightedFusion = Field(default_factory=RRFFusion, discriminator="type")
+    fusion: RRFFusion | WeightedFusion = Field(default_factory=WeightedFusion, discriminator="type")
     candidates: int | None = Field(default=None, gt=0, le=16384)
     """Hits taken from each of dense and sparse before fusion; default max(50, k)."""
     output_fields: list[str] | None = None

@@ -126,6 +126,9 @@ def test_sparse_scores_are_positive_and_hybrid_fuses(stores):
     sparse = store.search("docs", mode="sparse", k=5, query_text="word3", output_fields=["text"])
     assert sparse and all(h["score"] > 0 and "word3" in h["fields"]["text"] for h in sparse)
     assert [h["score"] for h in sparse] == sorted((h["score"] for h in sparse), reverse=True)
-    hybrid = store.search("docs", mode="hybrid", k=5, dense_vector=rows[3]["dense"], query_text="word3")
-    assert hybrid[0]["id"] == "3"  # first in dense, and it contains word3
-    assert hybrid[0]["score"] > 1 / 61  # so both lists contributed
+    rrf = store.search("docs", mode="hybrid", k=5, dense_vector=rows[3]["dense"], query_text="word3",
+                       fusion={"type": "rrf", "k": 60})
+    assert rrf[0]["id"] == "3"  # first in dense, and it contains word3
+    assert rrf[0]["score"] > 1 / 61  # so both lists contributed
+    default = store.search("docs", mode="hybrid", k=5, dense_vector=rows[3]["dense"], query_text="word3")
+    assert default[0]["id"] == "3" and 0.5 < default[0]["score"] <= 1.0  # weighted 0.5/0.5: dense's best + its BM25 share

@@ -9,6 +9,11 @@ from typing import Any
 
 Hits = list[tuple[Any, float]]
 
+DEFAULT_WEIGHTS = {"dense": 0.5, "sparse": 0.5}
+DEFAULT_FUSION = {"type": "weighted", "weights": DEFAULT_WEIGHTS}
+"""Equal-weight min-max fusion: on the Debian dev queries it beat RRF (k=60) by 0.03 MRR@10
+and both single modes by 0.04+ (docs/benchmarks.md); RRF stays one option away."""
+
 
 def reciprocal_rank(routes: list[Hits], k: int = 60) -> Hits:
     """RRF: each list adds 1 / (k + rank) for the documents it holds (rank from 1)."""
@@ -35,7 +40,7 @@ def weighted(routes: list[Hits], weights: list[float]) -> Hits:
 
 
 def fuse(dense: Hits, sparse: Hits, fusion: dict | None) -> Hits:
-    fusion = fusion or {"type": "rrf"}
+    fusion = fusion or DEFAULT_FUSION
     if fusion["type"] == "weighted":
         return weighted([dense, sparse], [fusion["weights"]["dense"], fusion["weights"]["sparse"]])
     return reciprocal_rank([dense, sparse], fusion.get("k", 60))
