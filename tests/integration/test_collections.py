@@ -114,7 +114,7 @@ def test_every_mode_finds_the_known_items_and_hybrid_is_at_least_as_good(loaded)
     assert hybrid >= max(dense, sparse) - 0.02, (dense, sparse, hybrid)
 
 
-def test_default_mode_is_hybrid_and_hits_carry_fields(loaded):
+def test_default_is_hybrid_with_equal_weights_and_hits_carry_fields(loaded):
     response = post(loaded, "/v1/collections/debian/search", {"query": QUERIES[0]["query"], "k": 3})
     body = response.json()
     assert body["mode"] == "hybrid" and len(body["results"]) == 3
@@ -123,6 +123,9 @@ def test_default_mode_is_hybrid_and_hits_carry_fields(loaded):
     assert set(hit["fields"]) == {"text", *SAMPLE_FIELDS}
     only = search(loaded, {"query": QUERIES[0]["query"], "k": 2, "output_fields": ["package"]})
     assert all(set(h["fields"]) == {"package"} for h in only)
+    equal_weights = {"type": "weighted", "weights": {"dense": 0.5, "sparse": 0.5}}
+    explicit = search(loaded, {"query": QUERIES[0]["query"], "k": 3, "fusion": equal_weights})
+    assert [(h["id"], h["score"]) for h in explicit] == [(h["id"], h["score"]) for h in body["results"]]
 
 
 def test_weighted_fusion_with_all_weight_on_one_side_follows_that_side(loaded):
@@ -161,7 +164,8 @@ def test_numeric_filter_and_a_filter_that_matches_nothing(loaded):
         ({"query": "x", "k": 20, "candidates": 5}, 400, "candidates (5) must be ≥ k (20)"),
         ({"query": ""}, 422, "query"),
         ({"query": "x", "mode": "fuzzy"}, 422, "mode"),
-        ({"query": "x", "fusion": {"type": "weighted"}}, 422, "fusion"),
+        ({"query": "x", "fusion": {"type": "weighted", "weights": {"dense": -1}}}, 422, "fusion"),
+        ({"query": "x", "fusion": {"type": "borda"}}, 422, "fusion"),
         ({"query": "x", "k": 0}, 422, "k"),
     ],
 )

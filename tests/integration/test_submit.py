@@ -23,13 +23,19 @@ pytestmark = pytest.mark.slow
 def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="rp-", dir="/tmp")  # Ray's socket paths must stay short
     dashboard, gcs = free_port(), free_port()
+    # Every fixed default port too: the session's own Ray already holds 52365 (its dashboard agent),
+    # and a head whose agent cannot bind answers "No available agent" to every submission.
+    own_ports = [f"--{option}={free_port()}" for option in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port",
+    )]
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--include-dashboard=true", "--disable-usage-stats", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--temp-dir={temp_dir}"],
+         f"--temp-dir={temp_dir}", *own_ports],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
