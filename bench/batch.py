@@ -1,6 +1,6 @@
 """Batch embedding: a plain Python process against `rayprism embed`, measured in one run.
 
-    python bench/batch.py [--corpus 10k 53k] [--actors 1 --threads 2]
+    python bench/batch.py [--corpus 10k 53k] [--bare 10k] [--actors 1 --threads 2]
 
 For each corpus:
 1. bare: a fresh Python process loads all-MiniLM-L6-v2 with sentence-transformers and
@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--corpus", nargs="+", choices=["10k", "53k"], default=["10k"])
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--skip-bare", action="store_true", help="job only (e.g. for the memory figure on 53k)")
+    parser.add_argument("--bare", nargs="*", choices=["10k", "53k"], default=["10k"],
+                        help="corpora also encoded by the plain baseline (default: 10k; the job's memory is what 53k is for)")
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"needs the Debian retrieval set in {DATA}")
@@ -109,7 +110,7 @@ def main() -> None:
         source = DATA / f"corpus-{corpus}.jsonl"
         work = Path(tempfile.mkdtemp(prefix=f"rayprism-batch-{corpus}-"))
         bare = None
-        if not args.skip_bare:
+        if corpus in args.bare:
             script = work / "bare.py"
             script.write_text(BARE_SCRIPT.format(threads=args.threads))
             seconds, bare_peak, output = run_measured([sys.executable, str(script), str(source)], env)
