@@ -1,17 +1,14 @@
-"""An exact in-memory copy of a Milvus Lite collection's dense vectors.
+"""An exact in-memory copy of a Milvus Lite collection's dense vectors (part of the
+store's mirror, :mod:`~rayprism.platform.store.mirror`).
 
 Milvus Lite searches in Python, row by row (tens of milliseconds per query for 10k
-rows); one matrix product over the same vectors takes about a millisecond. The
-store process is the only writer of a Lite file (the file is locked to it), so a
-copy updated by the store's own upserts and deletes stays exact. Built in the
-background on first use; until it is ready, and for collections above the size
-limit, searches go to Milvus.
+rows); one matrix product over the same vectors takes about a millisecond.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -69,15 +66,6 @@ class DenseCache:
             best = np.argpartition(-scores, count - 1)[:count]
             best = best[np.argsort(-scores[best], kind="stable")]
             return [(self._ids[row], float(scores[row])) for row in best]
-
-    @classmethod
-    def build(cls, dimensions: int, normalise: bool, batches: Callable[[], Iterable[list[dict]]]) -> DenseCache:
-        """From batches of ``{"id", "dense"}`` rows as Milvus's query iterator yields them."""
-        cache = cls(dimensions, normalise=normalise)
-        for rows in batches():
-            if rows:
-                cache.upsert([row["id"] for row in rows], np.array([row["dense"] for row in rows], dtype=np.float32))
-        return cache
 
 
 def grown(array: np.ndarray) -> np.ndarray:
