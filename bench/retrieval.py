@@ -143,7 +143,7 @@ def main() -> None:
         service.communicate(timeout=180)
 
     try:
-        baseline_latencies, baseline_ingest = plain_script_baseline(store, corpus, queries[: args.latency_queries])
+        baseline_latencies, baseline_ingest, components = plain_script_baseline(store, corpus, queries[: args.latency_queries])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -163,6 +163,10 @@ def main() -> None:
           f"{percentile_ms(latencies, 99) / percentile_ms(baseline_latencies, 99):.2f} |")
     print(f"| ingest, docs/s (plain: encode only) | {ingest.docs_per_s:.1f} | {baseline_ingest:.1f} | "
           f"{ingest.docs_per_s / baseline_ingest:.2f} |")
+    print("\n| one search in process, p50 ms | rayprism's in-memory mirror | Milvus Lite | ratio |")
+    print("|---|---|---|---|")
+    for name, ours, lite in components:
+        print(f"| {name} | {ours:.2f} | {lite:.2f} | {ours / lite:.3f} |")
 
 
 def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict]) -> tuple[list[float], float]:
@@ -191,9 +195,43 @@ def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict]) 
         client.hybrid_search("debian", [dense, sparse], RRFRanker(60), limit=10,
                              output_fields=["text", *FIELDS])
         latencies.append(time.perf_counter() - started)
-    client.close()
     print(f"plain script: hybrid p50 {statistics.median(latencies) * 1e3:.1f} ms; encode {ingest_docs_per_s:.1f} docs/s")
-    return latencies, ingest_docs_per_s
+    vectors = model.encode([q["query"] for q in queries])
+    components = search_components(client, queries, vectors)
+    client.close()
+    return latencies, ingest_docs_per_s, components
+
+
+def search_components(client, queries: list[dict], vectors) -> list[tuple[str, float, float]]:
+    """One search alone, in process: Milvus Lite's own against the store's in-memory mirror
+    (built here from the same file, as the store builds it), p50 ms."""
+    from rayprism.platform.store.bm25_cache import Bm25Cache
+    from rayprism.platform.store.dense_cache import DenseCache
+    from rayprism.platform.store.mirror import Mirror, lite_bm25_scoring
+
+    mirror = Mirror(DenseCache(len(vectors[0]), normalise=True), Bm25Cache(**lite_bm25_scoring(client, "debian", "text")),
+                    "text")
+    iterator = client.query_iterator("debian", batch_size=4096, output_fields=["dense", "text"])
+    while rows := iterator.next():
+        mirror.upsert(rows)
+    iterator.close()
+
+    def p50_ms(search) -> float:
+        timings = []
+        for query, vector in zip(queries, vectors):
+            started = time.perf_counter()
+            search(query["query"], vector)
+            timings.append(time.perf_counter() - started)
+        return statistics.median(timings) * 1e3
+
+    return [
+        ("BM25, 50 hits", p50_ms(lambda text, _: mirror.bm25.top_k(text, 50)),
+         p50_ms(lambda text, _: client.search("debian", data=[text], anns_field="sparse", limit=50,
+                                              search_params={"metric_type": "BM25"}))),
+        ("dense (exact cosine), 50 hits", p50_ms(lambda _, vector: mirror.dense.top_k(vector, 50)),
+         p50_ms(lambda _, vector: client.search("debian", data=[vector], anns_field="dense", limit=50,
+                                                search_params={"metric_type": "COSINE"}))),
+    ]
 
 
 if __name__ == "__main__":
