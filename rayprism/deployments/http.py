@@ -179,7 +179,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
 
     @app.delete("/v1/collections/{name}")
     async def drop_collection(name: str) -> Response:
-        return json_response(await collections.drop(name))
+        with Observed(service, "collections.drop", lambda: "unknown"):
+            return json_response(await collections.drop(name))
 
     @app.post("/v1/collections/{name}/documents")
     async def upsert_documents(name: str, request: Request) -> Response:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from rayprism.jobs.readers import Unit, file_signature, input_files, plan_units, read_unit
-from rayprism.jobs.state import JobState
-from rayprism.platform.codecs.quantize import calibrate_int8, load_ranges, save_ranges
+from rayprism.jobs.state import JobState, write_atomically
+from rayprism.platform.codecs.quantize import calibrate_int8, ranges_from_json, ranges_to_json
 from rayprism.platform.config import JobConfig
 from rayprism.platform.errors import RayprismError, unwrap
 
@@ -108,7 +107,7 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
     if "int8" not in job_plan.job.codecs:
         return None
     if job_plan.state.int8_ranges_path.exists():
-        return load_ranges(job_plan.state.int8_ranges_path)
+        return ranges_from_json(job_plan.state.int8_ranges_path.read_bytes())
     job = job_plan.job
     texts = _calibration_texts(job, job_plan.units, job.int8_calibration_rows)
 
@@ -122,7 +121,7 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
 
     model = encoder_config(job).model_dump(exclude={"serve_config"})
     ranges = ray.get(calibrate.remote(model, texts))
-    save_ranges(job_plan.state.int8_ranges_path, ranges)
+    write_atomically(job_plan.state.int8_ranges_path, ranges_to_json(ranges))
     return ranges
 
 
@@ -130,7 +129,7 @@ class JobFailedError(RayprismError):
     """A unit could not be finished: a bad row with ``on_error: fail``, or the store refused."""
 
 
-def execute(job_plan: JobPlan, *, echo: Callable[[str], None] = print) -> JobSummary:
+def execute(job_plan: JobPlan) -> JobSummary:
     """Run the unfinished units on the Ray this process is connected to."""
     import ray
 

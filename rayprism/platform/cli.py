@@ -86,7 +86,7 @@ def embed(
         import ray
 
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
-        summary = execute(job_plan, echo=typer.echo)
+        summary = execute(job_plan)
     except RayprismError as error:
         fail(error.message)
     typer.echo(

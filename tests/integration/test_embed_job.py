@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rayprism.jobs.embed import execute, plan
-from rayprism.platform.codecs.quantize import from_int8, load_ranges
+from rayprism.platform.codecs.quantize import from_int8, ranges_from_json
 from rayprism.platform.config import JobConfig
 from tests.conftest import cosines
 from tests.integration.conftest import SAMPLE_FIELDS
@@ -95,7 +95,7 @@ def test_codecs(finished_job):
     vectors = matrix(table, "float32", np.float32)
     np.testing.assert_array_equal(matrix(table, "binary", np.uint8), np.packbits(vectors > 0, axis=1))
     np.testing.assert_allclose(matrix(table, "float16", np.float32), vectors, atol=1e-3)
-    ranges = load_ranges(directory / "out" / "int8_ranges.json")
+    ranges = ranges_from_json((directory / "out" / "int8_ranges.json").read_bytes())
     bucket = (ranges[1] - ranges[0]) / 255
     inside = (vectors >= ranges[0]) & (vectors <= ranges[1])
     error = np.abs(from_int8(matrix(table, "int8", np.int8), ranges) - vectors)

@@ -3,7 +3,14 @@ import pytest
 
 from rayprism.platform.codecs import build_codecs
 from rayprism.platform.codecs.matryoshka import truncate
-from rayprism.platform.codecs.quantize import calibrate_int8, from_int8, load_ranges, save_ranges, to_binary, to_int8
+from rayprism.platform.codecs.quantize import (
+    calibrate_int8,
+    from_int8,
+    ranges_from_json,
+    ranges_to_json,
+    to_binary,
+    to_int8,
+)
 from rayprism.platform.config import MatryoshkaCodec
 
 
@@ -20,10 +27,9 @@ def test_binary_is_packbits_of_the_signs(vectors):
     np.testing.assert_array_equal(codes, np.packbits(vectors > 0, axis=1))
 
 
-def test_int8_round_trip_error_is_at_most_half_a_bucket(vectors, tmp_path):
+def test_int8_round_trip_error_is_at_most_half_a_bucket(vectors):
     ranges = calibrate_int8(vectors[:200])
-    save_ranges(tmp_path / "r.json", ranges)
-    np.testing.assert_array_equal(load_ranges(tmp_path / "r.json"), ranges)
+    np.testing.assert_array_equal(ranges_from_json(ranges_to_json(ranges)), ranges)
     inside = np.clip(vectors[200:], ranges[0], ranges[1])  # values the calibration sample covered
     codes = to_int8(inside, ranges)
     assert codes.dtype == np.int8

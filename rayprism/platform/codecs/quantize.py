@@ -8,7 +8,6 @@ bits, packed eight to a byte in ``np.packbits`` order.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -38,10 +37,10 @@ def to_binary(vectors: np.ndarray) -> np.ndarray:
     return quantize_embeddings(vectors, precision="ubinary")
 
 
-def save_ranges(path: Path, ranges: np.ndarray) -> None:
-    path.write_text(json.dumps({"min": ranges[0].tolist(), "max": ranges[1].tolist()}))
+def ranges_to_json(ranges: np.ndarray) -> bytes:
+    return json.dumps({"min": ranges[0].tolist(), "max": ranges[1].tolist()}).encode()
 
 
-def load_ranges(path: Path) -> np.ndarray:
-    data = json.loads(path.read_text())
-    return np.array([data["min"], data["max"]], dtype=np.float32)
+def ranges_from_json(data: bytes) -> np.ndarray:
+    parsed = json.loads(data)
+    return np.array([parsed["min"], parsed["max"]], dtype=np.float32)
