@@ -28,10 +28,12 @@ run: install
 	$(BIN)/rayprism serve $(CONFIG)
 
 test: install-dev
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check rayprism tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

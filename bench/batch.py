@@ -130,7 +130,7 @@ def main() -> None:
         }
         job_file = work / "job.yaml"
         job_file.write_text(json.dumps(job))
-        seconds, peak, output = run_measured([sys.executable, "-m", "rayprism.platform.cli", "embed", str(job_file)], env)
+        seconds, peak, output = run_measured([sys.executable, "-m", "rayprism.cli", "embed", str(job_file)], env)
         summary = next(line for line in output.splitlines() if line.startswith("embedded "))
         docs = int(summary.split()[1])
         print(f"job {corpus}: {docs / seconds:.1f} docs/s end to end, peak RSS {peak}; {summary}", flush=True)

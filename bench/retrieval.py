@@ -58,7 +58,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def start_service(config_path: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "rayprism.platform.cli", "serve", str(config_path), "--port", str(port)],
+        [sys.executable, "-m", "rayprism.cli", "serve", str(config_path), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     for line in process.stdout:
@@ -108,7 +108,7 @@ def main() -> None:
     config_path = work / "serve.yaml"
     config_path.write_text(json.dumps(config))
 
-    from rayprism.platform.client import Client, SourceDocument
+    from rayprism.client import Client, SourceDocument
 
     url = f"http://127.0.0.1:{args.port}"
     service = start_service(config_path, args.port)

@@ -77,7 +77,7 @@ def bare_sentences_per_s(texts: list[str], repeats: int = 3) -> float:
 def start_service(config: str, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "rayprism.platform.cli", "serve", config, "--port", str(port)],
+        [sys.executable, "-m", "rayprism.cli", "serve", config, "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     deadline = time.monotonic() + 600

@@ -22,6 +22,7 @@ from typing import Callable
 from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.errors import ConfigError, NotReadyError
 from rayprism.platform.models.source import resolve_source
+from rayprism.platform.ray_runtime import cluster_address, start_ray
 
 READY_TIMEOUT_S = 900
 
@@ -112,8 +113,8 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: C
 
 def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None]) -> None:
     """Fill the seed collection from its Markdown files, the first time only (it is empty)."""
+    from rayprism.client import Client, SourceDocument
     from rayprism.platform.chunking import chunk_files
-    from rayprism.platform.client import Client, SourceDocument
 
     seed = config.seed
     with Client(url) as client:
@@ -138,7 +139,7 @@ def wait_for_stop_signal() -> None:
 
 def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print) -> None:
     preflight(config)
-    joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    joining = cluster_address(address) is not None
     if not joining:
         check_port_free(config.server.host, config.server.port)
         apply_env(direct_ingress_env(config.server.port, config.deployment.replicas.max))
@@ -148,10 +149,7 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
 
     from rayprism.deployments.app import APP_NAME
 
-    if joining:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", include_dashboard=False)
+    start_ray(address)
     try:
         deploy(config, direct_ingress=not joining)
         url = service_url(config)

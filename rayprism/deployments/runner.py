@@ -10,7 +10,7 @@ from rayprism.deployments.batcher import DynamicBatcher
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import NotReadyError, RayprismError
-from rayprism.platform.models.base import Embeddings, Encoder, Modality, embed
+from rayprism.platform.models.base import Embeddings, Encoder, Modality
 from rayprism.platform.models.registry import load_encoder
 
 logger = logging.getLogger(__name__)
@@ -20,11 +20,11 @@ INLINE_PREPARE_MAX_INPUTS = 16
 
 
 class ModelRunner:
-    def __init__(self, config: ModelConfig, metrics: ServiceMetrics, *, torch_threads: int | None = None):
+    def __init__(self, config: ModelConfig, metrics: ServiceMetrics, *, num_cpus: float | None = None):
         self.config = config
         self.name = config.name
         self._metrics = metrics
-        self._torch_threads = torch_threads
+        self._num_cpus = num_cpus
         self._encoder: Encoder | None = None
         self._batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
@@ -45,9 +45,8 @@ class ModelRunner:
     def load(self) -> None:
         """Blocking; run in a thread. Records the failure instead of raising, for /health to report."""
         try:
-            encoder = load_encoder(self.config, torch_threads=self._torch_threads)
-            if "text" in encoder.modalities:  # the first forward pass is slow; pay it before serving
-                embed(encoder, ["warm up"])
+            encoder = load_encoder(self.config, num_cpus=self._num_cpus)
+            encoder.warmup()
         except Exception as error:
             logger.exception("loading model %r failed", self.name)
             self.load_error = str(error) if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}"
@@ -65,12 +64,14 @@ class ModelRunner:
     def queued_inputs(self) -> int:
         return self._batcher.queued_inputs if self._batcher else 0
 
-    async def embed(self, inputs: Sequence[Any], modality: Modality = "text") -> Embeddings:
+    async def embed(
+        self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
+    ) -> Embeddings:
         encoder = self.encoder
         if len(inputs) > INLINE_PREPARE_MAX_INPUTS:
-            prepared = await asyncio.to_thread(encoder.prepare, inputs, modality)
+            prepared = await asyncio.to_thread(encoder.prepare, inputs, modality, prompt_name)
         else:
-            prepared = encoder.prepare(inputs, modality)
+            prepared = encoder.prepare(inputs, modality, prompt_name)
         vectors = await self._batcher.submit(prepared)
         token_counts = [item.n_tokens for item in prepared]
         self._metrics.inputs(self.name).inc(len(prepared))

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
+from rayprism.platform.models.base import Modality
 from rayprism.platform.store.fusion import DEFAULT_WEIGHTS
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
@@ -32,7 +33,9 @@ class EmbeddingRequest(BaseModel):
     """Normalised to a list: one string or one token-id list becomes a list of one."""
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, gt=0)
-    modality: Literal["text", "image", "audio"] = "text"
+    modality: Modality = "text"
+    prompt_name: str | None = None
+    """One of the model's prompts (``GET /v1/models`` lists them); default: the model's default prompt."""
     user: str | None = None
 
     @field_validator("input", mode="before")

@@ -29,9 +29,8 @@ class EmbeddingService:
         self.config = config
         self.metrics = ServiceMetrics(replica)
         self.created = int(time.time())
-        torch_threads = max(1, int(config.deployment.num_cpus))
         self.runners = {
-            model.name: ModelRunner(model, self.metrics, torch_threads=torch_threads) for model in config.models
+            model.name: ModelRunner(model, self.metrics, num_cpus=config.deployment.num_cpus) for model in config.models
         }
         self.startup_errors: dict[str, str] = {}
         """Problems found after loading (e.g. a collection whose schema disagrees), by subject."""
@@ -78,7 +77,7 @@ class EmbeddingService:
             raise InvalidInputError(
                 f"dimensions {request.dimensions} exceeds the model's {dimensions}", param="dimensions"
             )
-        result = await runner.embed(request.input, request.modality)
+        result = await runner.embed(request.input, request.modality, request.prompt_name)
         vectors = result.vectors
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)

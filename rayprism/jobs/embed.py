@@ -65,12 +65,16 @@ def fingerprint(job: JobConfig, files: list[str]) -> dict:
     """Everything that changes a job's results; progress recorded under another fingerprint is refused."""
     model = job.model
     collection = job.output.collection
+    changed_by_user = {"prompt_name": model.prompt_name, "options": model.options.model_dump(exclude_defaults=True)}
     return {
         "input": [file_signature(path) for path in files],
         "format": job.input.resolved_format(),
         "id_field": job.input.id_field,
         "text_field": job.input.text_field,
-        "model": {"source": model.source, "backend": model.backend, "max_input_tokens": model.max_input_tokens},
+        "model": {
+            "source": model.source, "backend": model.backend, "max_input_tokens": model.max_input_tokens,
+            **{key: value for key, value in changed_by_user.items() if value},
+        },
         "codecs": [codec if isinstance(codec, str) else codec.model_dump() for codec in job.codecs],
         "rows_per_part": job.compute.rows_per_part,
         "collection": collection if isinstance(collection, str) or collection is None else collection.model_dump(),
@@ -113,13 +117,14 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
 
     @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus)
     def calibrate(model: dict, texts: list[str]) -> np.ndarray:
-        from rayprism.platform.config import ModelConfig
+        from rayprism.platform.config import JobModelConfig
         from rayprism.platform.models import embed
         from rayprism.platform.models.registry import load_encoder
 
-        return calibrate_int8(embed(load_encoder(ModelConfig.model_validate(model)), texts).vectors)
+        config = JobModelConfig.model_validate(model)
+        return calibrate_int8(embed(load_encoder(config), texts, "text", config.prompt_name).vectors)
 
-    model = encoder_config(job).model_dump(exclude={"serve_config"})
+    model = encoder_config(job).model_dump()
     ranges = ray.get(calibrate.remote(model, texts))
     write_atomically(job_plan.state.int8_ranges_path, ranges_to_json(ranges))
     return ranges
@@ -127,6 +132,14 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
 
 class JobFailedError(RayprismError):
     """A unit could not be finished: a bad row with ``on_error: fail``, or the store refused."""
+
+
+def run(job_plan: JobPlan, *, address: str | None = None) -> JobSummary:
+    """Start (or join) Ray, then :func:`execute`: what ``rayprism embed`` does."""
+    from rayprism.platform.ray_runtime import start_ray
+
+    start_ray(address, log_to_driver=False)
+    return execute(job_plan)
 
 
 def execute(job_plan: JobPlan) -> JobSummary:

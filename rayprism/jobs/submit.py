@@ -8,10 +8,16 @@ relative input paths inside it), requirements go in as ``pip``, and the entrypoi
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import time
 from pathlib import Path
 from typing import Callable
+
+AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
+TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
+DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 
 EXCLUDES = [".venv", ".git", "data", "__pycache__", "*.db", "out"]
 AGENT_WAIT_S = 60.0
@@ -27,6 +33,19 @@ def runtime_env(working_dir: Path, requirements: Path | None) -> dict:
     return env
 
 
+def auth_headers() -> dict[str, str]:
+    """The bearer token a token-authenticated cluster expects, from where Ray documents it:
+    ``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``.
+    Empty when ``RAY_AUTH_MODE=disabled`` or no token exists (clusters without auth)."""
+    if os.environ.get(AUTH_MODE_VARIABLE, "").lower() == "disabled":
+        return {}
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if not token:
+        path = Path(os.environ.get(TOKEN_PATH_VARIABLE) or DEFAULT_TOKEN_PATH).expanduser()
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def submit_and_follow(
     address: str,
     job_file: Path,
@@ -37,14 +56,11 @@ def submit_and_follow(
     echo: Callable[[str], None] = print,
 ) -> tuple[str, str]:
     """Submit, then stream the job's logs until it ends; returns (submission id, final status)."""
-    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    # Clusters started by Ray 2.60 require a token by default; use the local one as `ray.init` does.
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
     relative = job_file.resolve().relative_to(working_dir.resolve())
-    client = JobSubmissionClient(address)
+    # Clusters started by Ray 2.60 require a token by default: send the local one, as `ray.init` does.
+    client = JobSubmissionClient(address, headers=auth_headers())
     submission_id = _submit_when_agent_ready(
         client,
         entrypoint=f"rayprism embed {shlex.quote(str(relative))}",

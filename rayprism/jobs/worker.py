@@ -48,8 +48,7 @@ def encoder_config(job: JobConfig):
     """The serving model spec with the job's forward batch size and thread count."""
     compute = job.compute
     batching = job.model.batching.model_copy(update={"forward_batch_size": compute.batch_size})
-    threads = compute.torch_threads or max(1, int(compute.num_cpus))
-    return job.model.model_copy(update={"batching": batching, "torch_threads": threads})
+    return job.model.model_copy(update={"batching": batching, "torch_threads": compute.threads()})
 
 
 def derived_id(unit: Unit, row: int) -> str:
@@ -146,7 +145,7 @@ class UnitWorker:
             return {"unit": unit.id, "rows": 0, "errors": 0, "seconds": 0.0, "failure": error.message}
         vectors = np.zeros((0, self.encoder.dimensions), dtype=np.float32)
         if rows.texts:
-            vectors = self.encoder.encode(self.encoder.prepare(rows.texts))
+            vectors = self.encoder.encode(self.encoder.prepare(rows.texts, "text", self.job.model.prompt_name))
         if self.parquet_dir is not None:
             codec_columns = {codec.column: codec.encode(vectors) for codec in self.codecs}
             write_atomically(self.parquet_dir / f"part-{unit.id}.parquet", parquet_bytes(self.job, rows, codec_columns))

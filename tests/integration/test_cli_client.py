@@ -15,7 +15,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 def rayprism(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rayprism.platform.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "rayprism.cli", *args], capture_output=True, text=True, timeout=600
     )
 
 

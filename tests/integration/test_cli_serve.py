@@ -20,7 +20,7 @@ def test_serve_prints_its_url_answers_and_stops_on_sigterm(tmp_path, tiny_model_
     config.write_text(f"models:\n  - name: tiny\n    source: {tiny_model_path}\n")
     env = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "rayprism.platform.cli", "serve", str(config), "--port", str(port)],
+        [sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     lines = []
@@ -65,7 +65,7 @@ def test_serve_refuses_a_declared_collection_whose_schema_differs(tmp_path, tiny
     )
     env = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
     result = subprocess.run(
-        [sys.executable, "-m", "rayprism.platform.cli", "serve", str(config), "--port", str(free_port())],
+        [sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(free_port())],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]

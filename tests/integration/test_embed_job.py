@@ -184,7 +184,7 @@ def test_an_interrupted_job_resumes_without_duplicates(ray_session, tmp_path):
     }
     job_file = tmp_path / "job.yaml"
     job_file.write_text(json.dumps(job))
-    command = [sys.executable, "-m", "rayprism.platform.cli", "embed", str(job_file),
+    command = [sys.executable, "-m", "rayprism.cli", "embed", str(job_file),
                "--address", ray.get_runtime_context().gcs_address]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done_dir = tmp_path / "out" / "_done"

@@ -67,7 +67,7 @@ def test_submit_runs_the_job_on_the_cluster_and_streams_its_logs(ray_head, tmp_p
         "output": {"parquet": str(output)},
     }))
     result = subprocess.run(
-        [sys.executable, "-m", "rayprism.platform.cli", "submit", str(project / "job.yaml"),
+        [sys.executable, "-m", "rayprism.cli", "submit", str(project / "job.yaml"),
          "--address", address, "--working-dir", str(project)],
         capture_output=True, text=True, timeout=600, env=env,
     )
@@ -82,7 +82,7 @@ def test_submit_runs_the_job_on_the_cluster_and_streams_its_logs(ray_head, tmp_p
 def test_submit_refuses_a_bad_job_before_contacting_the_cluster(tmp_path):
     (tmp_path / "job.yaml").write_text("input: {path: x.jsonl}\noutput: {}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "rayprism.platform.cli", "submit", str(tmp_path / "job.yaml"),
+        [sys.executable, "-m", "rayprism.cli", "submit", str(tmp_path / "job.yaml"),
          "--address", "http://127.0.0.1:9", "--working-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )

@@ -1,6 +1,6 @@
 from typer.testing import CliRunner
 
-from rayprism.platform.cli import app
+from rayprism.cli import app
 
 runner = CliRunner()
 

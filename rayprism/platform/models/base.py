@@ -9,18 +9,25 @@ An encoder works in stages so the caller can schedule them:
   number of requests; returns float32 vectors in input order. Backends sort by
   length and split into forward passes themselves.
 
-Text is the first modality; image and audio encoders implement the same two
-methods over decoded pixels or waveforms.
+Text is the first modality; image and audio encoders implement the same methods
+over decoded pixels or waveforms.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Mapping, Protocol, Sequence, get_args, runtime_checkable
 
 import numpy as np
 
+from rayprism.platform.errors import UnprocessableError
+
 Modality = Literal["text", "image", "audio"]
+MODALITIES: tuple[str, ...] = get_args(Modality)
+
+PromptRole = Literal["query", "document"]
+_PROMPTS_BY_ROLE: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
+"""Prompt names a role takes, first present wins: sentence-transformers' ``encode_query``/``encode_document``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +43,16 @@ class Encoder(Protocol):
     modalities: frozenset[str]
     dimensions: int
     max_input_tokens: int
+    prompts: Mapping[str, str]
+    """Named prompts the model declares (name → text prepended to the input); empty if none."""
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text") -> list[Prepared]: ...
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
+        ...
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray: ...
+
+    def warmup(self) -> None:
+        """Run one small input through every stage: the first forward pass is slow, pay it before serving."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,22 @@ class Embeddings:
     token_counts: list[int]
 
 
-def embed(encoder: Encoder, inputs: Sequence[Any], modality: Modality = "text") -> Embeddings:
+def embed(
+    encoder: Encoder, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
+) -> Embeddings:
     """Run all stages in this thread: for batch jobs and tests, where no scheduler sits between."""
-    prepared = encoder.prepare(inputs, modality)
+    prepared = encoder.prepare(inputs, modality, prompt_name)
     return Embeddings(encoder.encode(prepared), [item.n_tokens for item in prepared])
+
+
+def check_prompt_name(prompts: Mapping[str, str], prompt_name: str) -> str:
+    """The prompt's text, or a 422 that lists the prompts this model has."""
+    if prompt_name not in prompts:
+        have = f"this model's prompts are {sorted(prompts)}" if prompts else "this model declares no prompts"
+        raise UnprocessableError(f"prompt_name {prompt_name!r} is unknown; {have}", param="prompt_name")
+    return prompts[prompt_name]
+
+
+def prompt_for_role(prompts: Mapping[str, str], role: PromptRole) -> str | None:
+    """The name of the prompt a search query or a stored document gets, if the model has one."""
+    return next((name for name in _PROMPTS_BY_ROLE[role] if name in prompts), None)

@@ -1,36 +1,43 @@
 """Backends by name, imported only when a model asks for one.
 
-``import rayprism`` stays fast and works without optional backends installed;
-a missing backend dependency is reported with the extra to install.
+Each backend is a module with an ``Options`` model (the keys of a model's
+``options:`` block that only it understands) and ``load(config, num_cpus)``
+returning an :class:`~rayprism.platform.models.base.Encoder`. Backend modules
+import their heavy dependencies inside ``load``, so ``import rayprism`` stays
+fast and works without optional backends installed; a missing dependency is
+reported with the extra to install.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import MissingDependencyError
 from rayprism.platform.models.base import Encoder
-from rayprism.platform.models.source import resolve_source
+
+if TYPE_CHECKING:
+    from rayprism.platform.config import ModelConfig, StrictModel
 
 BACKENDS: dict[str, str] = {
-    "torch": "rayprism.platform.models.text_torch:SentenceTransformerEncoder",
+    "torch": "rayprism.platform.models.torch_backend",
 }
 
 
-def load_encoder(config: ModelConfig, *, torch_threads: int | None = None) -> Encoder:
-    """Load the model a config names; ``torch_threads`` is the replica's default if the config has none."""
-    module_name, _, class_name = BACKENDS[config.backend].partition(":")
+def _module(backend: str) -> ModuleType:
+    return importlib.import_module(BACKENDS[backend])
+
+
+def backend_options(backend: str) -> type[StrictModel]:
+    return _module(backend).Options
+
+
+def load_encoder(config: ModelConfig, *, num_cpus: float | None = None) -> Encoder:
+    """Load the model a config names, in a process that holds ``num_cpus`` CPUs (None: unknown)."""
     try:
-        encoder_class = getattr(importlib.import_module(module_name), class_name)
+        return _module(config.backend).load(config, num_cpus=num_cpus)
     except ImportError as error:
         raise MissingDependencyError(
             f"backend {config.backend!r} needs {error.name!r}: pip install 'rayprism[{config.backend}]'"
         ) from error
-    return encoder_class(
-        resolve_source(config.source),
-        device=config.device,
-        max_input_tokens=config.max_input_tokens,
-        forward_batch_size=config.batching.forward_batch_size,
-        torch_threads=config.torch_threads or torch_threads,
-    )

@@ -1,10 +1,11 @@
 """Text encoder on sentence-transformers + torch.
 
 The model's own module stack (pooling, dense layers, normalisation) runs as
-saved, so vectors match ``SentenceTransformer(path).encode``. What differs is
-scheduling: tokenisation happens once per request in ``prepare`` (giving exact
-token counts for batching and usage), and ``encode`` pads length-sorted groups
-itself so a batch gathered from many requests wastes little compute on padding.
+saved, so vectors match ``SentenceTransformer(path).encode``, prompts included.
+What differs is scheduling: tokenisation happens once per request in ``prepare``
+(giving exact token counts for batching and usage), and ``encode`` pads
+length-sorted groups itself so a batch gathered from many requests wastes little
+compute on padding.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.models.base import Modality, Prepared
+from rayprism.platform.errors import InvalidInputError, UnprocessableError
+from rayprism.platform.models.base import Modality, Prepared, check_prompt_name
 
 
 class SentenceTransformerEncoder:
@@ -29,22 +30,33 @@ class SentenceTransformerEncoder:
         max_input_tokens: int | None = None,
         forward_batch_size: int = 32,
         torch_threads: int | None = None,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
     ):
         # The Rust tokenizer's thread pool would fight torch's threads for the same cores
         # (measured: 32-sentence requests served at 0.67x instead of 0.86x of bare encode).
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
 
         self._torch = torch
         self._torch_threads = torch_threads
-        self._model = SentenceTransformer(path, device=device)
+        self._model = SentenceTransformer(
+            path, device=device, trust_remote_code=trust_remote_code, model_kwargs={"dtype": getattr(torch, dtype)}
+        )
         self._model.eval()
         self._tokenizer = self._model.tokenizer
         model_limit = self._model.max_seq_length or self._tokenizer.model_max_length
         self.max_input_tokens = min(max_input_tokens or model_limit, model_limit)
         self.dimensions = int(self._model.get_embedding_dimension())
         self.vocab_size = len(self._tokenizer)
+        self.prompts: dict[str, str] = dict(self._model.prompts or {})
+        self._default_prompt_name = self._model.default_prompt_name
+        self._pooling_skips_prompt = any(
+            isinstance(module, Pooling) and not module.include_prompt for module in self._model
+        )
+        self._prompt_lengths: dict[str, int] = {}
         self._pad_id = self._tokenizer.pad_token_id or 0
         self._pad_left = self._tokenizer.padding_side == "left"
         self._with_token_types = "token_type_ids" in self._tokenizer.model_input_names
@@ -52,29 +64,53 @@ class SentenceTransformerEncoder:
         self.forward_batch_size = forward_batch_size
         self.device = device
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text") -> list[Prepared]:
+    def warmup(self) -> None:
+        self.encode(self.prepare(["warm up"]))
+
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
         if modality not in self.modalities:
             raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
         if not inputs:
             raise InvalidInputError("input must not be empty", param="input")
         if all(isinstance(item, str) for item in inputs):
-            return self._prepare_texts(inputs)
+            return self._prepare_texts(inputs, prompt_name)
         if all(isinstance(item, list) for item in inputs):
+            if prompt_name is not None:
+                raise UnprocessableError("prompt_name applies to text; token ids are the model's whole input",
+                                         param="prompt_name")
             return [self._prepare_token_ids(index, ids) for index, ids in enumerate(inputs)]
         raise InvalidInputError(
             "input must be a string, a list of strings, a list of token ids or a list of lists of token ids",
             param="input",
         )
 
-    def _prepare_texts(self, texts: Sequence[str]) -> list[Prepared]:
+    def _prepare_texts(self, texts: Sequence[str], prompt_name: str | None) -> list[Prepared]:
         for index, text in enumerate(texts):
             if not text.strip():
                 raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
+        prompt = self._prompt(prompt_name)
+        if prompt:
+            texts = [prompt + text for text in texts]
+        prompt_length = self._prompt_length(prompt) if prompt and self._pooling_skips_prompt else 0
         if self._rust_tokenizer is not None:
             encoded = [encoding.ids for encoding in self._rust_tokenizer.encode_batch(list(texts))]
         else:
             encoded = self._tokenizer(list(texts), truncation=True, max_length=self.max_input_tokens)["input_ids"]
-        return [Prepared(ids, len(ids)) for ids in encoded]
+        return [Prepared((ids, prompt_length), len(ids)) for ids in encoded]
+
+    def _prompt(self, prompt_name: str | None) -> str | None:
+        """As ``SentenceTransformer.encode``: the named prompt, else the model's default one, if any."""
+        if prompt_name is not None:
+            return check_prompt_name(self.prompts, prompt_name)
+        return self.prompts.get(self._default_prompt_name) if self._default_prompt_name else None
+
+    def _prompt_length(self, prompt: str) -> int:
+        """Tokens of the prompt without a trailing special token, as sentence-transformers counts them
+        for pooling that leaves the prompt out (``include_prompt: false``)."""
+        if prompt not in self._prompt_lengths:
+            ids = self._tokenizer(prompt)["input_ids"]
+            self._prompt_lengths[prompt] = len(ids) - (ids[-1] in self._tokenizer.all_special_ids)
+        return self._prompt_lengths[prompt]
 
     def _own_rust_tokenizer(self):
         """A private copy of the fast tokenizer, configured once for truncation and no padding.
@@ -103,21 +139,35 @@ class SentenceTransformerEncoder:
                     param=f"input[{index}]",
                 )
         ids = ids[: self.max_input_tokens]
-        return Prepared(ids, len(ids))
+        return Prepared((ids, 0), len(ids))
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray:
         vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
-        order = np.argsort([-item.n_tokens for item in items], kind="stable")
+        # Longest first; where pooling skips the prompt, one forward pass holds one prompt length.
+        order = sorted(range(len(items)), key=lambda i: (items[i].payload[1], -items[i].n_tokens))
         # OpenMP thread counts are per calling thread: set them in the thread that runs forward.
         if self._torch_threads and self._torch.get_num_threads() != self._torch_threads:
             self._torch.set_num_threads(self._torch_threads)
         with self._torch.inference_mode():
-            for start in range(0, len(order), self.forward_batch_size):
-                group = order[start : start + self.forward_batch_size]
-                features = self._pad([items[i].payload for i in group])
+            for group in self._forward_groups(order, items):
+                features = self._pad([items[i].payload[0] for i in group])
+                prompt_length = items[group[0]].payload[1]
+                if prompt_length:
+                    features["prompt_length"] = prompt_length
                 output = self._model.forward(features)["sentence_embedding"]
                 vectors[group] = output.float().cpu().numpy()
         return vectors
+
+    def _forward_groups(self, order: list[int], items: Sequence[Prepared]) -> list[list[int]]:
+        groups: list[list[int]] = []
+        for index in order:
+            group = groups[-1] if groups else None
+            if (group is None or len(group) == self.forward_batch_size
+                    or items[group[0]].payload[1] != items[index].payload[1]):
+                groups.append([index])
+            else:
+                group.append(index)
+        return groups
 
     def _pad(self, sequences: list[list[int]]) -> dict:
         """Model inputs for one forward pass, padded on the tokenizer's side."""

@@ -1,4 +1,4 @@
-"""A small client for the service's HTTP API, used by ``rayprism ingest|search`` and start-up seeding.
+"""A small client for the service's HTTP API, used by ``rayprism ingest|search``, start-up seeding and users.
 
 Ingest streams documents in batches, backs off when the service says so
 (429/503 with ``Retry-After``), and when a batch is rejected for bad documents it
@@ -86,6 +86,34 @@ def read_jsonl(path: Path, summary: IngestSummary) -> Iterator[SourceDocument]:
                 summary.rejected.append(Rejected(where, "not a JSON object"))
                 continue
             yield SourceDocument(where, body)
+
+
+@dataclass
+class FieldMapping:
+    """How a source's records become a collection's documents: which keys hold the id and the
+    text, and whether keys the collection lacks are dropped (and remembered) or sent."""
+
+    id_field: str = "id"
+    text_field: str | None = None
+    """Default: the collection's own text field."""
+    keep_unknown: bool = False
+    dropped: set[str] = field(default_factory=set)
+    """Keys left out because the collection has no such field."""
+
+    def apply(self, schema: dict, documents: Iterable[SourceDocument]) -> Iterator[SourceDocument]:
+        """``documents`` reshaped for the collection ``schema`` (as ``GET /v1/collections/{name}`` returns it)."""
+        target_text = schema["text_field"]
+        known = {"id", target_text, *schema["fields"]}
+        for document in documents:
+            body = dict(document.body)
+            if self.id_field != "id":
+                body["id"] = body.pop(self.id_field, None)
+            if self.text_field and self.text_field != target_text:
+                body[target_text] = body.pop(self.text_field, None)
+            if not self.keep_unknown:
+                self.dropped.update(body.keys() - known)
+                body = {key: value for key, value in body.items() if key in known}
+            yield SourceDocument(document.where, body)
 
 
 def _batched(documents: Iterable[SourceDocument], size: int) -> Iterator[list[SourceDocument]]:

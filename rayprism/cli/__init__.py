@@ -1,0 +1,11 @@
+"""The ``rayprism`` command line: one module per command group, wiring the layers below."""
+
+from rayprism.cli import collections, jobs, serve  # noqa: F401  (each registers its commands)
+from rayprism.cli.common import app
+
+
+def main() -> None:
+    app(prog_name="rayprism")
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,5 @@
+import sys
+
+from rayprism.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""Pydantic models for every YAML file in ``configs/``, one module per file kind.
+
+Configs are validated when loaded, before Ray starts: a bad file fails in a
+second with the file, the key path and the offending value in the message.
+"""
+
+from rayprism.platform.config.base import (
+    StrictModel,
+    format_validation_error,
+    is_lite_uri,
+    load_config,
+    parse_config,
+)
+from rayprism.platform.config.collections import VECTOR_FIELDS, CollectionConfig, DenseIndexConfig, FieldType
+from rayprism.platform.config.jobs import (
+    CodecSpec,
+    ComputeConfig,
+    InputConfig,
+    JobConfig,
+    JobModelConfig,
+    MatryoshkaCodec,
+    OutputConfig,
+    load_job_config,
+)
+from rayprism.platform.config.models import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_SOURCE,
+    BatchingConfig,
+    ModelConfig,
+    threads_for,
+)
+from rayprism.platform.config.serve import (
+    DEFAULT_STORE_URI,
+    DeploymentConfig,
+    ReplicasConfig,
+    SeedConfig,
+    ServeConfig,
+    ServerConfig,
+    StoreConfig,
+    load_serve_config,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "VECTOR_FIELDS",
+    "BatchingConfig", "CodecSpec", "CollectionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
+    "FieldType", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
+    "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
+    "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",
+    "parse_config", "threads_for",
+]

@@ -1,0 +1,92 @@
+"""What every config section shares: strict models, common field types, loading and error messages.
+
+Configs are validated when loaded, before Ray starts: a bad file fails in a
+second with the file, the key path and the offending value in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rayprism.platform.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+"""Model names: also used as metric labels and in URLs."""
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+"""Collection and field names, as Milvus accepts them."""
+
+
+def full_match(pattern: re.Pattern, value: str) -> bool:
+    """Whole-string match: ``$`` would accept a trailing newline."""
+    return pattern.fullmatch(value) is not None
+
+
+def check_unique(kind: str, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{kind} names must be unique, repeated: {duplicates}")
+
+
+def is_lite_uri(uri: str) -> bool:
+    """A Milvus Lite file path, as opposed to ``http://host:19530``."""
+    return not re.match(r"^[a-z][a-z0-9+.-]*://", uri)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    """One line per problem: ``origin: key.path[0].leaf: message (got <value>)``."""
+    lines = [f"invalid config {origin}:"]
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif not str(part).startswith("function-"):  # pydantic's name for a validator step
+                path += f".{part}" if path else str(part)
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or item["type"] == "missing" else f" (got {got!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path or '<root>'}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[ConfigT], data: Any, origin: str) -> ConfigT:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {origin}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, origin)) from None
+
+
+def load_config(model: type[ConfigT], path: str | Path) -> ConfigT:
+    """Read and validate a YAML file; every failure is a :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid YAML in {path}: {error}") from None
+    return parse_config(model, data, str(path))

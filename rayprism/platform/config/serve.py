@@ -1,0 +1,110 @@
+"""``rayprism serve`` configuration: serve.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+
+from rayprism.platform.config.base import (
+    NonNegativeFloat,
+    PositiveInt,
+    StrictModel,
+    check_unique,
+    load_config,
+)
+from rayprism.platform.config.collections import CollectionConfig
+from rayprism.platform.config.models import ModelConfig
+
+DEFAULT_STORE_URI = "./data/rayprism.db"
+
+
+class ReplicasConfig(StrictModel):
+    """Autoscaling bounds for the serving deployment (min == max means a fixed count).
+
+    ``min`` is at least 1: replicas answer HTTP themselves, so none would be listening at zero.
+    """
+
+    min: PositiveInt = 1
+    max: PositiveInt = 1
+    target_ongoing_requests: PositiveInt = 64
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ReplicasConfig:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be ≥ min ({self.min})")
+        return self
+
+
+class DeploymentConfig(StrictModel):
+    """Resources of one serving replica; every configured model lives in each replica."""
+
+    num_cpus: Annotated[float, Field(ge=0)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0
+    replicas: ReplicasConfig = ReplicasConfig()
+    max_ongoing_requests: PositiveInt = 512
+    graceful_shutdown_timeout_s: NonNegativeFloat = 10
+    """How long a stopping replica may finish requests in flight."""
+
+
+class ServerConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_request_bytes: PositiveInt = 8 * 1024 * 1024
+    max_inputs_per_request: PositiveInt = 2048
+
+
+class StoreConfig(StrictModel):
+    uri: str = DEFAULT_STORE_URI
+    """Default store for collections: a Milvus Lite file path or ``http://host:19530``."""
+    flush_after_s: NonNegativeFloat = 5.0
+    """Seal freshly written rows once writes pause this long. Milvus Lite re-indexes unsealed
+    rows on every BM25 query, and keeps BM25 statistics per sealed segment: sealing between
+    the batches of a bulk load leaves many small segments and measurably worse BM25 ranking."""
+    cache_max_rows: Annotated[int, Field(ge=0)] = 200_000
+    """Milvus Lite only: mirror collections up to this many rows in memory (a FLAT index's
+    dense vectors, ≈ rows × dimensions × 4 bytes, and BM25 postings) and answer unfiltered
+    searches from the mirror instead of Lite's per-row Python; 0 turns it off."""
+
+
+class SeedConfig(StrictModel):
+    """Documents loaded into an empty collection when the service starts: a first experience."""
+
+    collection: str
+    files: list[str] = Field(min_length=1)
+    """Markdown files or glob patterns, relative to the working directory; chunked by heading."""
+
+
+class ServeConfig(StrictModel):
+    server: ServerConfig = ServerConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
+    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+    store: StoreConfig = StoreConfig()
+    collections: list[CollectionConfig] = Field(default_factory=list)
+    seed: SeedConfig | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        check_unique("model", [m.name for m in models])
+        return models
+
+    @model_validator(mode="after")
+    def _check_collections(self) -> ServeConfig:
+        check_unique("collection", [c.name for c in self.collections])
+        models = [m.name for m in self.models]
+        for collection in self.collections:
+            if collection.model not in models:
+                raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; models: {models}")
+        declared = [c.name for c in self.collections]
+        if self.seed is not None and self.seed.collection not in declared:
+            raise ValueError(f"seed.collection {self.seed.collection!r} is not declared; collections: {declared}")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def load_serve_config(path: str | Path | None) -> ServeConfig:
+    return ServeConfig() if path is None else load_config(ServeConfig, path)
