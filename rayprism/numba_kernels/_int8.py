@@ -1,0 +1,84 @@
+"""Inner-product top-k over int8 codes, scored as if against their dequantised vectors.
+
+rayprism's int8 codec (sentence-transformers ``quantize_embeddings`` with calibrated
+``ranges``) maps each dimension's [min, max] onto 256 buckets, and
+``rayprism.platform.codecs.quantize.from_int8`` reads code c back as the bucket centre
+``min + (c + 128.5) * step`` with ``step = (max - min) / 255`` (1 where max == min). That is
+an affine map, so ``q · centre(c) = q · (min + 128.5 * step) + (q * step) · c``: the kernel
+folds the step into the query once and never materialises a float matrix.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from rayprism.numba_kernels._checks import as_k, as_mask, as_matrix, same_width
+from rayprism.numba_kernels._dot import dot4, pad_rows
+from rayprism.numba_kernels._topk import chunk_count, insert, merge
+
+_QUERY_BLOCK = 256
+
+
+def int8_dot_topk(
+    codes: np.ndarray, ranges: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``codes`` (int8[n, d]) with the largest inner product with each query
+    (float32[m, d]), scoring each row as its bucket centres under ``ranges`` (float32[2, d]:
+    row 0 the minimum, row 1 the maximum, as the int8 codec calibrates them).
+
+    ``allowed`` (bool[n]) excludes rows that are False. Returns (ids int64[m, k], scores
+    float32[m, k]), best first, equal scores in id order; when fewer than k rows qualify the
+    rest are id -1 with score -inf.
+    """
+    codes = as_matrix("codes", codes, np.int8)
+    ranges = as_matrix("ranges", ranges, np.float32)
+    queries = as_matrix("queries", queries, np.float32)
+    if ranges.shape != (2, codes.shape[1]):
+        raise ValueError(f"ranges must have shape (2, {codes.shape[1]}), got {ranges.shape}")
+    same_width("queries", queries, "codes", codes)
+    k = as_k(k)
+    allowed = as_mask(allowed, len(codes))
+    low, high = ranges
+    step = np.where(high > low, (high - low) / 255, 1).astype(np.float32)
+    scaled = pad_rows(queries * step, 4)
+    bias = pad_rows(queries.astype(np.float64) @ (low + 128.5 * step).astype(np.float64), 4).astype(np.float32)
+    chunks = chunk_count(len(codes), numba.get_num_threads())
+    ids = np.empty((len(scaled), k), dtype=np.int64)
+    scores = np.empty((len(scaled), k), dtype=np.float32)
+    for start in range(0, len(scaled), _QUERY_BLOCK):
+        block = slice(start, start + _QUERY_BLOCK)
+        keys, rows = _scan(codes, scaled[block], bias[block], k, allowed, chunks)
+        negated, ids[block] = merge(keys, rows)
+        scores[block] = -negated
+    return ids[: len(queries)], scores[: len(queries)]
+
+
+@njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, cache=True)
+def _scan(codes, scaled, bias, k, allowed, chunks):
+    """Per-chunk top-k buffers of negated scores (smaller is better, as :mod:`._topk` wants).
+
+    Queries go four at a time (``scaled`` has a multiple of 4 rows): each code row is
+    converted to float once and feeds four accumulators.
+    """
+    n, d = codes.shape
+    m = len(scaled)
+    keys = np.full((chunks, m, k), np.inf, dtype=np.float32)
+    ids = np.full((chunks, m, k), -1, dtype=np.int64)
+    for chunk in prange(chunks):
+        values = np.empty(d, dtype=np.float32)
+        totals = np.empty(m, dtype=np.float32)
+        worst = np.full(m, np.inf, dtype=np.float32)
+        for row in range(chunk * n // chunks, (chunk + 1) * n // chunks):
+            if allowed is not None and not allowed[row]:
+                continue
+            for dim in range(d):
+                values[dim] = codes[row, dim]
+            dot4(scaled, values, totals)
+            for query in range(m):
+                key = -(totals[query] + bias[query])
+                if key < worst[query]:
+                    insert(keys[chunk, query], ids[chunk, query], key, row)
+                    worst[query] = keys[chunk, query, k - 1]
+    return keys, ids
