@@ -205,16 +205,10 @@ def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict]) 
 def search_components(client, queries: list[dict], vectors) -> list[tuple[str, float, float]]:
     """One search alone, in process: Milvus Lite's own against the store's in-memory mirror
     (built here from the same file, as the store builds it), p50 ms."""
-    from rayprism.platform.store.bm25_cache import Bm25Cache
-    from rayprism.platform.store.dense_cache import DenseCache
-    from rayprism.platform.store.mirror import Mirror, lite_bm25_scoring
+    from rayprism.platform.store.layout import read_layout
+    from rayprism.platform.store.mirror import DENSE, SPARSE, build_mirror
 
-    mirror = Mirror(DenseCache(len(vectors[0]), normalise=True), Bm25Cache(**lite_bm25_scoring(client, "debian", "text")),
-                    "text")
-    iterator = client.query_iterator("debian", batch_size=4096, output_fields=["dense", "text"])
-    while rows := iterator.next():
-        mirror.upsert(rows)
-    iterator.close()
+    mirror = build_mirror(client, "debian", read_layout(client, "debian", client.describe_collection("debian")))
 
     def p50_ms(search) -> float:
         timings = []
@@ -225,10 +219,10 @@ def search_components(client, queries: list[dict], vectors) -> list[tuple[str, f
         return statistics.median(timings) * 1e3
 
     return [
-        ("BM25, 50 hits", p50_ms(lambda text, _: mirror.bm25.top_k(text, 50)),
+        ("BM25, 50 hits", p50_ms(lambda text, _: mirror.route(SPARSE).top_k(text, 50)),
          p50_ms(lambda text, _: client.search("debian", data=[text], anns_field="sparse", limit=50,
                                               search_params={"metric_type": "BM25"}))),
-        ("dense (exact cosine), 50 hits", p50_ms(lambda _, vector: mirror.dense.top_k(vector, 50)),
+        ("dense (exact cosine), 50 hits", p50_ms(lambda _, vector: mirror.route(DENSE).top_k(vector, 50)),
          p50_ms(lambda _, vector: client.search("debian", data=[vector], anns_field="dense", limit=50,
                                                 search_params={"metric_type": "COSINE"}))),
     ]

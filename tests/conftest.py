@@ -14,9 +14,11 @@ from rayprism.platform.config import DEFAULT_MODEL_SOURCE  # noqa: E402
 from rayprism.platform.models.source import resolve_source  # noqa: E402
 
 
-def make_tiny_model(directory: Path) -> Path:
+def make_tiny_model(directory: Path, *, pooling: str = "cls", include_prompt: bool = True,
+                    prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> Path:
     """A 2-layer BERT with CLS pooling, a Dense head to 16 dims and normalisation, saved as a
-    sentence-transformers directory: a model whose pooling differs from MiniLM's."""
+    sentence-transformers directory: a model whose pooling differs from MiniLM's. ``prompts`` are
+    saved in its config_sentence_transformers.json, as models such as E5 or BGE declare them."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
@@ -32,11 +34,12 @@ def make_tiny_model(directory: Path) -> Path:
     tokenizer.save_pretrained(directory / "hf")
     modules = [
         Transformer(str(directory / "hf"), max_seq_length=64),
-        Pooling(32, pooling_mode="cls"),
+        Pooling(32, pooling_mode=pooling, include_prompt=include_prompt),
         Dense(32, 16),
         Normalize(),
     ]
-    SentenceTransformer(modules=modules).save(str(directory / "st"))
+    model = SentenceTransformer(modules=modules, prompts=prompts, default_prompt_name=default_prompt_name)
+    model.save(str(directory / "st"))
     return directory / "st"
 
 
@@ -48,6 +51,14 @@ def minilm_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def prompted_model_path(tmp_path_factory) -> str:
+    """A tiny model with query/document prompts whose mean pooling leaves the prompt out (as INSTRUCTOR does)."""
+    prompts = {"query": "query: ", "document": "passage: ", "classification": "classify this: "}
+    return str(make_tiny_model(tmp_path_factory.mktemp("prompted-model"), pooling="mean", include_prompt=False,
+                               prompts=prompts))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from ray.serve.deployment import Application
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.http import create_app
 from rayprism.deployments.service import EmbeddingService
-from rayprism.deployments.store import StoreDeployment
+from rayprism.deployments.store import StoreClient, StoreDeployment
 from rayprism.platform.config import ServeConfig
 from rayprism.platform.errors import RayprismError
 
@@ -24,7 +24,7 @@ class ServingReplica(EmbeddingService):
 
     def __init__(self, config: dict, store):
         replica = serve.get_replica_context().replica_id.unique_id
-        self.collections = CollectionsService(self, store)
+        self.collections = CollectionsService(self, StoreClient(store))
         self._collections_checked = False
         super().__init__(ServeConfig.model_validate(config), replica=replica)
 

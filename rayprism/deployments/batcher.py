@@ -77,11 +77,13 @@ class DynamicBatcher:
     async def _drain_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            wait_s = self._config.batch_wait_busy_s
+            if not self._pending:  # idle: wait for a request, then briefly for company
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self._config.batch_wait_s and self._queued_inputs < self._config.max_batch_size:
-                await asyncio.sleep(self._config.batch_wait_s)
+                wait_s = self._config.batch_wait_s
+            if wait_s and self._queued_inputs < self._config.max_batch_size:
+                await asyncio.sleep(wait_s)
             batch = self._take_batch()
             if not batch:
                 continue

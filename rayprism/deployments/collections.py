@@ -7,49 +7,40 @@ Text is embedded by this replica's own model runners (the same batching as
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from ray.exceptions import RayActorError
+import contextlib
+from typing import Iterator
 
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store import StoreClient, StoreReplica
 from rayprism.platform.config import CollectionConfig
-from rayprism.platform.errors import (
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    NotReadyError,
-    PayloadTooLargeError,
-    unwrap,
-)
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError
+from rayprism.platform.models.base import PromptRole, prompt_for_role
 from rayprism.platform.store.documents import normalise_id, validate_documents
 from rayprism.platform.store.filters import check_filter
+from rayprism.platform.store.milvus import SearchQuery
 
 DEFAULT_CANDIDATES = 50
 
 
+def _differences(requested: CollectionConfig, existing: CollectionConfig) -> list[str]:
+    """One line per top-level key that differs: ``key: requested <x>, existing <y>``."""
+    wanted, found = requested.model_dump(exclude={"uri"}), existing.model_dump(exclude={"uri"})
+    return [f"{key}: requested {wanted[key]!r}, existing {found[key]!r}" for key in wanted if wanted[key] != found[key]]
+
+
 class CollectionsService:
-    def __init__(self, embeddings: EmbeddingService, store: Any):
-        """``store`` is a handle to the store deployment (or anything with the same async methods)."""
+    def __init__(self, embeddings: EmbeddingService, store: StoreClient | StoreReplica):
+        """``store``: the store deployment through its client, or a store replica in this process."""
         self._embeddings = embeddings
         self._store = store
         self._known: dict[str, CollectionConfig] = {}
 
-    async def _call(self, method: str, *args, **kwargs):
+    @contextlib.contextmanager
+    def _forgotten_if_gone(self, name: str) -> Iterator[None]:
+        """A collection the store no longer has is forgotten here too."""
         try:
-            return await getattr(self._store, method).remote(*args, **kwargs)
-        except RayActorError:
-            raise NotReadyError("the store is restarting; retry shortly") from None
-        except Exception as error:  # a deployment call wraps the store's own error: raise that one
-            original = unwrap(error)
-            if original is not None:
-                raise original from None
-            raise
-
-    async def _call_on(self, name: str, method: str, *args, **kwargs):
-        """A call about one collection; a collection gone from the store is forgotten here too."""
-        try:
-            return await self._call(method, name, *args, **kwargs)
+            yield
         except NotFoundError:
             self._known.pop(name, None)
             raise
@@ -62,14 +53,14 @@ class CollectionsService:
         """The collection's config, created in Milvus on first use."""
         known = self._known.get(name)
         if known is None:
-            config = CollectionConfig.model_validate(await self._call("resolve", name))
+            config = CollectionConfig.model_validate(await self._store.resolve(name))
             known = await self._ensure(config)
         return known
 
     async def _ensure(self, config: CollectionConfig) -> CollectionConfig:
         runner = self._embeddings.runner(config.model)
         ensured = CollectionConfig.model_validate(
-            await self._call("ensure", config.model_dump(mode="json"), runner.encoder.dimensions)
+            await self._store.ensure(config.model_dump(mode="json"), runner.encoder.dimensions)
         )
         self._known[config.name] = ensured
         return ensured
@@ -77,46 +68,55 @@ class CollectionsService:
     # --- collections -------------------------------------------------------------------
 
     async def list(self) -> dict:
-        names = await self._call("names")
+        names = await self._store.names()
         return {"object": "list", "data": [await self.describe(name) for name in names]}
 
     async def describe(self, name: str) -> dict:
-        return {"object": "collection", **(await self._call("describe", name))}
+        return {"object": "collection", **(await self._store.describe(name))}
 
     async def create(self, config: CollectionConfig) -> tuple[dict, bool]:
-        """(description, created): an identical existing collection is fine, a different one a 409."""
+        """(description, created): an identical existing collection is fine, a different one a 409.
+
+        Collections made over the API live in the service's own store: which file or server a
+        collection lives in is the operator's choice (``collections:`` in the config), never a caller's.
+        """
+        if config.uri is not None:
+            raise InvalidInputError(
+                "uri cannot be chosen over the API: collections created here live in the service's store; "
+                "declare a collection in another store under collections: in the service's config", param="uri"
+            )
         if config.model not in self._embeddings.runners:
             raise InvalidInputError(
                 f"model {config.model!r} is not served here; models: {sorted(self._embeddings.runners)}", param="model"
             )
         try:
-            existing = CollectionConfig.model_validate(await self._call("resolve", config.name))
+            existing = CollectionConfig.model_validate(await self._store.resolve(config.name))
+            existed = (await self._store.describe(config.name))["created"]
         except NotFoundError:
-            existing = None
+            existing, existed = None, False
         if existing is not None:
-            wanted = config.model_copy(update={"uri": existing.uri if config.uri is None else config.uri})
-            if wanted != existing:
-                raise ConflictError(f"collection {config.name!r} exists with a different config: {existing.model_dump()}")
+            differences = _differences(config, existing)
+            if differences:
+                raise ConflictError(f"collection {config.name!r} exists with a different config: {'; '.join(differences)}")
         await self._ensure(config)
-        return await self.describe(config.name), existing is None
+        return {**(await self.describe(config.name)), "created": not existed}, not existed
 
     async def drop(self, name: str) -> dict:
         self._known.pop(name, None)
-        await self._call("drop", name)
+        await self._store.drop(name)
         return {"object": "collection.deleted", "name": name, "deleted": True}
 
     # --- documents ---------------------------------------------------------------------
 
     async def upsert(self, name: str, request: DocumentsRequest) -> dict:
-        limit = self._embeddings.config.server.max_inputs_per_request
-        if len(request.documents) > limit:
-            raise PayloadTooLargeError(f"too many documents: {len(request.documents)} (at most {limit} per request)")
+        self._embeddings.check_input_count(len(request.documents), "documents", "documents")
         config = await self.collection(name)
         rows = validate_documents(config, request.documents)
-        embedded = await self._embeddings.runner(config.model).embed([row[config.text_field] for row in rows])
+        embedded = await self._embed(config, [row[config.text_field] for row in rows], "document")
         for row, vector in zip(rows, embedded.vectors):
             row["dense"] = vector
-        count = await self._call_on(name, "upsert", rows)
+        with self._forgotten_if_gone(name):
+            count = await self._store.upsert(name, rows)
         return {"object": "documents.upserted", "collection": name, "upserted": count, "tokens": sum(embedded.token_counts)}
 
     async def delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
@@ -127,7 +127,8 @@ class CollectionsService:
                 ids.append(normalise_id(config, value))
             except ValueError as error:
                 raise InvalidInputError(f"ids[{index}] {error}", param=f"ids[{index}]") from None
-        count = await self._call_on(name, "delete", ids)
+        with self._forgotten_if_gone(name):
+            count = await self._store.delete(name, ids)
         return {"object": "documents.deleted", "collection": name, "deleted": count}
 
     async def get_document(self, name: str, document_id: str) -> dict:
@@ -136,7 +137,8 @@ class CollectionsService:
             key = normalise_id(config, int(document_id) if config.id_type == "int64" else document_id)
         except ValueError as error:
             raise InvalidInputError(f"id {error}", param="id") from None
-        found = await self._call_on(name, "get", [key], ["id", config.text_field, *config.fields])
+        with self._forgotten_if_gone(name):
+            found = await self._store.get(name, [key], ["id", config.text_field, *config.fields])
         if not found:
             raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
         return {"object": "document", **found[0]}
@@ -158,20 +160,26 @@ class CollectionsService:
         if candidates < request.k:
             raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k})", param="candidates")
         dense_vector = sparse_hits = None
-        if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
-            dense_vector, sparse_hits = await asyncio.gather(
-                self._embed_query(config, request.query),
-                self._call_on(name, "sparse_hits", request.query, candidates, filter_expression),
+        with self._forgotten_if_gone(name):
+            if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
+                dense_vector, sparse_hits = await asyncio.gather(
+                    self._embed_query(config, request.query),
+                    self._store.sparse_hits(name, request.query, candidates, filter_expression),
+                )
+            elif mode == "dense":
+                dense_vector = await self._embed_query(config, request.query)
+            query = SearchQuery(
+                mode=mode, k=request.k, dense_vector=dense_vector, text=request.query, metric=config.index.metric,
+                candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
+                output_fields=output_fields, sparse_hits=sparse_hits,
             )
-        elif mode == "dense":
-            dense_vector = await self._embed_query(config, request.query)
-        results = await self._call_on(
-            name, "search", mode=mode, k=request.k, dense_vector=dense_vector, query_text=request.query,
-            metric=config.index.metric, candidates=candidates, filter=filter_expression,
-            fusion=request.fusion.model_dump(), output_fields=output_fields, sparse_hits=sparse_hits,
-        )
+            results = await self._store.search(name, query)
         return {"object": "search.results", "collection": name, "mode": mode, "results": results}
 
-    async def _embed_query(self, config: CollectionConfig, query: str) -> list[float]:
-        embedded = await self._embeddings.runner(config.model).embed([query])
-        return embedded.vectors[0]
+    async def _embed(self, config: CollectionConfig, texts: list[str], role: PromptRole):
+        """Texts embedded with the prompt the model declares for ``role``, if any."""
+        runner = self._embeddings.runner(config.model)
+        return await runner.embed(texts, "text", prompt_for_role(runner.encoder.prompts, role))
+
+    async def _embed_query(self, config: CollectionConfig, query: str):
+        return (await self._embed(config, [query], "query")).vectors[0]

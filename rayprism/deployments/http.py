@@ -21,7 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
+from rayprism.deployments import responses
 from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, install, request_body
 from rayprism.deployments.schemas import (
     DeleteDocumentsRequest,
     DocumentsRequest,
@@ -34,6 +36,11 @@ from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import PayloadTooLargeError, RayprismError, RetryLaterError
 
 logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = (
+    "OpenAI-compatible embeddings, Milvus-backed collections and hybrid search. Every error has the shape "
+    '`{"error": {"message", "type", "param", "code"}}`; 429 and 503 carry `Retry-After`.'
+)
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -103,8 +110,9 @@ def create_app(
         if task is not None:
             task.cancel()
 
-    app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION)
     body_limit = service.config.server.max_request_bytes
+    install(app, [EmbeddingRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest, SearchRequest])
 
     @app.exception_handler(RayprismError)
     async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:
@@ -123,28 +131,38 @@ def create_app(
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response(_http_error_body(500, "internal server error"), 500)
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", responses=answers(responses.EmbeddingResponse), openapi_extra=request_body(EmbeddingRequest))
     async def create_embeddings(request: Request) -> Response:
+        """Embed texts (or token ids) with one model, OpenAI-style; requests are batched across callers."""
         parsed: EmbeddingRequest | None = None
         with Observed(service, "embeddings", lambda: service.metrics_label(parsed.model) if parsed else "unknown"):
             parsed = parse_body(EmbeddingRequest, await read_body(request, body_limit))
             return json_response(await service.create_embeddings(parsed))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=answers(responses.ModelList, errors={}))
     async def list_models() -> Response:
+        """Every model with its state, modalities, dimensions and prompts."""
         return json_response(service.list_models())
 
-    @app.get("/v1/models/{name}")
+    @app.get("/v1/models/{name}", responses=answers(responses.ModelDescription, errors={404: CALLER_ERRORS[404]}))
     async def get_model(name: str) -> Response:
+        """One model."""
         return json_response(service.describe_model(service.runner(name)))
 
-    @app.get("/health")
+    health_answers = answers(responses.Health, description="Every model loaded and every declared collection in place",
+                             errors={503: "Starting, or a part is down (`status`, `errors` say which)"})
+
+    @app.get("/health", responses=health_answers)
+    @app.head("/health", responses=health_answers)
     async def health() -> Response:
+        """Readiness: 200 when the service can answer, 503 with the reasons when it cannot."""
         ready, body = service.health()
         return json_response(body, 200 if ready else 503, None if ready else {"Retry-After": "2"})
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"description": "Prometheus text format",
+                                          "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
+        """This replica's Prometheus metrics."""
         service.update_gauges()
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -162,38 +180,52 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
             parsed = parse_body(schema, await read_body(request, body_limit))
             return json_response(await method(name, parsed))
 
-    @app.get("/v1/collections")
+    @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
     async def list_collections() -> Response:
+        """Every collection with its schema and size."""
         return json_response(await collections.list())
 
-    @app.post("/v1/collections")
+    @app.post("/v1/collections", status_code=201, openapi_extra=request_body(CollectionConfig), responses={
+        **answers(responses.CollectionDescription, status=201, description="Created", errors={
+            **CALLER_ERRORS, 409: "A collection of that name exists with a different config", **RETRY_LATER}),
+        200: {"model": responses.CollectionDescription, "description": "It exists already, identical"}})
     async def create_collection(request: Request) -> Response:
+        """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
         with Observed(service, "collections.create", lambda: "unknown"):
             config = parse_body(CollectionConfig, await read_body(request, body_limit))
             description, created = await collections.create(config)
             return json_response(description, 201 if created else 200)
 
-    @app.get("/v1/collections/{name}")
+    @app.get("/v1/collections/{name}", responses=answers(responses.CollectionDescription))
     async def get_collection(name: str) -> Response:
+        """One collection: schema, model, document count."""
         return json_response(await collections.describe(name))
 
-    @app.delete("/v1/collections/{name}")
+    @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted))
     async def drop_collection(name: str) -> Response:
+        """Drop a collection and its documents."""
         with Observed(service, "collections.drop", lambda: "unknown"):
             return json_response(await collections.drop(name))
 
-    @app.post("/v1/collections/{name}/documents")
+    @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted),
+              openapi_extra=request_body(DocumentsRequest))
     async def upsert_documents(name: str, request: Request) -> Response:
+        """Embed and upsert documents by id; a batch with any invalid document is refused whole."""
         return await observed_call("documents.upsert", name, request, DocumentsRequest, collections.upsert)
 
-    @app.get("/v1/collections/{name}/documents/{document_id}")
+    @app.get("/v1/collections/{name}/documents/{document_id}", responses=answers(responses.Document))
     async def get_document(name: str, document_id: str) -> Response:
+        """One document by id."""
         return json_response(await collections.get_document(name, document_id))
 
-    @app.delete("/v1/collections/{name}/documents")
+    @app.delete("/v1/collections/{name}/documents", responses=answers(responses.DocumentsDeleted),
+                openapi_extra=request_body(DeleteDocumentsRequest))
     async def delete_documents(name: str, request: Request) -> Response:
+        """Delete documents by id."""
         return await observed_call("documents.delete", name, request, DeleteDocumentsRequest, collections.delete)
 
-    @app.post("/v1/collections/{name}/search")
+    @app.post("/v1/collections/{name}/search", responses=answers(responses.SearchResults),
+              openapi_extra=request_body(SearchRequest))
     async def search(name: str, request: Request) -> Response:
+        """Dense, BM25 or hybrid search, with an optional Milvus filter."""
         return await observed_call("search", name, request, SearchRequest, collections.search)

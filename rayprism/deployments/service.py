@@ -65,12 +65,14 @@ class EmbeddingService:
             return next(iter(self.runners))
         return model if model in self.runners else "unknown"
 
-    async def create_embeddings(self, request: EmbeddingRequest) -> dict:
+    def check_input_count(self, count: int, what: str, param: str) -> None:
+        """``server.max_inputs_per_request`` bounds the inputs of every request, embeddings and documents alike."""
         limit = self.config.server.max_inputs_per_request
-        if len(request.input) > limit:
-            raise PayloadTooLargeError(
-                f"too many inputs: {len(request.input)} (at most {limit} per request)", param="input"
-            )
+        if count > limit:
+            raise PayloadTooLargeError(f"too many {what}: {count} (at most {limit} per request)", param=param)
+
+    async def create_embeddings(self, request: EmbeddingRequest) -> dict:
+        self.check_input_count(len(request.input), "inputs", "input")
         runner = self.runner(request.model)
         dimensions = runner.encoder.dimensions
         if request.dimensions is not None and request.dimensions > dimensions:
@@ -106,6 +108,7 @@ class EmbeddingService:
         if runner.state == "ready":
             description["dimensions"] = runner.encoder.dimensions
             description["max_input_tokens"] = runner.encoder.max_input_tokens
+            description["prompts"] = sorted(runner.encoder.prompts)
         return description
 
     def list_models(self) -> dict:

@@ -1,22 +1,29 @@
-"""The store deployment: the one process that talks to Milvus.
+"""The store deployment: the one process that talks to Milvus, and the typed client replicas call it with.
 
 A Milvus Lite file admits a single process, so every read and write of every
 collection goes through this deployment (one replica for Lite; a Milvus server
 has no such limit). Serving replicas embed text themselves and send vectors
 here. Blocking pymilvus calls run in threads so a slow bulk write does not stall
 searches.
+
+Collections created at run time live in the service's own store (``store.uri``);
+a collection in another store is declared in the config by whoever runs the
+service, never chosen by a caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from ray import serve
+from ray.exceptions import RayActorError
 
 from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
-from rayprism.platform.errors import InvalidInputError, NotFoundError
-from rayprism.platform.store.milvus import MilvusStore
+from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, unwrap
+from rayprism.platform.store.milvus import MilvusStore, SearchQuery
+from rayprism.platform.store.routes import Hits
 
 
 class StoreReplica:
@@ -24,19 +31,24 @@ class StoreReplica:
         self._config = StoreConfig.model_validate(store)
         self._declared = {c["name"]: CollectionConfig.model_validate(c) for c in collections}
         self._stores: dict[str, MilvusStore] = {}
-        self._created_at_uri: dict[str, str] = {}
+        self._opening = threading.Lock()
 
     def _store(self, uri: str) -> MilvusStore:
-        if uri not in self._stores:
-            cache_rows = self._config.cache_max_rows if is_lite_uri(uri) else 0
-            self._stores[uri] = MilvusStore(uri, flush_after_s=self._config.flush_after_s, cache_max_rows=cache_rows)
-        return self._stores[uri]
+        """The store at ``uri``, opened once: concurrent first calls wait for the one opening it."""
+        with self._opening:
+            if uri not in self._stores:
+                cache_rows = self._config.cache_max_rows if is_lite_uri(uri) else 0
+                self._stores[uri] = MilvusStore(
+                    uri, flush_after_s=self._config.flush_after_s, cache_max_rows=cache_rows
+                )
+            return self._stores[uri]
 
     def _uri_of(self, name: str) -> str:
         declared = self._declared.get(name)
-        if declared is not None:
-            return declared.uri or self._config.uri
-        return self._created_at_uri.get(name, self._config.uri)
+        return (declared.uri if declared is not None else None) or self._config.uri
+
+    def _at(self, name: str) -> MilvusStore:
+        return self._store(self._uri_of(name))
 
     def _resolve(self, name: str) -> CollectionConfig:
         """A collection's config: declared in serve.yaml, or read back from the one Milvus made."""
@@ -49,7 +61,7 @@ class StoreReplica:
         config = store.config_of(name)
         if config is None:
             raise InvalidInputError(
-                f"collection {name!r} in {uri} was not created by rayprism; declare it under collections: in the config"
+                f"collection {name!r} was not created by rayprism; declare it under collections: in the config"
             )
         return config.model_copy(update={"uri": uri})
 
@@ -57,18 +69,15 @@ class StoreReplica:
         config = await asyncio.to_thread(self._resolve, name)
         return config.model_dump(mode="json")
 
-    async def ensure(self, config: dict, dimensions: int, *, create_only: bool = False) -> dict:
+    async def ensure(self, config: dict, dimensions: int) -> dict:
         """Create the collection if missing; a different existing schema is a 409."""
         collection = CollectionConfig.model_validate(config)
-        uri = collection.uri or self._config.uri
-        collection = collection.model_copy(update={"uri": uri})
-        await asyncio.to_thread(self._store(uri).ensure, collection, dimensions)
-        if collection.name not in self._declared:
-            self._created_at_uri[collection.name] = uri
+        collection = collection.model_copy(update={"uri": self._uri_of(collection.name)})
+        await asyncio.to_thread(self._store(collection.uri).ensure, collection, dimensions)
         return collection.model_dump(mode="json")
 
     async def names(self) -> list[str]:
-        uris = {self._config.uri, *self._created_at_uri.values(), *(self._uri_of(n) for n in self._declared)}
+        uris = {self._config.uri, *(self._uri_of(name) for name in self._declared)}
         found: set[str] = set(self._declared)
         for uri in uris:
             found.update(await asyncio.to_thread(self._store(uri).names))
@@ -80,41 +89,88 @@ class StoreReplica:
             store = self._store(config.uri)
             if not store.exists(name):  # declared but not created yet: created on first use
                 return {**config.model_dump(mode="json"), "count": 0, "dimensions": None, "created": False}
-            layout = store.layout(name)
             return {
                 **config.model_dump(mode="json"),
                 "count": store.count(name),
-                "dimensions": layout.dimensions,
+                "dimensions": store.layout(name).dimensions,
                 "created": True,
             }
 
         return await asyncio.to_thread(work)
 
     async def drop(self, name: str) -> None:
-        def work() -> None:
-            uri = self._uri_of(name)
-            self._store(uri).drop(name)
-            self._created_at_uri.pop(name, None)
-
-        await asyncio.to_thread(work)
+        await asyncio.to_thread(self._at(name).drop, name)
 
     async def upsert(self, name: str, rows: list[dict]) -> int:
-        return await asyncio.to_thread(self._store(self._uri_of(name)).upsert, name, rows)
+        return await asyncio.to_thread(self._at(name).upsert, name, rows)
 
     async def delete(self, name: str, ids: list) -> int:
-        return await asyncio.to_thread(self._store(self._uri_of(name)).delete, name, ids)
+        return await asyncio.to_thread(self._at(name).delete, name, ids)
 
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
-        return await asyncio.to_thread(self._store(self._uri_of(name)).get, name, ids, output_fields)
+        return await asyncio.to_thread(self._at(name).get, name, ids, output_fields)
 
     async def flush(self, name: str) -> None:
-        await asyncio.to_thread(self._store(self._uri_of(name)).flush, name)
+        await asyncio.to_thread(self._at(name).flush, name)
 
-    async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> list[tuple]:
-        return await asyncio.to_thread(self._store(self._uri_of(name)).sparse_hits, name, text, limit, filter)
+    async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
+        return await asyncio.to_thread(self._at(name).sparse_hits, name, text, limit, filter)
 
-    async def search(self, name: str, **kwargs: Any) -> list[dict]:
-        return await asyncio.to_thread(self._store(self._uri_of(name)).search, name, **kwargs)
+    async def search(self, name: str, query: SearchQuery) -> list[dict]:
+        return await asyncio.to_thread(self._at(name).search, name, query)
 
 
 StoreDeployment = serve.deployment(StoreReplica, name="store")
+
+
+class StoreClient:
+    """The store deployment's methods, called through its Serve handle, with the store's own
+    errors unwrapped from Ray's and a restarting store reported as 503."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    @staticmethod
+    async def _call(response) -> Any:
+        try:
+            return await response
+        except RayActorError:
+            raise NotReadyError("the store is restarting; retry shortly") from None
+        except Exception as error:  # a deployment call wraps the store's own error: raise that one
+            original = unwrap(error)
+            if original is not None:
+                raise original from None
+            raise
+
+    async def resolve(self, name: str) -> dict:
+        return await self._call(self._handle.resolve.remote(name))
+
+    async def ensure(self, config: dict, dimensions: int) -> dict:
+        return await self._call(self._handle.ensure.remote(config, dimensions))
+
+    async def names(self) -> list[str]:
+        return await self._call(self._handle.names.remote())
+
+    async def describe(self, name: str) -> dict:
+        return await self._call(self._handle.describe.remote(name))
+
+    async def drop(self, name: str) -> None:
+        return await self._call(self._handle.drop.remote(name))
+
+    async def upsert(self, name: str, rows: list[dict]) -> int:
+        return await self._call(self._handle.upsert.remote(name, rows))
+
+    async def delete(self, name: str, ids: list) -> int:
+        return await self._call(self._handle.delete.remote(name, ids))
+
+    async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
+        return await self._call(self._handle.get.remote(name, ids, output_fields))
+
+    async def flush(self, name: str) -> None:
+        return await self._call(self._handle.flush.remote(name))
+
+    async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
+        return await self._call(self._handle.sparse_hits.remote(name, text, limit, filter))
+
+    async def search(self, name: str, query: SearchQuery) -> list[dict]:
+        return await self._call(self._handle.search.remote(name, query))

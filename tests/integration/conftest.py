@@ -7,6 +7,7 @@ they are set here, at import, before anything imports ``ray.serve``.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,11 @@ def service_url(ray_session, service_config) -> str:
     wait_until_ready(url, timeout_s=300)
     yield url
     serve.shutdown()
+
+
+def pytest_collection_modifyitems(items):
+    """Everything here starts Ray (or needs the session's service): slow by definition."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.slow)

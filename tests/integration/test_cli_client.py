@@ -6,9 +6,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
-
-pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -11,8 +11,6 @@ import pytest
 
 from tests.integration.conftest import free_port
 
-pytestmark = pytest.mark.slow
-
 
 def test_serve_prints_its_url_answers_and_stops_on_sigterm(tmp_path, tiny_model_path):
     port = free_port()

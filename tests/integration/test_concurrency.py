@@ -6,11 +6,8 @@ import random
 
 import httpx
 import numpy as np
-import pytest
 
 from tests.conftest import cosines
-
-pytestmark = pytest.mark.slow
 
 
 def decode(item, encoding_format):

@@ -23,8 +23,6 @@ from rayprism.platform.config import JobConfig
 from tests.conftest import cosines
 from tests.integration.conftest import SAMPLE_FIELDS
 
-pytestmark = pytest.mark.slow
-
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = [json.loads(line) for line in (DATA / "debian-sample.jsonl").read_text().splitlines()]
 QUERIES = [json.loads(line) for line in (DATA / "debian-sample-queries.jsonl").read_text().splitlines()]

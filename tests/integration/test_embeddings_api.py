@@ -9,8 +9,6 @@ from openai import OpenAI
 
 from tests.conftest import cosines
 
-pytestmark = pytest.mark.slow
-
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Ray Serve scales Python model serving.",

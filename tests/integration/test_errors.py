@@ -6,8 +6,6 @@ import time
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 def assert_openai_error(response: httpx.Response, status: int, fragment: str, param=None):
     assert response.status_code == status, response.text

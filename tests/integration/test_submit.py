@@ -16,8 +16,6 @@ import pytest
 
 from tests.integration.conftest import free_port
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture()
 def ray_head():

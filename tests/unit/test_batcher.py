@@ -166,3 +166,25 @@ def test_observer_sees_every_batch():
 
     asyncio.run(scenario())
     assert seen == [(2, 10)]
+
+
+def test_a_busy_encoder_does_not_wait_for_company():
+    """``batch_wait_s`` is for an idle encoder: what queued behind a running batch runs right after it."""
+
+    async def scenario():
+        recorder = Recorder()
+        batcher = DynamicBatcher(recorder, config(batch_wait_s=1.0))
+        first = await hold_first_batch(batcher, recorder)  # waited 1 s for company: the encoder was idle
+        recorder.started.clear()
+        second = asyncio.ensure_future(batcher.submit(items(7)))
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        released = loop.time()
+        recorder.gate.set()
+        await asyncio.to_thread(recorder.started.wait, 10)
+        started_after_s = loop.time() - released
+        await asyncio.gather(first, second)
+        batcher.close()
+        return started_after_s
+
+    assert asyncio.run(scenario()) < 0.5

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from rayprism.platform.config import CollectionConfig
-from rayprism.platform.store.bm25_cache import Bm25Cache
-from rayprism.platform.store.dense_cache import DenseCache
 from rayprism.platform.store.fusion import fuse, reciprocal_rank, weighted
-from rayprism.platform.store.milvus import MilvusStore
+from rayprism.platform.store.milvus import MilvusStore, SearchQuery
+from rayprism.platform.store.routes import Bm25Route, DenseRoute, RowTable
 
 
 def test_rrf_adds_reciprocal_ranks():
@@ -26,21 +25,55 @@ def test_weighted_min_max_normalises_each_list():
     assert weighted([[("only", 3.0)], []], [1, 1]) == [("only", 1.0)]
 
 
-def test_dense_cache_is_exact_and_follows_writes():
+def dense_route(dimensions: int, *, normalise: bool = True, initial_rows: int = 8) -> tuple[RowTable, DenseRoute]:
+    rows = RowTable(initial_rows)
+    return rows, DenseRoute(rows, dimensions, normalise=normalise)
+
+
+def write(rows: RowTable, route, ids: list, payload) -> None:
+    """What a mirror does for one route: new rows for the ids, the old ones retired."""
+    prepared = route.prepare(payload)
+    with rows.lock:
+        new_rows, retired = rows.assign(ids)
+        route.retire(retired)
+        route.write(new_rows, prepared)
+
+
+def test_dense_route_is_exact_and_follows_writes():
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((3000, 16)).astype(np.float32)
-    cache = DenseCache(16, normalise=True, initial_rows=8)  # grows many times
-    cache.upsert(list(range(3000)), vectors)
+    rows, route = dense_route(16)  # grows many times
+    write(rows, route, list(range(3000)), vectors)
     query = rng.standard_normal(16).astype(np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     expected = np.argsort(-(unit @ (query / np.linalg.norm(query))))[:10]
-    assert [doc for doc, _ in cache.top_k(query, 10)] == expected.tolist()
-    cache.delete([int(expected[0])])
-    assert cache.top_k(query, 1)[0][0] == expected[1] and len(cache) == 2999
-    cache.upsert([5], query[None, :] * 3)  # replace: now the best match, at cosine 1
-    best_id, best_score = cache.top_k(query, 1)[0]
+    assert [doc for doc, _ in route.top_k(query, 10)] == expected.tolist()
+    rows.remove([int(expected[0])])
+    assert route.top_k(query, 1)[0][0] == expected[1] and len(rows) == 2999
+    write(rows, route, [5], query[None, :] * 3)  # replace: now the best match, at cosine 1
+    best_id, best_score = route.top_k(query, 1)[0]
     assert best_id == 5 and best_score == pytest.approx(1.0)
-    assert DenseCache(16, normalise=False).top_k(query, 3) == []
+    assert dense_route(16, normalise=False)[1].top_k(query, 3) == []
+
+
+def test_allowed_mask_limits_every_route_to_the_same_rows():
+    rng = np.random.default_rng(4)
+    rows = RowTable(4)
+    dense = DenseRoute(rows, 8, normalise=True)
+    bm25 = Bm25Route(rows, lambda text: {hash(t) & 0xFFFF: float(text.split().count(t)) for t in set(text.split())})
+    ids = [f"d{i}" for i in range(50)]
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    texts = [f"common word{i % 5}" for i in range(50)]
+    with rows.lock:
+        new_rows, _ = rows.assign(ids)
+        dense.write(new_rows, dense.prepare(vectors))
+        bm25.write(new_rows, bm25.prepare(texts))
+    allowed = np.zeros(rows.used, dtype=bool)
+    allowed[[rows.row_of[f"d{i}"] for i in range(0, 50, 7)]] = True
+    expected = {f"d{i}" for i in range(0, 50, 7)}
+    assert {doc for doc, _ in dense.top_k(vectors[3], 50, allowed)} == expected
+    assert {doc for doc, _ in bm25.top_k("common", 50, allowed)} == expected
+    assert dense.top_k(vectors[3], 5, np.zeros(rows.used, dtype=bool)) == []
 
 
 @pytest.fixture()
@@ -61,35 +94,44 @@ def stores(tmp_path):
 
 def wait_for_mirror(store: MilvusStore, name: str) -> None:
     deadline = time.monotonic() + 30
-    while store._mirror(name) is None and time.monotonic() < deadline:
+    while not store.mirrors.ready(name) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert store._mirror(name) is not None
+    assert store.mirrors.ready(name)
 
 
+slow = pytest.mark.slow  # starts Milvus Lite
+
+
+@slow
 def test_cached_dense_search_equals_milvus(stores):
     store, rows = stores
     query = rows[17]["dense"]
-    milvus = store.search("docs", mode="dense", k=10, dense_vector=query, filter="n >= 0")  # a filter bypasses the mirror
+    # a filter bypasses the mirror
+    milvus = store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query, filter="n >= 0"))
     wait_for_mirror(store, "docs")
-    cached = store.search("docs", mode="dense", k=10, dense_vector=query, output_fields=["n"])
+    cached = store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query, output_fields=["n"]))
     assert [h["id"] for h in cached] == [h["id"] for h in milvus]
     assert [h["score"] for h in cached] == pytest.approx([h["score"] for h in milvus], abs=1e-5)
     assert cached[0]["id"] == "17" and cached[0]["fields"] == {"n": 17}
 
 
+@slow
 def test_writes_reach_the_cache_even_while_it_builds(stores):
     store, rows = stores
-    store._mirror("docs")  # the build starts in the background ...
+    store.mirrors.ready("docs")  # the build starts in the background ...
     target = np.ones(8, dtype=np.float32)
     store.upsert("docs", [{"id": "new", "text": "fresh", "n": -1, "dense": target}])  # ... and races this write
     store.delete("docs", ["3"])
+    from_milvus = store.sparse_hits("docs", "fresh", 5, filter="n < 1000")
     wait_for_mirror(store, "docs")
-    hits = store.search("docs", mode="dense", k=300, dense_vector=target)
+    hits = store.search("docs", SearchQuery(mode="dense", k=300, dense_vector=target))
     assert hits[0]["id"] == "new" and "3" not in [h["id"] for h in hits]
-    assert store.sparse_hits("docs", "fresh", 5) == [("new", pytest.approx(store.sparse_hits("docs", "fresh", 5)[0][1]))]
+    mirrored = store.sparse_hits("docs", "fresh", 5)
+    assert [doc for doc, _ in mirrored] == [doc for doc, _ in from_milvus] == ["new"]
     assert "3" not in [doc for doc, _ in store.sparse_hits("docs", "word3", 300)]
 
 
+@slow
 def test_mirrored_bm25_equals_milvus_on_one_segment(stores):
     """One sealed segment: Lite's per-segment statistics are the global ones the mirror keeps."""
     store, rows = stores
@@ -102,33 +144,48 @@ def test_mirrored_bm25_equals_milvus_on_one_segment(stores):
         assert [score for _, score in mirrored] == sorted((score for _, score in mirrored), reverse=True)
 
 
-def test_bm25_cache_state_does_not_depend_on_its_history():
+def test_bm25_route_state_does_not_depend_on_its_history():
     """Overwrites, deletes and compactions leave the same scores as building the end state at once."""
+    from rayprism.platform.store.layout import Layout
+    from rayprism.platform.store.mirror import Mirror
+
     analyze = lambda text: {hash(t) & 0xFFFF: float(text.split().count(t)) for t in set(text.split())}  # noqa: E731
+    layout = Layout(id_type="int64", text_field="text", dimensions=2, bm25=True, metric="COSINE",
+                    index_type="FLAT", fields={}, model=None)
     rng = np.random.default_rng(3)
     texts = {i: " ".join(rng.choice(list("abcdefghij"), size=rng.integers(1, 12))) for i in range(3000)}
-    churned = Bm25Cache(analyze, initial_rows=4)
-    churned.upsert(list(texts), ["a b c"] * len(texts))  # replaced below: dead rows, then a compaction
-    churned.upsert(list(texts), list(texts.values()))
-    churned.delete(range(0, 3000, 3))
+    vectors = {i: rng.standard_normal(2).astype(np.float32) for i in texts}
+
+    def records(ids, text=None):
+        return [{"id": i, "text": text or texts[i], "dense": vectors[i]} for i in ids]
+
+    churned = Mirror(layout, {"analyze": analyze})
+    churned.upsert(records(list(texts), "a b c"))  # replaced below: dead rows, then a compaction
+    churned.upsert(records(list(texts)))
+    churned.delete(list(range(0, 3000, 3)))
     for i in range(0, 3000, 3):
         del texts[i]
-    fresh = Bm25Cache(analyze)
-    fresh.upsert(list(texts), list(texts.values()))
+    assert churned.rows.used < 6000  # compacted at least once
+    fresh = Mirror(layout, {"analyze": analyze})
+    fresh.upsert(records(list(texts)))
     assert len(churned) == len(fresh) == 2000
     for query in ["a", "b c c", "j a e", "zzz"]:
-        assert dict(churned.top_k(query, 3000)) == pytest.approx(dict(fresh.top_k(query, 3000))), query
-    assert Bm25Cache(analyze).top_k("a", 5) == []
+        assert dict(churned.route("sparse").top_k(query, 3000)) == pytest.approx(
+            dict(fresh.route("sparse").top_k(query, 3000))), query
+    probe = np.array([1.0, 0.5], dtype=np.float32)
+    assert dict(churned.route("dense").top_k(probe, 2000)) == pytest.approx(dict(fresh.route("dense").top_k(probe, 2000)))
+    assert Bm25Route(RowTable(), analyze).top_k("a", 5) == []
 
 
+@slow
 def test_sparse_scores_are_positive_and_hybrid_fuses(stores):
     store, rows = stores
-    sparse = store.search("docs", mode="sparse", k=5, query_text="word3", output_fields=["text"])
+    sparse = store.search("docs", SearchQuery(mode="sparse", k=5, text="word3", output_fields=["text"]))
     assert sparse and all(h["score"] > 0 and "word3" in h["fields"]["text"] for h in sparse)
     assert [h["score"] for h in sparse] == sorted((h["score"] for h in sparse), reverse=True)
-    rrf = store.search("docs", mode="hybrid", k=5, dense_vector=rows[3]["dense"], query_text="word3",
-                       fusion={"type": "rrf", "k": 60})
+    rrf = store.search("docs", SearchQuery(mode="hybrid", k=5, dense_vector=rows[3]["dense"], text="word3",
+                                           fusion={"type": "rrf", "k": 60}))
     assert rrf[0]["id"] == "3"  # first in dense, and it contains word3
     assert rrf[0]["score"] > 1 / 61  # so both lists contributed
-    default = store.search("docs", mode="hybrid", k=5, dense_vector=rows[3]["dense"], query_text="word3")
+    default = store.search("docs", SearchQuery(mode="hybrid", k=5, dense_vector=rows[3]["dense"], text="word3"))
     assert default[0]["id"] == "3" and 0.5 < default[0]["score"] <= 1.0  # weighted 0.5/0.5: dense's best + its BM25 share

@@ -7,7 +7,7 @@ from rayprism.platform.config import CollectionConfig, DenseIndexConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError
 from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
 from rayprism.platform.store.filters import check_filter
-from rayprism.platform.store.milvus import MilvusStore
+from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 
 CONFIG = CollectionConfig(name="docs", fields={"section": "varchar", "size": "int64", "score": "double",
                                                "ok": "bool", "meta": "json"})
@@ -30,6 +30,7 @@ def rows(n: int, dims: int = 4) -> list[dict]:
     ]
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_create_then_verify_the_same_config(store):
     store.ensure(CONFIG, 4)
     assert store.names() == ["docs"]
@@ -37,6 +38,7 @@ def test_create_then_verify_the_same_config(store):
     assert store.config_of("docs") == CONFIG
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_a_different_schema_is_a_conflict_that_says_what_differs(store):
     store.ensure(CONFIG, 4)
     changed = CONFIG.model_copy(update={
@@ -54,6 +56,7 @@ def test_a_different_schema_is_a_conflict_that_says_what_differs(store):
     assert caught.value.http_status == 409
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_upsert_count_get_delete(store):
     store.ensure(CONFIG, 4)
     assert store.upsert("docs", rows(10)) == 10
@@ -65,33 +68,36 @@ def test_upsert_count_get_delete(store):
     assert store.count("docs") == 8 and store.get("docs", ["3"], ["text"]) == []
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_search_modes_fusions_and_filters(store):
     store.ensure(CONFIG, 4)
     data = rows(20)
     store.upsert("docs", data)
     store.flush("docs")
     target = data[6]
-    common = {"k": 3, "dense_vector": target["dense"], "query_text": "cherry", "output_fields": ["section"]}
-    assert store.search("docs", mode="dense", **common)[0]["id"] == "6"
-    assert {hit["fields"]["section"] for hit in store.search("docs", mode="sparse", **common)} == {"cherry"}
-    hybrid = store.search("docs", mode="hybrid", **common)
+    common = {"k": 3, "dense_vector": target["dense"], "text": "cherry", "output_fields": ["section"]}
+    assert store.search("docs", SearchQuery(mode="dense", **common))[0]["id"] == "6"
+    assert {hit["fields"]["section"] for hit in store.search("docs", SearchQuery(mode="sparse", **common))} == {"cherry"}
+    hybrid = store.search("docs", SearchQuery(mode="hybrid", **common))
     assert hybrid[0]["id"] == "6" and len(hybrid) == 3
-    weighted = store.search("docs", mode="hybrid", fusion={"type": "weighted", "weights": {"dense": 1, "sparse": 0}},
-                            **common)
-    assert [h["id"] for h in weighted] == [h["id"] for h in store.search("docs", mode="dense", **common)]
-    filtered = store.search("docs", mode="hybrid", filter="size >= 10 and ok == true", **common)
+    dense_only = {"type": "weighted", "weights": {"dense": 1, "sparse": 0}}
+    weighted = store.search("docs", SearchQuery(mode="hybrid", fusion=dense_only, **common))
+    assert [h["id"] for h in weighted] == [h["id"] for h in store.search("docs", SearchQuery(mode="dense", **common))]
+    filtered = store.search("docs", SearchQuery(mode="hybrid", filter="size >= 10 and ok == true", **common))
     assert filtered and all(int(h["id"]) >= 10 and int(h["id"]) % 2 == 0 for h in filtered)
     with pytest.raises(InvalidInputError, match="filter: "):
-        store.search("docs", mode="dense", filter="size >>> 3", **common)
+        store.search("docs", SearchQuery(mode="dense", filter="size >>> 3", **common))
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_missing_collection_is_not_found(store):
     with pytest.raises(NotFoundError):
-        store.search("nope", mode="dense", k=1, dense_vector=[0.0] * 4)
+        store.search("nope", SearchQuery(mode="dense", k=1, dense_vector=[0.0] * 4))
     with pytest.raises(NotFoundError):
         store.drop("nope")
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_writes_are_flushed_soon_after_the_last_one(store, monkeypatch):
     store.ensure(CONFIG, 4)
     flushed = []
@@ -107,6 +113,7 @@ def test_writes_are_flushed_soon_after_the_last_one(store, monkeypatch):
     assert flushed == ["docs"]  # three writes, one flush
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_int64_ids(tmp_path):
     store = MilvusStore(str(tmp_path / "ints.db"))
     config = CollectionConfig(name="ints", id_type="int64")
@@ -180,6 +187,7 @@ class TestFilterCheck:
             check_filter(expression, self.FIELDS)
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_a_reopened_store_serves_its_collections(tmp_path):
     path = str(tmp_path / "reopen.db")
     first = MilvusStore(path)
@@ -188,10 +196,11 @@ def test_a_reopened_store_serves_its_collections(tmp_path):
     first.close()
     second = MilvusStore(path)
     assert second.count("docs") == 6
-    assert second.search("docs", mode="dense", k=1, dense_vector=rows(6)[2]["dense"])[0]["id"] == "2"
+    assert second.search("docs", SearchQuery(mode="dense", k=1, dense_vector=rows(6)[2]["dense"]))[0]["id"] == "2"
     second.close()
 
 
+@pytest.mark.slow  # starts Milvus Lite
 def test_a_lite_file_held_by_another_process_is_a_clear_error(store):
     import subprocess
     import sys

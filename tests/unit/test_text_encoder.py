@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rayprism.platform.config import ModelConfig
-from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
 from tests.conftest import cosines
@@ -88,3 +88,56 @@ def test_a_models_own_pooling_and_head_are_honoured(tiny_model_path):
     assert encoder.dimensions == 16 and encoder.max_input_tokens == 64
     reference = SentenceTransformer(tiny_model_path, device="cpu").encode(TEXTS)
     assert cosines(embed(encoder, TEXTS).vectors, reference).min() >= 0.99999
+
+
+def test_prompts_are_applied_as_sentence_transformers_applies_them(prompted_model_path):
+    """Named prompts, and a pooling that leaves the prompt's tokens out, give sentence-transformers' vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder(ModelConfig(source=prompted_model_path))
+    reference = SentenceTransformer(prompted_model_path, device="cpu")
+    assert encoder.prompts == reference.prompts
+    for name in ("query", "document", "classification"):
+        ours = embed(encoder, TEXTS, prompt_name=name).vectors
+        assert cosines(ours, reference.encode(TEXTS, prompt_name=name)).min() >= 0.99999, name
+    without = embed(encoder, TEXTS).vectors
+    assert cosines(without, reference.encode(TEXTS)).min() >= 0.99999
+    assert cosines(without, embed(encoder, TEXTS, prompt_name="query").vectors).max() < 0.9999  # prompts matter
+
+
+def test_requests_with_different_prompts_share_a_batch(prompted_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder(ModelConfig(source=prompted_model_path))
+    mixed = encoder.prepare(TEXTS[:2], prompt_name="query") + encoder.prepare(TEXTS[2:], prompt_name="document")
+    reference = SentenceTransformer(prompted_model_path, device="cpu")
+    expected = np.vstack([reference.encode(TEXTS[:2], prompt_name="query"),
+                          reference.encode(TEXTS[2:], prompt_name="document")])
+    assert cosines(encoder.encode(mixed), expected).min() >= 0.99999
+
+
+def test_a_default_prompt_applies_unless_another_is_named(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from tests.conftest import make_tiny_model
+
+    path = str(make_tiny_model(tmp_path, prompts={"query": "q: ", "document": "d: "}, default_prompt_name="query"))
+    encoder = load_encoder(ModelConfig(source=path))
+    reference = SentenceTransformer(path, device="cpu")
+    assert cosines(embed(encoder, TEXTS).vectors, reference.encode(TEXTS)).min() >= 0.99999
+    assert cosines(embed(encoder, TEXTS).vectors, embed(encoder, TEXTS, prompt_name="query").vectors).min() >= 0.99999
+    named = embed(encoder, TEXTS, prompt_name="document").vectors
+    assert cosines(named, reference.encode(TEXTS, prompt_name="document")).min() >= 0.99999
+
+
+def test_an_unknown_prompt_name_is_a_422_listing_the_prompts(prompted_model_path, minilm):
+    encoder = load_encoder(ModelConfig(source=prompted_model_path))
+    with pytest.raises(UnprocessableError, match=r"prompt_name 'passage' is unknown; this model's prompts are "
+                                                 r"\['classification', 'document', 'query'\]") as caught:
+        encoder.prepare(["x"], prompt_name="passage")
+    assert caught.value.http_status == 422 and caught.value.param == "prompt_name"
+    assert minilm.prompts == {"query": "", "document": ""}  # what sentence-transformers gives models without prompts
+    with pytest.raises(UnprocessableError, match=r"'classification' is unknown; this model's prompts are \['document'"):
+        minilm.prepare(["x"], prompt_name="classification")
+    with pytest.raises(UnprocessableError, match="token ids"):
+        encoder.prepare([[101, 102]], prompt_name="query")

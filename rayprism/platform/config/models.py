@@ -32,6 +32,9 @@ class BatchingConfig(StrictModel):
     """Inputs per forward pass; a scheduling batch is length-sorted and split into these."""
     batch_wait_s: NonNegativeFloat = 0.002
     """How long an idle encoder waits for more requests before running a partial batch."""
+    batch_wait_busy_s: NonNegativeFloat = 0.0
+    """How long a busy encoder (one that just finished a batch) waits before running a partial
+    batch of what queued meanwhile; by default it starts at once."""
     max_queued_inputs: PositiveInt = 4096
     """Inputs allowed to wait; beyond this requests get 429 with Retry-After."""
 

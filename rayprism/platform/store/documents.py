@@ -13,7 +13,7 @@ from typing import Any
 
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.store.layout import VARCHAR_MAX_BYTES
+from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -78,8 +78,8 @@ def normalise_id(config: CollectionConfig, value: Any) -> str | int:
         return value
     if _is_int(value):
         return str(value)
-    if not isinstance(value, str) or not value or len(value.encode()) > 512:
-        raise ValueError(f"must be a non-empty string of at most 512 bytes, got {value!r}")
+    if not isinstance(value, str) or not value or len(value.encode()) > ID_MAX_BYTES:
+        raise ValueError(f"must be a non-empty string of at most {ID_MAX_BYTES} bytes, got {value!r}")
     return value
 
 

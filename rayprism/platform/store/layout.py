@@ -18,6 +18,8 @@ from rayprism.platform.config import CollectionConfig
 
 CONFIG_PROPERTY = "rayprism.config"
 VARCHAR_MAX_BYTES = 65535
+ID_MAX_BYTES = 512
+"""Longest varchar id, in UTF-8 bytes."""
 
 FIELD_TYPES = {
     "varchar": DataType.VARCHAR,
@@ -74,7 +76,7 @@ class Layout:
 def create_collection(client: MilvusClient, config: CollectionConfig, dimensions: int) -> None:
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     if config.id_type == "varchar":
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
     else:
         schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field(config.text_field, DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES, enable_analyzer=config.bm25)

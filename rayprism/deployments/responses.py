@@ -1,0 +1,140 @@
+"""Response bodies of the HTTP API, as models for ``/openapi.json`` and ``/docs``.
+
+Handlers build their bodies as plain dicts and serialise them with orjson (the fast
+path); these models describe those bodies so clients can be generated and API fuzzers
+can check every answer against them. Extra keys are allowed, as in OpenAI's own schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class ErrorDetail(_Response):
+    message: str
+    type: str
+    """``invalid_request_error``, ``rate_limit_error``, ``service_unavailable`` or ``server_error``."""
+    param: str | None
+    """The request field at fault, when one is."""
+    code: str | None
+    errors: list[dict[str, Any]] | None = None
+    """For a batch of documents refused whole: one ``{index, field, message}`` per problem."""
+
+
+class ErrorResponse(_Response):
+    """Every error, from every route: OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+class Embedding(_Response):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+    """Floats, or base64 of little-endian float32 with ``encoding_format: base64``."""
+
+
+class Usage(_Response):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(_Response):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelDescription(_Response):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    state: Literal["loading", "ready", "failed"]
+    modality: str
+    backend: str
+    dimensions: int | None = None
+    """Once the model is loaded."""
+    max_input_tokens: int | None = None
+    prompts: list[str] | None = None
+    """Names accepted as ``prompt_name``."""
+
+
+class ModelList(_Response):
+    object: Literal["list"]
+    data: list[ModelDescription]
+
+
+class Health(_Response):
+    status: Literal["ok", "loading", "error"]
+    models: dict[str, str]
+    errors: dict[str, str] | None = None
+    """What keeps the service from being ready, by subject."""
+
+
+class CollectionDescription(_Response):
+    object: Literal["collection"]
+    name: str
+    model: str
+    text_field: str
+    id_type: Literal["varchar", "int64"]
+    fields: dict[str, str]
+    bm25: bool
+    index: dict[str, Any]
+    count: int
+    dimensions: int | None
+    created: bool
+    """Whether the collection exists in the store (a declared one is created on first use); in the
+    answer to a create: whether that call created it."""
+
+
+class CollectionList(_Response):
+    object: Literal["list"]
+    data: list[CollectionDescription]
+
+
+class CollectionDeleted(_Response):
+    object: Literal["collection.deleted"]
+    name: str
+    deleted: bool
+
+
+class DocumentsUpserted(_Response):
+    object: Literal["documents.upserted"]
+    collection: str
+    upserted: int
+    tokens: int
+
+
+class DocumentsDeleted(_Response):
+    object: Literal["documents.deleted"]
+    collection: str
+    deleted: int
+
+
+class Document(_Response):
+    """The document's id, its text and its metadata fields."""
+
+    model_config = ConfigDict(extra="allow")
+    object: Literal["document"]
+    id: str | int
+
+
+class Hit(_Response):
+    id: str | int
+    score: float
+    fields: dict[str, Any]
+
+
+class SearchResults(_Response):
+    object: Literal["search.results"]
+    collection: str
+    mode: str
+    results: list[Hit]
