@@ -1,4 +1,5 @@
-"""Hot loops compiled with numba: bit packing, Hamming and int8 top-k, MaxSim, filter masks.
+"""Hot loops compiled with numba: bit packing, Hamming and int8 top-k, MaxSim, MUVERA partition
+means, filter masks.
 
 Milvus Lite has no binary or int8 vector fields, so rayprism's compressed search tiers
 run here, over codes kept beside a collection. Every function takes and returns numpy
@@ -11,6 +12,7 @@ from rayprism.numba_kernels._filter import Cmp, ColumnArrays, FilterProgram, Op,
 from rayprism.numba_kernels._hamming import MISSING_DISTANCE, hamming_topk
 from rayprism.numba_kernels._int8 import int8_dot_topk
 from rayprism.numba_kernels._maxsim import maxsim
+from rayprism.numba_kernels._partitions import partition_means
 
 __all__ = [
     "MISSING_DISTANCE",
@@ -23,4 +25,5 @@ __all__ = [
     "mask_from_columns",
     "maxsim",
     "pack_bits",
+    "partition_means",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from rayprism.numba_kernels._checks import as_k, as_mask, as_matrix, same_width
-from rayprism.numba_kernels._dot import dot4, pad_rows
+from rayprism.numba_kernels._dot import dots
 from rayprism.numba_kernels._topk import chunk_count, insert, merge
 
 _QUERY_BLOCK = 256
@@ -42,8 +42,8 @@ def int8_dot_topk(
     allowed = as_mask(allowed, len(codes))
     low, high = ranges
     step = np.where(high > low, (high - low) / 255, 1).astype(np.float32)
-    scaled = pad_rows(queries * step, 4)
-    bias = pad_rows(queries.astype(np.float64) @ (low + 128.5 * step).astype(np.float64), 4).astype(np.float32)
+    scaled = queries * step
+    bias = (queries.astype(np.float64) @ (low + 128.5 * step).astype(np.float64)).astype(np.float32)
     chunks = chunk_count(len(codes), numba.get_num_threads())
     ids = np.empty((len(scaled), k), dtype=np.int64)
     scores = np.empty((len(scaled), k), dtype=np.float32)
@@ -52,30 +52,26 @@ def int8_dot_topk(
         keys, rows = _scan(codes, scaled[block], bias[block], k, allowed, chunks)
         negated, ids[block] = merge(keys, rows)
         scores[block] = -negated
-    return ids[: len(queries)], scores[: len(queries)]
+    return ids, scores
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, cache=True)
 def _scan(codes, scaled, bias, k, allowed, chunks):
     """Per-chunk top-k buffers of negated scores (smaller is better, as :mod:`._topk` wants).
 
-    Queries go four at a time (``scaled`` has a multiple of 4 rows): each code row is
-    converted to float once and feeds four accumulators.
+    Each code row is read once for all queries (four at a time, see :mod:`._dot`).
     """
-    n, d = codes.shape
+    n = len(codes)
     m = len(scaled)
     keys = np.full((chunks, m, k), np.inf, dtype=np.float32)
     ids = np.full((chunks, m, k), -1, dtype=np.int64)
     for chunk in prange(chunks):
-        values = np.empty(d, dtype=np.float32)
         totals = np.empty(m, dtype=np.float32)
         worst = np.full(m, np.inf, dtype=np.float32)
         for row in range(chunk * n // chunks, (chunk + 1) * n // chunks):
             if allowed is not None and not allowed[row]:
                 continue
-            for dim in range(d):
-                values[dim] = codes[row, dim]
-            dot4(scaled, values, totals)
+            dots(scaled, codes[row], totals)
             for query in range(m):
                 key = -(totals[query] + bias[query])
                 if key < worst[query]:

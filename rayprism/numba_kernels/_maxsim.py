@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from rayprism.numba_kernels._checks import as_matrix, as_vector, same_width
-from rayprism.numba_kernels._dot import dot4, pad_rows
+from rayprism.numba_kernels._dot import dots
 
 
 def maxsim(
@@ -35,9 +35,7 @@ def maxsim(
     docs = as_vector("docs", docs, np.int64)
     if len(docs) and (docs.min() < 0 or docs.max() >= n_docs):
         raise ValueError(f"docs must be document indices in [0, {n_docs})")
-    # Zero query tokens pad to a multiple of 4: each adds max(0, ...) = 0 to a document
-    # with tokens, and nothing changes the -inf of one without.
-    return _maxsim(pad_rows(query_tokens, 4), doc_tokens, doc_offsets, docs)
+    return _maxsim(query_tokens, doc_tokens, doc_offsets, docs)
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, cache=True)
@@ -48,7 +46,7 @@ def _maxsim(query_tokens, doc_tokens, doc_offsets, docs):
         best = np.full(len(query_tokens), -np.inf, dtype=np.float32)
         similarities = np.empty(len(query_tokens), dtype=np.float32)
         for token in range(doc_offsets[doc], doc_offsets[doc + 1]):
-            dot4(query_tokens, doc_tokens[token], similarities)
+            dots(query_tokens, doc_tokens[token], similarities)
             for query in range(len(best)):
                 best[query] = max(best[query], similarities[query])
         scores[position] = best.sum()

@@ -17,6 +17,7 @@ from rayprism.numba_kernels import (
     mask_from_columns,
     maxsim,
     pack_bits,
+    partition_means,
 )
 from rayprism.platform.codecs.quantize import calibrate_int8, from_int8, to_int8
 
@@ -185,6 +186,43 @@ def test_maxsim_matches_numpy(q):
 def test_maxsim_checks_offsets(offsets, message):
     with pytest.raises(ValueError, match=message):
         maxsim(np.zeros((1, 4), np.float32), np.zeros((4, 4), np.float32), offsets.astype(offsets.dtype))
+
+
+def partition_means_reference(partitions, vectors, offsets, n_partitions, average):
+    reps = partitions.shape[1]
+    expected = np.zeros((len(offsets) - 1, reps, n_partitions, vectors.shape[2]), dtype=np.float32)
+    for doc, (first, last) in enumerate(zip(offsets[:-1], offsets[1:])):
+        for rep in range(reps):
+            for partition in range(n_partitions):
+                inside = vectors[first:last, rep][partitions[first:last, rep] == partition]
+                if len(inside):
+                    expected[doc, rep, partition] = inside.mean(axis=0) if average else inside.sum(axis=0)
+    return expected
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_partition_means_matches_numpy(average):
+    lengths = rng.integers(0, 30, 40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    partitions = rng.integers(0, 8, (offsets[-1], 3))
+    vectors = rng.standard_normal((offsets[-1], 3, 5)).astype(np.float32)
+    np.testing.assert_allclose(
+        partition_means(partitions, vectors, offsets, 8, average=average, fill_empty=False),
+        partition_means_reference(partitions, vectors, offsets, 8, average), rtol=1e-5, atol=1e-6,
+    )
+    shared = vectors[:, :1]  # the same vectors in every repetition
+    np.testing.assert_allclose(
+        partition_means(partitions, shared, offsets, 8, average=average, fill_empty=False),
+        partition_means_reference(partitions, np.repeat(shared, 3, axis=1), offsets, 8, average), rtol=1e-5, atol=1e-6,
+    )
+
+
+def test_partition_means_checks_partitions():
+    vectors = np.zeros((3, 1, 4), np.float32)
+    with pytest.raises(ValueError, match=r"partitions must lie in \[0, 4\)"):
+        partition_means(np.array([[0], [4], [1]]), vectors, np.array([0, 3]), 4, average=True, fill_empty=True)
+    with pytest.raises(ValueError, match="offsets must be non-decreasing from 0 to the number of tokens"):
+        partition_means(np.zeros((3, 1), np.int64), vectors, np.array([0, 2]), 4, average=True, fill_empty=True)
 
 
 def kleene_leaf(valid, hit):
