@@ -9,6 +9,7 @@ never costs its neighbours.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,6 +23,7 @@ import httpx
 from rayprism.platform.errors import RayprismError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+API_KEY_VARIABLE = "RAYPRISM_API_KEY"
 RETRIABLE = (429, 502, 503)
 CONNECT_ATTEMPTS = 3
 
@@ -55,12 +57,14 @@ class Rejected:
 @dataclass
 class IngestSummary:
     upserted: int = 0
+    unchanged: int = 0
+    """Documents the service already held with the same content (not embedded again)."""
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def docs_per_s(self) -> float:
-        return self.upserted / self.seconds if self.seconds else 0.0
+        return (self.upserted + self.unchanged) / self.seconds if self.seconds else 0.0
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,12 @@ def _hashable(value) -> object:
 
 
 class Client:
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 300, max_retries: int = 8):
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+    def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None, timeout_s: float = 300,
+                 max_retries: int = 8):
+        """``api_key``: sent as ``Authorization: Bearer``; default ``$RAYPRISM_API_KEY``."""
+        api_key = api_key or os.environ.get(API_KEY_VARIABLE)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers)
         self._max_retries = max_retries
         self._summary_lock = threading.Lock()
 
@@ -209,6 +217,7 @@ class Client:
                 continue
             with self._summary_lock:
                 summary.upserted += result["upserted"]
+                summary.unchanged += result.get("unchanged", 0)
             return
 
     def close(self) -> None:

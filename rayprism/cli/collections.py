@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from rayprism.cli.common import URL_OPTION, app, fail
+from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail
 from rayprism.platform.errors import RayprismError
 
 
@@ -17,6 +18,7 @@ def ingest(
     collection: str = typer.Argument(..., help="Collection to upsert into (must exist or be declared)."),
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL file, one document per line."),
     url: Optional[str] = URL_OPTION,
+    api_key: Optional[str] = API_KEY_OPTION,
     batch_size: int = typer.Option(64, min=1, help="Documents per request."),
     id_field: Optional[str] = typer.Option(None, help="Key holding each document's id. Default: id."),
     text_field: Optional[str] = typer.Option(None, help="Key holding the text. Default: the collection's text field."),
@@ -26,8 +28,10 @@ def ingest(
 ) -> None:
     """Stream a JSONL file into a collection through the running service, with a progress bar.
 
-    Re-running is safe: documents are upserted by id. Lines that are not JSON and documents the
-    service rejects are listed with their line numbers; the rest are written.
+    Re-running is safe and cheap: documents are upserted by id, and those already stored with the
+    same content are skipped without being embedded again, so an interrupted ingest resumes by
+    running the same command. Lines that are not JSON and documents the service rejects are listed
+    with their line numbers; the rest are written.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -35,8 +39,9 @@ def ingest(
 
     summary = IngestSummary()
     mapping = FieldMapping(id_field=id_field or "id", text_field=text_field, keep_unknown=keep_unknown)
+    started = time.perf_counter()
     try:
-        with Client(url or DEFAULT_URL) as client:
+        with Client(url or DEFAULT_URL, api_key=api_key) as client:
             schema = client.collection(collection)
             total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -48,11 +53,19 @@ def ingest(
                 )
     except RayprismError as error:
         fail(error.message)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"\ninterrupted after {time.perf_counter() - started:.1f} s: {summary.upserted} documents written, "
+            f"{summary.unchanged} already stored. Run the same command again to finish: documents stored with "
+            "the same content are skipped, not embedded again.", err=True,
+        )
+        raise typer.Exit(130) from None
     if mapping.dropped:
         typer.echo(f"dropped keys the collection does not have: {sorted(mapping.dropped)} (--keep-unknown to send them)")
     typer.echo(
         f"upserted {summary.upserted} documents into {collection!r} in {summary.seconds:.1f} s "
-        f"({summary.docs_per_s:.0f} docs/s); rejected {len(summary.rejected)}"
+        f"({summary.docs_per_s:.0f} docs/s); {summary.unchanged} already stored unchanged; "
+        f"rejected {len(summary.rejected)}"
     )
     for rejected in summary.rejected[:20]:
         typer.echo(f"  rejected {rejected.where}: {rejected.reason}")
@@ -67,6 +80,7 @@ def search(
     collection: str = typer.Argument(..., help="Collection to search."),
     query: str = typer.Argument(..., help="What to look for, in plain words."),
     url: Optional[str] = URL_OPTION,
+    api_key: Optional[str] = API_KEY_OPTION,
     mode: Optional[str] = typer.Option(None, help="hybrid, dense or sparse. Default: hybrid when the collection has BM25."),
     filter: Optional[str] = typer.Option(None, "--filter", help='Milvus boolean expression, e.g. \'section == "net"\'.'),
     k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="How many results."),
@@ -79,7 +93,7 @@ def search(
     from rayprism.client import DEFAULT_URL, Client
 
     try:
-        with Client(url or DEFAULT_URL) as client:
+        with Client(url or DEFAULT_URL, api_key=api_key) as client:
             result = client.search(collection, query, mode=mode, filter=filter, k=k)
     except RayprismError as error:
         fail(error.message)

@@ -21,7 +21,8 @@ def embed(
     """Embed (and compress) a corpus with Ray Data; write parquet parts and/or upsert into Milvus.
 
     Resumable: a finished job does nothing when run again, an interrupted one finishes the rest.
-    Bad rows are written to errors.jsonl in the output (on_error: skip) or stop the job (on_error: fail).
+    Bad rows are written to _errors.jsonl in the output (on_error: skip) or stop the job (on_error: fail).
+    Relative paths in the job file are relative to the job file's own directory.
     """
     from rayprism.platform.config import load_job_config
 

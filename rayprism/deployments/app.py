@@ -8,6 +8,7 @@ from ray import serve
 from ray.serve.deployment import Application
 
 from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.http import create_app
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreDeployment
@@ -23,6 +24,7 @@ class ServingReplica(EmbeddingService):
     """One replica: the HTTP app, and every configured model with its batcher, in one process."""
 
     def __init__(self, config: dict, store):
+        answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         self.collections = CollectionsService(self, StoreClient(store))
         self._collections_checked = False

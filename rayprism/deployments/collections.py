@@ -13,14 +13,16 @@ from typing import Iterator
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreReplica
-from rayprism.platform.config import CollectionConfig
-from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError
+from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.models.base import PromptRole, prompt_for_role
 from rayprism.platform.store.documents import normalise_id, validate_documents
 from rayprism.platform.store.filters import check_filter
 from rayprism.platform.store.milvus import SearchQuery
 
 DEFAULT_CANDIDATES = 50
+STORE_HEALTH_TIMEOUT_S = 2.0
+DENSE = VECTOR_FIELDS[0]
 
 
 def _differences(requested: CollectionConfig, existing: CollectionConfig) -> list[str]:
@@ -44,6 +46,16 @@ class CollectionsService:
         except NotFoundError:
             self._known.pop(name, None)
             raise
+
+    async def store_problem(self, timeout_s: float = STORE_HEALTH_TIMEOUT_S) -> str | None:
+        """Why the store cannot serve right now, or None when it answers."""
+        try:
+            await asyncio.wait_for(self._store.ping(), timeout_s)
+        except asyncio.TimeoutError:
+            return f"the store did not answer within {timeout_s:g} s (restarting?)"
+        except RayprismError as error:
+            return error.message
+        return None
 
     def model_of(self, name: str) -> str | None:
         known = self._known.get(name)
@@ -109,15 +121,26 @@ class CollectionsService:
     # --- documents ---------------------------------------------------------------------
 
     async def upsert(self, name: str, request: DocumentsRequest) -> dict:
+        """Write what changed: documents stored with the same text and fields are left alone (a
+        re-run costs no embedding), documents with their own ``vector`` are not embedded."""
         self._embeddings.check_input_count(len(request.documents), "documents", "documents")
         config = await self.collection(name)
-        rows = validate_documents(config, request.documents)
-        embedded = await self._embed(config, [row[config.text_field] for row in rows], "document")
-        for row, vector in zip(rows, embedded.vectors):
-            row["dense"] = vector
+        dimensions = self._embeddings.runner(config.model).encoder.dimensions
+        rows = validate_documents(config, request.documents, dimensions=dimensions)
+        content = ["id", config.text_field, *config.fields]
         with self._forgotten_if_gone(name):
-            count = await self._store.upsert(name, rows)
-        return {"object": "documents.upserted", "collection": name, "upserted": count, "tokens": sum(embedded.token_counts)}
+            stored = {row["id"]: row for row in await self._store.get(name, [row["id"] for row in rows], content)}
+            changed = [row for row in rows if DENSE in row or stored.get(row["id"]) != {k: row[k] for k in content}]
+            to_embed = [row for row in changed if DENSE not in row]
+            tokens = 0
+            if to_embed:
+                embedded = await self._embed(config, [row[config.text_field] for row in to_embed], "document")
+                for row, vector in zip(to_embed, embedded.vectors):
+                    row[DENSE] = vector
+                tokens = sum(embedded.token_counts)
+            count = await self._store.upsert(name, changed) if changed else 0
+        return {"object": "documents.upserted", "collection": name, "upserted": count,
+                "unchanged": len(rows) - len(changed), "tokens": tokens}
 
     async def delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
         config = await self.collection(name)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -22,12 +22,14 @@ from starlette.responses import Response
 
 from rayprism import __version__
 from rayprism.deployments import responses
+from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, install, request_body
 from rayprism.deployments.schemas import (
     DeleteDocumentsRequest,
     DocumentsRequest,
     EmbeddingRequest,
+    RequestT,
     SearchRequest,
     parse_body,
 )
@@ -75,6 +77,37 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+LARGE_BODY_BYTES = 64 * 1024
+"""Bodies above this are parsed in a thread, so the event loop keeps answering /health and small requests."""
+CLIENT_GONE = 499
+"""The status recorded (never sent) for a request whose client disconnected first, as nginx logs it."""
+
+
+async def parsed_body(request: Request, schema: type[RequestT], limit_bytes: int) -> RequestT:
+    body = await read_body(request, limit_bytes)
+    if len(body) > LARGE_BODY_BYTES:
+        return await asyncio.to_thread(parse_body, schema, body)
+    return parse_body(schema, body)
+
+
+@contextlib.asynccontextmanager
+async def cancelled_if_client_leaves(request: Request) -> AsyncIterator[None]:
+    """Cancel the request's work when its client disconnects, so nothing computes for nobody (the
+    batcher drops queued inputs of a cancelled request). Call once the body has been read."""
+    handler = asyncio.current_task()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        handler.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
 class Observed:
     """Records count, status and latency of one request, whatever way it ends.
 
@@ -91,7 +124,12 @@ class Observed:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = 200 if exc is None else (exc.http_status if isinstance(exc, RayprismError) else 500)
+        if exc is None:
+            status = 200
+        elif isinstance(exc, asyncio.CancelledError):
+            status = CLIENT_GONE
+        else:
+            status = exc.http_status if isinstance(exc, RayprismError) else 500
         model = self._model()
         self._metrics.requests(model, self._endpoint, str(status)).inc()
         self._metrics.latency(model, self._endpoint).observe(time.perf_counter() - self._started)
@@ -113,6 +151,10 @@ def create_app(
     app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION)
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest, SearchRequest])
+    keys = service.config.server.resolved_api_keys()
+    if keys:
+        app.add_middleware(ApiKeyGuard, keys=keys, protect_open_paths=service.config.server.api_key_routes == "all",
+                           refuse=error_response)
 
     @app.exception_handler(RayprismError)
     async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:
@@ -136,8 +178,9 @@ def create_app(
         """Embed texts (or token ids) with one model, OpenAI-style; requests are batched across callers."""
         parsed: EmbeddingRequest | None = None
         with Observed(service, "embeddings", lambda: service.metrics_label(parsed.model) if parsed else "unknown"):
-            parsed = parse_body(EmbeddingRequest, await read_body(request, body_limit))
-            return json_response(await service.create_embeddings(parsed))
+            parsed = await parsed_body(request, EmbeddingRequest, body_limit)
+            async with cancelled_if_client_leaves(request):
+                return json_response(await service.create_embeddings(parsed))
 
     @app.get("/v1/models", responses=answers(responses.ModelList, errors={}))
     async def list_models() -> Response:
@@ -157,6 +200,14 @@ def create_app(
     async def health() -> Response:
         """Readiness: 200 when the service can answer, 503 with the reasons when it cannot."""
         ready, body = service.health()
+        if collections is not None:
+            problem = await collections.store_problem()
+            body["store"] = "unavailable" if problem else "ok"
+            if problem:  # a part that comes back by itself: "unavailable", not a start-up "error"
+                if ready:
+                    body["status"] = "unavailable"
+                ready = False
+                body["errors"] = {**body.get("errors", {}), "store": problem}
         return json_response(body, 200 if ready else 503, None if ready else {"Retry-After": "2"})
 
     @app.get("/metrics", responses={200: {"description": "Prometheus text format",
@@ -177,8 +228,9 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
     async def observed_call(endpoint: str, name: str, request: Request, schema: type, method) -> Response:
         """Parse the body into ``schema``, run ``method(name, parsed)``, record it under the collection's model."""
         with Observed(service, endpoint, lambda: service.metrics_label(collections.model_of(name))):
-            parsed = parse_body(schema, await read_body(request, body_limit))
-            return json_response(await method(name, parsed))
+            parsed = await parsed_body(request, schema, body_limit)
+            async with cancelled_if_client_leaves(request):
+                return json_response(await method(name, parsed))
 
     @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
     async def list_collections() -> Response:
@@ -192,7 +244,7 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
     async def create_collection(request: Request) -> Response:
         """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
         with Observed(service, "collections.create", lambda: "unknown"):
-            config = parse_body(CollectionConfig, await read_body(request, body_limit))
+            config = await parsed_body(request, CollectionConfig, body_limit)
             description, created = await collections.create(config)
             return json_response(description, 201 if created else 200)
 

@@ -11,6 +11,7 @@ chart enables direct ingress behind HAProxy).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from rayprism.platform.config import ServeConfig, is_lite_uri
+from rayprism.platform.config.serve import API_KEYS_VARIABLE
 from rayprism.platform.errors import ConfigError, NotReadyError
 from rayprism.platform.models.source import resolve_source
 from rayprism.platform.ray_runtime import cluster_address, start_ray
@@ -33,6 +35,10 @@ def direct_ingress_env(port: int, max_replicas: int) -> dict[str, str]:
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         # No load balancer sits in front to drain from: stop in seconds, not half a minute.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        # Serve holds a dead replica's port back (150 s by default) so that an HAProxy in front can
+        # forget it; with no proxy in front, that only means minutes of "connection refused" after a
+        # crash. Let the replacement listen on the same port at once.
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + max_replicas),
     }
@@ -52,10 +58,23 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror} (pick another with --port)") from None
 
 
-def preflight(config: ServeConfig) -> None:
-    """Fail before Ray starts on what can be checked here: model sources."""
+def preflight(config: ServeConfig, echo: Callable[[str], None]) -> None:
+    """Fail before Ray starts on what can be checked here (model sources, API keys); warn about an open door."""
     for model in config.models:
         resolve_source(model.source)
+    if not config.server.resolved_api_keys() and not is_loopback(config.server.host):
+        echo(f"warning: serving on {config.server.host} without an API key: anyone who can reach port "
+             f"{config.server.port} can embed, read, write and drop collections. Set server.api_keys in the "
+             f"config or ${API_KEYS_VARIABLE}.")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: only the machine's resolver knows
+        return False
 
 
 def absolute_store_paths(config: ServeConfig) -> ServeConfig:
@@ -88,7 +107,8 @@ def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
     serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
 
 
-def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: Callable[[dict], None] | None = None) -> None:
+def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, api_key: str | None = None,
+                     on_wait: Callable[[dict], None] | None = None) -> None:
     """Poll ``/health`` until every model is loaded; a model that fails to load ends the wait."""
     import httpx
 
@@ -96,7 +116,8 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: C
     last: dict = {}
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{url}/health", timeout=5)
+            response = httpx.get(f"{url}/health", timeout=5,
+                                 headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
             if response.status_code == 200:
                 return
             last = response.json()
@@ -111,13 +132,13 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, on_wait: C
     raise NotReadyError(f"service at {url} not ready after {timeout_s:.0f}s (last health: {last})")
 
 
-def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None]) -> None:
+def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None], api_key: str | None = None) -> None:
     """Fill the seed collection from its Markdown files, the first time only (it is empty)."""
     from rayprism.client import Client, SourceDocument
     from rayprism.platform.chunking import chunk_files
 
     seed = config.seed
-    with Client(url) as client:
+    with Client(url, api_key=api_key) as client:
         if client.collection(seed.collection)["count"] > 0:
             return
         root = Path.cwd()
@@ -138,7 +159,7 @@ def wait_for_stop_signal() -> None:
 
 
 def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print) -> None:
-    preflight(config)
+    preflight(config, echo)
     joining = cluster_address(address) is not None
     if not joining:
         check_port_free(config.server.host, config.server.port)
@@ -154,9 +175,10 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
         deploy(config, direct_ingress=not joining)
         url = service_url(config)
         echo(f"loading models {sorted(m.name for m in config.models)} ...")
-        wait_until_ready(url)
+        api_key = next(iter(config.server.resolved_api_keys()), None)  # the service's own calls
+        wait_until_ready(url, api_key=api_key)
         if config.seed is not None:
-            seed_collection(url, config, echo)
+            seed_collection(url, config, echo, api_key)
         echo(f"rayprism is serving at {url}  (POST {url}/v1/embeddings, GET {url}/health)")
         if config.seed is not None:
             echo(f'try: rayprism search {config.seed.collection} "how do I run the tests" --url {url}')

@@ -25,6 +25,7 @@ CALLER_ERRORS = {
     413: "Too many inputs, or a body above the size limit",
     422: "The body does not fit the schema; `error.param` names the field",
 }
+UNAUTHORISED = "No valid API key (`Authorization: Bearer <key>`) where the service requires one"
 RETRY_LATER = {
     429: "The model's queue is full: retry after `Retry-After` seconds",
     503: "A model or the store is starting or restarting: retry after `Retry-After` seconds",
@@ -45,7 +46,7 @@ def answers(model: type[BaseModel] | None, *, status: int = 200, description: st
         documented[status]["model"] = model
     chosen = errors if errors is not None else {**CALLER_ERRORS, **RETRY_LATER}
     # FastAPI documents a 422 of its own shape on every route with parameters unless told otherwise.
-    for code, meaning in {422: CALLER_ERRORS[422], **chosen}.items():
+    for code, meaning in {401: UNAUTHORISED, 422: CALLER_ERRORS[422], **chosen}.items():
         documented[code] = {"model": ErrorResponse, "description": meaning}
     return documented
 

@@ -73,8 +73,12 @@ class ModelList(_Response):
 
 
 class Health(_Response):
-    status: Literal["ok", "loading", "error"]
+    status: Literal["ok", "loading", "unavailable", "error"]
+    """``error``: start-up failed (a model, a declared collection); ``unavailable``: a part is down and
+    coming back (the store restarting)."""
     models: dict[str, str]
+    store: Literal["ok", "unavailable"] | None = None
+    """The collections' store, where the service has one."""
     errors: dict[str, str] | None = None
     """What keeps the service from being ready, by subject."""
 
@@ -110,7 +114,11 @@ class DocumentsUpserted(_Response):
     object: Literal["documents.upserted"]
     collection: str
     upserted: int
+    """Documents written."""
+    unchanged: int
+    """Documents already stored with the same text and fields: left as they were, not embedded."""
     tokens: int
+    """Tokens embedded (documents with their own ``vector`` cost none)."""
 
 
 class DocumentsDeleted(_Response):

@@ -68,6 +68,7 @@ class ModelRunner:
         self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
     ) -> Embeddings:
         encoder = self.encoder
+        self._batcher.check_capacity(len(inputs))  # refuse before tokenising: a 429 must cost nothing
         if len(inputs) > INLINE_PREPARE_MAX_INPUTS:
             prepared = await asyncio.to_thread(encoder.prepare, inputs, modality, prompt_name)
         else:

@@ -6,22 +6,16 @@ encoded in one process, with no hop between an ingress and an encoder.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
-
-import numpy as np
 
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.deployments.runner import ModelRunner
 from rayprism.deployments.schemas import EmbeddingRequest
 from rayprism.platform.codecs.matryoshka import truncate
+from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import ServeConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
-
-
-def _base64_float32(vector: np.ndarray) -> str:
-    return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
 
 
 class EmbeddingService:
@@ -83,7 +77,7 @@ class EmbeddingService:
         vectors = result.vectors
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)
-        as_wire = _base64_float32 if request.encoding_format == "base64" else (lambda row: row)
+        as_wire = to_base64 if request.encoding_format == "base64" else (lambda row: row)
         total_tokens = sum(result.token_counts)
         return {
             "object": "list",

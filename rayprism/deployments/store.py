@@ -52,10 +52,9 @@ class StoreReplica:
 
     def _resolve(self, name: str) -> CollectionConfig:
         """A collection's config: declared in serve.yaml, or read back from the one Milvus made."""
-        uri = self._uri_of(name)
         if name in self._declared:
-            return self._declared[name].model_copy(update={"uri": uri})
-        store = self._store(uri)
+            return self._declared[name]
+        store = self._at(name)
         if not store.exists(name):
             raise NotFoundError(f"collection {name!r} does not exist")
         config = store.config_of(name)
@@ -63,18 +62,22 @@ class StoreReplica:
             raise InvalidInputError(
                 f"collection {name!r} was not created by rayprism; declare it under collections: in the config"
             )
-        return config.model_copy(update={"uri": uri})
+        return config
+
+    async def ping(self) -> None:
+        """Raises unless the service's own store answers (a cheap call: list its collections)."""
+        await asyncio.to_thread(self._store(self._config.uri).names)
 
     async def resolve(self, name: str) -> dict:
+        """The collection's config, without where it lives: callers never see server paths."""
         config = await asyncio.to_thread(self._resolve, name)
-        return config.model_dump(mode="json")
+        return config.model_dump(mode="json", exclude={"uri"})
 
     async def ensure(self, config: dict, dimensions: int) -> dict:
         """Create the collection if missing; a different existing schema is a 409."""
         collection = CollectionConfig.model_validate(config)
-        collection = collection.model_copy(update={"uri": self._uri_of(collection.name)})
-        await asyncio.to_thread(self._store(collection.uri).ensure, collection, dimensions)
-        return collection.model_dump(mode="json")
+        await asyncio.to_thread(self._at(collection.name).ensure, collection, dimensions)
+        return collection.model_dump(mode="json", exclude={"uri"})
 
     async def names(self) -> list[str]:
         uris = {self._config.uri, *(self._uri_of(name) for name in self._declared)}
@@ -85,12 +88,12 @@ class StoreReplica:
 
     async def describe(self, name: str) -> dict:
         def work() -> dict:
-            config = self._resolve(name)
-            store = self._store(config.uri)
+            config = self._resolve(name).model_dump(mode="json", exclude={"uri"})
+            store = self._at(name)
             if not store.exists(name):  # declared but not created yet: created on first use
-                return {**config.model_dump(mode="json"), "count": 0, "dimensions": None, "created": False}
+                return {**config, "count": 0, "dimensions": None, "created": False}
             return {
-                **config.model_dump(mode="json"),
+                **config,
                 "count": store.count(name),
                 "dimensions": store.layout(name).dimensions,
                 "created": True,
@@ -141,6 +144,9 @@ class StoreClient:
             if original is not None:
                 raise original from None
             raise
+
+    async def ping(self) -> None:
+        return await self._call(self._handle.ping.remote())
 
     async def resolve(self, name: str) -> dict:
         return await self._call(self._handle.resolve.remote(name))

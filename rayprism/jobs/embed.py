@@ -78,7 +78,8 @@ def fingerprint(job: JobConfig, files: list[str]) -> dict:
         "codecs": [codec if isinstance(codec, str) else codec.model_dump() for codec in job.codecs],
         "rows_per_part": job.compute.rows_per_part,
         "collection": collection if isinstance(collection, str) or collection is None else collection.model_dump(),
-        "uri": job.output.uri if collection is not None else None,
+        "uri": job.output.store_uri if collection is not None and not job.output.service_url else None,
+        **({"service_url": job.output.service_url} if job.output.service_url else {}),
     }
 
 
@@ -146,7 +147,7 @@ def execute(job_plan: JobPlan) -> JobSummary:
     """Run the unfinished units on the Ray this process is connected to."""
     import ray
 
-    from rayprism.jobs.sink import MilvusSink
+    from rayprism.jobs.sink import MilvusSink, ServiceSink
     from rayprism.jobs.worker import UnitWorker
 
     job, state = job_plan.job, job_plan.state
@@ -154,7 +155,9 @@ def execute(job_plan: JobPlan) -> JobSummary:
     sink = collection = None
     if job.output.collection is not None:
         spec = None if isinstance(job.output.collection, str) else job.output.collection.model_dump(mode="json")
-        sink = ray.remote(num_cpus=0)(MilvusSink).remote(job.output.uri, job.output.collection_name, spec, job.model.name)
+        output = job.output
+        sink_class, target = (ServiceSink, output.service_url) if output.service_url else (MilvusSink, output.store_uri)
+        sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
         try:
             collection = ray.get(sink.open.remote())
         except Exception as error:
@@ -190,7 +193,7 @@ def execute(job_plan: JobPlan) -> JobSummary:
     rows_total, errors_total = state.totals()
     outputs = [str(Path(job.output.parquet).resolve())] if job.output.parquet else []
     if job.output.collection is not None:
-        outputs.append(f"{job.output.uri} :: {job.output.collection_name}")
+        outputs.append(f"{job.output.service_url or job.output.store_uri} :: {job.output.collection_name}")
     errors_file = state.merge_errors()
     return JobSummary(
         units=len(job_plan.units), units_run=len(job_plan.todo), rows=rows, errors=errors,

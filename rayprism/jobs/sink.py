@@ -1,9 +1,18 @@
-"""The one actor of a batch job that writes to Milvus (a Lite file admits a single process)."""
+"""The one actor of a batch job that writes its collection: into Milvus itself, or through a running service.
+
+A Milvus Lite file admits a single process, so a job either owns the store (no service may
+hold it) or hands its documents, vectors included, to the service that does.
+"""
 
 from __future__ import annotations
 
-from rayprism.platform.config import CollectionConfig
+from rayprism.client import Client, ServiceError
+from rayprism.platform.codecs.wire import to_base64
+from rayprism.platform.config import DOCUMENT_VECTOR_KEY, VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.errors import ConfigError
 from rayprism.platform.store.milvus import MilvusStore
+
+DENSE = VECTOR_FIELDS[0]
 
 
 class MilvusSink:
@@ -27,7 +36,7 @@ class MilvusSink:
     def upsert(self, rows: list[dict]) -> int:
         """Created (or checked) on the first write, when the vectors tell their dimension."""
         if not self._ensured:
-            self._store.ensure(self.collection, len(rows[0]["dense"]))
+            self._store.ensure(self.collection, len(rows[0][DENSE]))
             self._ensured = True
         return self._store.upsert(self.collection.name, rows)
 
@@ -38,4 +47,45 @@ class MilvusSink:
             self._store.flush(self.collection.name)
             count = self._store.count(self.collection.name)
         self._store.close()
+        return count
+
+
+class ServiceSink:
+    """Upserts into a running service's collection through its documents API, each document with
+    its ``vector``: the service stores without embedding again, and searches see the rows at once."""
+
+    def __init__(self, url: str, name: str, spec: dict | None, model: str):
+        self._arguments = (url, name, spec, model)
+
+    def open(self) -> dict:
+        """The service's collection (created from ``spec`` if missing; an existing one must match it and
+        be embedded by the job's model)."""
+        url, name, spec, model = self._arguments
+        self._client = Client(url)
+        if spec is not None:
+            self._client.request("POST", "/v1/collections", spec)  # 201 new, 200 identical, 409 different
+        try:
+            description = self._client.collection(name)
+        except ServiceError as error:
+            if error.http_status == 404:
+                raise ConfigError(f"the service at {url} has no collection {name!r}; give output.collection "
+                                  "as a full spec to create it") from None
+            raise
+        if description["model"] != model:
+            raise ConfigError(f"collection {name!r} at {url} is embedded by model {description['model']!r}, "
+                              f"this job's model is {model!r}: its vectors would not match")
+        self.collection = CollectionConfig.model_validate(
+            {key: value for key, value in description.items() if key in CollectionConfig.model_fields})
+        return self.collection.model_dump(mode="json")
+
+    def upsert(self, rows: list[dict]) -> int:
+        documents = [{**{key: value for key, value in row.items() if key != DENSE},
+                      DOCUMENT_VECTOR_KEY: to_base64(row[DENSE])} for row in rows]
+        result = self._client.request("POST", f"/v1/collections/{self.collection.name}/documents",
+                                      {"documents": documents})
+        return result["upserted"] + result["unchanged"]
+
+    def close(self) -> int:
+        count = self._client.collection(self.collection.name)["count"]
+        self._client.close()
         return count

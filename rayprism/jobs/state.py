@@ -4,9 +4,12 @@ Layout of the state directory (the parquet directory when there is one)::
 
     _job.json              what this directory holds results of (refused if the job changed)
     _done/<unit>.json      one per finished unit: rows written, rows rejected
-    _errors/<unit>.jsonl   rejected rows of that unit: file, row, id, reason
-    int8_ranges.json       per-dimension ranges of the int8 codec
-    errors.jsonl           all rejected rows, merged at the end of a run
+    _errors/<unit>.jsonl   rejected rows of that unit, if it had any: file, row, id, reason
+    _int8_ranges.json      per-dimension ranges of the int8 codec
+    _errors.jsonl          all rejected rows, merged at the end of a run (only if there are any)
+
+Every name starts with ``_``, which dataset readers skip (``pyarrow.parquet.read_table(dir)``,
+Spark, DuckDB): the parquet directory stays a dataset.
 
 Every file is written to a temporary name and renamed into place, so a crash
 leaves either the old file or the new one, never half of one.
@@ -39,8 +42,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 class JobState:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self.int8_ranges_path = self.directory / "int8_ranges.json"
-        self.errors_path = self.directory / "errors.jsonl"
+        self.int8_ranges_path = self.directory / "_int8_ranges.json"
+        self.errors_path = self.directory / "_errors.jsonl"
 
     def claim(self, fingerprint: dict) -> None:
         """Record which job this directory belongs to; a different job's progress is an error."""
@@ -62,8 +65,9 @@ class JobState:
 
     def mark_done(self, unit_id: str, rows: int, errors: list[dict]) -> None:
         """Errors first, then the marker: a unit counts as done only with its errors recorded."""
-        lines = "".join(json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
-        write_atomically(self.directory / "_errors" / f"{unit_id}.jsonl", lines.encode())
+        if errors:
+            lines = "".join(json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
+            write_atomically(self.directory / "_errors" / f"{unit_id}.jsonl", lines.encode())
         write_atomically(self.directory / "_done" / f"{unit_id}.json", json.dumps({"rows": rows, "errors": len(errors)}).encode())
 
     def totals(self) -> tuple[int, int]:

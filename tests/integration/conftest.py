@@ -28,7 +28,8 @@ apply_env(direct_ingress_env(SERVICE_PORT, max_replicas=1))
 def ray_session():
     import ray
 
-    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    # The dashboard serves Ray's state API, which tests use to find this session's own processes.
+    ray.init(address="local", include_dashboard=True, dashboard_port=free_port(), num_cpus=2)
     yield
     ray.shutdown()
 
@@ -54,7 +55,7 @@ def service_config(tiny_model_path, store_dir):
     )
 
     return ServeConfig(
-        server=ServerConfig(port=SERVICE_PORT, max_request_bytes=256 * 1024, max_inputs_per_request=128),
+        server=ServerConfig(port=SERVICE_PORT),  # the default limits: 8 MiB bodies, 2048 inputs
         store=StoreConfig(uri=str(store_dir / "rayprism.db"), flush_after_s=0.2),
         collections=[CollectionConfig(name="debian", fields=SAMPLE_FIELDS)],
         deployment=DeploymentConfig(num_cpus=1),
@@ -88,3 +89,16 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.slow)
+
+
+def actor_pids(class_name: str) -> list[int]:
+    """Processes of this test session's own Ray, found through its state API: another rayprism on the
+    same machine has its own Ray and is never touched."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], detail=True)
+    return [actor.pid for actor in actors]
+
+
+STORE_REPLICA = "ServeReplica:rayprism:store"
+SERVING_REPLICA = "ServeReplica:rayprism:rayprism"

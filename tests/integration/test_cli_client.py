@@ -35,7 +35,7 @@ def test_ingest_streams_a_file_reports_bad_lines_and_search_prints_a_table(servi
     assert httpx.get(f"{service_url}/v1/collections/cli_docs").json()["count"] == 30
 
     again = rayprism("ingest", "cli_docs", str(source), "--url", service_url)
-    assert "upserted 30" in again.stdout
+    assert "upserted 0 documents" in again.stdout and "30 already stored unchanged" in again.stdout
     assert httpx.get(f"{service_url}/v1/collections/cli_docs").json()["count"] == 30  # idempotent
 
     first = json.loads(lines[0])

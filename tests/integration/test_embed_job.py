@@ -76,6 +76,15 @@ def test_every_good_row_is_written_once_and_bad_rows_are_reported(finished_job):
         (10, "not JSON"), (20, "field 'text' must be a non-empty string"), (30, "missing id field 'id'"),
     ]
     assert errors[1]["id"] == "no-text"
+    assert Path(summary.errors_file).name == "_errors.jsonl"
+    assert len(list((directory / "out" / "_errors").iterdir())) == 1  # only the unit that had bad rows
+
+
+def test_the_output_folder_is_a_dataset(finished_job):
+    """Sidecar files start with `_`, which dataset readers skip: the folder reads as one table."""
+    _, summary, directory = finished_job
+    dataset = pq.read_table(directory / "out")
+    assert dataset.num_rows == summary.rows == read_parts(directory / "out").num_rows
 
 
 def test_vectors_equal_the_services(finished_job, service_url):
@@ -93,7 +102,7 @@ def test_codecs(finished_job):
     vectors = matrix(table, "float32", np.float32)
     np.testing.assert_array_equal(matrix(table, "binary", np.uint8), np.packbits(vectors > 0, axis=1))
     np.testing.assert_allclose(matrix(table, "float16", np.float32), vectors, atol=1e-3)
-    ranges = ranges_from_json((directory / "out" / "int8_ranges.json").read_bytes())
+    ranges = ranges_from_json((directory / "out" / "_int8_ranges.json").read_bytes())
     bucket = (ranges[1] - ranges[0]) / 255
     inside = (vectors >= ranges[0]) & (vectors <= ranges[1])
     error = np.abs(from_int8(matrix(table, "int8", np.int8), ranges) - vectors)
@@ -208,27 +217,26 @@ def test_an_interrupted_job_resumes_without_duplicates(ray_session, tmp_path):
     assert "nothing to do: all 12 units are done" in again.stdout
 
 
-def test_job_into_a_collection_searches_like_the_api(ray_session, service_url, tmp_path):
-    """Same documents, one collection filled by `rayprism embed`, one through the documents API."""
+def test_job_into_a_running_services_collection_searches_like_the_api(ray_session, service_url, tmp_path):
+    """Same documents, one collection filled by `rayprism embed` through the running service (vectors
+    sent with the documents, searchable at once, no restart), one through the documents API."""
     documents = [{key: row[key] for key in ("id", "text", *SAMPLE_FIELDS)} for row in SAMPLE]
     source = tmp_path / "corpus.jsonl"
     source.write_text("\n".join(json.dumps(d) for d in documents) + "\n")
-    uri = tmp_path / "from-job.db"
     spec = {"name": "debian_job", "model": "minilm", "fields": SAMPLE_FIELDS}
     job = JobConfig.model_validate({
         "input": {"path": str(source)},
-        "compute": {"num_cpus": 0.5, "torch_threads": 2},
-        "output": {"collection": spec, "uri": str(uri), "state_dir": str(tmp_path / "state")},
+        "compute": {"num_cpus": 0.5, "torch_threads": 2, "rows_per_part": 50},
+        "output": {"collection": spec, "service_url": service_url, "state_dir": str(tmp_path / "state")},
     })
     assert execute(plan(job)).collection_count == len(documents)
+    described = httpx.get(f"{service_url}/v1/collections/debian_job", timeout=60).json()
+    assert described["count"] == len(documents)
 
     api_spec = {**spec, "name": "debian_api"}
     assert httpx.post(f"{service_url}/v1/collections", json=api_spec, timeout=60).status_code in (200, 201)
     upserted = httpx.post(f"{service_url}/v1/collections/debian_api/documents", json={"documents": documents}, timeout=300)
     assert upserted.status_code == 200, upserted.text
-    attached = httpx.post(f"{service_url}/v1/collections", json={**spec, "uri": str(uri)}, timeout=60)
-    assert attached.status_code in (200, 201), attached.text
-    assert attached.json()["count"] == len(documents)
 
     time.sleep(1)  # let the API-written rows be sealed like the job's
     for query in QUERIES:

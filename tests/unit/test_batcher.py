@@ -74,7 +74,8 @@ def test_each_request_gets_its_own_rows_in_order():
         ({"max_batch_size": 4}, [2, 2, 2], [[2, 2], [2]]),
         ({"max_batch_tokens": 30}, [1, 1, 1], [[1, 1, 1]]),
         ({"max_batch_tokens": 25}, [1, 1, 1], [[1, 1], [1]]),
-        ({"max_batch_size": 2}, [5, 1], [[5], [1]]),  # an oversized request still runs, alone
+        ({"max_batch_size": 2}, [5, 1], [[2], [1], [2], [1]]),  # a big request is chunked and shares the encoder
+        ({"max_batch_tokens": 5}, [2, 1], [[1], [1], [1]]),  # an input over the token budget still runs, alone
     ],
 )
 def test_batches_respect_count_and_token_budgets(limits, sizes, expected_batches):
@@ -188,3 +189,43 @@ def test_a_busy_encoder_does_not_wait_for_company():
         return started_after_s
 
     assert asyncio.run(scenario()) < 0.5
+
+
+def test_a_big_request_shares_the_encoder_with_later_small_ones():
+    """A request of many inputs runs as chunks; a one-input request arriving meanwhile waits for one batch, not all."""
+
+    async def scenario():
+        recorder = Recorder()
+        batcher = DynamicBatcher(recorder, config(max_batch_size=4))
+        first = await hold_first_batch(batcher, recorder)
+        big = asyncio.ensure_future(batcher.submit(items(*range(100, 120))))
+        small = asyncio.ensure_future(batcher.submit(items(7)))
+        await asyncio.sleep(0)
+        recorder.gate.set()
+        results = await asyncio.gather(first, big, small)
+        batcher.close()
+        return recorder.batches, results
+
+    batches, (_, big, small) = asyncio.run(scenario())
+    assert big[:, 0].tolist() == list(range(100, 120)) and small[:, 0].tolist() == [7]
+    assert batches[1] == [100, 101, 102, 103] and batches[2] == [7]  # the very next batch after big's first chunk
+    assert all(len(batch) <= 4 for batch in batches)
+
+
+def test_a_cancelled_big_request_loses_its_chunks_that_have_not_run():
+    async def scenario():
+        recorder = Recorder()
+        batcher = DynamicBatcher(recorder, config(max_batch_size=2))
+        first = await hold_first_batch(batcher, recorder)
+        big = asyncio.ensure_future(batcher.submit(items(*range(10, 20))))
+        await asyncio.sleep(0)
+        assert batcher.queued_inputs == 10
+        big.cancel()
+        recorder.gate.set()
+        await first
+        after = await batcher.submit(items(5))
+        batcher.close()
+        return recorder.batches, after, batcher.queued_inputs
+
+    batches, after, queued = asyncio.run(scenario())
+    assert batches == [[0], [5]] and after[:, 0].tolist() == [5] and queued == 0

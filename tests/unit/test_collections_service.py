@@ -130,3 +130,39 @@ def test_documents_and_queries_get_the_models_prompts(prompted_model_path, tmp_p
     assert hit["id"] == best["id"]
     assert hit["score"] == pytest.approx(float(np.dot(query, reference.encode_document([best["text"]])[0])), abs=1e-5)
     embeddings.close()
+
+
+def test_a_repeated_upsert_embeds_only_what_changed(parts):
+    service, store = parts
+    create(service)
+    first = run(service.upsert("things", DocumentsRequest(documents=DOCS)))
+    assert (first["upserted"], first["unchanged"]) == (2, 0) and first["tokens"] > 0
+    again = run(service.upsert("things", DocumentsRequest(documents=DOCS)))
+    assert (again["upserted"], again["unchanged"], again["tokens"]) == (0, 2, 0)
+    edited = [DOCS[0], {**DOCS[1], "kind": "vehicle"}]
+    changed = run(service.upsert("things", DocumentsRequest(documents=edited)))
+    assert (changed["upserted"], changed["unchanged"]) == (1, 1) and changed["tokens"] > 0
+    assert run(service.get_document("things", "b"))["kind"] == "vehicle"
+
+
+def test_documents_may_bring_their_own_vectors(parts, embeddings):
+    import numpy as np
+
+    from rayprism.platform.codecs.wire import to_base64
+
+    service, store = parts
+    create(service)
+    dimensions = embeddings.runner("tiny").encoder.dimensions
+    own = np.linspace(-1, 1, dimensions, dtype=np.float32)
+    documents = [{**DOCS[0], "vector": own.tolist()}, {**DOCS[1], "vector": to_base64(-own)}]
+    result = run(service.upsert("things", DocumentsRequest(documents=documents)))
+    assert (result["upserted"], result["tokens"]) == (2, 0)  # nothing embedded
+    stored = {row["id"]: row["dense"] for row in run(store.get("things", ["a", "b"], ["dense"]))}
+    assert np.allclose(stored["a"], own) and np.allclose(stored["b"], -own)
+    bad = [{**DOCS[0], "vector": own[:-1].tolist()}, {**DOCS[1], "vector": "not base64!"},
+           {"id": "c", "text": "x", "vector": [float("nan")] * dimensions}]
+    with pytest.raises(InvalidDocumentsError) as invalid:
+        run(service.upsert("things", DocumentsRequest(documents=bad)))
+    messages = {p.index: p.message for p in invalid.value.problems if p.field == "vector"}
+    assert f"has {dimensions - 1} values; the collection's model has {dimensions}" in messages[0]
+    assert "base64" in messages[1] and "finite" in messages[2]

@@ -99,6 +99,25 @@ def test_job_config_shape_from_the_issue(tmp_path):
     assert job.compute.max_actors == 2 and job.codecs[3].matryoshka == [128, 64]
 
 
+def test_relative_paths_in_a_job_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "job.yaml").write_text(
+        "input: {path: ../data/corpus.jsonl}\nmodel: {source: ./models/mine}\n"
+        "output: {parquet: out/, collection: docs, uri: store.db, state_dir: /abs/state}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # wherever the command runs from
+    job = load_job_config("jobs/job.yaml")
+    assert job.input.path == str(tmp_path / "data" / "corpus.jsonl")
+    assert job.model.source == str(jobs / "models" / "mine")
+    assert (job.output.parquet, job.output.uri, job.output.state_dir) == (
+        str(jobs / "out"), str(jobs / "store.db"), "/abs/state")
+    (jobs / "hub.yaml").write_text("input: {path: x.jsonl}\nmodel: {source: org/model}\n"
+                                   "output: {collection: docs, uri: 'http://milvus:19530'}\n")
+    hub = load_job_config("jobs/hub.yaml")
+    assert hub.model.source == "org/model" and hub.output.uri == "http://milvus:19530"
+
+
 def test_job_model_can_come_from_a_serve_config(tmp_path):
     (tmp_path / "serve.yaml").write_text("models:\n  - name: small\n    max_input_tokens: 32\n")
     (tmp_path / "job.yaml").write_text(

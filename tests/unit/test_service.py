@@ -82,3 +82,28 @@ def test_metrics_labels_cannot_be_invented_by_callers(service):
     assert service.metrics_label(None) == "tiny"
     assert service.metrics_label("tiny") == "tiny"
     assert service.metrics_label("anything-else") == "unknown"
+
+
+def test_a_full_queue_refuses_before_any_tokenising(tiny_model_path):
+    """Overload is answered before the work: a 429 must not cost the tokenizer (nor reveal input errors)."""
+    from rayprism.platform.config import BatchingConfig
+    from rayprism.platform.errors import OverloadedError
+
+    batching = BatchingConfig(max_queued_inputs=2, batch_wait_s=5.0)
+    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="tiny", source=tiny_model_path, batching=batching)]))
+    assert service.wait_loaded(120)
+    runner = service.runner("tiny")
+    prepared = []
+    real_prepare = runner.encoder.prepare
+    runner.encoder.prepare = lambda *args: prepared.append(args) or real_prepare(*args)
+
+    async def scenario():
+        waiting = asyncio.ensure_future(runner.embed(["queued", "for five seconds"]))
+        await asyncio.sleep(0.1)
+        with pytest.raises(OverloadedError):
+            await runner.embed(["", "an empty input would be a 400 if it were tokenised"])
+        waiting.cancel()
+
+    asyncio.run(scenario())
+    assert len(prepared) == 1  # only the admitted request was tokenised
+    service.close()

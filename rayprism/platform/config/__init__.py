@@ -11,7 +11,13 @@ from rayprism.platform.config.base import (
     load_config,
     parse_config,
 )
-from rayprism.platform.config.collections import VECTOR_FIELDS, CollectionConfig, DenseIndexConfig, FieldType
+from rayprism.platform.config.collections import (
+    DOCUMENT_VECTOR_KEY,
+    VECTOR_FIELDS,
+    CollectionConfig,
+    DenseIndexConfig,
+    FieldType,
+)
 from rayprism.platform.config.jobs import (
     CodecSpec,
     ComputeConfig,
@@ -41,7 +47,7 @@ from rayprism.platform.config.serve import (
 )
 
 __all__ = [
-    "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "VECTOR_FIELDS",
+    "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DOCUMENT_VECTOR_KEY", "VECTOR_FIELDS",
     "BatchingConfig", "CodecSpec", "CollectionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FieldType", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",

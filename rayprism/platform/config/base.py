@@ -47,6 +47,15 @@ def is_lite_uri(uri: str) -> bool:
     return not re.match(r"^[a-z][a-z0-9+.-]*://", uri)
 
 
+def nested_problems(error: ValidationError) -> str:
+    """A nested model's validation errors in one line, for the message of its parent's error."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+        + (f" (got {item['input']!r})" if item["type"] != "missing" else "")
+        for item in error.errors()
+    )
+
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 

@@ -4,21 +4,52 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rayprism.platform.config.base import IDENTIFIER, StrictModel, full_match
+from rayprism.platform.config.base import IDENTIFIER, StrictModel, full_match, nested_problems
 from rayprism.platform.config.models import DEFAULT_MODEL_NAME
 
 FieldType = Literal["varchar", "int64", "double", "bool", "json"]
 VECTOR_FIELDS = ("dense", "sparse")
 """Field names a collection's vectors take in Milvus; also the names of its search routes."""
+DOCUMENT_VECTOR_KEY = "vector"
+"""The key under which a document may carry its precomputed dense vector (then it is not embedded)."""
+
+
+class _NoParams(StrictModel):
+    pass
+
+
+class _HnswParams(StrictModel):
+    M: int = Field(default=16, ge=2, le=2048)
+    efConstruction: int = Field(default=200, ge=1, le=2**31 - 1)
+
+
+class _IvfFlatParams(StrictModel):
+    nlist: int = Field(default=128, ge=1, le=65536)
+
+
+_INDEX_PARAMS: dict[str, type[StrictModel]] = {
+    "FLAT": _NoParams, "HNSW": _HnswParams, "IVF_FLAT": _IvfFlatParams, "AUTOINDEX": _NoParams,
+}
+"""Build parameters each index type takes, with the ranges Milvus accepts."""
 
 
 class DenseIndexConfig(StrictModel):
     type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
     metric: Literal["COSINE", "IP", "L2"] = "COSINE"
     params: dict[str, Any] = Field(default_factory=dict)
-    """Build parameters passed to Milvus as given, e.g. ``{M: 16, efConstruction: 200}`` for HNSW."""
+    """Build parameters, checked against the index type: ``{M, efConstruction}`` for HNSW, ``{nlist}``
+    for IVF_FLAT, none for FLAT and AUTOINDEX; Milvus's defaults for those left out."""
+
+    @model_validator(mode="after")
+    def _check_params(self) -> DenseIndexConfig:
+        try:
+            _INDEX_PARAMS[self.type].model_validate(self.params)
+        except ValidationError as error:
+            allowed = sorted(_INDEX_PARAMS[self.type].model_fields) or "none"
+            raise ValueError(f"params for {self.type}: {nested_problems(error)}; it takes {allowed}") from None
+        return self
 
 
 class CollectionConfig(StrictModel):
@@ -50,16 +81,16 @@ class CollectionConfig(StrictModel):
     @field_validator("text_field")
     @classmethod
     def _check_text_field(cls, name: str) -> str:
-        if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS):
-            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}")
+        if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS, DOCUMENT_VECTOR_KEY):
+            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}, {DOCUMENT_VECTOR_KEY}")
         return name
 
     @model_validator(mode="after")
     def _check_field_names(self) -> CollectionConfig:
-        reserved = {"id", self.text_field, *VECTOR_FIELDS}
+        reserved = ["id", self.text_field, *VECTOR_FIELDS, DOCUMENT_VECTOR_KEY]
         for name in self.fields:
             if not full_match(IDENTIFIER, name):
                 raise ValueError(f"field name {name!r} must start with a letter or '_' and use letters, digits, '_'")
             if name in reserved:
-                raise ValueError(f"field name {name!r} is reserved (id, the text field, dense, sparse)")
+                raise ValueError(f"field name {name!r} is reserved ({', '.join(reserved)})")
         return self

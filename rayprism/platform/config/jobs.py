@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rayprism.platform.config.base import PositiveInt, StrictModel, check_unique, load_config
+from rayprism.platform.config.base import PositiveInt, StrictModel, check_unique, is_lite_uri, load_config
 from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig, threads_for
 from rayprism.platform.config.serve import DEFAULT_STORE_URI, load_serve_config
@@ -80,8 +81,13 @@ class OutputConfig(StrictModel):
     collection: str | CollectionConfig | None = None
     """Upsert into this Milvus collection: a name (an existing collection, or a new one with no
     metadata fields) or a full collection spec as in serve.yaml."""
-    uri: str = DEFAULT_STORE_URI
-    """Milvus for ``collection``: a Lite file (no running service may hold it) or ``http://host:19530``."""
+    uri: str | None = None
+    """Milvus for ``collection``: a Lite file (no running service may hold it) or ``http://host:19530``;
+    default ``./data/rayprism.db``."""
+    service_url: str | None = None
+    """Instead of ``uri``: a running rayprism service (e.g. ``http://127.0.0.1:8000``) whose
+    collection receives the documents with their vectors through its API, searchable at once.
+    Its API key, if it has one, comes from ``$RAYPRISM_API_KEY``."""
     state_dir: str | None = None
     """Where progress is recorded for resuming; default: the parquet directory, else
     ``./data/jobs/<collection>``."""
@@ -90,7 +96,15 @@ class OutputConfig(StrictModel):
     def _check_some_output(self) -> OutputConfig:
         if self.parquet is None and self.collection is None:
             raise ValueError("set output.parquet, output.collection, or both")
+        if self.service_url is not None and self.collection is None:
+            raise ValueError("output.service_url needs output.collection: the service's collection to load")
+        if self.service_url is not None and self.uri is not None:
+            raise ValueError("set output.uri (a Milvus the job writes itself) or output.service_url, not both")
         return self
+
+    @property
+    def store_uri(self) -> str:
+        return self.uri or DEFAULT_STORE_URI
 
     @property
     def collection_name(self) -> str | None:
@@ -123,12 +137,33 @@ class JobConfig(StrictModel):
 
 
 def load_job_config(path: str | Path) -> JobConfig:
-    """A job file; ``model.serve_config`` pulls the named model's spec from that serve config."""
-    job = load_config(JobConfig, path)
+    """A job file, its relative paths made absolute against the file's own directory (so a job runs
+    the same from any working directory); ``model.serve_config`` pulls the named model's spec from
+    that serve config."""
+    job = _with_paths_from(Path(path).resolve().parent, load_config(JobConfig, path))
     if job.model.serve_config is None:
         return job
-    serve_path = Path(path).parent / job.model.serve_config
+    serve_path = Path(job.model.serve_config)
     served = load_serve_config(serve_path).model(job.model.name)
     if served is None:
         raise ConfigError(f"invalid config {path}: model {job.model.name!r} is not in {serve_path}")
     return job.model_copy(update={"model": JobModelConfig(**served.model_dump(), prompt_name=job.model.prompt_name)})
+
+
+def _with_paths_from(base: Path, job: JobConfig) -> JobConfig:
+    def absolute(value: str | None) -> str | None:
+        return value if value is None or Path(value).expanduser().is_absolute() else os.path.normpath(base / value)
+
+    def local_source(source: str) -> str:  # a hub id such as org/name stays as it is
+        return os.path.normpath(base / source) if source.startswith(("./", "../")) else source
+
+    output = job.output
+    return job.model_copy(update={
+        "input": job.input.model_copy(update={"path": absolute(job.input.path)}),
+        "model": job.model.model_copy(update={"source": local_source(job.model.source),
+                                              "serve_config": absolute(job.model.serve_config)}),
+        "output": output.model_copy(update={
+            "parquet": absolute(output.parquet), "state_dir": absolute(output.state_dir),
+            "uri": absolute(output.uri) if output.uri and is_lite_uri(output.uri) else output.uri,
+        }),
+    })

@@ -7,7 +7,14 @@ import re
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.functional_serializers import SerializeAsAny
 
-from rayprism.platform.config.base import NAME, NonNegativeFloat, PositiveInt, StrictModel, full_match
+from rayprism.platform.config.base import (
+    NAME,
+    NonNegativeFloat,
+    PositiveInt,
+    StrictModel,
+    full_match,
+    nested_problems,
+)
 from rayprism.platform.models.base import Modality
 
 DEFAULT_MODEL_NAME = "minilm"
@@ -26,8 +33,10 @@ class BatchingConfig(StrictModel):
 
     max_batch_size: PositiveInt = 256
     """Most inputs gathered from the queue into one scheduling batch."""
-    max_batch_tokens: PositiveInt = 16384
-    """Most tokens (sum over inputs) in one scheduling batch."""
+    max_batch_tokens: PositiveInt = 8192
+    """Most tokens (sum over inputs) in one scheduling batch. It bounds how long a batch holds the encoder,
+    so how long a newly arrived request waits behind a big one: 8192 tokens is one forward pass of 32
+    inputs of 256 tokens, under a second of MiniLM on two cores."""
     forward_batch_size: PositiveInt = 32
     """Inputs per forward pass; a scheduling batch is length-sorted and split into these."""
     batch_wait_s: NonNegativeFloat = 0.002
@@ -50,6 +59,12 @@ class ModelConfig(StrictModel):
     """Intra-op threads for the forward pass; default: the replica's ``num_cpus``."""
     max_input_tokens: PositiveInt | None = None
     """Truncate inputs to this many tokens; default and upper bound: the model's own limit."""
+    max_image_pixels: PositiveInt = 40_000_000
+    """Largest image accepted, in pixels (width × height), checked from the file's header before decoding:
+    a few bytes of PNG can declare gigapixels (a decompression bomb)."""
+    max_audio_seconds: float = Field(30.0, gt=0)
+    """Longest audio accepted, checked from the file's header before decoding; models with a fixed
+    window accept at most that window (Whisper 30 s, CLAP 10 s)."""
     batching: BatchingConfig = BatchingConfig()
     options: SerializeAsAny[StrictModel] = Field(default=None, validate_default=True)
     """Settings only the chosen backend understands, validated by that backend's own ``Options``."""
@@ -100,12 +115,7 @@ class ModelConfig(StrictModel):
         try:
             return options_class.model_validate(options or {})
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" + (
-                    f" (got {item['input']!r})" if item["type"] != "missing" else "")
-                for item in error.errors()
-            )
-            raise ValueError(f"{problems} (backend {info.data['backend']!r})") from None
+            raise ValueError(f"{nested_problems(error)} (backend {info.data['backend']!r})") from None
 
     def threads(self, num_cpus: float | None) -> int | None:
         """Threads for this model in a process that holds ``num_cpus`` CPUs (None: the library's default)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +17,7 @@ from rayprism.platform.config.base import (
 )
 from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig
+from rayprism.platform.errors import ConfigError
 
 DEFAULT_STORE_URI = "./data/rayprism.db"
 
@@ -48,11 +50,28 @@ class DeploymentConfig(StrictModel):
     """How long a stopping replica may finish requests in flight."""
 
 
+API_KEYS_VARIABLE = "RAYPRISM_API_KEYS"
+MIN_API_KEY_LENGTH = 16
+
+
 class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     max_request_bytes: PositiveInt = 8 * 1024 * 1024
     max_inputs_per_request: PositiveInt = 2048
+    api_keys: list[Annotated[str, Field(min_length=MIN_API_KEY_LENGTH)]] = Field(default_factory=list)
+    """Keys accepted as ``Authorization: Bearer <key>``; ``$RAYPRISM_API_KEYS`` (comma-separated) adds
+    more where the service runs, which keeps keys out of config files. None: no authentication."""
+    api_key_routes: Literal["v1", "all"] = "v1"
+    """Where a key is needed: every ``/v1`` route (``/health``, ``/metrics`` and ``/docs`` stay open
+    for probes and scrapers), or all routes."""
+
+    def resolved_api_keys(self) -> list[str]:
+        """The configured keys and those in ``$RAYPRISM_API_KEYS`` of this process."""
+        from_environment = [key.strip() for key in os.environ.get(API_KEYS_VARIABLE, "").split(",") if key.strip()]
+        if any(len(key) < MIN_API_KEY_LENGTH for key in from_environment):
+            raise ConfigError(f"${API_KEYS_VARIABLE}: every key needs at least {MIN_API_KEY_LENGTH} characters")
+        return [*self.api_keys, *from_environment]
 
 
 class StoreConfig(StrictModel):

@@ -25,6 +25,12 @@ from rayprism.platform.errors import UnprocessableError
 Modality = Literal["text", "image", "audio"]
 MODALITIES: tuple[str, ...] = get_args(Modality)
 
+MAX_CHARS_PER_TOKEN = 100
+"""No tokenizer makes one token of more than this many characters (WordPiece turns longer words into a
+single unknown token), so a text is cut at ``max_input_tokens`` times this before tokenising: a 2 MB
+string cannot give more than ``max_input_tokens`` useful tokens, and tokenising all of it costs time
+and memory for nothing."""
+
 PromptRole = Literal["query", "document"]
 _PROMPTS_BY_ROLE: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
 """Prompt names a role takes, first present wins: sentence-transformers' ``encode_query``/``encode_document``."""

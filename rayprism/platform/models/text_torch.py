@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
-from rayprism.platform.models.base import Modality, Prepared, check_prompt_name
+from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
 
 
 class SentenceTransformerEncoder:
@@ -88,6 +88,8 @@ class SentenceTransformerEncoder:
         for index, text in enumerate(texts):
             if not text.strip():
                 raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
+        limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
+        texts = [text[:limit] for text in texts]
         prompt = self._prompt(prompt_name)
         if prompt:
             texts = [prompt + text for text in texts]

@@ -11,11 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from rayprism.platform.config import CollectionConfig
+import numpy as np
+
+from rayprism.platform.codecs.wire import from_base64
+from rayprism.platform.config import DOCUMENT_VECTOR_KEY, VECTOR_FIELDS, CollectionConfig
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DENSE = VECTOR_FIELDS[0]
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,31 @@ def normalise_id(config: CollectionConfig, value: Any) -> str | int:
     return value
 
 
-def validate_documents(config: CollectionConfig, documents: list[Any]) -> list[dict]:
-    """Rows ready for an upsert (without vectors), or :class:`InvalidDocumentsError`."""
+def decode_vector(value: Any, dimensions: int) -> np.ndarray:
+    """A document's own vector: a list of numbers, or base64 of little-endian float32 (as
+    ``encoding_format: base64`` returns them); ValueError says what is wrong."""
+    if isinstance(value, str):
+        vector = from_base64(value)
+        if len(vector) != dimensions:
+            raise ValueError(f"holds {len(vector)} float32 values; the collection's model has {dimensions}")
+    elif isinstance(value, list) and all(_is_int(x) or isinstance(x, float) for x in value):
+        if len(value) != dimensions:
+            raise ValueError(f"has {len(value)} values; the collection's model has {dimensions}")
+        vector = np.array(value, dtype=np.float32)
+    else:
+        raise ValueError("must be a list of numbers or base64 of float32")
+    if not np.isfinite(vector).all():
+        raise ValueError("must hold finite numbers")
+    return vector
+
+
+def validate_documents(config: CollectionConfig, documents: list[Any], *, dimensions: int | None = None) -> list[dict]:
+    """Rows ready for an upsert, or :class:`InvalidDocumentsError`. With ``dimensions`` a document
+    may carry its own ``vector`` (row key ``dense``); other rows get no vector here."""
     problems: list[DocumentProblem] = []
     rows: list[dict] = []
     first_index_of: dict[str | int, int] = {}
-    allowed = {"id", config.text_field, *config.fields}
+    allowed = {"id", config.text_field, *config.fields} | ({DOCUMENT_VECTOR_KEY} if dimensions else set())
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             problems.append(DocumentProblem(index, None, "must be an object"))
@@ -116,6 +139,11 @@ def validate_documents(config: CollectionConfig, documents: list[Any]) -> list[d
             if problem:
                 problems.append(DocumentProblem(index, name, problem))
             row[name] = value
+        if dimensions and DOCUMENT_VECTOR_KEY in document:
+            try:
+                row[DENSE] = decode_vector(document[DOCUMENT_VECTOR_KEY], dimensions)
+            except ValueError as error:
+                problems.append(DocumentProblem(index, DOCUMENT_VECTOR_KEY, str(error)))
         rows.append(row)
     if problems:
         raise InvalidDocumentsError(problems)

@@ -71,7 +71,9 @@ class MilvusStore:
         except MilvusException as error:
             hint = (" A Milvus Lite file is held by the one process that opened it until that process exits:"
                     " is a `rayprism serve` or `rayprism embed` using it?") if is_lite_uri(uri) else ""
-            raise StoreError(f"cannot open Milvus at {uri}: {getattr(error, 'message', error)}.{hint}") from None
+            logger.error("cannot open Milvus at %s: %s", uri, getattr(error, "message", error))
+            raise StoreError(f"cannot open the store (store.uri): {self._redact(getattr(error, 'message', error))}."
+                             f"{hint}") from None
         self._flushes = FlushScheduler(self.flush, flush_after_s)
         self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count)
 
@@ -86,7 +88,7 @@ class MilvusStore:
         differences = wanted.differences(self.layout(config.name))
         if differences:
             raise ConflictError(
-                f"collection {config.name!r} in {self.uri} exists with a different schema: " + "; ".join(differences)
+                f"collection {config.name!r} exists with a different schema: " + "; ".join(differences)
             )
         return wanted
 
@@ -98,7 +100,7 @@ class MilvusStore:
 
     def _describe(self, name: str) -> dict:
         if not self._client.has_collection(name):
-            raise NotFoundError(f"collection {name!r} does not exist in {self.uri}")
+            raise NotFoundError(f"collection {name!r} does not exist")
         return self._client.describe_collection(name)
 
     def layout(self, name: str) -> Layout:
@@ -127,10 +129,13 @@ class MilvusStore:
         return int(result["upsert_count"])
 
     def delete(self, name: str, ids: list) -> int:
-        result = self._call(self._client.delete, name, ids=ids)
-        self._flushes.schedule(name)
-        self.mirrors.delete(name, ids)
-        return int(result["delete_count"]) if isinstance(result, dict) else len(result)
+        """How many of ``ids`` existed (Milvus counts every id it was given)."""
+        existing = [row["id"] for row in self._call(self._client.get, name, ids=ids, output_fields=["id"])]
+        if existing:
+            self._call(self._client.delete, name, ids=existing)
+            self._flushes.schedule(name)
+            self.mirrors.delete(name, existing)
+        return len(existing)
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields))
@@ -202,10 +207,18 @@ class MilvusStore:
                 return method(name, *args, **kwargs)
         except MilvusException as error:
             if error.code == ErrorCode.COLLECTION_NOT_FOUND:
-                raise NotFoundError(f"collection {name!r} does not exist in {self.uri}") from None
+                raise NotFoundError(f"collection {name!r} does not exist") from None
             if filtered and error.code in CALLER_MISTAKES:
                 raise InvalidInputError(f"filter: {error.message}", param="filter") from None
-            raise StoreError(f"Milvus at {self.uri} failed: {error.message}") from error
+            logger.warning("Milvus at %s failed on %r: %s", self.uri, name, error.message)
+            raise StoreError(f"the store failed: {self._redact(error.message)}") from None
+
+    def _redact(self, message: object) -> str:
+        """Callers see collection names, never where the store lives on this machine or network."""
+        text = str(message)
+        for secret in {self.uri, str(Path(self.uri).expanduser().resolve().parent)} if is_lite_uri(self.uri) else {self.uri}:
+            text = text.replace(secret, "<store>")
+        return text
 
     def close(self) -> None:
         for name in self._flushes.pending():
