@@ -74,3 +74,13 @@ def cosines(a, b):
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="session")
+def media_model_path(tmp_path_factory):
+    """``media_model_path(kind)``: the directory of a tiny model of ``tests.media_models.BUILDERS``, built once."""
+    from functools import cache
+
+    from tests.media_models import BUILDERS
+
+    return cache(lambda kind: str(BUILDERS[kind](tmp_path_factory.mktemp(kind))))

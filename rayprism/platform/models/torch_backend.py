@@ -1,4 +1,9 @@
-"""The ``torch`` backend: models loaded with transformers / sentence-transformers and run by torch."""
+"""The ``torch`` backend: models loaded with transformers / sentence-transformers and run by torch.
+
+The model directory says which encoder runs it (see :mod:`rayprism.platform.models.architectures`):
+text models through sentence-transformers, CLIP/SigLIP, Whisper, wav2vec2/HuBERT and CLAP through
+their own encoders.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from rayprism.platform.config.base import StrictModel
 
 if TYPE_CHECKING:
     from rayprism.platform.config import ModelConfig
+    from rayprism.platform.models.architectures import EncoderChoice
     from rayprism.platform.models.base import Encoder
 
 
@@ -19,12 +25,27 @@ class Options(StrictModel):
 
 
 def load(config: ModelConfig, *, num_cpus: float | None) -> Encoder:
+    from rayprism.platform.errors import ConfigError
+    from rayprism.platform.models.architectures import choose_encoder
     from rayprism.platform.models.source import resolve_source
+
+    choice = choose_encoder(resolve_source(config.source))
+    if choice.model_type is None:
+        encoder = _load_text(choice.location.source, config, num_cpus)
+    else:
+        encoder = _load_towers(choice, config, num_cpus)
+    if config.modality not in encoder.modalities:
+        raise ConfigError(f"model {config.name!r} embeds {' and '.join(sorted(encoder.modalities))}, not "
+                          f"{config.modality}: set its modality to one of those")
+    return encoder
+
+
+def _load_text(path: str, config: ModelConfig, num_cpus: float | None) -> Encoder:
     from rayprism.platform.models.text_torch import SentenceTransformerEncoder
 
     options: Options = config.options
     return SentenceTransformerEncoder(
-        resolve_source(config.source),
+        path,
         device=config.device,
         max_input_tokens=config.max_input_tokens,
         forward_batch_size=config.batching.forward_batch_size,
@@ -32,3 +53,22 @@ def load(config: ModelConfig, *, num_cpus: float | None) -> Encoder:
         dtype=options.dtype,
         trust_remote_code=options.trust_remote_code,
     )
+
+
+def _load_towers(choice: EncoderChoice, config: ModelConfig, num_cpus: float | None) -> Encoder:
+    from rayprism.platform.models.towers import InputLimits, TorchRuntime
+
+    options: Options = config.options
+    runtime = TorchRuntime(
+        device=config.device,
+        dtype=options.dtype,
+        forward_batch_size=config.batching.forward_batch_size,
+        torch_threads=config.threads(num_cpus),
+        trust_remote_code=options.trust_remote_code,
+    )
+    limits = InputLimits(
+        max_input_tokens=config.max_input_tokens,
+        max_image_pixels=config.max_image_pixels,
+        max_audio_seconds=config.max_audio_seconds,
+    )
+    return choice.encoder_class()(choice.location, runtime, limits)

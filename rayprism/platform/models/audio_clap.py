@@ -1,0 +1,77 @@
+"""CLAP encoders: audio and text in one vector space (``get_audio_features`` / ``get_text_features``).
+
+CLAP's feature extractor fits every clip to one window (10 s for the LAION checkpoints) by repeating
+short clips; longer clips it would crop at random, so they are refused instead: a vector must not
+depend on chance. Each clip is featurised alone, since a batched call marks a random clip "longer"
+when none is.
+
+``n_tokens``: for audio, the patches the HTSAT audio tower sees ((spec_size / patch_size)², the same
+for every clip); for text, its token count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rayprism.platform.media import decode_audio
+from rayprism.platform.models.base import Prepared
+from rayprism.platform.models.text_tower import TextTower, text_limit
+from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, model_dtype
+
+_ROBERTA_POSITION_OFFSET = 2
+"""CLAP's RoBERTa text tower numbers positions after the padding index: two table rows are not positions."""
+
+
+class ClapAudioTower(Tower):
+    def __init__(self, embed: Any, extractor: Any, *, patches: int, max_seconds: float, device: str, dtype: Any):
+        """``embed(input_features=..., is_longer=...)`` returns the projected audio embeddings."""
+        self._embed = embed
+        self._extractor = extractor
+        self._max_seconds = min(max_seconds, extractor.nb_max_samples / extractor.sampling_rate)
+        self._device = device
+        self._dtype = dtype
+        self.max_input_tokens = patches
+
+    def prepare(self, index: int, item: Any) -> Prepared:
+        rate = self._extractor.sampling_rate
+        samples = decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds)
+        features = self._extractor(samples, sampling_rate=rate, return_tensors="np")
+        return Prepared((features["input_features"][0], bool(features["is_longer"][0][0])), self.max_input_tokens)
+
+    def forward(self, payloads: list[tuple[np.ndarray, bool]]) -> Any:
+        import torch
+
+        features = torch.from_numpy(np.stack([features for features, _ in payloads])).to(self._device, self._dtype)
+        is_longer = torch.tensor([[longer] for _, longer in payloads], device=self._device)
+        return self._embed(input_features=features, is_longer=is_longer)
+
+
+class ClapEncoder(TowerEncoder):
+    """A ``ClapModel`` directory: ``modalities`` {"audio", "text"}."""
+
+    def __init__(self, location: ModelLocation, runtime: TorchRuntime, limits: InputLimits):
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+        dtype = model_dtype(runtime)
+        model = location.load(ClapModel, dtype=dtype)
+        model.to(runtime.device).eval()
+        config = model.config
+        tokenizer = location.load(AutoTokenizer)
+        positions = config.text_config.max_position_embeddings - _ROBERTA_POSITION_OFFSET
+        audio = ClapAudioTower(
+            lambda **inputs: model.get_audio_features(**inputs).pooler_output,
+            location.load(ClapFeatureExtractor),
+            patches=(config.audio_config.spec_size // config.audio_config.patch_size) ** 2,
+            max_seconds=limits.max_audio_seconds,
+            device=runtime.device,
+            dtype=dtype,
+        )
+        text = TextTower(
+            lambda **inputs: model.get_text_features(**inputs).pooler_output,
+            tokenizer,
+            max_tokens=text_limit(tokenizer, positions, limits.max_input_tokens),
+            device=runtime.device,
+        )
+        super().__init__({"audio": audio, "text": text}, dimensions=config.projection_dim, runtime=runtime)

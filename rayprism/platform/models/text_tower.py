@@ -1,0 +1,67 @@
+"""The text tower of a multimodal model (CLIP, SigLIP, CLAP): tokenised in ``prepare``, padded per pass.
+
+``n_tokens`` is the text's token count, special tokens included, after truncation to the tower's limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.models.base import Prepared
+from rayprism.platform.models.towers import Tower
+
+
+class TextTower(Tower):
+    def __init__(
+        self,
+        embed: Callable[..., Any],
+        tokenizer: Any,
+        *,
+        max_tokens: int,
+        device: str,
+        pad_to: int | None = None,
+    ):
+        """``embed(input_ids=..., attention_mask=...)`` returns the projected text embeddings.
+
+        ``pad_to``: every text is padded to this many tokens, for towers trained that way (SigLIP pools
+        the last position, so its padding is part of the input). The attention mask is passed when the
+        tokenizer returns one, as the model's processor would.
+        """
+        self._embed = embed
+        self._tokenizer = tokenizer
+        self._device = device
+        self._pad_to = pad_to
+        self._with_mask = "attention_mask" in tokenizer.model_input_names
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.max_input_tokens = max_tokens
+
+    def prepare(self, index: int, item: Any) -> Prepared:
+        if not isinstance(item, str):
+            raise InvalidInputError(f"input[{index}] is of type {type(item).__name__}; text inputs are strings",
+                                    param=f"input[{index}]")
+        if not item.strip():
+            raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
+        ids = self._tokenizer(item, truncation=True, max_length=self.max_input_tokens)["input_ids"]
+        return Prepared(ids, len(ids))
+
+    def forward(self, payloads: list[list[int]]) -> Any:
+        import torch
+
+        lengths = np.array([len(ids) for ids in payloads])
+        width = self._pad_to or lengths.max()
+        input_ids = np.full((len(payloads), width), self._pad_id, dtype=np.int64)
+        for row, ids in enumerate(payloads):
+            input_ids[row, : len(ids)] = ids
+        features = {"input_ids": input_ids}
+        if self._with_mask:
+            features["attention_mask"] = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        return self._embed(**{name: torch.from_numpy(array).to(self._device) for name, array in features.items()})
+
+
+def text_limit(tokenizer: Any, max_positions: int, configured: int | None) -> int:
+    """Tokens a text tower takes: the tokenizer's and the position table's limit, lowered by config."""
+    model_limit = min(tokenizer.model_max_length, max_positions)
+    return min(configured or model_limit, model_limit)
