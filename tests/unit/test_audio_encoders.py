@@ -174,3 +174,18 @@ def test_bad_inputs_are_input_errors(media_model_path, model_type, inputs, modal
     with pytest.raises(InvalidInputError, match=message) as caught:
         encoder.prepare(inputs, modality)
     assert caught.value.http_status == 400
+
+
+@pytest.mark.parametrize("model_type, head", [("whisper", "WhisperForConditionalGeneration"),
+                                              ("wav2vec2", "Wav2Vec2ForCTC")])
+def test_a_checkpoint_with_a_head_serves_its_base_model(media_model_path, tmp_path, model_type, head):
+    """Published Whisper and wav2vec2 checkpoints carry a decoder or CTC head: the encoder uses the base model."""
+    import transformers
+
+    base = media_model_path(model_type)
+    getattr(transformers, head).from_pretrained(base).save_pretrained(tmp_path)
+    transformers.AutoFeatureExtractor.from_pretrained(base).save_pretrained(tmp_path)
+    clips = [CLIPS["seven.wav"]]
+    with_head = embed(load_encoder(ModelConfig(source=str(tmp_path), modality="audio")), clips, "audio").vectors
+    bare = embed(load_encoder(ModelConfig(source=base, modality="audio")), clips, "audio").vectors
+    assert cosines(with_head, bare)[0] >= 0.99999

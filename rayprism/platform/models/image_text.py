@@ -53,7 +53,7 @@ class ImageTextEncoder(TowerEncoder):
         model.to(runtime.device).eval()
         config = model.config
         tokenizer = location.load(AutoTokenizer, trust_remote_code=runtime.trust_remote_code)
-        model_limit = text_limit(tokenizer, config.text_config.max_position_embeddings, None)
+        positions = config.text_config.max_position_embeddings
         image = ImageTower(
             lambda **inputs: model.get_image_features(**inputs).pooler_output,
             location.load(AutoImageProcessor),
@@ -65,11 +65,11 @@ class ImageTextEncoder(TowerEncoder):
         text = TextTower(
             lambda **inputs: model.get_text_features(**inputs).pooler_output,
             tokenizer,
-            max_tokens=text_limit(tokenizer, model_limit, limits.max_input_tokens),
+            max_tokens=text_limit(tokenizer, positions, limits.max_input_tokens),
             device=runtime.device,
             # SigLIP was trained on texts padded to full length and pools the last position.
-            pad_to=model_limit if config.model_type == "siglip" else None,
+            pad_to=text_limit(tokenizer, positions, None) if config.model_type == "siglip" else None,
         )
-        # CLIP projects both towers to projection_dim; SigLIP's text head maps to the vision width.
+        # CLIP projects both towers to projection_dim; SigLIP's text head maps to the width both towers share.
         dimensions = config.projection_dim if config.model_type == "clip" else config.text_config.projection_size
         super().__init__({"image": image, "text": text}, dimensions=dimensions, runtime=runtime)
