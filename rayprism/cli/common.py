@@ -29,6 +29,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 URL_OPTION = typer.Option(
     None, "--url", envvar="RAYPRISM_URL", help="Service URL. Default: $RAYPRISM_URL, else http://127.0.0.1:8000."
 )
+VERBOSE_OPTION = typer.Option(
+    False, "--verbose", "-v", help="Also show Ray's own logs (by default they stay in Ray's log folder)."
+)
 API_KEY_OPTION = typer.Option(
     None, "--api-key", envvar="RAYPRISM_API_KEY", show_envvar=True,
     help="The service's API key, if it has one (sent as Authorization: Bearer). Default: $RAYPRISM_API_KEY.",

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from rayprism.cli.common import app, fail
+from rayprism.cli.common import VERBOSE_OPTION, app, fail
 from rayprism.platform.errors import RayprismError
 
 
@@ -17,6 +17,7 @@ def embed(
     address: Optional[str] = typer.Option(
         None, help="Run on this Ray cluster (e.g. auto, or ray://head:10001). Default: $RAY_ADDRESS, else a local Ray."
     ),
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Embed (and compress) a corpus with Ray Data; write parquet parts and/or upsert into Milvus.
 
@@ -36,7 +37,7 @@ def embed(
                        f"in {job_plan.state.directory}")
             return
         typer.echo(f"{len(job_plan.todo)} of {len(job_plan.units)} units to run; progress in {job_plan.state.directory}")
-        summary = run(job_plan, address=address)
+        summary = run(job_plan, address=address, verbose=verbose)
     except RayprismError as error:
         fail(error.message)
     typer.echo(

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from rayprism.cli.common import app, fail
+from rayprism.cli.common import VERBOSE_OPTION, app, fail
 from rayprism.platform.errors import RayprismError
 
 
@@ -21,6 +21,7 @@ def serve(
     address: Optional[str] = typer.Option(
         None, help="Join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting Ray locally."
     ),
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Serve the configured models at an OpenAI-compatible /v1/embeddings until Ctrl-C or SIGTERM."""
     from rayprism.platform.config import load_serve_config
@@ -32,6 +33,6 @@ def serve(
             settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
         from rayprism.deployments.launch import serve_forever
 
-        serve_forever(settings, address=address, echo=typer.echo)
+        serve_forever(settings, address=address, echo=typer.echo, verbose=verbose)
     except RayprismError as error:
         fail(error.message)

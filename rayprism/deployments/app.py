@@ -26,9 +26,9 @@ class ServingReplica(EmbeddingService):
     def __init__(self, config: dict, store):
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
-        self.collections = CollectionsService(self, StoreClient(store))
-        self._collections_checked = False
         super().__init__(ServeConfig.model_validate(config), replica=replica)
+        self.collections = CollectionsService(self, StoreClient(store, self.metrics))
+        self._collections_checked = False
 
     async def check_declared_collections(self) -> None:
         """Create or verify every declared collection once models are loaded, so a schema

@@ -19,6 +19,7 @@ before any work is spent on it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,14 +41,17 @@ class _Request:
     """Vectors of the chunks that ran, in order."""
     served: int = 0
     """Chunks taken so far: the fewer, the sooner its next one."""
+    arrived: float = field(default_factory=time.perf_counter)
 
     @property
     def queued_inputs(self) -> int:
         return sum(len(chunk) for chunk in self.chunks)
 
 
-BatchObserver = Callable[[int, int], None]
-"""Called with (inputs, tokens) of every batch that runs."""
+BatchObserver = Callable[[int, int, float], None]
+"""Called with (inputs, tokens, seconds) of every batch that ran."""
+WaitObserver = Callable[[float], None]
+"""Called with the seconds a request waited for its first batch."""
 
 
 class DynamicBatcher:
@@ -58,10 +62,12 @@ class DynamicBatcher:
         *,
         name: str = "encoder",
         on_batch: BatchObserver | None = None,
+        on_wait: WaitObserver | None = None,
     ):
         self._run_batch = run_batch
         self._config = config
         self._on_batch = on_batch
+        self._on_wait = on_wait
         self._requests: deque[_Request] = deque()
         self._queued_inputs = 0
         self._wakeup: asyncio.Event | None = None
@@ -123,14 +129,18 @@ class DynamicBatcher:
             if not batch:
                 continue
             items = [item for _, chunk in batch for item in chunk]
-            if self._on_batch is not None:
-                self._on_batch(len(items), sum(item.n_tokens for item in items))
+            started = time.perf_counter()
+            if self._on_wait is not None:
+                for request in {request for request, _ in batch if not request.done}:
+                    self._on_wait(started - request.arrived)
             try:
                 vectors = await loop.run_in_executor(self._executor, self._run_batch, items)
             except Exception as error:  # every waiter learns of the failure; the worker lives on
                 for request, _ in batch:
                     self._fail(request, error)
                 continue
+            if self._on_batch is not None:
+                self._on_batch(len(items), sum(item.n_tokens for item in items), time.perf_counter() - started)
             offset = 0
             for request, chunk in batch:
                 request.done.append(vectors[offset : offset + len(chunk)])

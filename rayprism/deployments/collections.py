@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Iterator
 
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
@@ -169,6 +170,7 @@ class CollectionsService:
     # --- search ------------------------------------------------------------------------
 
     async def search(self, name: str, request: SearchRequest) -> dict:
+        started = time.perf_counter()
         config = await self.collection(name)
         mode = request.mode or ("hybrid" if config.bm25 else "dense")
         if mode != "dense" and not config.bm25:
@@ -197,6 +199,7 @@ class CollectionsService:
                 output_fields=output_fields, sparse_hits=sparse_hits,
             )
             results = await self._store.search(name, query)
+        self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
         return {"object": "search.results", "collection": name, "mode": mode, "results": results}
 
     async def _embed(self, config: CollectionConfig, texts: list[str], role: PromptRole):

@@ -243,7 +243,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         200: {"model": responses.CollectionDescription, "description": "It exists already, identical"}})
     async def create_collection(request: Request) -> Response:
         """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
-        with Observed(service, "collections.create", lambda: "unknown"):
+        config: CollectionConfig | None = None
+        with Observed(service, "collections.create", lambda: service.metrics_label(config.model if config else None)):
             config = await parsed_body(request, CollectionConfig, body_limit)
             description, created = await collections.create(config)
             return json_response(description, 201 if created else 200)
@@ -256,7 +257,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
     @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted))
     async def drop_collection(name: str) -> Response:
         """Drop a collection and its documents."""
-        with Observed(service, "collections.drop", lambda: "unknown"):
+        model = collections.model_of(name)  # known before the drop forgets it
+        with Observed(service, "collections.drop", lambda: service.metrics_label(model)):
             return json_response(await collections.drop(name))
 
     @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted),

@@ -15,7 +15,6 @@ import ipaddress
 import os
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -150,15 +149,19 @@ def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None], 
 
 
 def wait_for_stop_signal() -> None:
-    """Block quietly until SIGINT or SIGTERM (a spinning driver would starve the replicas)."""
-    stop = threading.Event()
+    """Block quietly until SIGINT or SIGTERM (a spinning driver would starve the replicas).
+
+    The handler only flips a flag: a handler that takes a lock (``threading.Event.set``) can run
+    while this thread holds that same lock in ``Event.wait``, and then the process never stops."""
+    received: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(timeout=1.0):
-        pass
+        signal.signal(signum, lambda number, _: received.append(number))
+    while not received:
+        time.sleep(0.5)
 
 
-def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print) -> None:
+def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print,
+                  verbose: bool = False) -> None:
     preflight(config, echo)
     joining = cluster_address(address) is not None
     if not joining:
@@ -170,7 +173,7 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
 
     from rayprism.deployments.app import APP_NAME
 
-    start_ray(address)
+    start_ray(address, verbose=verbose)
     try:
         deploy(config, direct_ingress=not joining)
         url = service_url(config)
@@ -186,9 +189,7 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
         wait_for_stop_signal()
         echo("stopping ...")
     finally:
-        if joining:  # leave the cluster's other applications running
-            serve.delete(APP_NAME)
-        else:
-            serve.shutdown()
+        serve.delete(APP_NAME)  # replicas finish what is in flight; a cluster's other applications run on
+        if not joining:  # the local Ray ends with this process (serve.shutdown would only add Ray's noise)
             ray.shutdown()
     echo("stopped")

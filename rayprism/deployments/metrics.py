@@ -37,13 +37,32 @@ class ServiceMetrics:
             "batch_tokens", "Tokens per batch run by the encoder", ["model"], buckets=TOKEN_BUCKETS, **common
         ).labels
         self.queue_depth = Gauge("queue_depth", "Inputs waiting for a batch", ["model"], **common).labels
+        self.queue_wait = Histogram(
+            "queue_wait_seconds", "Time from a request's arrival at its model to the start of its first batch",
+            ["model"], buckets=LATENCY_BUCKETS_S, **common,
+        ).labels
+        self.encode_time = Histogram(
+            "encode_seconds", "Time the encoder spent on one batch", ["model"], buckets=LATENCY_BUCKETS_S, **common
+        ).labels
+        self.search_latency = Histogram(
+            "search_latency_seconds", "Collection searches, query embedding included", ["collection", "mode"],
+            buckets=LATENCY_BUCKETS_S, **common,
+        ).labels
+        self.store_latency = Histogram(
+            "store_call_seconds", "Calls from this replica to the store deployment", ["call"],
+            buckets=LATENCY_BUCKETS_S, **common,
+        ).labels
+        self.store_errors = Counter(
+            "store_errors", "Store calls that failed, by HTTP status of the error", ["call", "status"], **common
+        ).labels
         self.model_ready = Gauge("model_ready", "1 when the model is loaded and serving", ["model"], **common).labels
         self.info = Gauge("replica_info", "Constant 1, labelled with this replica's id", list(constant), **common)
         self.info.labels(**constant).set(1)
 
-    def observe_batch(self, model: str, inputs: int, tokens: int) -> None:
+    def observe_batch(self, model: str, inputs: int, tokens: int, seconds: float) -> None:
         self.batch_size(model).observe(inputs)
         self.batch_tokens(model).observe(tokens)
+        self.encode_time(model).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -55,7 +55,8 @@ class ModelRunner:
             encoder.encode,
             self.config.batching,
             name=self.name,
-            on_batch=lambda inputs, tokens: self._metrics.observe_batch(self.name, inputs, tokens),
+            on_batch=lambda inputs, tokens, seconds: self._metrics.observe_batch(self.name, inputs, tokens, seconds),
+            on_wait=self._metrics.queue_wait(self.name).observe,
         )
         self._encoder = encoder
         self._metrics.model_ready(self.name).set(1)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from ray import serve
 from ray.exceptions import RayActorError
 
+from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
-from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, unwrap
+from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, RayprismError, unwrap
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.routes import Hits
 
@@ -123,60 +125,74 @@ class StoreReplica:
         return await asyncio.to_thread(self._at(name).search, name, query)
 
 
+    def close(self) -> None:
+        """Flush what is pending and let go of every store (and a Lite file's lock)."""
+        with self._opening:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+
+
 StoreDeployment = serve.deployment(StoreReplica, name="store")
 
 
 class StoreClient:
     """The store deployment's methods, called through its Serve handle, with the store's own
-    errors unwrapped from Ray's and a restarting store reported as 503."""
+    errors unwrapped from Ray's, a restarting store reported as 503, and every call's latency
+    and failures in this replica's metrics."""
 
-    def __init__(self, handle: Any):
+    def __init__(self, handle: Any, metrics: ServiceMetrics | None = None):
         self._handle = handle
+        self._metrics = metrics
 
-    @staticmethod
-    async def _call(response) -> Any:
+    async def _call(self, call: str, response) -> Any:
+        started = time.perf_counter()
         try:
             return await response
         except RayActorError:
-            raise NotReadyError("the store is restarting; retry shortly") from None
-        except Exception as error:  # a deployment call wraps the store's own error: raise that one
-            original = unwrap(error)
-            if original is not None:
-                raise original from None
-            raise
+            error: Exception = NotReadyError("the store is restarting; retry shortly")
+        except Exception as failure:  # a deployment call wraps the store's own error: raise that one
+            error = unwrap(failure) or failure
+        finally:
+            if self._metrics is not None:
+                self._metrics.store_latency(call).observe(time.perf_counter() - started)
+        if self._metrics is not None:
+            status = error.http_status if isinstance(error, RayprismError) else 500
+            self._metrics.store_errors(call, str(status)).inc()
+        raise error
 
     async def ping(self) -> None:
-        return await self._call(self._handle.ping.remote())
+        return await self._call("ping", self._handle.ping.remote())
 
     async def resolve(self, name: str) -> dict:
-        return await self._call(self._handle.resolve.remote(name))
+        return await self._call("resolve", self._handle.resolve.remote(name))
 
     async def ensure(self, config: dict, dimensions: int) -> dict:
-        return await self._call(self._handle.ensure.remote(config, dimensions))
+        return await self._call("ensure", self._handle.ensure.remote(config, dimensions))
 
     async def names(self) -> list[str]:
-        return await self._call(self._handle.names.remote())
+        return await self._call("names", self._handle.names.remote())
 
     async def describe(self, name: str) -> dict:
-        return await self._call(self._handle.describe.remote(name))
+        return await self._call("describe", self._handle.describe.remote(name))
 
     async def drop(self, name: str) -> None:
-        return await self._call(self._handle.drop.remote(name))
+        return await self._call("drop", self._handle.drop.remote(name))
 
     async def upsert(self, name: str, rows: list[dict]) -> int:
-        return await self._call(self._handle.upsert.remote(name, rows))
+        return await self._call("upsert", self._handle.upsert.remote(name, rows))
 
     async def delete(self, name: str, ids: list) -> int:
-        return await self._call(self._handle.delete.remote(name, ids))
+        return await self._call("delete", self._handle.delete.remote(name, ids))
 
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
-        return await self._call(self._handle.get.remote(name, ids, output_fields))
+        return await self._call("get", self._handle.get.remote(name, ids, output_fields))
 
     async def flush(self, name: str) -> None:
-        return await self._call(self._handle.flush.remote(name))
+        return await self._call("flush", self._handle.flush.remote(name))
 
     async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
-        return await self._call(self._handle.sparse_hits.remote(name, text, limit, filter))
+        return await self._call("sparse_hits", self._handle.sparse_hits.remote(name, text, limit, filter))
 
     async def search(self, name: str, query: SearchQuery) -> list[dict]:
-        return await self._call(self._handle.search.remote(name, query))
+        return await self._call("search", self._handle.search.remote(name, query))

@@ -135,11 +135,11 @@ class JobFailedError(RayprismError):
     """A unit could not be finished: a bad row with ``on_error: fail``, or the store refused."""
 
 
-def run(job_plan: JobPlan, *, address: str | None = None) -> JobSummary:
+def run(job_plan: JobPlan, *, address: str | None = None, verbose: bool = False) -> JobSummary:
     """Start (or join) Ray, then :func:`execute`: what ``rayprism embed`` does."""
     from rayprism.platform.ray_runtime import start_ray
 
-    start_ray(address, log_to_driver=False)
+    start_ray(address, verbose=verbose)
     return execute(job_plan)
 
 
@@ -165,12 +165,11 @@ def execute(job_plan: JobPlan) -> JobSummary:
             raise unwrap(error) or error from None
     ranges = int8_ranges(job_plan)
     compute = job.compute
-    concurrency = compute.min_actors if compute.min_actors == compute.max_actors else (compute.min_actors, compute.max_actors)
     dataset = ray.data.from_items([unit.to_dict() for unit in job_plan.todo], override_num_blocks=len(job_plan.todo))
     dataset = dataset.map_batches(
         UnitWorker,
         batch_size=1,
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
         num_cpus=compute.num_cpus,
         num_gpus=compute.num_gpus,
         fn_constructor_kwargs={

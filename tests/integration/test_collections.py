@@ -222,3 +222,25 @@ def test_bad_collection_specs(service_url, spec, fragment):
     response = post(service_url, "/v1/collections", spec)
     assert response.status_code in (400, 422), response.text
     assert fragment in response.json()["error"]["message"]
+
+
+def test_metrics_label_collection_routes_with_the_collections_model(loaded):
+    search(loaded, {"query": "text editor", "mode": "hybrid"})
+    search(loaded, {"query": "text editor", "mode": "dense"})
+    post(loaded, "/v1/collections/debian/documents", {"documents": DOCUMENTS[:2]})
+    text = httpx.get(f"{loaded}/metrics").text
+    for fragment in (
+        'rayprism_requests_total{endpoint="search",model="minilm",status="200"}',
+        'rayprism_requests_total{endpoint="documents.upsert",model="minilm",status="200"}',
+        'rayprism_search_latency_seconds_count{collection="debian",mode="hybrid"}',
+        'rayprism_search_latency_seconds_count{collection="debian",mode="dense"}',
+        'rayprism_store_call_seconds_count{call="search"}',
+        'rayprism_store_call_seconds_count{call="sparse_hits"}',
+        'rayprism_queue_wait_seconds_count{model="minilm"}',
+        'rayprism_encode_seconds_count{model="minilm"}',
+    ):
+        assert fragment in text, fragment
+    assert 'model="unknown",status="200"' not in text
+    httpx.get(f"{loaded}/v1/collections/nowhere")
+    text = httpx.get(f"{loaded}/metrics").text
+    assert 'rayprism_store_errors_total{call="describe",status="404"}' in text

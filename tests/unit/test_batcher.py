@@ -157,16 +157,18 @@ def test_a_cancelled_request_is_dropped_before_it_runs():
     assert batches == [[0], [8]] and queued == 0
 
 
-def test_observer_sees_every_batch():
-    seen = []
+def test_observers_see_every_batch_and_each_requests_wait():
+    seen, waits = [], []
 
     async def scenario():
-        batcher = DynamicBatcher(Recorder(), config(), on_batch=lambda n, tokens: seen.append((n, tokens)))
-        await batcher.submit(items(1, 2, tokens=5))
+        batcher = DynamicBatcher(Recorder(), config(batch_wait_s=0.2), on_wait=waits.append,
+                                 on_batch=lambda n, tokens, seconds: seen.append((n, tokens, seconds)))
+        await asyncio.gather(batcher.submit(items(1, 2, tokens=5)), batcher.submit(items(3, tokens=5)))
         batcher.close()
 
     asyncio.run(scenario())
-    assert seen == [(2, 10)]
+    assert [(n, tokens) for n, tokens, _ in seen] == [(3, 15)] and seen[0][2] >= 0
+    assert len(waits) == 2 and all(wait >= 0.2 for wait in waits)  # both waited for company
 
 
 def test_a_busy_encoder_does_not_wait_for_company():

@@ -27,7 +27,8 @@ def embeddings(tiny_model_path):
 @pytest.fixture()
 def parts(embeddings, tmp_path):
     store = StoreReplica(StoreConfig(uri=str(tmp_path / "store.db"), flush_after_s=0.1).model_dump(), [])
-    return CollectionsService(embeddings, store), store
+    yield CollectionsService(embeddings, store), store
+    store.close()
 
 
 def run(coroutine):
@@ -130,6 +131,7 @@ def test_documents_and_queries_get_the_models_prompts(prompted_model_path, tmp_p
     assert hit["id"] == best["id"]
     assert hit["score"] == pytest.approx(float(np.dot(query, reference.encode_document([best["text"]])[0])), abs=1e-5)
     embeddings.close()
+    store.close()
 
 
 def test_a_repeated_upsert_embeds_only_what_changed(parts):
