@@ -10,7 +10,8 @@
    corpus's MiniLM token vectors, one query at a time.
 4. fde: MUVERA encoding rate; the share of exact-Chamfer top-1 documents among 200 FDE
    candidates; FDE candidates + exact MaxSim rerank against brute-force MaxSim over the
-   corpus at equal Recall@10 (on the dev queries' relevant documents).
+   corpus at equal Recall@10 (on the dev queries' relevant documents, within 0.005), for
+   the paper's configuration and one with 8 partitions instead of 32.
 5. binary: binary codes (``pack_bits`` + ``hamming_topk``) and int8 codes, alone and with
    rescoring, against exact float search on the Debian 10k dense MiniLM vectors: Recall@10
    and overlap with the exact float top 10.
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "debian"
 RESULTS = REPO / "bench" / "results"
 PARTS = ["hamming", "int8", "maxsim", "fde", "binary"]
+EQUAL_RECALL = 0.005  # Recall@10 this close counts as equal: less than one standard error on 1,000 queries
 
 
 def race(runs: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:
@@ -263,11 +265,12 @@ def fde_one_config(cfg: FDEConfig, vectors: dict, targets: np.ndarray, exact: np
         rows.append([f"FDE top-{kept} + MaxSim rerank", kept, recalls[kept], overlap_at_10(reranked, exact)])
     print(f"Recall@10 on {n_queries} dev queries' relevant documents; overlap with the exact Chamfer top 10")
     table(["retriever", "candidates", "Recall@10", "overlap@10"], rows)
-    # the fewest candidates from which on Recall@10 stays at brute force's
-    equal = [kept for kept in recalls if all(recalls[more] >= brute_recall for more in recalls if more >= kept)]
+    # the fewest candidates from which on Recall@10 stays within EQUAL_RECALL of brute force's
+    equal = [kept for kept in recalls if all(recalls[more] >= brute_recall - EQUAL_RECALL
+                                             for more in recalls if more >= kept)]
     count = equal[0] if equal else 1000
-    if not equal:
-        print("FDE + rerank did not reach brute-force Recall@10 with 1000 candidates; timing 1000")
+    print(f"equal Recall@10 taken as within {EQUAL_RECALL} of brute force ({EQUAL_RECALL * n_queries:.0f} of "
+          f"{n_queries} queries): {count} candidates" + ("" if equal else " (not reached; timing 1000)"))
 
     ranges = calibrate_int8(documents)
     codes = to_int8(documents, ranges)

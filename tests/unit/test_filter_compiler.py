@@ -135,6 +135,7 @@ def test_long_chains_need_no_recursion(columns):
         ("size > 1 and", "expected a field or a value, got 'the end'"),
         ("size = 1", "'=' is not an operator; use '=='"),
         ("name == 'open", "unterminated string literal"),
+        ("name == 'open\\", "unterminated string literal"),
         ("size > 1 size < 2", "expected 'and', 'or', ')' or the end, got 'size'"),
     ],
 )

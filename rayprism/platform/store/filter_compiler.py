@@ -22,6 +22,7 @@ and a string predicate becomes a table of its answer for every code, computed he
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -240,7 +241,7 @@ def _string(expression: str, start: int) -> _Token:
     quote, at, chars = expression[start], start + 1, []
     while at < len(expression) and expression[at] != quote:
         char = expression[at]
-        if char in "\r\n":
+        if char in "\r\n" or expression[at:] == "\\":
             break
         if char == "\\":
             escaped = expression[at + 1 : at + 2]
@@ -289,10 +290,8 @@ class _Literal:
 _PRECEDENCE = {"or": 1, "and": 2, "not": 3}
 _COMPARISONS = {"==": Cmp.EQ, "!=": Cmp.NE, "<": Cmp.LT, "<=": Cmp.LE, ">": Cmp.GT, ">=": Cmp.GE}
 _MIRRORED = {Cmp.EQ: Cmp.EQ, Cmp.NE: Cmp.NE, Cmp.LT: Cmp.GT, Cmp.LE: Cmp.GE, Cmp.GT: Cmp.LT, Cmp.GE: Cmp.LE}
-_STRING_TESTS = {
-    Cmp.EQ: lambda a, b: a == b, Cmp.NE: lambda a, b: a != b, Cmp.LT: lambda a, b: a < b,
-    Cmp.LE: lambda a, b: a <= b, Cmp.GT: lambda a, b: a > b, Cmp.GE: lambda a, b: a >= b,
-}
+_STRING_TESTS = {Cmp.EQ: operator.eq, Cmp.NE: operator.ne, Cmp.LT: operator.lt, Cmp.LE: operator.le,
+                 Cmp.GT: operator.gt, Cmp.GE: operator.ge}
 
 
 class _Parser:
