@@ -80,6 +80,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
         os.killpg(service.pid, signal.SIGINT)  # Ctrl-C, as a user stops it
         rest, _ = service.communicate(timeout=120)
         output.append(rest)
-    assert service.returncode == 0 and "stopped" in rest
+    # rayprism stops cleanly; make itself ends by the Ctrl-C it was sent, as it does in a terminal
+    assert "stopping ...\nstopped" in rest and service.returncode in (0, -signal.SIGINT), rest
     printed = "".join(output)
     assert not [line for line in printed.splitlines() if NOISE.search(line)], printed
