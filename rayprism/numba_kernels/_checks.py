@@ -29,6 +29,14 @@ def as_vector(name: str, value, dtype, length: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def as_offsets(name: str, value, total: int) -> np.ndarray:
+    """int64 offsets of sets stored back to back: set i is rows offsets[i]:offsets[i + 1]."""
+    offsets = as_vector(name, value, np.int64)
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != total or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"{name} must be non-decreasing from 0 to {total} (the number of rows), got {offsets}")
+    return offsets
+
+
 def as_mask(allowed, rows: int) -> np.ndarray | None:
     """The optional ``allowed`` row mask: None, or bool[rows]."""
     return None if allowed is None else as_vector("allowed", allowed, np.bool_, rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from rayprism.numba_kernels._checks import as_matrix, as_vector, same_width
+from rayprism.numba_kernels._checks import as_matrix, as_offsets, as_vector, same_width
 from rayprism.numba_kernels._dot import dots
 
 
@@ -24,11 +24,7 @@ def maxsim(
     query_tokens = as_matrix("query_tokens", query_tokens, np.float32)
     doc_tokens = as_matrix("doc_tokens", doc_tokens, np.float32)
     same_width("query_tokens", query_tokens, "doc_tokens", doc_tokens)
-    doc_offsets = as_vector("doc_offsets", doc_offsets, np.int64)
-    if len(doc_offsets) == 0 or doc_offsets[0] != 0 or doc_offsets[-1] != len(doc_tokens):
-        raise ValueError(f"doc_offsets must run from 0 to len(doc_tokens) ({len(doc_tokens)})")
-    if np.any(np.diff(doc_offsets) < 0):
-        raise ValueError("doc_offsets must be non-decreasing")
+    doc_offsets = as_offsets("doc_offsets", doc_offsets, len(doc_tokens))
     n_docs = len(doc_offsets) - 1
     if docs is None:
         docs = np.arange(n_docs, dtype=np.int64)

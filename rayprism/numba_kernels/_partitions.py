@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from rayprism.numba_kernels._bits import popcount
-from rayprism.numba_kernels._checks import as_vector
+from rayprism.numba_kernels._checks import as_offsets
 
 
 def partition_means(
@@ -29,9 +29,7 @@ def partition_means(
     tokens, reps = partitions.shape
     if vectors.ndim != 3 or vectors.dtype != np.float32 or len(vectors) != tokens or vectors.shape[1] not in (1, reps):
         raise ValueError(f"vectors must be float32[{tokens}, {reps} or 1, d], got {vectors.dtype}{list(vectors.shape)}")
-    offsets = as_vector("offsets", offsets, np.int64)
-    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(partitions) or np.any(np.diff(offsets) < 0):
-        raise ValueError(f"offsets must be non-decreasing from 0 to the number of tokens ({len(partitions)})")
+    offsets = as_offsets("offsets", offsets, tokens)
     if len(partitions) and (partitions.min() < 0 or partitions.max() >= n_partitions):
         raise ValueError(f"partitions must lie in [0, {n_partitions})")
     return _partition_means(
