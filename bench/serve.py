@@ -1,16 +1,25 @@
-"""Served /v1/embeddings against the bare in-process encoder, measured in one run.
+"""Served /v1/embeddings: rayprism against Infinity and the bare in-process encoder, in one run.
 
-    python bench/serve.py [--config configs/serve.yaml] [--duration-s 20]
+    python bench/serve.py [--config configs/serve.yaml] [--duration-s 20] [--only one|batch]
+                          [--skip-infinity] [--variant NAME:KEY=VALUE[,KEY=VALUE...]]...
 
-1. bare: ``SentenceTransformer.encode`` on the same sentences, batches of 32,
-   in this process (before and after the service runs; the mean is the baseline);
-2. served: ``rayprism serve`` in its own process tree, loaded by ``wrk`` (a C load
-   generator, one thread) in another, for (a) one sentence per request at 32
-   connections and (b) 32 sentences per request at 8 connections.
+1. bare: ``SentenceTransformer.encode`` on the same sentences in this process, best of 3
+   at each of several batch sizes; the fastest batch size is measured again after the
+   services have run and the baseline is the mean of the two (the machine drifts);
+2. served, one service at a time (never two at once: they would share the cores), each
+   loaded by ``wrk`` (a C load generator, one thread) with the same bodies for
+   (a) one sentence per request at 32 connections and (b) 32 sentences per request at
+   8 connections:
+   - ``rayprism serve CONFIG``, then once more per ``--variant`` with keys of CONFIG
+     overridden (``--variant busy:models[0].batching.batch_wait_busy_s=0.002``), so two
+     configurations are compared under the same machine load;
+   - Infinity (``infinity-emb``, torch engine, the same model directory), installed on
+     first use into its own venv under bench/results/ with the CPU build of torch.
 
-Prints throughput, p50/p99 latency and the served/bare ratio. Needs ``wrk``
-(Debian: ``apt-get install wrk``). Sentences are the Debian dev queries from
-../shared/data when present, else generated.
+Prints one table: requests/s and p50/p99 for (a) with rayprism/Infinity, sentences/s for
+(b) with rayprism/bare and rayprism/Infinity. Needs ``wrk`` (Debian: ``apt-get install
+wrk``). Sentences are the Debian dev queries from ../shared/data when present, else
+generated.
 """
 
 from __future__ import annotations
@@ -21,18 +30,61 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+
+from rayprism.platform.config import ModelConfig, load_serve_config
+from rayprism.platform.errors import RayprismError
+from rayprism.platform.models.source import resolve_source
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = REPO.parent / "shared" / "data" / "debian" / "queries-dev-53k.jsonl"
-SCENARIOS = [  # (name, sentences per request, connections)
-    ("1 sentence/request, 32 connections", 1, 32),
-    ("32 sentences/request, 8 connections", 32, 8),
-]
+BARE_BATCH_SIZES = (32, 64, 128, 256)
+WARM_UP_S = 5
+MIN_REQUESTS = 20  # fewer finished in a run make its rate and percentiles mostly noise
+
+INFINITY_VENV = REPO / "bench" / "results" / "venv-infinity"
+INFINITY_VERSION = "0.0.78"
+TORCH_VERSION = "2.13.0"  # the CPU build on local disk; any other spelling pulls a multi-GB CUDA build
+INFINITY_BATCH_SIZE = 64  # best of 16/32/64/128/256 at both loads, two sweeps on 2 busy cores (128 close)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    per_request: int
+    connections: int
+
+
+SCENARIOS = (
+    Scenario("one", "1 sentence/request, 32 connections", 1, 32),
+    Scenario("batch", "32 sentences/request, 8 connections", 32, 8),
+)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One server to load: how to start it and where it answers."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    embeddings_path: str
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
 
 WRK_SCRIPT = """
 local bodies = {}
@@ -56,113 +108,353 @@ def sentences(n: int) -> list[str]:
     return [" ".join(words[(i + j) % len(words)] for j in range(6 + i % 9)) + f" {i}" for i in range(n)]
 
 
-def bare_sentences_per_s(texts: list[str], repeats: int = 3) -> float:
+# --- the bare encoder -------------------------------------------------------------------
+
+
+def load_bare_encoder(source: str):
+    """The model the services load, in this process, on every core (as the services use them)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from rayprism.platform.config import DEFAULT_MODEL_SOURCE
-    from rayprism.platform.models.source import resolve_source
-
     torch.set_num_threads(os.cpu_count() or 1)
-    model = SentenceTransformer(resolve_source(DEFAULT_MODEL_SOURCE), device="cpu")
-    model.encode(texts[:64], batch_size=32)
+    model = SentenceTransformer(resolve_source(source), device="cpu")
+    model.encode(["warm up"] * 64, batch_size=32)
+    return model
+
+
+def bare_sentences_per_s(model, texts: list[str], batch_size: int, repeats: int = 3) -> float:
+    """Best of ``repeats``: the fastest pass is the one least disturbed by the rest of the machine."""
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        model.encode(texts, batch_size=32)
+        model.encode(texts, batch_size=batch_size)
         best = max(best, len(texts) / (time.perf_counter() - started))
     return best
 
 
-def start_service(config: str, port: int) -> subprocess.Popen:
+def fastest_batch_size(model, texts: list[str]) -> tuple[int, float]:
+    """The baseline is the bare encoder at its best, so each batch size gets its chance."""
+    rates = {size: bare_sentences_per_s(model, texts, size) for size in BARE_BATCH_SIZES}
+    print("bare encode, best of 3: " + ", ".join(f"batch {s}: {r:.0f}" for s, r in rates.items()) + " sentences/s")
+    best = max(rates, key=rates.get)
+    return best, rates[best]
+
+
+# --- serve configs and their variants ---------------------------------------------------
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, object]]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` → (NAME, {KEY: VALUE}); values are YAML (numbers, booleans, lists)."""
+    name, _, assignments = spec.partition(":")
+    if not name or not assignments:
+        raise SystemExit(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+    overrides = {}
+    for assignment in re.split(r",(?=[\w.\[\]]+=)", assignments):  # a comma inside a value ([1,2]) stays
+        key, equals, value = assignment.partition("=")
+        if not equals:
+            raise SystemExit(f"--variant {spec!r}: {assignment!r} is not KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name, overrides
+
+
+def set_key(data: dict, path: str, value: object) -> None:
+    """Set ``models[0].batching.batch_wait_s`` in parsed YAML; missing mappings are created (keys are optional)."""
+    steps = [int(index) if index else key for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)]
+    node = data
+    for step, following in zip(steps, steps[1:] + [None]):
+        where = f"{path!r} at {step!r}"
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                raise SystemExit(f"override {where}: no such list item")
+        elif not isinstance(node, dict):
+            raise SystemExit(f"override {where}: not a mapping")
+        if following is None:
+            node[step] = value
+        else:
+            if isinstance(node, dict) and step not in node:
+                node[step] = {}
+            node = node[step]
+
+
+def write_variant_config(base: Path, overrides: dict[str, object], out: Path) -> Path:
+    """A copy of ``base`` with overrides applied, validated now so a typo fails before Ray starts."""
+    data = yaml.safe_load(base.read_text()) or {}
+    for key, value in overrides.items():
+        set_key(data, key, value)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        load_serve_config(out)
+    except RayprismError as error:
+        raise SystemExit(error.message) from None
+    return out
+
+
+# --- the services -----------------------------------------------------------------------
+
+
+def rayprism_service(name: str, config: Path, port: int) -> Service:
+    """``rayprism serve`` as a user starts it, without any RAY_SERVE_* settings of this shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rayprism.cli", "serve", config, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    deadline = time.monotonic() + 600
+    command = [sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(port)]
+    return Service(name, command, env, port, "/v1/embeddings")
+
+
+def ensure_infinity() -> Path:
+    """Install Infinity into its own venv once: its pins (transformers 4, sentence-transformers 3) clash with ours.
+
+    torch is installed first and named again with Infinity, so the resolver keeps the CPU
+    build instead of replacing it with a CUDA one.
+    """
+    executable = INFINITY_VENV / "bin" / "infinity_emb"
+    if executable.exists():
+        return executable
+    print(f"installing infinity-emb {INFINITY_VERSION} into {INFINITY_VENV} ...", flush=True)
+    pip = [str(INFINITY_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([sys.executable, "-m", "venv", str(INFINITY_VENV)], check=True)
+    subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
+    subprocess.run([*pip, f"torch=={TORCH_VERSION}", f"infinity-emb[server,torch]=={INFINITY_VERSION}"], check=True)
+    version = subprocess.run(
+        [str(INFINITY_VENV / "bin" / "python"), "-c", "import torch; print(torch.__version__)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    if not version.startswith(TORCH_VERSION):
+        raise SystemExit(f"Infinity's venv got torch {version}, not {TORCH_VERSION}: remove {INFINITY_VENV} and retry")
+    return executable
+
+
+def infinity_service(model_dir: str, model_name: str, port: int) -> Service:
+    """Infinity with the flags that gave it its best throughput here.
+
+    CPU, torch engine, batches of up to ``INFINITY_BATCH_SIZE``; warnings-only logging (an
+    access-log line per request costs it throughput); no result cache (repeated bodies
+    would be answered from it); offline, without telemetry.
+    """
+    command = [
+        str(ensure_infinity()), "v2", "--model-id", model_dir, "--served-model-name", model_name,
+        "--engine", "torch", "--device", "cpu", "--batch-size", str(INFINITY_BATCH_SIZE),
+        "--no-vector-disk-cache", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    return Service("Infinity", command, env, port, "/embeddings")
+
+
+def wait_until_port_free(port: int, timeout_s: float = 120) -> None:
+    """Wait until the port binds as rayprism's own start-up check binds it (without SO_REUSEADDR).
+
+    That check also fails while the previous service's connections sit in TIME_WAIT (60 s on
+    Linux), not only while a process still listens.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"port {port} is still in use; pass --port to choose another")
+        time.sleep(2)
+
+
+def start(service: Service, log: Path, timeout_s: float = 600) -> subprocess.Popen:
+    """Start the service in its own process group and wait until its /health answers 200.
+
+    Output goes to a file: a pipe nobody reads would fill up and stall the server.
+    """
+    wait_until_port_free(service.port)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            service.command, stdout=out, stderr=subprocess.STDOUT, env=service.env, cwd=REPO, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            raise SystemExit("the service exited before it was ready")
-        if "rayprism is serving at" in line:
-            return process
-    process.kill()
-    raise SystemExit("the service did not become ready in 600 s")
+        if process.poll() is not None:
+            raise SystemExit(f"{service.name} exited before it was ready:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(service.url("/health"), timeout=5) as response:
+                if response.status == 200:
+                    return process
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    stop(process)
+    raise SystemExit(f"{service.name} was not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def stop_service(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops it; then whatever is left of its process group, so the next one has the cores."""
     process.send_signal(signal.SIGINT)
     try:
-        process.communicate(timeout=120)
+        process.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        process.kill()
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
-def run_wrk(url: str, bodies_path: Path, script_path: Path, connections: int, duration_s: int) -> dict:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script_path), url]
+# --- load -------------------------------------------------------------------------------
+
+
+def write_bodies(texts: list[str], per_request: int, model_name: str, path: Path) -> Path:
+    with path.open("w") as out:
+        for start_at in range(0, len(texts) - per_request + 1, per_request):
+            chunk = texts[start_at : start_at + per_request]
+            out.write(json.dumps({"model": model_name, "input": chunk, "encoding_format": "base64"}) + "\n")
+    return path
+
+
+def run_wrk(url: str, bodies: Path, script: Path, connections: int, duration_s: int) -> dict:
+    """One wrk run; any failed or timed-out request fails the benchmark rather than flattering it."""
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--timeout", "60s", "--latency", "-s", str(script), url
+    ]
     output = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "BODIES": str(bodies_path)}, check=True
+        command, capture_output=True, text=True, env={**os.environ, "BODIES": str(bodies)}, check=True
     ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses: \d+|Socket errors: .*", output)
     if errors:
-        raise SystemExit(f"wrk saw {errors.group(1)} failed responses:\n{output}")
+        raise SystemExit(f"wrk against {url}: {errors.group(0)}\n{output}")
 
     def latency_ms(percent: str) -> float:
         value, unit = re.search(rf"\s{percent}%\s+([\d.]+)(us|ms|s)", output).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     return {
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50_ms": latency_ms("50"),
         "p99_ms": latency_ms("99"),
     }
 
 
-def main() -> None:
+def measure(service: Service, scenarios: list[Scenario], bodies: dict[str, Path], work: Path, duration_s: int) -> dict:
+    """Start the service, warm it up and load it with each scenario, stop it: {scenario key: wrk figures}."""
+    print(f"starting {service.name} ...", flush=True)
+    process = start(service, work / (re.sub(r"\W+", "-", service.name) + ".log"))
+    results = {}
+    try:
+        for scenario in scenarios:
+            url = service.url(service.embeddings_path)
+            run_wrk(url, bodies[scenario.key], work / "wrk.lua", scenario.connections, WARM_UP_S)
+            result = run_wrk(url, bodies[scenario.key], work / "wrk.lua", scenario.connections, duration_s)
+            result["sentences_per_s"] = result["requests_per_s"] * scenario.per_request
+            results[scenario.key] = result
+            print(f"  {service.name}, {scenario.label}: {format_result(result)}", flush=True)
+            if result["requests"] < MIN_REQUESTS:
+                print(f"  (fewer than {MIN_REQUESTS} requests finished: a noisy figure; raise --duration-s)")
+    finally:
+        stop(process)
+    return results
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def format_result(result: dict) -> str:
+    return (
+        f"{result['requests']} requests, {result['requests_per_s']:.0f} req/s, {result['sentences_per_s']:.0f} sentences/s, "
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
+    )
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    """A dash, not a zero or a crash, where a figure is missing (a skipped service, a run with no answers)."""
+    return f"{numerator / denominator:.2f}" if numerator and denominator else "—"
+
+
+def cells(result: dict | None, rate_key: str, baselines: list[float | None]) -> list[str]:
+    """Rate, p50, p99 and the rate over each baseline; dashes where this load did not run."""
+    if not result:
+        return ["—"] * (3 + len(baselines))
+    rate = result[rate_key]
+    return [f"{rate:.0f}", f"{result['p50_ms']:.1f}", f"{result['p99_ms']:.1f}", *(ratio(rate, b) for b in baselines)]
+
+
+def print_table(served: dict[str, dict], bare: float | None, bare_batch_size: int | None) -> None:
+    """One row per setup, both loads side by side, each divided by Infinity and (32/request) by the bare encoder."""
+    infinity = served.get("Infinity", {})
+    infinity_one = infinity.get("one", {}).get("requests_per_s")
+    infinity_batch = infinity.get("batch", {}).get("sentences_per_s")
+    print(
+        "\n| setup | 1/request, c=32: req/s | p50 ms | p99 ms | ÷ Infinity "
+        "| 32/request, c=8: sentences/s | p50 ms | p99 ms | ÷ bare | ÷ Infinity |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, results in served.items():
+        row = [
+            name,
+            *cells(results.get("one"), "requests_per_s", [infinity_one]),
+            *cells(results.get("batch"), "sentences_per_s", [bare, infinity_batch]),
+        ]
+        print("| " + " | ".join(row) + " |")
+    if bare:
+        label = f"bare `SentenceTransformer.encode`, batch {bare_batch_size} (mean of before/after)"
+        print(f"| {label} | — | — | — | — | {bare:.0f} | — | — | 1.00 | {ratio(bare, infinity_batch)} |")
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "serve.yaml"))
-    parser.add_argument("--port", type=int, default=8123)
-    parser.add_argument("--duration-s", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "serve.yaml", help="rayprism serve config")
+    parser.add_argument("--port", type=int, default=8123, help="port every service listens on, one at a time")
+    parser.add_argument("--duration-s", type=int, default=20, help="seconds of load per scenario and service")
+    parser.add_argument("--only", choices=[s.key for s in SCENARIOS], help="run one scenario only")
+    parser.add_argument("--skip-infinity", action="store_true", help="leave the Infinity column out")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+        help="also run rayprism with these config keys overridden (dotted paths, [i] indexes); repeatable",
+    )
+    return parser.parse_args()
+
+
+def plan_services(args: argparse.Namespace, config: Path, model: ModelConfig, work: Path) -> list[Service]:
+    """rayprism as configured, then each variant, then Infinity on the same model directory."""
+    services = [rayprism_service("rayprism", config, args.port)]
+    for spec in args.variant:
+        name, overrides = parse_variant(spec)
+        derived = write_variant_config(config, overrides, work / f"serve-{name}.yaml")
+        services.append(rayprism_service(f"rayprism ({name})", derived, args.port))
+    if not args.skip_infinity:
+        services.append(infinity_service(resolve_source(model.source), model.name, args.port))
+    return services
+
+
+def main() -> None:
+    args = parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed as the load generator: apt-get install wrk")
-
-    texts = sentences(4096)
-    bare_before = bare_sentences_per_s(texts)
-    print(f"bare SentenceTransformer.encode (before): {bare_before:.0f} sentences/s", flush=True)
-
-    work = Path(tempfile.mkdtemp(prefix="rayprism-bench-"))
-    (work / "wrk.lua").write_text(WRK_SCRIPT)
-    url = f"http://127.0.0.1:{args.port}/v1/embeddings"
-    served = {}
-    service = start_service(args.config, args.port)
+    config = args.config.resolve()
     try:
-        for name, per_request, connections in SCENARIOS:
-            bodies = work / f"bodies-{per_request}.jsonl"
-            with bodies.open("w") as out:
-                for start in range(0, len(texts) - per_request + 1, per_request):
-                    chunk = texts[start : start + per_request]
-                    out.write(json.dumps({"model": "minilm", "input": chunk, "encoding_format": "base64"}) + "\n")
-            run_wrk(url, bodies, work / "wrk.lua", connections, 5)  # warm-up
-            result = run_wrk(url, bodies, work / "wrk.lua", connections, args.duration_s)
-            result["sentences_per_s"] = result["requests_per_s"] * per_request
-            served[name] = result
-            print(f"served, {name}: {result}", flush=True)
-    finally:
-        stop_service(service)
+        model = load_serve_config(config).models[0]
+    except RayprismError as error:
+        raise SystemExit(error.message) from None
+    scenarios = [s for s in SCENARIOS if args.only in (None, s.key)]
+    texts = sentences(4096)
 
-    bare_after = bare_sentences_per_s(texts)
-    bare = (bare_before + bare_after) / 2
-    print(f"bare SentenceTransformer.encode (after): {bare_after:.0f} sentences/s\n")
-    print("| setup | requests/s | sentences/s | p50 ms | p99 ms | served / bare |")
-    print("|---|---|---|---|---|---|")
-    print(f"| bare `SentenceTransformer.encode`, batches of 32 (mean of before/after) | — | {bare:.0f} | — | — | 1.00 |")
-    for name, result in served.items():
-        print(
-            f"| rayprism serve, {name} | {result['requests_per_s']:.0f} | {result['sentences_per_s']:.0f} "
-            f"| {result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['sentences_per_s'] / bare:.2f} |"
-        )
+    with tempfile.TemporaryDirectory(prefix="rayprism-bench-") as tmp:
+        work = Path(tmp)
+        (work / "wrk.lua").write_text(WRK_SCRIPT)
+        bodies = {s.key: write_bodies(texts, s.per_request, model.name, work / f"bodies-{s.key}.jsonl") for s in scenarios}
+        services = plan_services(args, config, model, work)  # before any timing: Infinity may need installing
+
+        encoder = bare_batch_size = bare_before = None
+        if any(s.key == "batch" for s in scenarios):
+            encoder = load_bare_encoder(model.source)
+            bare_batch_size, bare_before = fastest_batch_size(encoder, texts)
+        served = {service.name: measure(service, scenarios, bodies, work, args.duration_s) for service in services}
+
+    bare = None
+    if encoder is not None:
+        bare_after = bare_sentences_per_s(encoder, texts, bare_batch_size)
+        bare = (bare_before + bare_after) / 2
+        print(f"bare encode, batch {bare_batch_size}: {bare_before:.0f} before, {bare_after:.0f} after sentences/s")
+    print_table(served, bare, bare_batch_size)
 
 
 if __name__ == "__main__":
