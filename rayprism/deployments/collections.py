@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Iterator
 
-from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
+from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, MediaQuery, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreReplica
 from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.models.base import PromptRole, prompt_for_role
-from rayprism.platform.store.documents import normalise_id, validate_documents
+from rayprism.platform.store.documents import (
+    DocumentProblem,
+    InvalidDocumentsError,
+    check_documents,
+    normalise_id,
+    validate_documents,
+)
 from rayprism.platform.store.filters import check_filter
 from rayprism.platform.store.milvus import SearchQuery
 
 DEFAULT_CANDIDATES = 50
 STORE_HEALTH_TIMEOUT_S = 2.0
 DENSE = VECTOR_FIELDS[0]
+
+
+def _media_problem(config: CollectionConfig, index: int, error: InvalidInputError) -> DocumentProblem:
+    """A media error (about ``input[k]``) as the problem of the document at ``index``."""
+    return DocumentProblem(index, config.media_key, re.sub(r"^input\[\d+\]:? ", "", error.message))
 
 
 def _differences(requested: CollectionConfig, existing: CollectionConfig) -> list[str]:
@@ -72,6 +84,9 @@ class CollectionsService:
 
     async def _ensure(self, config: CollectionConfig) -> CollectionConfig:
         runner = self._embeddings.runner(config.model)
+        if config.modality not in runner.encoder.modalities:
+            raise InvalidInputError(f"model {config.model!r} embeds {sorted(runner.encoder.modalities)}, "
+                                    f"not {config.modality}", param="modality")
         ensured = CollectionConfig.model_validate(
             await self._store.ensure(config.model_dump(mode="json"), runner.encoder.dimensions)
         )
@@ -122,26 +137,65 @@ class CollectionsService:
     # --- documents ---------------------------------------------------------------------
 
     async def upsert(self, name: str, request: DocumentsRequest) -> dict:
-        """Write what changed: documents stored with the same text and fields are left alone (a
-        re-run costs no embedding), documents with their own ``vector`` are not embedded."""
+        """Write what changed: text documents stored with the same text and fields are left alone (a
+        re-run costs no embedding), documents with their own ``vector`` are not embedded. A media
+        document's item is embedded, not stored, so media documents are always written."""
         self._embeddings.check_input_count(len(request.documents), "documents", "documents")
         config = await self.collection(name)
         dimensions = self._embeddings.runner(config.model).encoder.dimensions
-        rows = validate_documents(config, request.documents, dimensions=dimensions)
-        content = ["id", config.text_field, *config.fields]
+        if config.media_key:  # media problems are listed together with the others
+            rows, problems = check_documents(config, request.documents, dimensions=dimensions)
+        else:
+            rows = validate_documents(config, request.documents, dimensions=dimensions)
         with self._forgotten_if_gone(name):
-            stored = {row["id"]: row for row in await self._store.get(name, [row["id"] for row in rows], content)}
-            changed = [row for row in rows if DENSE in row or stored.get(row["id"]) != {k: row[k] for k in content}]
-            to_embed = [row for row in changed if DENSE not in row]
-            tokens = 0
-            if to_embed:
-                embedded = await self._embed(config, [row[config.text_field] for row in to_embed], "document")
-                for row, vector in zip(to_embed, embedded.vectors):
-                    row[DENSE] = vector
-                tokens = sum(embedded.token_counts)
+            if config.media_key:
+                changed = rows
+                tokens = await self._embed_media(config, request.documents, rows, problems)
+            else:
+                changed = await self._changed(name, config, rows)
+                to_embed = [row for row in changed if DENSE not in row]
+                tokens = 0
+                if to_embed:
+                    embedded = await self._embed(config, [row[config.text_field] for row in to_embed], "document")
+                    for row, vector in zip(to_embed, embedded.vectors):
+                        row[DENSE] = vector
+                    tokens = sum(embedded.token_counts)
             count = await self._store.upsert(name, changed) if changed else 0
         return {"object": "documents.upserted", "collection": name, "upserted": count,
                 "unchanged": len(rows) - len(changed), "tokens": tokens}
+
+    async def _changed(self, name: str, config: CollectionConfig, rows: list[dict]) -> list[dict]:
+        """The rows that bring a vector of their own or differ from what the store holds."""
+        content = ["id", config.text_field, *config.fields]
+        stored = {row["id"]: row for row in await self._store.get(name, [row["id"] for row in rows], content)}
+        return [row for row in rows if DENSE in row or stored.get(row["id"]) != {key: row[key] for key in content}]
+
+    async def _embed_media(self, config: CollectionConfig, documents: list, rows: list[dict],
+                           problems: list[DocumentProblem]) -> int:
+        """Vectors for the rows without one, from their documents' media items. The items of documents
+        without other problems are decoded; every problem is reported with its document's index, and
+        then nothing is written."""
+        runner = self._embeddings.runner(config.model)
+        invalid = {problem.index for problem in problems}
+        pending = [(index, row) for index, row in enumerate(rows) if DENSE not in row and index not in invalid]
+        items = [documents[index][config.media_key] for index, _ in pending]
+        try:
+            items = await self._embeddings.media_inputs(items, config.modality)
+        except InvalidInputError as error:  # a URL that could not be fetched: param is input[k]
+            position = int(error.param.strip("input[]"))
+            problems = [*problems, _media_problem(config, pending[position][0], error)]
+            raise InvalidDocumentsError(sorted(problems, key=lambda problem: problem.index)) from None
+        outcomes = await runner.prepare_each(items, config.modality) if items else []
+        problems = [*problems, *(_media_problem(config, index, outcome) for (index, _), outcome in zip(pending, outcomes)
+                                 if isinstance(outcome, InvalidInputError))]
+        if problems:
+            raise InvalidDocumentsError(sorted(problems, key=lambda problem: problem.index))
+        if not pending:
+            return 0
+        embedded = await runner.embed_prepared(outcomes)
+        for (_, row), vector in zip(pending, embedded.vectors):
+            row[DENSE] = vector
+        return sum(embedded.token_counts)
 
     async def delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
         config = await self.collection(name)
@@ -172,9 +226,13 @@ class CollectionsService:
     async def search(self, name: str, request: SearchRequest) -> dict:
         started = time.perf_counter()
         config = await self.collection(name)
-        mode = request.mode or ("hybrid" if config.bm25 else "dense")
+        example = request.query if isinstance(request.query, MediaQuery) else None
+        mode = request.mode or ("hybrid" if config.bm25 and example is None else "dense")
         if mode != "dense" and not config.bm25:
             raise InvalidInputError(f"mode {mode!r} needs BM25, which collection {name!r} does not have", param="mode")
+        if mode != "dense" and example is not None:
+            raise InvalidInputError(f"a search by example is dense; mode {mode!r} needs text", param="mode")
+        self._check_query_modality(config, example, mode)
         readable = ["id", config.text_field, *config.fields]
         output_fields = request.output_fields if request.output_fields is not None else readable[1:]
         for field in output_fields:
@@ -194,7 +252,8 @@ class CollectionsService:
             elif mode == "dense":
                 dense_vector = await self._embed_query(config, request.query)
             query = SearchQuery(
-                mode=mode, k=request.k, dense_vector=dense_vector, text=request.query, metric=config.index.metric,
+                mode=mode, k=request.k, dense_vector=dense_vector, text=None if example else request.query,
+                metric=config.index.metric,
                 candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
                 output_fields=output_fields, sparse_hits=sparse_hits,
             )
@@ -207,5 +266,21 @@ class CollectionsService:
         runner = self._embeddings.runner(config.model)
         return await runner.embed(texts, "text", prompt_for_role(runner.encoder.prompts, role))
 
-    async def _embed_query(self, config: CollectionConfig, query: str):
+    async def _embed_query(self, config: CollectionConfig, query: str | MediaQuery):
+        if isinstance(query, MediaQuery):  # search by example: the item, as documents are embedded
+            runner = self._embeddings.runner(config.model)
+            items = await self._embeddings.media_inputs([query.item], query.modality)
+            return (await runner.embed(items, query.modality)).vectors[0]
         return (await self._embed(config, [query], "query")).vectors[0]
+
+    def _check_query_modality(self, config: CollectionConfig, example: MediaQuery | None, mode: str) -> None:
+        """Text queries need a model that embeds text (a CLIP model does: cross-modal search); an example
+        must be of the collection's own modality."""
+        modalities = self._embeddings.runner(config.model).encoder.modalities
+        if example is not None and example.modality != config.modality:
+            raise InvalidInputError(f"collection {config.name!r} holds {config.modality}; search it with text or "
+                                    f"an {config.modality} example, not {example.modality}", param="query")
+        if example is None and mode != "sparse" and "text" not in modalities:
+            raise InvalidInputError(f"model {config.model!r} embeds no text: search collection {config.name!r} by "
+                                    f"example ({{\"{config.modality}\": \"data:...\"}}) or with mode sparse",
+                                    param="query")

@@ -65,6 +65,8 @@ class ModelDescription(_Response):
     max_input_tokens: int | None = None
     prompts: list[str] | None = None
     """Names accepted as ``prompt_name``."""
+    modalities: list[str] | None = None
+    """What the model embeds (``text``, ``image``, ``audio``), into one space."""
 
 
 class ModelList(_Response):

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 from rayprism.deployments.batcher import DynamicBatcher
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import ModelConfig
-from rayprism.platform.errors import NotReadyError, RayprismError
-from rayprism.platform.models.base import Embeddings, Encoder, Modality
+from rayprism.platform.errors import InvalidInputError, NotReadyError, RayprismError
+from rayprism.platform.models.base import Embeddings, Encoder, Modality, Prepared
 from rayprism.platform.models.registry import load_encoder
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,33 @@ class ModelRunner:
     async def embed(
         self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
     ) -> Embeddings:
+        return await self.embed_prepared(await self.prepare(inputs, modality, prompt_name))
+
+    async def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None):
+        """Admitted (a 429 must cost nothing: refuse before tokenising or decoding), then prepared: in a
+        thread for media and long requests, so the event loop keeps answering."""
         encoder = self.encoder
-        self._batcher.check_capacity(len(inputs))  # refuse before tokenising: a 429 must cost nothing
-        if len(inputs) > INLINE_PREPARE_MAX_INPUTS:
-            prepared = await asyncio.to_thread(encoder.prepare, inputs, modality, prompt_name)
-        else:
-            prepared = encoder.prepare(inputs, modality, prompt_name)
+        self._batcher.check_capacity(len(inputs))
+        if modality != "text" or len(inputs) > INLINE_PREPARE_MAX_INPUTS:
+            return await asyncio.to_thread(encoder.prepare, inputs, modality, prompt_name)
+        return encoder.prepare(inputs, modality, prompt_name)
+
+    async def prepare_each(self, inputs: Sequence[Any], modality: Modality) -> list[Prepared | InvalidInputError]:
+        """One input at a time, each one's own error kept: for batches where every bad item is reported."""
+        self._batcher.check_capacity(len(inputs))
+
+        def each() -> list[Prepared | InvalidInputError]:
+            outcomes: list[Prepared | InvalidInputError] = []
+            for item in inputs:
+                try:
+                    outcomes.extend(self.encoder.prepare([item], modality))
+                except InvalidInputError as error:
+                    outcomes.append(error)
+            return outcomes
+
+        return await asyncio.to_thread(each)
+
+    async def embed_prepared(self, prepared: Sequence[Prepared]) -> Embeddings:
         vectors = await self._batcher.submit(prepared)
         token_counts = [item.n_tokens for item in prepared]
         self._metrics.inputs(self.name).inc(len(prepared))

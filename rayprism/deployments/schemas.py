@@ -7,9 +7,19 @@ not fit the schema a 422 naming the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import re
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
@@ -56,21 +66,31 @@ class EmbeddingRequest(BaseModel):
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+"""Field names; other location parts are pydantic's names for union members (``constrained-str``)."""
+
+
+def _most_telling(errors: list[dict]) -> dict:
+    """For a value that fits no member of a union, the member that came closest: an error about the
+    content (a missing key, a failed check) says more than "should be a valid string"."""
+    return next((error for error in errors if not error["type"].endswith("_type")), errors[0])
+
+
 def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
     try:
         return schema.model_validate_json(body)
     except ValidationError as error:
-        first = error.errors()[0]
+        first = _most_telling(error.errors())
         if first["type"] == "json_invalid":
             raise InvalidInputError(f"request body is not valid JSON: {first['msg']}") from None
-        location = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "model_type" and not first["loc"]:
+            raise InvalidInputError("request body must be a JSON object") from None
+        location = ".".join(str(part) for part in first["loc"] if isinstance(part, int) or _FIELD.fullmatch(part))
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field"
         elif first["type"] == "missing":
             message = "field required"
-        elif first["type"] == "model_type":
-            raise InvalidInputError("request body must be a JSON object") from None
         raise UnprocessableError(f"{location or 'body'}: {message}", param=location or None) from None
 
 
@@ -94,10 +114,33 @@ class WeightedFusion(BaseModel):
     weights: FusionWeights = FusionWeights()
 
 
+class MediaQuery(BaseModel):
+    """Search by example: one image or one audio item (a ``data:`` URI)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str | None = Field(default=None, min_length=1)
+    audio: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MediaQuery:
+        if (self.image is None) == (self.audio is None):
+            raise ValueError("give exactly one of image or audio")
+        return self
+
+    @property
+    def modality(self) -> Modality:
+        return "image" if self.image is not None else "audio"
+
+    @property
+    def item(self) -> str:
+        return self.image if self.image is not None else self.audio
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1)
+    query: Annotated[str, Field(min_length=1)] | MediaQuery
+    """Text, or ``{"image": "data:..."}`` / ``{"audio": "data:..."}`` to search a media collection by example."""
     k: int = Field(default=10, gt=0, le=1000)
     mode: Literal["hybrid", "dense", "sparse"] | None = None
     """Default: hybrid when the collection has BM25, else dense."""

@@ -10,6 +10,7 @@ import threading
 import time
 
 from rayprism.deployments.metrics import ServiceMetrics
+from rayprism.deployments.remote_media import RemoteMedia
 from rayprism.deployments.runner import ModelRunner
 from rayprism.deployments.schemas import EmbeddingRequest
 from rayprism.platform.codecs.matryoshka import truncate
@@ -26,6 +27,8 @@ class EmbeddingService:
         self.runners = {
             model.name: ModelRunner(model, self.metrics, num_cpus=config.deployment.num_cpus) for model in config.models
         }
+        self.remote_media = RemoteMedia(max_bytes=config.server.max_request_bytes) if (
+            config.server.allow_remote_media) else None
         self.startup_errors: dict[str, str] = {}
         """Problems found after loading (e.g. a collection whose schema disagrees), by subject."""
         self._loader = threading.Thread(target=self._load_models, name="rayprism-model-loader", daemon=True)
@@ -73,7 +76,8 @@ class EmbeddingService:
             raise InvalidInputError(
                 f"dimensions {request.dimensions} exceeds the model's {dimensions}", param="dimensions"
             )
-        result = await runner.embed(request.input, request.modality, request.prompt_name)
+        inputs = await self.media_inputs(request.input, request.modality)
+        result = await runner.embed(inputs, request.modality, request.prompt_name)
         vectors = result.vectors
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)
@@ -89,6 +93,12 @@ class EmbeddingService:
             "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens},
         }
 
+    async def media_inputs(self, inputs: list, modality: str) -> list:
+        """Image and audio URLs fetched where the operator allows it; otherwise refused by the encoder."""
+        if modality == "text" or self.remote_media is None:
+            return inputs
+        return await self.remote_media.resolve(inputs)
+
     def describe_model(self, runner: ModelRunner) -> dict:
         description = {
             "id": runner.name,
@@ -103,6 +113,7 @@ class EmbeddingService:
             description["dimensions"] = runner.encoder.dimensions
             description["max_input_tokens"] = runner.encoder.max_input_tokens
             description["prompts"] = sorted(runner.encoder.prompts)
+            description["modalities"] = sorted(runner.encoder.modalities)
         return description
 
     def list_models(self) -> dict:

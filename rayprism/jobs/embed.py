@@ -15,11 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from rayprism.jobs.readers import Unit, file_signature, input_files, plan_units, read_unit
+from rayprism.jobs.readers import (
+    Unit,
+    file_signature,
+    input_files,
+    media_files,
+    plan_units,
+    read_unit,
+    write_manifest,
+)
 from rayprism.jobs.state import JobState, write_atomically
 from rayprism.platform.codecs.quantize import calibrate_int8, ranges_from_json, ranges_to_json
-from rayprism.platform.config import JobConfig
-from rayprism.platform.errors import RayprismError, unwrap
+from rayprism.platform.config import CollectionConfig, JobConfig
+from rayprism.platform.config.jobs import MEDIA_FORMATS
+from rayprism.platform.errors import ConfigError, RayprismError, unwrap
 
 DEFAULT_JOBS_DIR = Path("data") / "jobs"
 
@@ -71,6 +80,8 @@ def fingerprint(job: JobConfig, files: list[str]) -> dict:
         "format": job.input.resolved_format(),
         "id_field": job.input.id_field,
         "text_field": job.input.text_field,
+        **job.input.model_dump(include={"modality", "media_field"}, exclude_none=True),
+        **({"sidecar": file_signature(job.input.sidecar)} if job.input.sidecar else {}),
         "model": {
             "source": model.source, "backend": model.backend, "max_input_tokens": model.max_input_tokens,
             **{key: value for key, value in changed_by_user.items() if value},
@@ -84,23 +95,31 @@ def fingerprint(job: JobConfig, files: list[str]) -> dict:
 
 
 def plan(job: JobConfig) -> JobPlan:
-    files = input_files(job.input.path)
-    units = plan_units(files, job.input.resolved_format(), job.compute.rows_per_part)
+    form = job.input.resolved_format()
     state = JobState(state_directory(job))
-    state.claim(fingerprint(job, files))
+    if form in MEDIA_FORMATS:  # one row per file, read through a manifest of the files planned here
+        root, files = media_files(job.input.path, form)
+        state.claim(fingerprint(job, files))
+        files = [write_manifest(state.directory, root, files, job.input.item_field(), job.input.sidecar)]
+    else:
+        files = input_files(job.input.path)
+        state.claim(fingerprint(job, files))
+    units = plan_units(files, form, job.compute.rows_per_part)
     return JobPlan(job, state, units, [unit for unit in units if not state.is_done(unit.id)])
 
 
-def _calibration_texts(job: JobConfig, units: list[Unit], limit: int) -> list[str]:
-    texts: list[str] = []
+def _calibration_inputs(job: JobConfig, units: list[Unit], limit: int) -> list:
+    """The first ``limit`` inputs of the job's modality: texts, or image/audio items."""
+    key = job.input.item_field() or job.input.text_field
+    inputs: list = []
     for unit in units:
         for raw in read_unit(unit, job.input.resolved_format()):
-            text = (raw.record or {}).get(job.input.text_field)
-            if isinstance(text, str) and text.strip():
-                texts.append(text)
-                if len(texts) == limit:
-                    return texts
-    return texts
+            value = (raw.record or {}).get(key)
+            if isinstance(value, bytes) or isinstance(value, str) and value.strip():
+                inputs.append(value)
+                if len(inputs) == limit:
+                    return inputs
+    return inputs
 
 
 def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
@@ -114,21 +133,29 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
     if job_plan.state.int8_ranges_path.exists():
         return ranges_from_json(job_plan.state.int8_ranges_path.read_bytes())
     job = job_plan.job
-    texts = _calibration_texts(job, job_plan.units, job.int8_calibration_rows)
+    inputs = _calibration_inputs(job, job_plan.units, job.int8_calibration_rows)
 
     @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus)
-    def calibrate(model: dict, texts: list[str]) -> np.ndarray:
+    def calibrate(model: dict, inputs: list, modality: str) -> np.ndarray:
+        from rayprism.jobs.worker import prepare_inputs
         from rayprism.platform.config import JobModelConfig
-        from rayprism.platform.models import embed
         from rayprism.platform.models.registry import load_encoder
 
         config = JobModelConfig.model_validate(model)
-        return calibrate_int8(embed(load_encoder(config), texts, "text", config.prompt_name).vectors)
+        encoder = load_encoder(config)
+        return calibrate_int8(encoder.encode(prepare_inputs(encoder, inputs, modality, config.prompt_name)[0]))
 
     model = encoder_config(job).model_dump()
-    ranges = ray.get(calibrate.remote(model, texts))
+    ranges = ray.get(calibrate.remote(model, inputs, job.input.resolved_modality()))
     write_atomically(job_plan.state.int8_ranges_path, ranges_to_json(ranges))
     return ranges
+
+
+def _check_modality(job: JobConfig, collection: CollectionConfig) -> None:
+    modality = job.input.resolved_modality()
+    if collection.modality != modality:
+        raise ConfigError(f"collection {collection.name!r} holds {collection.modality} documents; this job embeds "
+                          f"{modality} (a collection spec with modality: {modality} makes one that fits)")
 
 
 class JobFailedError(RayprismError):
@@ -160,6 +187,7 @@ def execute(job_plan: JobPlan) -> JobSummary:
         sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
         try:
             collection = ray.get(sink.open.remote())
+            _check_modality(job, CollectionConfig.model_validate(collection))
         except Exception as error:
             ray.kill(sink)
             raise unwrap(error) or error from None

@@ -3,11 +3,13 @@
 A unit is a fixed row range of one file. Units are planned up front from the
 files themselves, so the same input always yields the same units: a unit is
 what one parquet part holds and what a resumed job skips when it is done.
-Readers are registered by format; image and audio folders plug in the same way.
+Readers are registered by format; a folder of image or audio files is read
+through a manifest of its files, one row per file.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from rayprism.jobs.state import write_atomically
 from rayprism.platform.errors import ConfigError
 
 
@@ -119,10 +122,87 @@ def _table_rows(batches: Iterator[pa.RecordBatch], start: int) -> Iterator[RawRo
             row += 1
 
 
+# --- folders of images or audio files: one file, one row -------------------------------
+#
+# Planning lists the files once, sorted, into a manifest in the job's state directory; units are
+# row ranges of that manifest, so every actor reads exactly the files that were planned, and it
+# reads the bytes itself (they never pass through the driver). A row's id is the file's path
+# relative to the input's root; an optional sidecar jsonl adds fields to rows by that id.
+
+MEDIA_SUFFIXES = {
+    "images": (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"),
+    "audio": (".wav", ".flac", ".ogg", ".mp3"),
+}
+MANIFEST = "_media_files.json"
+
+
+def media_files(pattern: str, form: str) -> tuple[Path, list[str]]:
+    """(root, files): every file of the format's suffixes under a directory, or matching a glob."""
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        root, candidates = path, path.rglob("*")
+    else:
+        root = Path(glob.escape(pattern).split("*")[0] or ".").expanduser()
+        root = root if root.is_dir() else root.parent
+        candidates = (Path(p) for p in glob.glob(str(path), recursive=True))
+    files = sorted(str(p.resolve()) for p in candidates
+                   if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES[form] and not p.name.startswith((".", "_")))
+    if not files:
+        raise ConfigError(f"input.path {pattern!r} holds no {form} files ({', '.join(MEDIA_SUFFIXES[form])})")
+    return root.resolve(), files
+
+
+def write_manifest(directory: Path, root: Path, files: list[str], field: str, sidecar: str | None) -> str:
+    """The planned files, where every actor reads them; returns the manifest's path (a unit's ``path``)."""
+    manifest = directory / MANIFEST
+    write_atomically(manifest, json.dumps({"root": str(root), "files": files, "field": field,
+                                           "sidecar": sidecar}).encode())
+    return str(manifest)
+
+
+@functools.lru_cache(maxsize=4)
+def _manifest(path: str) -> dict:
+    manifest = json.loads(Path(path).read_text())
+    manifest["fields"] = _sidecar(manifest["sidecar"]) if manifest["sidecar"] else {}
+    return manifest
+
+
+def _sidecar(path: str) -> dict[str, dict]:
+    """Fields by item id; a line without an ``id`` is a mistake worth stopping for."""
+    fields: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict) or "id" not in record:
+                    raise ConfigError(f"input.sidecar {path}:{number}: every line needs an id (the item's path)")
+                fields[str(record.pop("id"))] = record
+    return fields
+
+
+def _media_count(path: str) -> int:
+    return len(_manifest(path)["files"])
+
+
+def _media_rows(path: str, start: int, stop: int) -> Iterator[RawRow]:
+    manifest = _manifest(path)
+    root = Path(manifest["root"])
+    for row, file in enumerate(manifest["files"][start:stop], start=start):
+        item_id = str(Path(file).relative_to(root))
+        try:
+            data = Path(file).read_bytes()
+        except OSError as error:
+            yield RawRow(row, {"id": item_id}, f"cannot read {item_id}: {error.strerror}")
+            continue
+        yield RawRow(row, {**manifest["fields"].get(item_id, {}), "id": item_id, manifest["field"]: data})
+
+
 READERS: dict[str, Reader] = {
     "jsonl": Reader(_jsonl_count, _jsonl_rows),
     "parquet": Reader(_parquet_count, _parquet_rows),
     "csv": Reader(_csv_count, _csv_rows),
+    "images": Reader(_media_count, _media_rows),
+    "audio": Reader(_media_count, _media_rows),
 }
 
 

@@ -23,7 +23,8 @@ from rayprism.jobs.readers import Unit, read_unit
 from rayprism.jobs.state import JobState, write_atomically
 from rayprism.platform.codecs import build_codecs
 from rayprism.platform.config import CollectionConfig, JobConfig
-from rayprism.platform.errors import RayprismError
+from rayprism.platform.errors import InvalidInputError, RayprismError
+from rayprism.platform.models.base import Encoder, Modality, Prepared
 from rayprism.platform.models.registry import load_encoder
 from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
 
@@ -37,11 +38,22 @@ class RowError(RayprismError):
 @dataclass
 class UnitRows:
     ids: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    """What is embedded: the texts, or the image/audio items (bytes or ``data:`` URIs)."""
     texts: list[str] = field(default_factory=list)
+    """The text kept with each row: the embedded text, or a media item's caption."""
     others: list[dict] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    """Each good row's row number in its file, to report it if embedding refuses it."""
     collection_rows: list[dict] = field(default_factory=list)
     """Rows shaped and checked for the Milvus collection (vectors added later), when there is one."""
     errors: list[dict] = field(default_factory=list)
+
+    def drop(self, positions: set[int]) -> None:
+        for name in ("ids", "inputs", "texts", "others", "rows", "collection_rows"):
+            values = getattr(self, name)
+            if values:
+                setattr(self, name, [value for position, value in enumerate(values) if position not in positions])
 
 
 def encoder_config(job: JobConfig):
@@ -58,7 +70,7 @@ def derived_id(unit: Unit, row: int) -> str:
 def collect_rows(job: JobConfig, unit: Unit, collection: CollectionConfig | None) -> UnitRows:
     """The unit's good rows, and one error record per bad row (never dropped silently)."""
     rows = UnitRows()
-    id_field, text_field = job.input.id_field, job.input.text_field
+    id_field, text_field, item_field = job.input.id_field, job.input.text_field, job.input.item_field()
     for raw in read_unit(unit, job.input.resolved_format()):
         record = raw.record or {}
         row_id = record.get(id_field) if id_field else derived_id(unit, raw.row)
@@ -66,23 +78,53 @@ def collect_rows(job: JobConfig, unit: Unit, collection: CollectionConfig | None
         if reason is None and (row_id is None or row_id == ""):
             reason = f"missing id field {id_field!r}"
         text = record.get(text_field)
-        if reason is None and (not isinstance(text, str) or not text.strip()):
-            reason = f"field {text_field!r} must be a non-empty string"
-        others = {key: value for key, value in record.items() if key not in (id_field, text_field)}
+        if item_field is None:
+            embedded = text
+            if reason is None and (not isinstance(text, str) or not text.strip()):
+                reason = f"field {text_field!r} must be a non-empty string"
+        else:
+            embedded, text = record.get(item_field), "" if text is None else text
+            if reason is None and (not isinstance(embedded, (bytes, str)) or not embedded):
+                reason = f"field {item_field!r} must hold the {job.input.resolved_modality()} (bytes or a data: URI)"
+            elif reason is None and not isinstance(text, str):
+                reason = f"field {text_field!r} (the caption) must be a string"
+        others = {key: value for key, value in record.items() if key not in (id_field, text_field, item_field)}
         collection_row = None
         if reason is None and collection is not None:
             collection_row, reason = _collection_row(collection, row_id, text, others)
         if reason is not None:
-            rows.errors.append({"file": unit.path, "row": raw.row, "id": row_id, "reason": reason})
-            if job.on_error == "fail":
-                raise RowError(f"{unit.path} row {raw.row} (id {row_id!r}): {reason}")
+            rows.errors.append(_error(job, unit, raw.row, row_id, reason))
             continue
         rows.ids.append(row_id)
+        rows.inputs.append(embedded)
         rows.texts.append(text)
         rows.others.append(others)
+        rows.rows.append(raw.row)
         if collection_row is not None:
             rows.collection_rows.append(collection_row)
     return rows
+
+
+def _error(job: JobConfig, unit: Unit, row: int, row_id: Any, reason: str) -> dict:
+    """A bad row's record for the errors file, or the job's end with ``on_error: fail``."""
+    if job.on_error == "fail":
+        raise RowError(f"{unit.path} row {row} (id {row_id!r}): {reason}")
+    return {"file": unit.path, "row": row, "id": row_id, "reason": reason}
+
+
+def prepare_inputs(encoder: Encoder, inputs: list, modality: Modality, prompt_name: str | None
+                   ) -> tuple[list[Prepared], dict[int, str]]:
+    """Prepared inputs and, by position, why the ones left out were refused. Texts are checked when
+    read; image and audio items are decoded here, one at a time, so one bad file costs only itself."""
+    if modality == "text":
+        return encoder.prepare(inputs, modality, prompt_name), {}
+    prepared, refused = [], {}
+    for position, item in enumerate(inputs):
+        try:
+            prepared.extend(encoder.prepare([item], modality))
+        except InvalidInputError as error:
+            refused[position] = error.message.removeprefix("input[0] ")
+    return prepared, refused
 
 
 def _collection_row(collection: CollectionConfig, row_id: Any, text: str, others: dict) -> tuple[dict | None, str | None]:
@@ -141,11 +183,16 @@ class UnitWorker:
         started = time.perf_counter()
         try:
             rows = collect_rows(self.job, unit, self.collection)
+            prepared, refused = prepare_inputs(self.encoder, rows.inputs, self.job.input.resolved_modality(),
+                                               self.job.model.prompt_name) if rows.inputs else ([], {})
+            rows.errors.extend(_error(self.job, unit, rows.rows[position], rows.ids[position], reason)
+                               for position, reason in refused.items())
         except RowError as error:
             return {"unit": unit.id, "rows": 0, "errors": 0, "seconds": 0.0, "failure": error.message}
+        rows.drop(set(refused))
         vectors = np.zeros((0, self.encoder.dimensions), dtype=np.float32)
-        if rows.texts:
-            vectors = self.encoder.encode(self.encoder.prepare(rows.texts, "text", self.job.model.prompt_name))
+        if prepared:
+            vectors = self.encoder.encode(prepared)
         if self.parquet_dir is not None:
             codec_columns = {codec.column: codec.encode(vectors) for codec in self.codecs}
             write_atomically(self.parquet_dir / f"part-{unit.id}.parquet", parquet_bytes(self.job, rows, codec_columns))

@@ -43,7 +43,7 @@ def store_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service_config(tiny_model_path, store_dir):
+def service_config(tiny_model_path, media_model_path, store_dir):
     from rayprism.platform.config import (
         BatchingConfig,
         CollectionConfig,
@@ -66,6 +66,9 @@ def service_config(tiny_model_path, store_dir):
                 name="tiny-queue", source=tiny_model_path,
                 batching=BatchingConfig(batch_wait_s=2.0, max_queued_inputs=4),
             ),
+            # image and speech encoders, chosen from their model directories (tiny CLIP and Whisper)
+            ModelConfig(name="clip", modality="image", source=media_model_path("clip")),
+            ModelConfig(name="whisper", modality="audio", source=media_model_path("whisper"), max_audio_seconds=10),
         ],
     )
 

@@ -73,7 +73,8 @@ def test_models_listing(client, service_url):
 def test_health_reports_every_model_ready(service_url):
     response = httpx.get(f"{service_url}/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "models": {"minilm": "ready", "tiny-queue": "ready"}, "store": "ok"}
+    models = {"minilm": "ready", "tiny-queue": "ready", "clip": "ready", "whisper": "ready"}
+    assert response.json() == {"status": "ok", "models": models, "store": "ok"}
 
 
 def test_metrics_count_requests_tokens_and_batches_by_model(service_url):

@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rayprism.platform.config.base import IDENTIFIER, StrictModel, full_match, nested_problems
 from rayprism.platform.config.models import DEFAULT_MODEL_NAME
+from rayprism.platform.models.base import Modality
 
 FieldType = Literal["varchar", "int64", "double", "bool", "json"]
 VECTOR_FIELDS = ("dense", "sparse")
@@ -70,6 +71,17 @@ class CollectionConfig(StrictModel):
     bm25: bool = True
     """Also index the text for BM25 (needed by the ``sparse`` and ``hybrid`` search modes)."""
     index: DenseIndexConfig = DenseIndexConfig()
+    modality: Modality = "text"
+    """What a document's vector is made from: its text, or an image or audio item."""
+    media_field: str | None = None
+    """Image and audio collections: the document key that carries the item (a ``data:`` URI); default:
+    the modality's name. The item is embedded, not stored: keep e.g. a ``uri`` field to find the original.
+    The text field then holds an optional caption (searchable with BM25)."""
+
+    @property
+    def media_key(self) -> str | None:
+        """The document key holding the item to embed; None for text collections."""
+        return None if self.modality == "text" else self.media_field or self.modality
 
     @field_validator("name")
     @classmethod
@@ -84,6 +96,16 @@ class CollectionConfig(StrictModel):
         if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS, DOCUMENT_VECTOR_KEY):
             raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}, {DOCUMENT_VECTOR_KEY}")
         return name
+
+    @model_validator(mode="after")
+    def _check_media_field(self) -> CollectionConfig:
+        if self.modality == "text" and self.media_field is not None:
+            raise ValueError("media_field is for image and audio collections (set modality)")
+        key = self.media_key
+        if key is not None and (not full_match(IDENTIFIER, key) or key in ("id", self.text_field, *VECTOR_FIELDS,
+                                                                            DOCUMENT_VECTOR_KEY, *self.fields)):
+            raise ValueError(f"media_field {key!r} must be a field name of its own")
+        return self
 
     @model_validator(mode="after")
     def _check_field_names(self) -> CollectionConfig:

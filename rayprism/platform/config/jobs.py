@@ -13,19 +13,54 @@ from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig, threads_for
 from rayprism.platform.config.serve import DEFAULT_STORE_URI, load_serve_config
 from rayprism.platform.errors import ConfigError
+from rayprism.platform.models.base import Modality
 
-InputFormat = Literal["jsonl", "parquet", "csv"]
+InputFormat = Literal["jsonl", "parquet", "csv", "images", "audio"]
+MEDIA_FORMATS: dict[str, Modality] = {"images": "image", "audio": "audio"}
+"""Formats where every file is one item (its id: the path relative to the input's root)."""
 _FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 
 class InputConfig(StrictModel):
     path: str
-    """A file, a directory (every file in it) or a glob, e.g. ``data/*.jsonl``."""
+    """A file, a directory (every file in it, or every file under it for images/audio) or a glob, e.g.
+    ``data/*.jsonl``, ``photos/**/*.jpg``."""
     format: InputFormat | None = None
-    """Default: from the file suffix (.jsonl/.json/.ndjson, .parquet, .csv)."""
+    """Default: from the file suffix (.jsonl/.json/.ndjson, .parquet, .csv). ``images`` and ``audio``: each
+    file is one item."""
     id_field: str | None = "id"
     """Column with each row's id; ``null`` derives ids from file and row number (stable across runs)."""
     text_field: str = "text"
+    """Column with the text to embed; for image and audio inputs, an optional caption kept with the row."""
+    modality: Modality | None = None
+    """What is embedded: ``text`` (default), or ``image``/``audio`` from ``media_field`` (a column of bytes
+    or ``data:`` URIs) or from the files of an ``images``/``audio`` input."""
+    media_field: str | None = None
+    """The column holding each row's image or audio item (jsonl/parquet inputs)."""
+    sidecar: str | None = None
+    """``images``/``audio`` inputs: a jsonl file of metadata, one object per item, keyed by ``id`` (the
+    item's path relative to the input's root)."""
+
+    @model_validator(mode="after")
+    def _check_media(self) -> InputConfig:
+        form = self.resolved_format()
+        modality = self.resolved_modality()
+        if form in MEDIA_FORMATS and modality != MEDIA_FORMATS[form]:
+            raise ValueError(f"format {form} holds {MEDIA_FORMATS[form]}, not {modality}")
+        if form not in MEDIA_FORMATS and modality != "text" and self.media_field is None:
+            raise ValueError(f"modality {modality} from a {form} input needs media_field: the column of items")
+        if self.sidecar is not None and form not in MEDIA_FORMATS:
+            raise ValueError("sidecar is for images and audio inputs; other inputs carry their fields")
+        return self
+
+    def resolved_modality(self) -> Modality:
+        return self.modality or MEDIA_FORMATS.get(self.resolved_format(), "text")
+
+    def item_field(self) -> str | None:
+        """Where a row's image or audio item is (a media folder's rows carry it under the modality's
+        name); None when the text is what is embedded."""
+        modality = self.resolved_modality()
+        return None if modality == "text" else self.media_field or modality
 
     def resolved_format(self) -> InputFormat:
         if self.format is not None:
@@ -122,12 +157,6 @@ class JobConfig(StrictModel):
     int8_calibration_rows: PositiveInt = 512
     """Rows embedded up front to fix the int8 codec's per-dimension ranges (saved with the output)."""
 
-    @field_validator("input")
-    @classmethod
-    def _check_format(cls, value: InputConfig) -> InputConfig:
-        value.resolved_format()
-        return value
-
     @field_validator("codecs")
     @classmethod
     def _unique_codecs(cls, codecs: list) -> list:
@@ -159,7 +188,7 @@ def _with_paths_from(base: Path, job: JobConfig) -> JobConfig:
 
     output = job.output
     return job.model_copy(update={
-        "input": job.input.model_copy(update={"path": absolute(job.input.path)}),
+        "input": job.input.model_copy(update={"path": absolute(job.input.path), "sidecar": absolute(job.input.sidecar)}),
         "model": job.model.model_copy(update={"source": local_source(job.model.source),
                                               "serve_config": absolute(job.model.serve_config)}),
         "output": output.model_copy(update={

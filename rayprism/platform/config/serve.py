@@ -62,6 +62,9 @@ class ServerConfig(StrictModel):
     api_keys: list[Annotated[str, Field(min_length=MIN_API_KEY_LENGTH)]] = Field(default_factory=list)
     """Keys accepted as ``Authorization: Bearer <key>``; ``$RAYPRISM_API_KEYS`` (comma-separated) adds
     more where the service runs, which keeps keys out of config files. None: no authentication."""
+    allow_remote_media: bool = False
+    """Let image and audio inputs be http(s) URLs that the service fetches (never from loopback,
+    private or link-local addresses); off, only ``data:`` URIs are accepted."""
     api_key_routes: Literal["v1", "all"] = "v1"
     """Where a key is needed: every ``/v1`` route (``/health``, ``/metrics`` and ``/docs`` stay open
     for probes and scrapers), or all routes."""

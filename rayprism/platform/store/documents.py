@@ -106,15 +106,29 @@ def decode_vector(value: Any, dimensions: int) -> np.ndarray:
 
 
 def validate_documents(config: CollectionConfig, documents: list[Any], *, dimensions: int | None = None) -> list[dict]:
-    """Rows ready for an upsert, or :class:`InvalidDocumentsError`. With ``dimensions`` a document
-    may carry its own ``vector`` (row key ``dense``); other rows get no vector here."""
+    """Rows ready for an upsert (without the media item a media document carries), or
+    :class:`InvalidDocumentsError`. ``dimensions`` is given for documents sent to the API: one may
+    carry its own ``vector`` (row key ``dense``), else a media document must carry its item."""
+    rows, problems = check_documents(config, documents, dimensions=dimensions)
+    if problems:
+        raise InvalidDocumentsError(problems)
+    return rows
+
+
+def check_documents(config: CollectionConfig, documents: list[Any], *, dimensions: int | None = None
+                    ) -> tuple[list[dict], list[DocumentProblem]]:
+    """Rows, one per document and in its order, and every problem found (:func:`validate_documents`)."""
     problems: list[DocumentProblem] = []
     rows: list[dict] = []
     first_index_of: dict[str | int, int] = {}
+    media_key = config.media_key
     allowed = {"id", config.text_field, *config.fields} | ({DOCUMENT_VECTOR_KEY} if dimensions else set())
+    if media_key:
+        allowed.add(media_key)
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             problems.append(DocumentProblem(index, None, "must be an object"))
+            rows.append({})
             continue
         row: dict = {}
         try:
@@ -126,7 +140,11 @@ def validate_documents(config: CollectionConfig, documents: list[Any], *, dimens
                 problems.append(DocumentProblem(index, "id", f"repeats documents[{first_index_of[row['id']]}]"))
             first_index_of.setdefault(row["id"], index)
         text = document.get(config.text_field)
-        if not isinstance(text, str) or not text.strip():
+        if media_key and text is None:
+            text = ""  # a media document's caption is optional
+        if media_key and not isinstance(text, str):
+            problems.append(DocumentProblem(index, config.text_field, "must be a string (the caption)"))
+        elif not media_key and (not isinstance(text, str) or not text.strip()):
             problems.append(DocumentProblem(index, config.text_field, "must be a non-empty string"))
         elif len(text.encode()) > VARCHAR_MAX_BYTES:
             problems.append(DocumentProblem(index, config.text_field, f"is longer than {VARCHAR_MAX_BYTES} bytes"))
@@ -144,7 +162,9 @@ def validate_documents(config: CollectionConfig, documents: list[Any], *, dimens
                 row[DENSE] = decode_vector(document[DOCUMENT_VECTOR_KEY], dimensions)
             except ValueError as error:
                 problems.append(DocumentProblem(index, DOCUMENT_VECTOR_KEY, str(error)))
+        elif media_key and dimensions:
+            item = document.get(media_key)
+            if not isinstance(item, str) or not item:
+                problems.append(DocumentProblem(index, media_key, f"must be the {config.modality} as a data: URI"))
         rows.append(row)
-    if problems:
-        raise InvalidDocumentsError(problems)
-    return rows
+    return rows, problems
