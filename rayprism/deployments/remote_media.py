@@ -36,7 +36,7 @@ class _PublicAddressesOnly(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         infos = await asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
         addresses = [info[4][0] for info in infos]
-        refused = [address for address in addresses if not ipaddress.ip_address(address).is_global]
+        refused = [address for address in addresses if not _public(address)]
         if not addresses or refused:
             raise _Refused(f"{host} resolves to {refused[0] if refused else 'nothing'}, which is not a public address")
         return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
@@ -50,6 +50,13 @@ class _PublicAddressesOnly(httpcore.AsyncNetworkBackend):
 
 class _Refused(Exception):
     pass
+
+
+def _public(address: str) -> bool:
+    """Routable on the internet: not loopback, private, link-local (cloud metadata), reserved or
+    multicast (which Python counts as global)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_global and not ip.is_multicast
 
 
 class RemoteMedia:
