@@ -12,7 +12,7 @@ from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.http import create_app
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreDeployment
-from rayprism.platform.config import ServeConfig
+from rayprism.platform.config import ServeConfig, parse_config
 from rayprism.platform.errors import RayprismError
 
 APP_NAME = "rayprism"
@@ -79,6 +79,13 @@ def deployment_options(config: ServeConfig) -> dict:
 def store_options(config: ServeConfig) -> dict:
     """One store replica: a Milvus Lite file admits one process, and a server needs no more here."""
     return {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 256}
+
+
+def app_builder(args: dict) -> Application:
+    """The application a Serve config file (a KubeRay RayService's ``serveConfigV2``) names as
+    ``import_path: rayprism.deployments.app:app_builder``, with the serve YAML under ``args.config``:
+    validated here as ``rayprism serve`` validates its file."""
+    return build_application(parse_config(ServeConfig, args.get("config"), "the application's args.config"))
 
 
 def build_application(config: ServeConfig) -> Application:

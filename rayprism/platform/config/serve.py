@@ -9,10 +9,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rayprism.platform.config.base import (
+    NAME,
     NonNegativeFloat,
     PositiveInt,
     StrictModel,
     check_unique,
+    full_match,
     load_config,
 )
 from rayprism.platform.config.collections import CollectionConfig
@@ -39,8 +41,16 @@ class ReplicasConfig(StrictModel):
         return self
 
 
+class GroupReplicasConfig(ReplicasConfig):
+    """A model group's bounds: ``min: 0`` lets an idle group give its resources back."""
+
+    min: Annotated[int, Field(ge=0)] = 1
+    idle_s: Annotated[float, Field(gt=0)] = 300
+    """How long a group waits without requests before it scales down (to zero when ``min`` is 0)."""
+
+
 class DeploymentConfig(StrictModel):
-    """Resources of one serving replica; every configured model lives in each replica."""
+    """Resources of one serving replica: it answers HTTP and holds every model no group takes."""
 
     num_cpus: Annotated[float, Field(ge=0)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0
@@ -48,6 +58,28 @@ class DeploymentConfig(StrictModel):
     max_ongoing_requests: PositiveInt = 512
     graceful_shutdown_timeout_s: NonNegativeFloat = 10
     """How long a stopping replica may finish requests in flight."""
+
+
+class GroupConfig(StrictModel):
+    """Models that run in a deployment of their own (e.g. on a GPU, or scaled to zero when idle),
+    reached by the serving replicas through Serve handles."""
+
+    name: str
+    models: list[str] = Field(min_length=1)
+    num_cpus: Annotated[float, Field(ge=0)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0
+    """Fractions share a GPU between groups (e.g. 0.5)."""
+    replicas: GroupReplicasConfig = GroupReplicasConfig()
+    max_ongoing_requests: PositiveInt = 256
+    start_timeout_s: Annotated[float, Field(gt=0)] = 120
+    """How long a request waits for a group at zero to start a replica before answering 503."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not full_match(NAME, name):
+            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
+        return name
 
 
 API_KEYS_VARIABLE = "RAYPRISM_API_KEYS"
@@ -105,12 +137,29 @@ class ServeConfig(StrictModel):
     store: StoreConfig = StoreConfig()
     collections: list[CollectionConfig] = Field(default_factory=list)
     seed: SeedConfig | None = None
+    deployments: list[GroupConfig] = Field(default_factory=list)
+    """Model groups in deployments of their own; models in no group live in every serving replica."""
 
     @field_validator("models")
     @classmethod
     def _unique_model_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
         check_unique("model", [m.name for m in models])
         return models
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> ServeConfig:
+        check_unique("deployment", [group.name for group in self.deployments])
+        models = [m.name for m in self.models]
+        grouped = [name for group in self.deployments for name in group.models]
+        check_unique("grouped model", grouped)
+        unknown = sorted(set(grouped) - set(models))
+        if unknown:
+            raise ValueError(f"deployments name models that do not exist: {unknown}; models: {models}")
+        return self
+
+    def group_of(self, model: str) -> GroupConfig | None:
+        """The group a model runs in, or None when it lives in the serving replicas."""
+        return next((group for group in self.deployments if model in group.models), None)
 
     @model_validator(mode="after")
     def _check_collections(self) -> ServeConfig:

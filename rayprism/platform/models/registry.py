@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "torch": "rayprism.platform.models.torch_backend",
+    "vllm": "rayprism.platform.models.vllm_backend",
 }
 
 
