@@ -45,6 +45,21 @@ from rayprism.platform.config.serve import (
     StoreConfig,
     load_serve_config,
 )
+from rayprism.platform.config.train import (
+    CheckpointsConfig,
+    CorpusConfig,
+    EvaluationConfig,
+    HardNegativesConfig,
+    LossConfig,
+    NewImageTextModel,
+    PairsConfig,
+    TrainComputeConfig,
+    TrainConfig,
+    TrainDataConfig,
+    TrainingConfig,
+    TrainModelConfig,
+    load_train_config,
+)
 
 __all__ = [
     "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DOCUMENT_VECTOR_KEY", "VECTOR_FIELDS",
@@ -53,4 +68,7 @@ __all__ = [
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",
     "parse_config", "threads_for",
+    "CheckpointsConfig", "CorpusConfig", "EvaluationConfig", "HardNegativesConfig", "LossConfig", "NewImageTextModel",
+    "PairsConfig", "TrainComputeConfig", "TrainConfig", "TrainDataConfig", "TrainModelConfig", "TrainingConfig",
+    "load_train_config",
 ]

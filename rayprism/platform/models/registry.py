@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "torch": "rayprism.platform.models.torch_backend",
     "vllm": "rayprism.platform.models.vllm_backend",
+    "onnx": "rayprism.platform.models.onnx_backend",
 }
 
 

@@ -1,0 +1,175 @@
+"""The ``onnx`` backend: text models exported by ``rayprism convert onnx``, run by onnxruntime.
+
+The model directory is a sentence-transformers directory with ``onnx/model.onnx`` (and optionally
+``onnx/model_int8.onnx``) whose graph holds the whole stack, pooling and L2 normalisation
+included: token ids in, unit vectors out. Inputs are prepared as the torch backend prepares them
+(the model's prompts, its fast tokenizer, its ``max_seq_length``), and ``encode`` runs length-sorted
+forward passes of ``forward_batch_size``, so short inputs are not padded to long ones.
+
+```yaml
+models:
+  - name: minilm-int8
+    source: models/minilm-onnx        # written by: rayprism convert onnx <model> --output models/minilm-onnx
+    backend: onnx
+    options: {file: onnx/model_int8.onnx}
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from rayprism.platform.config.base import StrictModel
+from rayprism.platform.errors import ConfigError, InvalidInputError, UnprocessableError
+from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
+
+if TYPE_CHECKING:
+    from rayprism.platform.config import ModelConfig
+
+
+class Options(StrictModel):
+    file: str = "onnx/model.onnx"
+    """The graph to run, relative to the model directory: ``onnx/model.onnx`` (fp32) or
+    ``onnx/model_int8.onnx`` (int8 weights, about twice as fast on CPUs)."""
+
+
+def load(config: ModelConfig, *, num_cpus: float | None):
+    import onnxruntime  # noqa: F401  (ImportError here becomes the install hint)
+
+    from rayprism.platform.models.source import resolve_source
+
+    if config.modality != "text":
+        raise ConfigError(f"model {config.name!r}: the onnx backend embeds text, not {config.modality}")
+    if config.device != "cpu":
+        raise ConfigError(f"model {config.name!r}: the onnx backend runs on cpu (got device {config.device!r})")
+    directory = Path(resolve_source(config.source))
+    options: Options = config.options
+    graph = directory / options.file
+    if not graph.is_file():
+        raise ConfigError(f"model {config.name!r}: {graph} does not exist; export it with "
+                          f"`rayprism convert onnx {config.source} --output DIR`")
+    return OnnxTextEncoder(directory, graph, max_input_tokens=config.max_input_tokens,
+                           forward_batch_size=config.batching.forward_batch_size,
+                           threads=config.threads(num_cpus))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from error
+
+
+class OnnxTextEncoder:
+    modalities = frozenset({"text"})
+
+    def __init__(self, directory: Path, graph: Path, *, max_input_tokens: int | None, forward_batch_size: int,
+                 threads: int | None):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        session_options = onnxruntime.SessionOptions()
+        if threads:
+            session_options.intra_op_num_threads = threads
+            session_options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(str(graph), session_options,
+                                                     providers=["CPUExecutionProvider"])
+        self._input_names = {item.name for item in self._session.get_inputs()}
+        if not {"input_ids", "attention_mask"} <= self._input_names:
+            raise ConfigError(f"{graph}: expected inputs input_ids and attention_mask, found {sorted(self._input_names)}")
+        self.dimensions = int(self._session.get_outputs()[0].shape[-1])
+
+        sentence_config = _read_json(directory / "sentence_bert_config.json")
+        tokenizer_config = _read_json(directory / "tokenizer_config.json")
+        model_config = _read_json(directory / "config_sentence_transformers.json")
+        model_limit = int(sentence_config.get("max_seq_length") or tokenizer_config.get("model_max_length") or 512)
+        self.max_input_tokens = min(max_input_tokens or model_limit, model_limit)
+        self.prompts: dict[str, str] = dict(model_config.get("prompts") or {})
+        self._default_prompt_name = model_config.get("default_prompt_name")
+
+        tokenizer_file = directory / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise ConfigError(f"{directory}: the onnx backend needs a fast tokenizer (tokenizer.json)")
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.max_input_tokens)
+        pad_token = tokenizer_config.get("pad_token")
+        pad_token = pad_token.get("content") if isinstance(pad_token, dict) else pad_token
+        self._pad_id = (self._tokenizer.token_to_id(pad_token) if pad_token else None) or 0
+        self._pad_left = tokenizer_config.get("padding_side") == "left"
+        self.vocab_size = self._tokenizer.get_vocab_size()
+        self.forward_batch_size = forward_batch_size
+
+    def warmup(self) -> None:
+        self.encode(self.prepare(["warm up"]))
+
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
+        if modality not in self.modalities:
+            raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
+        if not inputs:
+            raise InvalidInputError("input must not be empty", param="input")
+        if all(isinstance(item, str) for item in inputs):
+            return self._prepare_texts(inputs, prompt_name)
+        if all(isinstance(item, list) for item in inputs):
+            if prompt_name is not None:
+                raise UnprocessableError("prompt_name applies to text; token ids are the model's whole input",
+                                         param="prompt_name")
+            return [self._prepare_token_ids(index, ids) for index, ids in enumerate(inputs)]
+        raise InvalidInputError(
+            "input must be a string, a list of strings, a list of token ids or a list of lists of token ids",
+            param="input",
+        )
+
+    def _prepare_texts(self, texts: Sequence[str], prompt_name: str | None) -> list[Prepared]:
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
+        limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
+        texts = [text[:limit] for text in texts]
+        if prompt_name is not None:
+            prompt = check_prompt_name(self.prompts, prompt_name)
+        else:
+            prompt = self.prompts.get(self._default_prompt_name) if self._default_prompt_name else None
+        if prompt:
+            texts = [prompt + text for text in texts]
+        return [Prepared(encoding.ids, len(encoding.ids)) for encoding in self._tokenizer.encode_batch(list(texts))]
+
+    def _prepare_token_ids(self, index: int, ids: list) -> Prepared:
+        if not ids:
+            raise InvalidInputError(f"input[{index}] is an empty list of token ids", param=f"input[{index}]")
+        for token in ids:
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
+                raise InvalidInputError(
+                    f"input[{index}] has token id {token!r}; ids must be integers in [0, {self.vocab_size})",
+                    param=f"input[{index}]",
+                )
+        ids = ids[: self.max_input_tokens]
+        return Prepared(ids, len(ids))
+
+    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+        vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
+        order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
+        for start in range(0, len(order), self.forward_batch_size):
+            group = order[start: start + self.forward_batch_size]
+            outputs = self._session.run(None, self._pad([items[i].payload for i in group]))
+            vectors[group] = outputs[0]
+        return vectors
+
+    def _pad(self, sequences: list[list[int]]) -> dict[str, np.ndarray]:
+        width = max(len(ids) for ids in sequences)
+        input_ids = np.full((len(sequences), width), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, ids in enumerate(sequences):
+            columns = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
+            input_ids[row, columns] = ids
+            attention_mask[row, columns] = 1
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            features["token_type_ids"] = np.zeros_like(input_ids)
+        return features

@@ -1,0 +1,68 @@
+"""Retrieval quality on held-out queries, by exact dense search as the service searches.
+
+The service's in-memory mirror ranks documents by one matrix product of L2-normalised vectors
+(``rayprism.platform.store.routes.DenseRoute``); so does :func:`top_k` here. Each query has one
+relevant document (a known-item set such as the Debian dev queries), and the metrics are those
+``bench/retrieval.py`` prints, plus nDCG@10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METRICS = ("mrr@10", "recall@1", "recall@10", "ndcg@10")
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, chunk: int = 1024) -> np.ndarray:
+    """Row indices of the ``k`` best corpus vectors per query (cosine, best first)."""
+    queries, corpus = normalised(queries), normalised(corpus)
+    k = min(k, len(corpus))
+    ranked = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start: start + chunk] @ corpus.T
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
+        ranked[start: start + chunk] = np.take_along_axis(best, order, axis=1)
+    return ranked
+
+
+@dataclass(frozen=True)
+class RetrievalScores:
+    mrr_at_10: float
+    recall_at_1: float
+    recall_at_10: float
+    ndcg_at_10: float
+    queries: int
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(METRICS, (self.mrr_at_10, self.recall_at_1, self.recall_at_10, self.ndcg_at_10)))
+
+    def line(self) -> str:
+        return (f"MRR@10 {self.mrr_at_10:.4f}  R@1 {self.recall_at_1:.4f}  R@10 {self.recall_at_10:.4f}  "
+                f"nDCG@10 {self.ndcg_at_10:.4f}  ({self.queries} queries)")
+
+
+def score_rankings(ranked: np.ndarray, relevant: np.ndarray) -> RetrievalScores:
+    """``ranked`` (queries, ≥10) corpus rows best first; ``relevant`` each query's one relevant row."""
+    ranked = np.asarray(ranked)[:, :10]
+    hits = ranked == np.asarray(relevant)[:, None]
+    found = hits.any(axis=1)
+    rank = np.where(found, hits.argmax(axis=1) + 1, 0)
+    reciprocal = np.where(found, 1.0 / np.maximum(rank, 1), 0.0)
+    # one relevant document: the ideal DCG is 1, so nDCG@10 is 1 / log2(rank + 1)
+    ndcg = np.where(found, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
+    n = len(relevant)
+    return RetrievalScores(float(reciprocal.mean()), float((rank == 1).mean()), float(found.mean()),
+                           float(ndcg.mean()), n)
+
+
+def evaluate_vectors(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: np.ndarray) -> RetrievalScores:
+    return score_rankings(top_k(query_vectors, corpus_vectors, 10), relevant)

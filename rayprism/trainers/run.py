@@ -1,0 +1,254 @@
+"""``rayprism train JOB.yaml``: read and mine the data, run Ray Train, export the model.
+
+The driver (this process) starts or joins Ray, reads the pairs with Ray Data, mines hard negatives
+once with the base model, and hands the pairs to ``TorchTrainer`` as a Ray Dataset that Ray Train
+shards across the workers (:mod:`rayprism.trainers.loop`). The run lives in
+``<checkpoints.storage_path>/<name>``: checkpoints, the mining cache, the initial model of a model
+built from scratch. Running the same file again resumes from the last checkpoint; a worker that
+dies is replaced and the group restarts from the last checkpoint (``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rayprism.platform.config import TrainConfig
+from rayprism.platform.errors import ConfigError, RayprismError
+from rayprism.trainers.data import Corpus, TrainingPairs, read_corpus, read_evaluation, read_pairs, to_dataset
+from rayprism.trainers.export import ModelCard, export_model
+from rayprism.trainers.loop import MODEL_DIR, STATE_FILE, RunPlan, TrainerState, train_loop_per_worker
+from rayprism.trainers.mining import cached_vectors, embed_texts, fingerprint, select_negatives
+
+
+class TrainingFailedError(RayprismError):
+    """Ray Train gave up (more worker failures than ``checkpoints.max_failures``, or an error in the loop)."""
+
+
+@dataclass
+class TrainSummary:
+    output: str
+    seconds: float
+    steps: int
+    pairs: int
+    evaluations: list[dict] = field(default_factory=list)
+    attempts: int = 1
+    checkpoint: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: data, mining, training (fit), export."""
+
+
+def run_directory(config: TrainConfig) -> Path:
+    return Path(config.checkpoints.storage_path) / config.name
+
+
+def train(config: TrainConfig, *, address: str | None = None, verbose: bool = False,
+          echo: Callable[[str], None] = print) -> TrainSummary:
+    """Start (or join) Ray, then :func:`execute`."""
+    from rayprism.platform.ray_runtime import start_ray
+
+    if config.output is None:
+        raise ConfigError("no output directory: set output in the file or pass --output DIR")
+    start_ray(address, verbose=verbose)
+    if not verbose:
+        import ray.data
+        import ray.train  # noqa: F401  (both configure their loggers on import)
+
+        from rayprism.platform.ray_runtime import quiet_ray_logs
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        quiet_ray_logs()
+    return execute(config, echo=echo)
+
+
+def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainSummary:
+    """Run a training file on the Ray this process is connected to."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from rayprism.trainers.progress import ProgressLog, ProgressPrinter
+
+    if config.output is None:
+        raise ConfigError("no output directory: set output in the file or pass --output DIR")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    directory = run_directory(config)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    corpus = read_corpus(config.data.corpus) if config.data.corpus is not None else None
+    pairs = read_pairs(config, corpus)
+    rejected = "; ".join(f"{reason}: {count}" for reason, count in pairs.rejected.most_common())
+    echo(f"{len(pairs)} training pairs from {pairs.rows_read} rows"
+         + (f" (rejected {sum(pairs.rejected.values())}: {rejected})" if pairs.rejected else ""))
+    model_path = initial_model(config, pairs, directory)
+    evaluation = read_evaluation(config.evaluation) if config.evaluation is not None else None
+    timings["data_s"] = time.perf_counter() - started
+
+    negatives_per_query = 0
+    if config.hard_negatives is not None:
+        mining_started = time.perf_counter()
+        mine(config, pairs, corpus, model_path, directory, echo)
+        negatives_per_query = config.hard_negatives.per_query
+        timings["mining_s"] = time.perf_counter() - mining_started
+    elif any(pairs.negatives):
+        negatives_per_query = config.data.pairs.negatives_per_query
+    dataset = to_dataset(pairs, negatives_per_query, config.training.seed)
+
+    compute, training = config.compute, config.training
+    plan = RunPlan.make(model_path=model_path, pairs=len(pairs), batch_size=training.batch_size,
+                        workers=compute.num_workers, epochs=training.epochs, max_steps=training.max_steps,
+                        negatives_per_query=negatives_per_query, base_model=_base_name(config))
+    if plan.total_steps == 0:
+        raise ConfigError(f"{len(pairs)} pairs make no whole step of training.batch_size {training.batch_size}")
+    echo(f"training {plan.total_steps} steps ({plan.epochs} epoch(s) of {plan.steps_per_epoch}) on "
+         f"{compute.num_workers} worker(s) × {plan.per_worker_batch} queries"
+         + (f" + {negatives_per_query} hard negative(s) each" if negatives_per_query else "")
+         + f"; checkpoints in {directory}")
+
+    progress = ray.remote(num_cpus=0)(ProgressLog).remote()
+    resources = {"CPU": compute.cpus_per_worker, **({"GPU": 1} if compute.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "job": config.model_dump(mode="json"), "plan": plan.__dict__, "progress": progress,
+            "evaluation": ray.put(evaluation) if evaluation is not None else None,
+        },
+        scaling_config=ScalingConfig(num_workers=compute.num_workers, use_gpu=compute.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=config.name, storage_path=config.checkpoints.storage_path,
+            failure_config=FailureConfig(max_failures=config.checkpoints.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoints.keep),
+        ),
+        datasets={"train": dataset},
+    )
+    fit_started = time.perf_counter()
+    try:
+        with ProgressPrinter(progress, echo):
+            result = trainer.fit()
+    except Exception as error:  # Ray Train's TrainingFailedError carries the workers' error
+        raise TrainingFailedError(f"training failed: {error}") from error
+    finally:
+        ray.kill(progress)
+    timings["fit_s"] = time.perf_counter() - fit_started
+    if result.checkpoint is None:
+        raise TrainingFailedError("training ended without a checkpoint")
+
+    export_started = time.perf_counter()
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        state = TrainerState.load(Path(checkpoint_dir) / STATE_FILE)
+        card = model_card(config, pairs, plan, state, negatives_per_query)
+        output = export_model(Path(checkpoint_dir) / MODEL_DIR, config.output, card)
+    timings["export_s"] = time.perf_counter() - export_started
+    seconds = time.perf_counter() - started
+    return TrainSummary(str(output), seconds, state.step, len(pairs), state.evaluations, state.attempts,
+                        result.checkpoint.path, timings)
+
+
+def _base_name(config: TrainConfig) -> str:
+    return "new CLIP-style model (random init)" if config.model.new_image_text is not None else config.model.source
+
+
+def initial_model(config: TrainConfig, pairs: TrainingPairs, directory: Path) -> str:
+    """A local directory of the model training starts from."""
+    from rayprism.platform.models.source import resolve_source
+
+    if config.model.new_image_text is not None:
+        from rayprism.trainers.new_model import build_clip
+
+        return str(build_clip(directory / "initial", config.model.new_image_text, pairs.positives,
+                              seed=config.training.seed))
+    # a hub id stays as it is: workers load it through the hub's cache (HF_HUB_OFFLINE applies there too)
+    return resolve_source(config.model.source)
+
+
+def mine(config: TrainConfig, pairs: TrainingPairs, corpus: Corpus | None, model_path: str, directory: Path,
+         echo: Callable[[str], None]) -> None:
+    """Append ``hard_negatives.per_query`` mined negatives to every pair (after any given ones)."""
+    settings = config.hard_negatives
+    compute = config.compute
+    document_ids: list[str] = []
+    document_texts: list[str] = []
+    seen: dict[str, int] = {}
+    if settings.corpus == "all" and corpus is not None:
+        for doc_id, text in zip(corpus.ids, corpus.texts):
+            seen.setdefault(doc_id, len(document_ids))
+            if seen[doc_id] == len(document_ids):
+                document_ids.append(doc_id)
+                document_texts.append(text)
+    for doc_id, text in zip(pairs.positive_ids, pairs.positives):
+        if doc_id not in seen:
+            seen[doc_id] = len(document_ids)
+            document_ids.append(doc_id)
+            document_texts.append(text)
+    positive_rows = np.array([seen[doc_id] for doc_id in pairs.positive_ids], dtype=np.int64)
+    cache = directory / "mining"
+    started = time.perf_counter()
+    max_query, max_document = config.model.max_query_tokens, config.model.max_document_tokens or 100_000
+    key = fingerprint(model_path, {"query_tokens": max_query, "document_tokens": max_document},
+                      document_texts, pairs.queries)
+    (documents, queries), cached = cached_vectors(cache / f"vectors-{key}.npz", lambda: embed_texts(
+        [("document", document_texts, max_document), ("query", pairs.queries, max_query)],
+        source=model_path, workers=compute.num_workers, cpus_per_worker=compute.cpus_per_worker,
+        threads=config.threads, batch_size=settings.batch_size, use_gpu=compute.use_gpu))
+    embedded = time.perf_counter() - started
+    chosen = select_negatives(queries, documents, positive_rows, rank_from=settings.rank_from,
+                              rank_to=settings.rank_to, per_query=settings.per_query,
+                              max_similarity_to_positive=settings.max_similarity_to_positive,
+                              seed=config.training.seed)
+    missing = 0
+    for index, rows in enumerate(chosen):
+        for row in rows:
+            if row < 0:
+                missing += 1
+                continue
+            pairs.negatives[index].append(document_texts[row])
+            pairs.negative_ids[index].append(document_ids[row])
+    source = "cache" if cached else f"{embedded:.0f} s of embedding"
+    echo(f"mined {settings.per_query} hard negative(s) per query from ranks {settings.rank_from}–{settings.rank_to} "
+         f"of {len(document_ids)} documents (vectors from {source}, cached in {cache})"
+         + (f"; {missing} slots without a candidate get random negatives" if missing else ""))
+
+
+def model_card(config: TrainConfig, pairs: TrainingPairs, plan: RunPlan, state: TrainerState,
+               negatives_per_query: int) -> ModelCard:
+    data = {"pairs": config.data.pairs.path, "pairs used": len(pairs), "rows read": pairs.rows_read}
+    if pairs.rejected:
+        data["rows rejected"] = dict(pairs.rejected)
+    if config.data.corpus is not None:
+        data["corpus"] = config.data.corpus.path
+    if config.evaluation is not None:
+        data["evaluation queries"] = config.evaluation.queries
+        data["evaluation corpus"] = config.evaluation.corpus.path
+    loss = {"type": "InfoNCE, in-batch negatives" + (" gathered across workers" if config.loss.gather_across_workers
+                                                     else ""),
+            "temperature": config.loss.temperature, "symmetric": config.loss.symmetric or config.is_image_text}
+    if config.hard_negatives is not None:
+        hard = config.hard_negatives
+        loss["hard negatives"] = (f"{hard.per_query} per query, mined with the base model from ranks "
+                                  f"{hard.rank_from}-{hard.rank_to}, skipping cosine ≥ "
+                                  f"{hard.max_similarity_to_positive} to the positive")
+    elif negatives_per_query:
+        loss["negatives"] = f"{negatives_per_query} given per query"
+    if config.loss.matryoshka_dimensions:
+        loss["matryoshka_dimensions"] = config.loss.matryoshka_dimensions
+    if config.loss.starbucks:
+        loss["starbucks"] = [list(pair) for pair in config.loss.starbucks]
+    training = config.training
+    record = {"workers": config.compute.num_workers, "use_gpu": config.compute.use_gpu,
+              "batch_size": training.batch_size, "epochs": training.epochs, "steps": state.step,
+              "learning_rate": training.learning_rate, "warmup_ratio": training.warmup_ratio,
+              "max_query_tokens": config.model.max_query_tokens,
+              "max_document_tokens": config.model.max_document_tokens, "precision": training.precision,
+              "seed": training.seed, "training_seconds": round(state.seconds, 1), "attempts": state.attempts}
+    return ModelCard(
+        name=config.name, base_model=plan.base_model, data=data, loss=loss, training=record,
+        evaluations=state.evaluations, matryoshka_dimensions=config.loss.matryoshka_dimensions,
+        starbucks=[list(pair) for pair in config.loss.starbucks] if config.loss.starbucks else None,
+        image_text=config.is_image_text,
+    )
