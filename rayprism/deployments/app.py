@@ -9,6 +9,7 @@ from ray.serve.deployment import Application
 
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.framing import answer_framing_errors_as_json
+from rayprism.deployments.groups import GroupReplica, group_options
 from rayprism.deployments.http import create_app
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreDeployment
@@ -21,33 +22,37 @@ DEPLOYMENT_NAME = "rayprism"
 
 @serve.ingress()
 class ServingReplica(EmbeddingService):
-    """One replica: the HTTP app, and every configured model with its batcher, in one process."""
+    """One replica: the HTTP app, and every model no group takes with its batcher, in one process."""
 
-    def __init__(self, config: dict, store):
+    def __init__(self, config: dict, store, groups: dict | None = None):
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
-        super().__init__(ServeConfig.model_validate(config), replica=replica)
+        super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
         self.collections = CollectionsService(self, StoreClient(store, self.metrics))
-        self._collections_checked = False
+        self._startup_done = False
 
-    async def check_declared_collections(self) -> None:
-        """Create or verify every declared collection once models are loaded, so a schema
-        mismatch shows at start-up (in /health, and `rayprism serve` exits) rather than later."""
+    async def finish_startup(self) -> None:
+        """Once local models are loaded: wait for groups that keep replicas (not those that start on
+        demand), then create or verify every declared collection, so a failure shows at start-up (in
+        /health, and `rayprism serve` exits) rather than later."""
         await asyncio.to_thread(self.wait_loaded)
-        for collection in self.config.collections:
-            if self.runners[collection.model].state == "ready":
-                try:
-                    await self.collections.collection(collection.name)
-                except Exception as error:  # any failure must reach /health, or start-up would wait forever
-                    message = error.message if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}"
-                    self.startup_errors[f"collection {collection.name}"] = message
-        self._collections_checked = True
+        checks = [(f"model {runner.name}", runner.ready()) for runner in self.runners.values()
+                  if runner.state == "loading" and runner.load_error is None]
+        checks += [(f"collection {collection.name}", self.collections.collection(collection.name))
+                   for collection in self.config.collections if self.runners[collection.model].load_error is None]
+        for subject, check in checks:
+            try:
+                await check
+            except Exception as error:  # any failure must reach /health, or start-up would wait forever
+                self.startup_errors[subject] = (
+                    error.message if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}")
+        self._startup_done = True
 
     def started(self) -> bool:
-        return super().started() and self._collections_checked
+        return super().started() and self._startup_done
 
     def __serve_build_asgi_app__(self):
-        return create_app(self, self.collections, on_startup=self.check_declared_collections)
+        return create_app(self, self.collections, on_startup=self.finish_startup)
 
     def check_health(self) -> None:
         """Serve replaces a replica whose model failed to load; /health reports why meanwhile."""
@@ -89,8 +94,11 @@ def app_builder(args: dict) -> Application:
 
 
 def build_application(config: ServeConfig) -> Application:
+    dumped = config.model_dump(mode="json")
     store = StoreDeployment.options(**store_options(config)).bind(
         config.store.model_dump(mode="json"), [c.model_dump(mode="json") for c in config.collections]
     )
+    groups = {group.name: serve.deployment(GroupReplica).options(**group_options(config, group)).bind(dumped, group.name)
+              for group in config.deployments}
     deployment = serve.deployment(ServingReplica).options(**deployment_options(config))
-    return deployment.bind(config.model_dump(mode="json"), store)
+    return deployment.bind(dumped, store, groups)

@@ -12,6 +12,7 @@ import re
 import time
 from typing import Iterator
 
+from rayprism.deployments.runner import ItemErrors
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, MediaQuery, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreReplica
@@ -84,6 +85,7 @@ class CollectionsService:
 
     async def _ensure(self, config: CollectionConfig) -> CollectionConfig:
         runner = self._embeddings.runner(config.model)
+        await runner.ready()
         if config.modality not in runner.encoder.modalities:
             raise InvalidInputError(f"model {config.model!r} embeds {sorted(runner.encoder.modalities)}, "
                                     f"not {config.modality}", param="modality")
@@ -185,14 +187,14 @@ class CollectionsService:
             position = int(error.param.strip("input[]"))
             problems = [*problems, _media_problem(config, pending[position][0], error)]
             raise InvalidDocumentsError(sorted(problems, key=lambda problem: problem.index)) from None
-        outcomes = await runner.prepare_each(items, config.modality) if items else []
-        problems = [*problems, *(_media_problem(config, index, outcome) for (index, _), outcome in zip(pending, outcomes)
-                                 if isinstance(outcome, InvalidInputError))]
+        embedded = await runner.embed_each(items, config.modality) if items else None
+        if isinstance(embedded, ItemErrors):
+            problems = [*problems, *(_media_problem(config, pending[position][0], error)
+                                     for position, error in embedded.errors.items())]
         if problems:
             raise InvalidDocumentsError(sorted(problems, key=lambda problem: problem.index))
-        if not pending:
+        if embedded is None:
             return 0
-        embedded = await runner.embed_prepared(outcomes)
         for (_, row), vector in zip(pending, embedded.vectors):
             row[DENSE] = vector
         return sum(embedded.token_counts)

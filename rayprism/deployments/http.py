@@ -219,8 +219,7 @@ def create_app(
                                           "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
         """This replica's Prometheus metrics."""
-        service.update_gauges()
-        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await service.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if collections is not None:
         _add_collection_routes(app, service, collections)

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,37 @@ def direct_ingress_env(port: int, max_replicas: int) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + max_replicas),
     }
+
+
+def haproxy_env(port: int, max_replicas: int, scratch: Path) -> dict[str, str]:
+    """Ray settings for several replicas behind one port: Ray's bundled HAProxy answers on ``port`` and
+    spreads requests over the replicas, each answering on a port just above it. ``scratch`` keeps this
+    service's HAProxy files apart from any other service's on the machine."""
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # HAProxy starts beside replicas loading models: on a busy small machine Serve's 5 s for its
+        # readiness would have it killed and restarted over and over.
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1 + max_replicas),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(scratch / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(scratch / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(scratch),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(scratch / "server-state"),
+    }
+
+
+def ingress_env(config: ServeConfig) -> dict[str, str]:
+    """One replica answers on the configured port itself (no proxy hop: the fastest path on one
+    machine); several share it through HAProxy."""
+    port, max_replicas = config.server.port, config.deployment.replicas.max
+    if max_replicas == 1:
+        return direct_ingress_env(port, max_replicas)
+    # Short: Ray adds a 56-character node id below it, and HAProxy's socket paths stop at 97 characters.
+    # The port makes it this service's own.
+    return haproxy_env(port, max_replicas, Path(tempfile.gettempdir()) / f"rph-{port}")
 
 
 def apply_env(settings: dict[str, str]) -> None:
@@ -97,19 +129,19 @@ def service_url(config: ServeConfig) -> str:
 
 
 def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
-    """Run the application on the Ray this process is connected to; returns once replicas are up."""
+    """Run the application on the Ray this process is connected to; returns once replicas are up.
+    With direct ingress and one replica, Ray's own proxy moves aside to a free port."""
     from ray import serve
 
     from rayprism.deployments.app import APP_NAME, build_application
 
-    proxy_port = 0 if direct_ingress else config.server.port
+    proxy_port = 0 if direct_ingress and config.deployment.replicas.max == 1 else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
     application = build_application(absolute_store_paths(config))
     serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
 
 
-def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, api_key: str | None = None,
-                     on_wait: Callable[[dict], None] | None = None) -> None:
+def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, api_key: str | None = None) -> None:
     """Poll ``/health`` until every model is loaded; a model that fails to load ends the wait."""
     import httpx
 
@@ -127,10 +159,18 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, api_key: s
                 raise NotReadyError(f"the service could not start: {problems}")
         except httpx.TransportError:
             last = {"status": "starting"}
-        if on_wait is not None:
-            on_wait(last)
         time.sleep(1)
     raise NotReadyError(f"service at {url} not ready after {timeout_s:.0f}s (last health: {last})")
+
+
+def readiness_urls(config: ServeConfig, *, joining: bool) -> list[str]:
+    """Where to ask whether the service is ready. Behind HAProxy one answer speaks for one replica,
+    so each of the first ``replicas.min`` replicas is asked on its own port (ports are handed out
+    lowest first, just above the service's)."""
+    if joining or config.deployment.replicas.max == 1:
+        return [service_url(config)]
+    port = config.server.port
+    return [f"http://{config.server.host}:{port + 1 + index}" for index in range(config.deployment.replicas.min)]
 
 
 def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None], api_key: str | None = None) -> None:
@@ -168,7 +208,7 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
     joining = cluster_address(address) is not None
     if not joining:
         check_port_free(config.server.host, config.server.port)
-        apply_env(direct_ingress_env(config.server.port, config.deployment.replicas.max))
+        apply_env(ingress_env(config))
 
     import ray
     from ray import serve
@@ -181,7 +221,8 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
         url = service_url(config)
         echo(f"loading models {sorted(m.name for m in config.models)} ...")
         api_key = next(iter(config.server.resolved_api_keys()), None)  # the service's own calls
-        wait_until_ready(url, api_key=api_key)
+        for replica in readiness_urls(config, joining=joining):
+            wait_until_ready(replica, api_key=api_key)
         if config.seed is not None:
             seed_collection(url, config, echo, api_key)
         echo(f"rayprism is serving at {url}  (POST {url}/v1/embeddings, GET {url}/health)")

@@ -66,3 +66,29 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Families:
+    """A collector that yields families parsed elsewhere (see :func:`merged_exposition`)."""
+
+    def __init__(self, families: list):
+        self._families = families
+
+    def collect(self):
+        return iter(self._families)
+
+
+def merged_exposition(texts: list[bytes]) -> bytes:
+    """Several replicas' Prometheus text as one exposition: each family once, with every replica's samples
+    (their ``replica`` labels tell them apart). Concatenated texts would repeat families, which scrapers refuse."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, object] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            known = families.setdefault(family.name, family)
+            if known is not family:
+                known.samples.extend(family.samples)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)

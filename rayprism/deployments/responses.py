@@ -57,7 +57,8 @@ class ModelDescription(_Response):
     object: Literal["model"]
     created: int
     owned_by: str
-    state: Literal["loading", "ready", "failed"]
+    state: Literal["loading", "ready", "failed", "idle"]
+    """``idle``: in a model group scaled to zero, started by the first request."""
     modality: str
     backend: str
     dimensions: int | None = None

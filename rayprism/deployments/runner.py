@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rayprism.deployments.batcher import DynamicBatcher
@@ -14,6 +15,13 @@ from rayprism.platform.models.base import Embeddings, Encoder, Modality, Prepare
 from rayprism.platform.models.registry import load_encoder
 
 logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ItemErrors:
+    """Why items were refused, by their position in the batch."""
+
+    errors: dict[int, InvalidInputError]
+
 
 # Requests with more inputs than this are tokenised off the event loop.
 INLINE_PREPARE_MAX_INPUTS = 16
@@ -79,8 +87,12 @@ class ModelRunner:
             return await asyncio.to_thread(encoder.prepare, inputs, modality, prompt_name)
         return encoder.prepare(inputs, modality, prompt_name)
 
-    async def prepare_each(self, inputs: Sequence[Any], modality: Modality) -> list[Prepared | InvalidInputError]:
-        """One input at a time, each one's own error kept: for batches where every bad item is reported."""
+    async def ready(self) -> None:
+        """Nothing to wait for: the model loads with the replica (see :class:`RemoteRunner`)."""
+
+    async def embed_each(self, inputs: Sequence[Any], modality: Modality) -> Embeddings | ItemErrors:
+        """Every input's vector, or every input's error: for batches where each bad item is reported
+        (documents of a media collection), the items being decoded one at a time."""
         self._batcher.check_capacity(len(inputs))
 
         def each() -> list[Prepared | InvalidInputError]:
@@ -92,7 +104,9 @@ class ModelRunner:
                     outcomes.append(error)
             return outcomes
 
-        return await asyncio.to_thread(each)
+        outcomes = await asyncio.to_thread(each)
+        errors = {index: outcome for index, outcome in enumerate(outcomes) if isinstance(outcome, InvalidInputError)}
+        return ItemErrors(errors) if errors else await self.embed_prepared(outcomes)
 
     async def embed_prepared(self, prepared: Sequence[Prepared]) -> Embeddings:
         vectors = await self._batcher.submit(prepared)

@@ -1,16 +1,20 @@
 """The serving replica's logic, free of Ray and HTTP so it reads (and tests) on its own.
 
-Every configured model lives in each replica: a request is parsed, batched and
-encoded in one process, with no hop between an ingress and an encoder.
+Every model no group takes lives in each replica: a request is parsed, batched and
+encoded in one process, with no hop between an ingress and an encoder. A grouped model
+is reached through its group's handle (:mod:`~rayprism.deployments.remote_runner`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from typing import Any
 
-from rayprism.deployments.metrics import ServiceMetrics
+from rayprism.deployments.metrics import ServiceMetrics, merged_exposition
 from rayprism.deployments.remote_media import RemoteMedia
+from rayprism.deployments.remote_runner import RemoteRunner
 from rayprism.deployments.runner import ModelRunner
 from rayprism.deployments.schemas import EmbeddingRequest
 from rayprism.platform.codecs.matryoshka import truncate
@@ -20,13 +24,18 @@ from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTo
 
 
 class EmbeddingService:
-    def __init__(self, config: ServeConfig, *, replica: str = ""):
+    def __init__(self, config: ServeConfig, *, replica: str = "", groups: dict[str, Any] | None = None):
+        """``groups``: a Serve handle for each model group of ``config`` (none when it has no groups)."""
         self.config = config
         self.metrics = ServiceMetrics(replica)
         self.created = int(time.time())
-        self.runners = {
-            model.name: ModelRunner(model, self.metrics, num_cpus=config.deployment.num_cpus) for model in config.models
-        }
+        self.runners: dict[str, ModelRunner | RemoteRunner] = {}
+        for model in config.models:
+            group = config.group_of(model.name)
+            self.runners[model.name] = (
+                RemoteRunner(model, group, groups[group.name]) if group is not None
+                else ModelRunner(model, self.metrics, num_cpus=config.deployment.num_cpus)
+            )
         self.remote_media = RemoteMedia(max_bytes=config.server.max_request_bytes) if (
             config.server.allow_remote_media) else None
         self.startup_errors: dict[str, str] = {}
@@ -46,7 +55,7 @@ class EmbeddingService:
         self._loader.join(timeout_s)
         return not self._loader.is_alive()
 
-    def runner(self, name: str | None) -> ModelRunner:
+    def runner(self, name: str | None) -> ModelRunner | RemoteRunner:
         if name is None:
             if len(self.runners) == 1:
                 return next(iter(self.runners.values()))
@@ -71,6 +80,7 @@ class EmbeddingService:
     async def create_embeddings(self, request: EmbeddingRequest) -> dict:
         self.check_input_count(len(request.input), "inputs", "input")
         runner = self.runner(request.model)
+        await runner.ready()
         dimensions = runner.encoder.dimensions
         if request.dimensions is not None and request.dimensions > dimensions:
             raise InvalidInputError(
@@ -99,7 +109,7 @@ class EmbeddingService:
             return inputs
         return await self.remote_media.resolve(inputs)
 
-    def describe_model(self, runner: ModelRunner) -> dict:
+    def describe_model(self, runner: ModelRunner | RemoteRunner) -> dict:
         description = {
             "id": runner.name,
             "object": "model",
@@ -123,15 +133,27 @@ class EmbeddingService:
         states = {name: runner.state for name, runner in self.runners.items()}
         errors = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
         errors.update(self.startup_errors)
-        ready = all(state == "ready" for state in states.values()) and not errors and self.started()
+        ready = all(state in ("ready", "idle") for state in states.values()) and not errors and self.started()
         body = {"status": "ok" if ready else ("error" if errors else "loading"), "models": states}
         if errors:
             body["errors"] = errors
         return ready, body
 
+    async def exposition(self) -> bytes:
+        """This replica's metrics, and those of each model group that has replicas now (asking an idle
+        one would start it)."""
+        self.update_gauges()
+        remote = [runner for runner in self.runners.values() if isinstance(runner, RemoteRunner)]
+        groups = {runner.group.name: runner for runner in remote if runner.recently_used()}
+        if not groups:
+            return self.metrics.exposition()
+        texts = await asyncio.gather(*(runner.metrics() for runner in groups.values()))
+        return merged_exposition([self.metrics.exposition(), *(text for text in texts if text)])
+
     def update_gauges(self) -> None:
         for name, runner in self.runners.items():
-            self.metrics.queue_depth(name).set(runner.queued_inputs)
+            if isinstance(runner, ModelRunner):  # a group reports its own queues
+                self.metrics.queue_depth(name).set(runner.queued_inputs)
 
     def close(self) -> None:
         for runner in self.runners.values():

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 SERVICE_PORT = free_port()
-apply_env(direct_ingress_env(SERVICE_PORT, max_replicas=1))
+apply_env(direct_ingress_env(SERVICE_PORT, max_replicas=2))  # the session's service, and test_groups' second application
 
 
 @pytest.fixture(scope="session")

@@ -50,15 +50,10 @@ def test_vllm_takes_no_more_gpu_memory_than_its_groups_share():
     assert model.options.gpu_memory_utilization <= config.group_of(model.name).num_gpus
 
 
-DOTTED_HUB_ID = pytest.mark.xfail(
-    strict=True, reason="resolve_source takes the '.6B' of 'Qwen/Qwen3-Embedding-0.6B' for a file suffix and refuses "
-    "the hub id as a missing directory (rayprism/platform/models/source.py); drop this mark when that is fixed")
-
-
 @pytest.mark.parametrize("source", [
     "openai/clip-vit-base-patch32",
     "openai/whisper-small",
-    pytest.param("Qwen/Qwen3-Embedding-0.6B", marks=DOTTED_HUB_ID),
+    "Qwen/Qwen3-Embedding-0.6B",  # a dot in the name: still a hub id, not a file
     "sentence-transformers/all-mpnet-base-v2",
 ])
 def test_hub_ids_pass_through_unresolved_and_unfetched(source):

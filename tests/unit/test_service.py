@@ -107,3 +107,23 @@ def test_a_full_queue_refuses_before_any_tokenising(tiny_model_path):
     asyncio.run(scenario())
     assert len(prepared) == 1  # only the admitted request was tokenised
     service.close()
+
+
+def test_metrics_of_several_replicas_merge_into_one_valid_exposition():
+    """A serving replica and a model group's replica: each family once, every replica's samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rayprism.deployments.metrics import ServiceMetrics, merged_exposition
+
+    ingress, group = ServiceMetrics("ingress-1"), ServiceMetrics("group-1")
+    ingress.requests("tiny", "embeddings", "200").inc(3)
+    group.observe_batch("speech", 4, 100, 0.5)
+    group.queue_depth("speech").set(2)
+    merged = merged_exposition([ingress.exposition(), group.exposition()]).decode()
+    families = {family.name: family for family in text_string_to_metric_families(merged)}
+    assert merged.count("# TYPE rayprism_replica_info gauge") == 1
+    replicas = {sample.labels["replica"] for sample in families["rayprism_replica_info"].samples}
+    assert replicas == {"ingress-1", "group-1"}
+    assert any(s.value == 3 for s in families["rayprism_requests"].samples if s.labels.get("model") == "tiny")
+    assert [s.value for s in families["rayprism_queue_depth"].samples if s.labels["model"] == "speech"] == [2]
+    assert any(s.name == "rayprism_batch_size_count" and s.value == 1 for s in families["rayprism_batch_size"].samples)

@@ -20,9 +20,9 @@ def resolve_source(source: str) -> str:
     path = Path(source).expanduser()
     if path.is_dir():
         return str(path.resolve())
-    if source.startswith((".", "/", "~")) or path.suffix or source.count("/") > 1:
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or ("/" not in source and path.suffix):
         raise ConfigError(f"model source {source!r}: no such directory")
-    return source
+    return source  # a hub id, org/name ("Qwen/Qwen3-Embedding-0.6B": a dot is no sign of a path there)
 
 
 def _resolve_package(source: str) -> Path:
