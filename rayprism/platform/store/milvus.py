@@ -174,7 +174,7 @@ class MilvusStore:
 
     def hits(self, name: str, route: str, query: Any, limit: int, filter: str = "", *, metric: str = "BM25") -> Hits:
         """One route's hits: from the in-memory mirror when it can answer, else from Milvus."""
-        mirrored = None if filter else self.mirrors.hits(name, route, query, limit)
+        mirrored = self.mirrors.hits(name, route, query, limit, filter)
         if mirrored is not None:
             return mirrored
         metric = "BM25" if route == SPARSE else metric

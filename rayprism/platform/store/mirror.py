@@ -20,6 +20,7 @@ from typing import Any, Callable
 from pymilvus import MilvusClient
 
 from rayprism.platform.config import VECTOR_FIELDS
+from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, filter_mask
 from rayprism.platform.store.layout import Layout
 from rayprism.platform.store.routes import Bm25Route, DenseRoute, Hits, RowTable
 
@@ -42,7 +43,8 @@ logging.getLogger("grpc._server").addFilter(_WithoutAllocTimestampNoise())
 
 
 class Mirror:
-    """One collection's routes over one row table: ``dense`` (a FLAT cosine/IP index) and ``sparse`` (BM25)."""
+    """One collection's routes over one row table: ``dense`` (a FLAT cosine/IP index) and ``sparse``
+    (BM25), and the filterable fields as columns, so a filter becomes a mask over the same rows."""
 
     def __init__(self, layout: Layout, bm25_scoring: dict | None):
         """``bm25_scoring``: :class:`Bm25Route`'s arguments (see :func:`lite_bm25_scoring`), None without BM25."""
@@ -53,6 +55,7 @@ class Mirror:
             self.routes[DENSE] = DenseRoute(self.rows, layout.dimensions, normalise=layout.metric == "COSINE")
         if bm25_scoring is not None:
             self.routes[SPARSE] = Bm25Route(self.rows, **bm25_scoring)
+        self.columns = Columns({"id": layout.id_type, layout.text_field: "varchar", **layout.fields})
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -63,7 +66,8 @@ class Mirror:
 
     @property
     def output_fields(self) -> list[str]:
-        return [self._sources()[name] for name in self.routes]
+        fields = [name for name in self.columns.field_types if name != "id"]
+        return list(dict.fromkeys([*(self._sources()[name] for name in self.routes), *fields]))
 
     def upsert(self, records: list[dict]) -> None:
         sources = self._sources()
@@ -74,6 +78,7 @@ class Mirror:
             for name, route in self.routes.items():
                 route.retire(retired)
                 route.write(rows, prepared[name])
+            self.columns.write(rows, records)
             self._compact_if_worth_it()
 
     def delete(self, ids: list) -> None:
@@ -88,9 +93,24 @@ class Mirror:
             keep = self.rows.compact()
             for route in self.routes.values():
                 route.compact(keep)
+            self.columns = self.columns.take(keep)
 
     def route(self, name: str) -> DenseRoute | Bm25Route | None:
         return self.routes.get(name)
+
+    def hits(self, route: str, query: Any, k: int, filter: str = "") -> Hits | None:
+        """The route's hits among the rows ``filter`` matches, or None when the mirror cannot answer:
+        no such route, or a filter it does not evaluate (then Milvus evaluates it, and is the one
+        to refuse a malformed one, so the answer never depends on whether a mirror is built)."""
+        found = self.routes.get(route)
+        if found is None:
+            return None
+        with self.rows.lock:  # the mask and the search see the same rows
+            try:
+                allowed = filter_mask(filter, self.columns) if filter else None
+            except (Unsupported, FilterError):
+                return None
+            return found.top_k(query, k, allowed)
 
 
 @dataclass
@@ -115,8 +135,8 @@ class MirrorManager:
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
 
-    def route(self, name: str, route: str) -> DenseRoute | Bm25Route | None:
-        """The collection's route when its mirror is ready (None: search Milvus); starts a build when there is none."""
+    def mirror(self, name: str) -> Mirror | None:
+        """The collection's mirror when it is ready (None: search Milvus); starts a build when there is none."""
         if not self._max_rows:
             return None
         with self._lock:
@@ -124,12 +144,12 @@ class MirrorManager:
             if slot.mirror is None and not slot.building and time.monotonic() >= slot.retry_at:
                 slot.building = True
                 threading.Thread(target=self._build, args=(name, slot), daemon=True).start()
-            return slot.mirror.route(route) if slot.mirror is not None else None
+            return slot.mirror
 
-    def hits(self, name: str, route: str, query: Any, k: int) -> Hits | None:
+    def hits(self, name: str, route: str, query: Any, k: int, filter: str = "") -> Hits | None:
         """Hits from the mirror, or None when the caller must ask Milvus."""
-        found = self.route(name, route)
-        return found.top_k(query, k) if found is not None else None
+        mirror = self.mirror(name)
+        return mirror.hits(route, query, k, filter) if mirror is not None else None
 
     def upsert(self, name: str, records: list[dict]) -> None:
         self._write(name, "upsert", records)
@@ -143,9 +163,7 @@ class MirrorManager:
 
     def ready(self, name: str) -> bool:
         """Whether the collection's mirror is built; starts a build when there is none."""
-        self.route(name, DENSE)
-        with self._lock:
-            return self._slots[name].mirror is not None if self._max_rows else False
+        return self.mirror(name) is not None
 
     def _write(self, name: str, operation: str, payload: list) -> None:
         with self._lock:
