@@ -86,6 +86,17 @@ class Health(_Response):
     """What keeps the service from being ready, by subject."""
 
 
+class DenseTierMemory(_Response):
+    kind: Literal["float32", "binary", "int8"]
+    bytes_per_document: int
+    """What each document's dense vector costs in memory (float vectors of a compressed tier stay in Milvus)."""
+
+
+class MirrorMemory(_Response):
+    rows: int
+    dense: DenseTierMemory | None
+
+
 class CollectionDescription(_Response):
     object: Literal["collection"]
     name: str
@@ -95,11 +106,15 @@ class CollectionDescription(_Response):
     fields: dict[str, str]
     bm25: bool
     index: dict[str, Any]
+    compression: dict[str, Any] | None = None
     count: int
     dimensions: int | None
     created: bool
     """Whether the collection exists in the store (a declared one is created on first use); in the
     answer to a create: whether that call created it."""
+    mirror: MirrorMemory | None = None
+    """The in-memory mirror that answers searches of a Milvus Lite collection (absent until it is
+    built, and for a Milvus server)."""
 
 
 class CollectionList(_Response):

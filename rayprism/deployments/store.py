@@ -99,6 +99,7 @@ class StoreReplica:
                 "count": store.count(name),
                 "dimensions": store.layout(name).dimensions,
                 "created": True,
+                "mirror": store.memory(name),
             }
 
         return await asyncio.to_thread(work)

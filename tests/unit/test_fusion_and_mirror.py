@@ -202,21 +202,21 @@ def test_bm25_route_state_does_not_depend_on_its_history():
     def records(ids, text=None):
         return [{"id": i, "text": text or texts[i], "dense": vectors[i]} for i in ids]
 
-    churned = Mirror(layout, {"analyze": analyze})
+    churned = Mirror(layout, {"analyze": analyze}, fetch_vectors=dict.fromkeys)
     churned.upsert(records(list(texts), "a b c"))  # replaced below: dead rows, then a compaction
     churned.upsert(records(list(texts)))
     churned.delete(list(range(0, 3000, 3)))
     for i in range(0, 3000, 3):
         del texts[i]
     assert churned.rows.used < 6000  # compacted at least once
-    fresh = Mirror(layout, {"analyze": analyze})
+    fresh = Mirror(layout, {"analyze": analyze}, fetch_vectors=dict.fromkeys)
     fresh.upsert(records(list(texts)))
     assert len(churned) == len(fresh) == 2000
     for query in ["a", "b c c", "j a e", "zzz"]:
-        assert dict(churned.route("sparse").top_k(query, 3000)) == pytest.approx(
-            dict(fresh.route("sparse").top_k(query, 3000))), query
+        assert dict(churned.routes["sparse"].top_k(query, 3000)) == pytest.approx(
+            dict(fresh.routes["sparse"].top_k(query, 3000))), query
     probe = np.array([1.0, 0.5], dtype=np.float32)
-    assert dict(churned.route("dense").top_k(probe, 2000)) == pytest.approx(dict(fresh.route("dense").top_k(probe, 2000)))
+    assert dict(churned.routes["dense"].top_k(probe, 2000)) == pytest.approx(dict(fresh.routes["dense"].top_k(probe, 2000)))
     assert Bm25Route(RowTable(), analyze).top_k("a", 5) == []
 
 

@@ -12,9 +12,11 @@ from rayprism.platform.config.base import (
     parse_config,
 )
 from rayprism.platform.config.collections import (
+    BITS_FIELD,
     DOCUMENT_VECTOR_KEY,
     VECTOR_FIELDS,
     CollectionConfig,
+    CompressionConfig,
     DenseIndexConfig,
     FieldType,
 )
@@ -62,8 +64,8 @@ from rayprism.platform.config.train import (
 )
 
 __all__ = [
-    "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DOCUMENT_VECTOR_KEY", "VECTOR_FIELDS",
-    "BatchingConfig", "CodecSpec", "CollectionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
+    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DOCUMENT_VECTOR_KEY", "VECTOR_FIELDS",
+    "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FieldType", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",

@@ -13,6 +13,8 @@ from rayprism.platform.models.base import Modality
 FieldType = Literal["varchar", "int64", "double", "bool", "json"]
 VECTOR_FIELDS = ("dense", "sparse")
 """Field names a collection's vectors take in Milvus; also the names of its search routes."""
+BITS_FIELD = "dense_bits"
+"""The BINARY_VECTOR field a Milvus server keeps a binary-compressed collection's codes in."""
 DOCUMENT_VECTOR_KEY = "vector"
 """The key under which a document may carry its precomputed dense vector (then it is not embedded)."""
 
@@ -53,6 +55,16 @@ class DenseIndexConfig(StrictModel):
         return self
 
 
+class CompressionConfig(StrictModel):
+    """A compressed dense tier: search ranks documents on binary (32× smaller than float32) or
+    int8 (4×) codes, then rescores the best ``k × rescore_multiplier`` with their float vectors."""
+
+    type: Literal["binary", "int8"]
+    rescore_multiplier: int = Field(default=4, ge=1, le=100)
+    """Candidates rescored per hit asked for: 4 keeps ≈0.99 of float Recall@10 for binary MiniLM codes
+    (docs/benchmarks.md); higher costs a larger fetch of float vectors per search."""
+
+
 class CollectionConfig(StrictModel):
     """A Milvus collection: its documents, its metadata fields and the model that embeds them.
 
@@ -71,6 +83,9 @@ class CollectionConfig(StrictModel):
     bm25: bool = True
     """Also index the text for BM25 (needed by the ``sparse`` and ``hybrid`` search modes)."""
     index: DenseIndexConfig = DenseIndexConfig()
+    compression: CompressionConfig | None = None
+    """Keep the dense vectors in memory as codes only (Milvus Lite's in-memory mirror, or a binary
+    field on a Milvus server) and rescore exactly; COSINE and IP metrics."""
     modality: Modality = "text"
     """What a document's vector is made from: its text, or an image or audio item."""
     media_field: str | None = None
@@ -93,8 +108,9 @@ class CollectionConfig(StrictModel):
     @field_validator("text_field")
     @classmethod
     def _check_text_field(cls, name: str) -> str:
-        if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS, DOCUMENT_VECTOR_KEY):
-            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}, {DOCUMENT_VECTOR_KEY}")
+        if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY):
+            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}, {BITS_FIELD}, "
+                             f"{DOCUMENT_VECTOR_KEY}")
         return name
 
     @model_validator(mode="after")
@@ -103,13 +119,19 @@ class CollectionConfig(StrictModel):
             raise ValueError("media_field is for image and audio collections (set modality)")
         key = self.media_key
         if key is not None and (not full_match(IDENTIFIER, key) or key in ("id", self.text_field, *VECTOR_FIELDS,
-                                                                            DOCUMENT_VECTOR_KEY, *self.fields)):
+                                                                            BITS_FIELD, DOCUMENT_VECTOR_KEY, *self.fields)):
             raise ValueError(f"media_field {key!r} must be a field name of its own")
         return self
 
     @model_validator(mode="after")
+    def _check_compression(self) -> CollectionConfig:
+        if self.compression is not None and self.index.metric not in ("COSINE", "IP"):
+            raise ValueError(f"compression ranks by inner product: it needs metric COSINE or IP, not {self.index.metric}")
+        return self
+
+    @model_validator(mode="after")
     def _check_field_names(self) -> CollectionConfig:
-        reserved = ["id", self.text_field, *VECTOR_FIELDS, DOCUMENT_VECTOR_KEY]
+        reserved = ["id", self.text_field, *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY]
         for name in self.fields:
             if not full_match(IDENTIFIER, name):
                 raise ValueError(f"field name {name!r} must start with a letter or '_' and use letters, digits, '_'")

@@ -8,9 +8,10 @@ collection's flush a little further into the future.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +52,44 @@ class FlushScheduler:
             self._flush(name)
         except Exception:  # a failed background flush must not kill the timer thread silently
             logger.exception("background flush of %r failed", name)
+
+
+class FlushGate:
+    """Keeps Milvus Lite's reads and writes apart from its flushes.
+
+    Lite answers reads made while a collection flushes with rows missing (measured here: a
+    ``get`` of 400 ids during a flush returned 339), so calls wait for a flush to finish, and
+    a flush waits for the calls under way; calls share the gate with each other. A flush
+    takes 0.5–1.5 s on a few thousand fresh rows and comes only after writes pause.
+    Not re-entrant: a call must not open another inside.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._calls = 0
+        self._flushing = False
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._flushing)
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._calls -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def flush(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._flushing)
+            self._flushing = True  # calls arriving from now on wait: a busy store still gets flushed
+            self._condition.wait_for(lambda: not self._calls)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._flushing = False
+                self._condition.notify_all()

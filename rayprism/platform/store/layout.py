@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-from rayprism.platform.config import CollectionConfig
+from rayprism.platform.config import BITS_FIELD, CollectionConfig
 
 CONFIG_PROPERTY = "rayprism.config"
 VARCHAR_MAX_BYTES = 65535
@@ -43,6 +43,8 @@ class Layout:
     index_type: str
     fields: dict[str, str]
     model: str | None
+    compression: dict | None = None
+    """The collection's ``compression`` block (type, rescore_multiplier), None for float vectors."""
 
     @classmethod
     def from_config(cls, config: CollectionConfig, dimensions: int) -> Layout:
@@ -55,12 +57,13 @@ class Layout:
             index_type=config.index.type,
             fields=dict(config.fields),
             model=config.model,
+            compression=config.compression.model_dump() if config.compression else None,
         )
 
     def differences(self, stored: Layout) -> list[str]:
         """Human-readable lines, one per disagreement: ``what: config <x>, store <y>``."""
         lines = []
-        for name in ("model", "id_type", "text_field", "dimensions", "bm25", "metric", "index_type"):
+        for name in ("model", "id_type", "text_field", "dimensions", "bm25", "metric", "index_type", "compression"):
             wanted, found = getattr(self, name), getattr(stored, name)
             if name == "model" and found is None:
                 continue  # made outside rayprism: any model with the right dimensions fits
@@ -73,7 +76,8 @@ class Layout:
         return lines
 
 
-def create_collection(client: MilvusClient, config: CollectionConfig, dimensions: int) -> None:
+def create_collection(client: MilvusClient, config: CollectionConfig, dimensions: int, *, bits_field: bool) -> None:
+    """``bits_field``: keep binary codes in a BINARY_VECTOR field (a Milvus server; Lite has none)."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     if config.id_type == "varchar":
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
@@ -88,6 +92,9 @@ def create_collection(client: MilvusClient, config: CollectionConfig, dimensions
     index_params.add_index(
         "dense", index_type=config.index.type, metric_type=config.index.metric, params=dict(config.index.params)
     )
+    if bits_field:
+        schema.add_field(BITS_FIELD, DataType.BINARY_VECTOR, dim=dimensions)
+        index_params.add_index(BITS_FIELD, index_type="BIN_FLAT", metric_type="HAMMING")
     if config.bm25:
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_function(
@@ -117,7 +124,7 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
     metadata = {
         field_name: _TYPE_NAMES.get(int(field["type"]), f"type {int(field['type'])}")
         for field_name, field in fields.items()
-        if field_name not in ("id", text_field, "dense", "sparse") and not field.get("is_primary")
+        if field_name not in ("id", text_field, "dense", "sparse", BITS_FIELD) and not field.get("is_primary")
     }
     index = client.describe_index(name, index_name="dense") or {}
     return Layout(
@@ -129,6 +136,7 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
         index_type=index.get("index_type", "?"),
         fields=metadata,
         model=created_from.model if created_from else None,
+        compression=created_from.compression.model_dump() if created_from and created_from.compression else None,
     )
 
 

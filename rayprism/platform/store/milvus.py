@@ -8,18 +8,21 @@ pause (:mod:`~rayprism.platform.store.flushing`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pymilvus import MilvusClient, MilvusException
 from pymilvus.client.types import Status
 from pymilvus.exceptions import ErrorCode
 
-from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig, is_lite_uri
+from rayprism.platform.config import BITS_FIELD, VECTOR_FIELDS, CollectionConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
-from rayprism.platform.store.flushing import FlushScheduler
+from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
+from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
 from rayprism.platform.store.mirror import MirrorManager
@@ -75,7 +78,13 @@ class MilvusStore:
             raise StoreError(f"cannot open the store (store.uri): {self._redact(getattr(error, 'message', error))}."
                              f"{hint}") from None
         self._flushes = FlushScheduler(self.flush, flush_after_s)
-        self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count)
+        self._gate = FlushGate()
+        self._lite = is_lite_uri(uri)
+        self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
+        """Where a Lite store's compressed collections keep their codes between runs."""
+        self._compression: dict[str, dict | None] = {}
+        self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count,
+                                     fetch_vectors=self._vectors, codes=self.codes, gate=self._gate)
 
     # --- collections -------------------------------------------------------------------
 
@@ -83,7 +92,13 @@ class MilvusStore:
         """Create the collection, or check that the existing one matches ``config``."""
         wanted = Layout.from_config(config, dimensions)
         if not self._client.has_collection(config.name):
-            create_collection(self._client, config, dimensions)
+            compression = config.compression.type if config.compression else None
+            if compression == "int8" and not self._lite:
+                raise InvalidInputError(
+                    "int8 compression runs in Milvus Lite's in-memory mirror; on a Milvus server use binary"
+                    " (a BINARY_VECTOR field searched by Milvus)", param="compression")
+            create_collection(self._client, config, dimensions, bits_field=compression == "binary" and not self._lite)
+            self._compression.pop(config.name, None)
             return wanted
         differences = wanted.differences(self.layout(config.name))
         if differences:
@@ -119,31 +134,59 @@ class MilvusStore:
         self._flushes.cancel(name)
         self.mirrors.drop(name)
         self._client.drop_collection(name)
+        self._compression.pop(name, None)
+        if self.codes is not None:
+            self.codes.drop(name)
+
+    def compression(self, name: str) -> dict | None:
+        """The collection's compression block (read once: it is fixed when a collection is made)."""
+        if name not in self._compression:
+            self._compression[name] = self.layout(name).compression
+        return self._compression[name]
+
+    def memory(self, name: str) -> dict | None:
+        """The in-memory mirror's size (rows, dense bytes per document), None while there is none."""
+        mirror = self.mirrors.built(name)
+        return mirror.memory() if mirror is not None else None
 
     # --- documents ---------------------------------------------------------------------
 
     def upsert(self, name: str, rows: list[dict]) -> int:
-        result = self._call(self._client.upsert, name, rows)
-        self._flushes.schedule(name)
-        self.mirrors.upsert(name, rows)
+        compression = self.compression(name)
+        if compression and compression["type"] == "binary" and not self._lite:
+            codes = encode_bits(np.asarray([row[DENSE] for row in rows], dtype=np.float32))
+            rows = [{**row, BITS_FIELD: code.tobytes()} for row, code in zip(rows, codes)]
+        with self._writing(name, compression):
+            result = self._call(self._client.upsert, name, rows)
+            self._flushes.schedule(name)
+            self.mirrors.upsert(name, rows)
         return int(result["upsert_count"])
 
     def delete(self, name: str, ids: list) -> int:
         """How many of ``ids`` existed (Milvus counts every id it was given)."""
         existing = [row["id"] for row in self._call(self._client.get, name, ids=ids, output_fields=["id"])]
         if existing:
-            self._call(self._client.delete, name, ids=existing)
-            self._flushes.schedule(name)
-            self.mirrors.delete(name, existing)
+            with self._writing(name, self.compression(name)):
+                self._call(self._client.delete, name, ids=existing)
+                self._flushes.schedule(name)
+                self.mirrors.delete(name, existing)
         return len(existing)
+
+    def _writing(self, name: str, compression: dict | None) -> contextlib.AbstractContextManager:
+        """Around a write: a compressed collection's saved codes are stale from before it starts."""
+        return self.codes.writing(name) if compression and self.codes is not None else contextlib.nullcontext()
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields))
 
     def flush(self, name: str) -> None:
+        """Seal fresh rows, and save a compressed collection's codes once its writes pause."""
         self._flushes.cancel(name)
         if self._client.has_collection(name):
-            self._client.flush(name)
+            with self._gate.flush() if self._lite else contextlib.nullcontext():
+                self._client.flush(name)
+            if self.codes is not None and self.compression(name):
+                self.codes.save(name, lambda: self.mirrors.saved_codes(name))
 
     # --- search ------------------------------------------------------------------------
 
@@ -177,6 +220,15 @@ class MilvusStore:
         mirrored = self.mirrors.hits(name, route, query, limit, filter)
         if mirrored is not None:
             return mirrored
+        compression = self.compression(name) if route == DENSE and not self._lite else None
+        if compression:  # a server's binary tier: Hamming candidates from Milvus, rescored here
+            coarse = self._call(
+                self._client.search, name, data=[encode_bits(np.asarray(query, dtype=np.float32)[None, :])[0].tobytes()],
+                anns_field=BITS_FIELD, limit=limit * compression["rescore_multiplier"],
+                search_params={"metric_type": "HAMMING"}, filter=filter, filtered=bool(filter),
+            )
+            return exact_rescore(query, [hit["id"] for hit in coarse[0]], limit, self._vectors(name),
+                                 normalise=metric == "COSINE")
         metric = "BM25" if route == SPARSE else metric
         results = self._call(
             self._client.search, name, data=[query], anns_field=route, limit=limit,
@@ -189,6 +241,13 @@ class MilvusStore:
             return [(hit["id"], abs(float(hit["distance"]))) for hit in results[0]]
         return [(hit["id"], float(hit["distance"])) for hit in results[0]]
 
+    def _vectors(self, name: str) -> FetchVectors:
+        """The collection's float vectors by id, read from Milvus (for rescoring a compressed tier)."""
+        def fetch(ids: list) -> dict:
+            return {row["id"]: row[DENSE] for row in self._call(self._client.get, name, ids=ids, output_fields=[DENSE])}
+
+        return fetch
+
     def _fields(self, name: str, ids: list, output_fields: list[str]) -> dict:
         found = self._call(self._client.get, name, ids=ids, output_fields=output_fields) if ids else []
         return {row["id"]: {field: row.get(field) for field in output_fields} for row in found}
@@ -198,13 +257,14 @@ class MilvusStore:
     def _call(self, method, name: str, *args, filtered: bool = False, **kwargs) -> Any:
         """Run a client call, turning Milvus failures into errors that say whose fault they are."""
         try:
-            try:
-                return method(name, *args, **kwargs)
-            except MilvusException as error:
-                if error.code != COLLECTION_NOT_LOADED:
-                    raise
-                self._client.load_collection(name)  # collections come back released after a restart
-                return method(name, *args, **kwargs)
+            with self._gate.call():
+                try:
+                    return method(name, *args, **kwargs)
+                except MilvusException as error:
+                    if error.code != COLLECTION_NOT_LOADED:
+                        raise
+                    self._client.load_collection(name)  # collections come back released after a restart
+                    return method(name, *args, **kwargs)
         except MilvusException as error:
             if error.code == ErrorCode.COLLECTION_NOT_FOUND:
                 raise NotFoundError(f"collection {name!r} does not exist") from None

@@ -17,10 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from pymilvus import MilvusClient
 
 from rayprism.platform.config import VECTOR_FIELDS
+from rayprism.platform.store.compressed import CodeFiles, CodeRoute, FetchVectors, SavedCodes
 from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, filter_mask
+from rayprism.platform.store.flushing import FlushGate
 from rayprism.platform.store.layout import Layout
 from rayprism.platform.store.routes import Bm25Route, DenseRoute, Hits, RowTable
 
@@ -43,36 +46,53 @@ logging.getLogger("grpc._server").addFilter(_WithoutAllocTimestampNoise())
 
 
 class Mirror:
-    """One collection's routes over one row table: ``dense`` (a FLAT cosine/IP index) and ``sparse``
-    (BM25), and the filterable fields as columns, so a filter becomes a mask over the same rows."""
+    """One collection's routes over one row table: ``dense`` (a FLAT cosine/IP index, or the codes of a
+    compressed tier) and ``sparse`` (BM25), and the filterable fields as columns, so a filter becomes
+    a mask over the same rows."""
 
-    def __init__(self, layout: Layout, bm25_scoring: dict | None):
-        """``bm25_scoring``: :class:`Bm25Route`'s arguments (see :func:`lite_bm25_scoring`), None without BM25."""
+    def __init__(self, layout: Layout, bm25_scoring: dict | None, fetch_vectors: FetchVectors):
+        """``bm25_scoring``: :class:`Bm25Route`'s arguments (see :func:`lite_bm25_scoring`), None without BM25;
+        ``fetch_vectors``: float vectors from Milvus, for rescoring a compressed tier's candidates."""
         self.rows = RowTable()
         self.text_field = layout.text_field
-        self.routes: dict[str, DenseRoute | Bm25Route] = {}
-        if layout.index_type == "FLAT" and layout.metric in ("COSINE", "IP"):
-            self.routes[DENSE] = DenseRoute(self.rows, layout.dimensions, normalise=layout.metric == "COSINE")
+        self.routes: dict[str, DenseRoute | CodeRoute | Bm25Route] = {}
+        normalise = layout.metric == "COSINE"
+        if layout.compression is not None:
+            self.routes[DENSE] = CodeRoute(self.rows, layout.dimensions, layout.compression["type"],
+                                           layout.compression["rescore_multiplier"], normalise=normalise)
+        elif layout.index_type == "FLAT" and layout.metric in ("COSINE", "IP"):
+            self.routes[DENSE] = DenseRoute(self.rows, layout.dimensions, normalise=normalise)
         if bm25_scoring is not None:
             self.routes[SPARSE] = Bm25Route(self.rows, **bm25_scoring)
-        self.columns = Columns({"id": layout.id_type, layout.text_field: "varchar", **layout.fields})
+        self.columns = Columns({"id": layout.id_type, **layout.fields})
+        self._fetch_vectors = fetch_vectors
+        self.codes_read_back = False
+        """Whether the compressed tier's codes came from their file rather than from encoding vectors."""
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def code_route(self) -> CodeRoute | None:
+        route = self.routes.get(DENSE)
+        return route if isinstance(route, CodeRoute) else None
 
     def _sources(self) -> dict[str, str]:
         """The stored field each route is built from."""
         return {DENSE: DENSE, SPARSE: self.text_field}
 
-    @property
-    def output_fields(self) -> list[str]:
-        fields = [name for name in self.columns.field_types if name != "id"]
-        return list(dict.fromkeys([*(self._sources()[name] for name in self.routes), *fields]))
+    def output_fields(self, *, with_vectors: bool = True) -> list[str]:
+        """The stored fields a build reads: every route's source and the filterable fields."""
+        sources = [self._sources()[name] for name in self.routes if with_vectors or name != DENSE]
+        return list(dict.fromkeys([*sources, *(name for name in self.columns.field_types if name != "id")]))
 
-    def upsert(self, records: list[dict]) -> None:
+    def upsert(self, records: list[dict], codes: np.ndarray | None = None) -> None:
+        """Write ``records``; ``codes``: the compressed tier's codes for them, already encoded."""
         sources = self._sources()
-        prepared = {name: route.prepare([record[sources[name]] for record in records])
-                    for name, route in self.routes.items()}
+        prepared = {
+            name: codes if codes is not None and name == DENSE else route.prepare([record[sources[name]] for record in records])
+            for name, route in self.routes.items()
+        }
         with self.rows.lock:
             rows, retired = self.rows.assign([record["id"] for record in records])
             for name, route in self.routes.items():
@@ -95,13 +115,18 @@ class Mirror:
                 route.compact(keep)
             self.columns = self.columns.take(keep)
 
-    def route(self, name: str) -> DenseRoute | Bm25Route | None:
-        return self.routes.get(name)
+    def memory(self) -> dict:
+        """What the dense tier costs per document, for the collection's description."""
+        dense = self.routes.get(DENSE)
+        kind = self.code_route.kind if self.code_route else "float32"
+        return {"rows": len(self.rows), "dense": None if dense is None else
+                {"kind": kind, "bytes_per_document": dense.bytes_per_document}}
 
     def hits(self, route: str, query: Any, k: int, filter: str = "") -> Hits | None:
         """The route's hits among the rows ``filter`` matches, or None when the mirror cannot answer:
         no such route, or a filter it does not evaluate (then Milvus evaluates it, and is the one
-        to refuse a malformed one, so the answer never depends on whether a mirror is built)."""
+        to refuse a malformed one, so the answer never depends on whether a mirror is built).
+        A compressed tier's candidates are rescored with vectors from Milvus, outside the lock."""
         found = self.routes.get(route)
         if found is None:
             return None
@@ -110,7 +135,10 @@ class Mirror:
                 allowed = filter_mask(filter, self.columns) if filter else None
             except (Unsupported, FilterError):
                 return None
-            return found.top_k(query, k, allowed)
+            if not isinstance(found, CodeRoute):
+                return found.top_k(query, k, allowed)
+            candidates = found.top_k(query, k * found.rescore_multiplier, allowed)
+        return found.rescore(query, [doc for doc, _ in candidates], k, self._fetch_vectors)
 
 
 @dataclass
@@ -127,11 +155,17 @@ class MirrorManager:
     the store's writes, dropped when a collection outgrows ``max_rows`` (Milvus searches it then)."""
 
     def __init__(self, client: MilvusClient, max_rows: int, *, layout: Callable[[str], Layout],
-                 count: Callable[[str], int]):
+                 count: Callable[[str], int], fetch_vectors: Callable[[str], FetchVectors],
+                 codes: CodeFiles | None = None, gate: FlushGate | None = None):
+        """``fetch_vectors(name)``: the collection's float vectors by id; ``codes``: where compressed
+        tiers keep their codes between runs; ``gate``: keeps a build's reads apart from flushes."""
         self._client = client
         self._max_rows = max_rows
         self._layout = layout
         self._count = count
+        self._fetch_vectors = fetch_vectors
+        self._codes = codes
+        self._gate = gate or FlushGate()
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
 
@@ -164,6 +198,17 @@ class MirrorManager:
     def ready(self, name: str) -> bool:
         """Whether the collection's mirror is built; starts a build when there is none."""
         return self.mirror(name) is not None
+
+    def built(self, name: str) -> Mirror | None:
+        """The collection's mirror if it is ready, without starting a build."""
+        with self._lock:
+            slot = self._slots.get(name)
+            return slot.mirror if slot is not None else None
+
+    def saved_codes(self, name: str) -> SavedCodes | None:
+        """The compressed tier's codes to save, None unless the mirror is ready (and compressed)."""
+        mirror = self.built(name)
+        return mirror.code_route.saved() if mirror is not None and mirror.code_route is not None else None
 
     def _write(self, name: str, operation: str, payload: list) -> None:
         with self._lock:
@@ -201,20 +246,66 @@ class MirrorManager:
         self._client.load_collection(name)  # after a restart collections come back released
         if self._count(name) > self._max_rows:
             return None
-        return build_mirror(self._client, name, layout)
+        saved = self._codes.load(name) if self._codes is not None and layout.compression else None
+        with self._gate.call():
+            mirror = build_mirror(self._client, name, layout, self._fetch_vectors(name), saved)
+        if mirror is not None and mirror.code_route is not None and not mirror.codes_read_back and self._codes:
+            self._codes.save(name, mirror.code_route.saved, always=True)
+        return mirror
 
 
-def build_mirror(client: MilvusClient, name: str, layout: Layout) -> Mirror | None:
+def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors: FetchVectors,
+                 saved: SavedCodes | None = None) -> Mirror | None:
     """A loaded collection's mirror, filled from Milvus; None if nothing in it is worth mirroring
-    (only FLAT cosine/IP vectors, exact either way, and BM25 text are)."""
-    mirror = Mirror(layout, lite_bm25_scoring(client, name, layout.text_field) if layout.bm25 else None)
+    (FLAT cosine/IP vectors, exact either way, a compressed tier's codes, and BM25 text are).
+
+    With ``saved`` codes the float vectors are not read at all, unless the saved ids turn out
+    not to be the collection's: then the codes are encoded afresh from the vectors.
+    """
+    def new_mirror() -> Mirror:
+        return Mirror(layout, lite_bm25_scoring(client, name, layout.text_field) if layout.bm25 else None,
+                      fetch_vectors)
+
+    mirror = new_mirror()
     if not mirror.routes:
         return None
-    iterator = client.query_iterator(name, batch_size=4096, output_fields=mirror.output_fields)
-    while records := iterator.next():
-        mirror.upsert(records)
-    iterator.close()
+    if saved is not None and mirror.code_route is not None:
+        if _filled_from_saved(client, name, mirror, saved):
+            return mirror
+        logger.info("the saved codes of %r do not match its documents; encoding them again", name)
+        mirror = new_mirror()
+    _fill(client, name, mirror.output_fields(), mirror.upsert)
     return mirror
+
+
+def _filled_from_saved(client: MilvusClient, name: str, mirror: Mirror, saved: SavedCodes) -> bool:
+    """Fill ``mirror`` with the stored fields and the saved codes; False if some document has none."""
+    row_of = {doc: row for row, doc in enumerate(saved.ids)}
+    mirror.code_route.ranges = saved.ranges
+
+    def write(records: list[dict]) -> bool:
+        rows = [row_of.get(record["id"]) for record in records]
+        if None in rows:
+            return False
+        mirror.upsert(records, codes=saved.codes[np.asarray(rows, dtype=np.int64)])
+        return True
+
+    complete = _fill(client, name, mirror.output_fields(with_vectors=False), write)
+    mirror.codes_read_back = complete and len(mirror) == len(row_of)
+    return mirror.codes_read_back
+
+
+def _fill(client: MilvusClient, name: str, output_fields: list[str],
+          write: Callable[[list[dict]], bool | None]) -> bool:
+    """Stream the collection's rows into ``write``; False as soon as ``write`` answers False."""
+    iterator = client.query_iterator(name, batch_size=4096, output_fields=output_fields)
+    try:
+        while records := iterator.next():
+            if write(records) is False:
+                return False
+        return True
+    finally:
+        iterator.close()
 
 
 def _apply(mirror: Mirror, operation: str, payload: list) -> None:

@@ -37,6 +37,13 @@ def grown(array: np.ndarray, rows: int) -> np.ndarray:
     return bigger
 
 
+def normalised(vectors: Any) -> np.ndarray:
+    """float32 rows scaled to unit length (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
 class RowTable:
     """Ids ↔ row numbers shared by every route of one mirror, and which rows are alive."""
 
@@ -112,10 +119,7 @@ class DenseRoute:
     def prepare(self, vectors: Any) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors.reshape(len(vectors), -1)
-        if self._normalise:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-        return vectors
+        return normalised(vectors) if self._normalise else vectors
 
     def write(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """Store prepared vectors at ``rows`` (under the table's lock)."""
@@ -127,6 +131,10 @@ class DenseRoute:
 
     def compact(self, keep: np.ndarray) -> None:
         self._matrix = grown(self._matrix[keep], len(self._rows.alive))
+
+    @property
+    def bytes_per_document(self) -> int:
+        return self._matrix.shape[1] * self._matrix.itemsize
 
     def top_k(self, query: Any, k: int, allowed: np.ndarray | None = None) -> Hits:
         vector = self.prepare(np.asarray(query)[None, :])[0]
