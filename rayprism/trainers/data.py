@@ -131,7 +131,9 @@ def _join_batch(batch: pa.Table, *, fields: dict, corpus, image_root: str | None
                 error = f"{fields['doc_id']} not in the corpus"
         else:
             positive = row.get(fields["positive"])
-            positive_id = positive
+            # a doc_id column without a corpus names the positive (captions of one class share it)
+            doc_id = row.get(fields["doc_id"]) if fields["doc_id"] in columns else None
+            positive_id = str(doc_id) if doc_id is not None else positive
         if error is None and (not isinstance(positive, str) or not positive.strip()):
             error = error or f"no {fields['positive']!r} text"
         raw_negatives = row.get(fields["negatives"]) if fields["negatives"] in columns else None

@@ -92,17 +92,15 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     state = TrainerState()
     optimizer_state = None
-    source = plan.model_path
-    resume_dir = None
-    if checkpoint is not None:
-        resume_dir = tempfile.mkdtemp(prefix="rayprism-resume-")
-        checkpoint.to_directory(resume_dir)
-        state = TrainerState.load(Path(resume_dir) / STATE_FILE)
-        optimizer_state = torch.load(Path(resume_dir) / OPTIMIZER_FILE, weights_only=False)
-        source = str(Path(resume_dir) / MODEL_DIR)
+    if checkpoint is None:
+        worker = _Worker(job, plan, rank, size, plan.model_path, progress)
+    else:
+        with checkpoint.as_directory() as directory:  # the model is read into memory inside the block
+            state = TrainerState.load(Path(directory) / STATE_FILE)
+            optimizer_state = torch.load(Path(directory) / OPTIMIZER_FILE, weights_only=False)
+            worker = _Worker(job, plan, rank, size, str(Path(directory) / MODEL_DIR), progress)
     state.attempts += 1
 
-    worker = _Worker(job, plan, rank, size, source, progress)
     loss_fn = ContrastiveLoss(
         views_for(job.loss, model_dimensions=worker.model.dimensions, model_layers=worker.model.layers),
         temperature=job.loss.temperature, symmetric=job.loss.symmetric or worker.model.is_image_text,
@@ -146,6 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
                 started = time.perf_counter()
                 worker.report(state, with_checkpoint=True)
                 last_saved = state.step
+                window_started += time.perf_counter() - started  # samples/s counts training only
         if state.step_in_epoch >= plan.steps_per_epoch or state.step >= plan.total_steps:
             state.epoch += 1
             state.step_in_epoch = 0
@@ -158,6 +157,7 @@ def train_loop_per_worker(config: dict) -> None:
                 started = time.perf_counter()
                 worker.report(state, with_checkpoint=True)
                 last_saved = state.step
+            window_started = time.perf_counter()
         else:
             break  # the shard ran out before the planned steps (it never should: shares are equal)
     if last_saved != state.step or state.step == 0:

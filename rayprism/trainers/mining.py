@@ -127,9 +127,17 @@ def embed_texts(groups: Sequence[tuple[str, Sequence[str], int]], *, source: str
             rows.append({"index": len(rows), "role": role, "text": text, "max_tokens": max_tokens})
     blocks = max(workers * 4, len(rows) // (batch_size * 16) or 1)
     dataset = ray.data.from_items(rows, override_num_blocks=min(blocks, max(1, len(rows))))
+    settings = model.model_dump()
+
+    class EmbedActor(_EmbedActor):
+        # the settings travel with the class, not as constructor arguments in the object store
+        # (which Ray warns an actor that may restart could lose)
+        def __init__(self):
+            super().__init__(settings)
+
     dataset = dataset.map_batches(
-        _EmbedActor, batch_size=batch_size * 8, num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
-        compute=ray.data.ActorPoolStrategy(size=workers), fn_constructor_kwargs={"model": model.model_dump()},
+        EmbedActor, batch_size=batch_size * 8, num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,
+        compute=ray.data.ActorPoolStrategy(size=workers),
     )
     vectors: np.ndarray | None = None
     for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):

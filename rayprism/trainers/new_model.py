@@ -20,10 +20,12 @@ def build_clip(directory: Path, settings: NewImageTextModel, captions: Sequence[
     if (target / "modules.json").exists():
         return target
     import torch
+    import transformers
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Transformer
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
+    transformers.utils.logging.disable_progress_bar()  # the driver prints progress lines, not bars
     raw = directory / "clip"
     tokenizer = _clip_tokenizer(captions, settings)
     tower = dict(hidden_size=settings.hidden_size, intermediate_size=settings.hidden_size * 4,
@@ -38,7 +40,7 @@ def build_clip(directory: Path, settings: NewImageTextModel, captions: Sequence[
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(raw)
     tokenizer.save_pretrained(raw)
-    CLIPImageProcessor(size={"shortest_edge": settings.image_size},
+    CLIPImageProcessorPil(size={"shortest_edge": settings.image_size},
                        crop_size={"height": settings.image_size, "width": settings.image_size}).save_pretrained(raw)
     SentenceTransformer(modules=[Transformer(str(raw)), Normalize()]).save(str(target))
     return target

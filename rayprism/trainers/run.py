@@ -110,8 +110,9 @@ def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> Trai
          + (f" + {negatives_per_query} hard negative(s) each" if negatives_per_query else "")
          + f"; checkpoints in {directory}")
 
-    progress = ray.remote(num_cpus=0)(ProgressLog).remote()
     resources = {"CPU": compute.cpus_per_worker, **({"GPU": 1} if compute.use_gpu else {})}
+    check_resources(resources, compute.num_workers, echo)
+    progress = ray.remote(num_cpus=0)(ProgressLog).remote()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -148,6 +149,21 @@ def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> Trai
     seconds = time.perf_counter() - started
     return TrainSummary(str(output), seconds, state.step, len(pairs), state.evaluations, state.attempts,
                         result.checkpoint.path, timings)
+
+
+def check_resources(per_worker: dict[str, float], workers: int, echo) -> None:
+    """Say why a run does not start: Ray Train waits, silently, until every worker fits."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    for kind, amount in per_worker.items():
+        wanted = amount * workers
+        if wanted > total.get(kind, 0) + 1e-9:
+            echo(f"warning: compute asks for {wanted:g} {kind} ({workers} worker(s) × {amount:g}) and the cluster "
+                 f"has {total.get(kind, 0):g}: the run waits for an autoscaler to add nodes (on a fixed cluster, "
+                 "lower compute.num_workers or compute.cpus_per_worker)")
+        elif wanted > free.get(kind, 0) + 1e-9:
+            echo(f"waiting for {wanted:g} {kind}: {free.get(kind, 0):g} free now, others hold the rest")
 
 
 def _base_name(config: TrainConfig) -> str:

@@ -173,7 +173,9 @@ def transfer_vocabulary(model: str, tokenizer: str, source_vectors: str | Path, 
         auto_model.get_input_embeddings().weight.copy_(torch.from_numpy(new))
     if target_tokenizer.pad_token_id is not None:
         auto_model.config.pad_token_id = target_tokenizer.pad_token_id
-    transformer.tokenizer = target_tokenizer
+    if transformer.processor is not source_tokenizer:
+        raise ConfigError(f"wechsel: {model} has a processor, not a tokenizer; wechsel moves text models")
+    transformer.processor = target_tokenizer
     with staged_directory(output) as staging:
         st.save(str(staging))
     mapped = int(target_seen.sum()) - sum(1 for row in specials if target_seen[row])
