@@ -68,6 +68,7 @@ def deployment_options(config: ServeConfig) -> dict:
         "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
         "max_ongoing_requests": resources.max_ongoing_requests,
         "graceful_shutdown_timeout_s": resources.graceful_shutdown_timeout_s,
+        "health_check_period_s": resources.health_check_period_s,
     }
     replicas = resources.replicas
     if replicas.min == replicas.max:
@@ -83,7 +84,8 @@ def deployment_options(config: ServeConfig) -> dict:
 
 def store_options(config: ServeConfig) -> dict:
     """One store replica: a Milvus Lite file admits one process, and a server needs no more here."""
-    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 256}
+    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 256,
+            "health_check_period_s": config.deployment.health_check_period_s}
 
 
 def app_builder(args: dict) -> Application:

@@ -72,6 +72,7 @@ def group_options(config: ServeConfig, group: GroupConfig) -> dict:
         "name": group_deployment_name(group.name),
         "ray_actor_options": {"num_cpus": group.num_cpus, "num_gpus": group.num_gpus},
         "max_ongoing_requests": group.max_ongoing_requests,
+        "health_check_period_s": config.deployment.health_check_period_s,
         "autoscaling_config": {
             "min_replicas": replicas.min, "max_replicas": replicas.max,
             "target_ongoing_requests": replicas.target_ongoing_requests,

@@ -58,6 +58,10 @@ class DeploymentConfig(StrictModel):
     max_ongoing_requests: PositiveInt = 512
     graceful_shutdown_timeout_s: NonNegativeFloat = 10
     """How long a stopping replica may finish requests in flight."""
+    health_check_period_s: Annotated[float, Field(gt=0)] = 1
+    """How often Serve asks each replica (serving, store, groups) whether it is alive: Serve learns of a
+    crashed replica only through this check, so it also bounds how long a crash goes unnoticed
+    (Serve's own default, 10 s, left a killed replica unreplaced for that long)."""
 
 
 class GroupConfig(StrictModel):
