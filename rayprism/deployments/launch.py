@@ -29,10 +29,17 @@ from rayprism.platform.ray_runtime import cluster_address, start_ray
 READY_TIMEOUT_S = 900
 
 
+PROXY_READINESS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+"""A proxy (Ray's own, or HAProxy) starts beside replicas loading models: on a busy small machine
+Serve's 5 s for its readiness would have it killed and restarted over and over (and ``serve.start``
+fail with the killed proxy's error)."""
+
+
 def direct_ingress_env(port: int, max_replicas: int) -> dict[str, str]:
     """Ray settings that make replica ``i`` answer HTTP on ``port + i``."""
     return {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        **PROXY_READINESS,
         # No load balancer sits in front to drain from: stop in seconds, not half a minute.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         # Serve holds a dead replica's port back (150 s by default) so that an HAProxy in front can
@@ -51,9 +58,7 @@ def haproxy_env(port: int, max_replicas: int, scratch: Path) -> dict[str, str]:
     return {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        # HAProxy starts beside replicas loading models: on a busy small machine Serve's 5 s for its
-        # readiness would have it killed and restarted over and over.
-        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+        **PROXY_READINESS,
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port + 1),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1 + max_replicas),
