@@ -1,6 +1,7 @@
 """Batch embedding: a plain Python process against `rayprism embed`, measured in one run.
 
     python bench/batch.py [--corpus 10k 53k] [--bare 10k] [--actors 1 --threads 2]
+    python bench/batch.py --into-service [--corpus 10k]
 
 For each corpus:
 1. bare: a fresh Python process loads all-MiniLM-L6-v2 with sentence-transformers and
@@ -10,7 +11,13 @@ For each corpus:
 
 Both are timed end to end (process start to exit: model load and Ray start included);
 the job's peak memory is the largest sum of RSS over its whole process tree, sampled
-every 0.5 s. Needs ../shared/data/debian/.
+every 0.5 s.
+
+With ``--into-service``: a running ``rayprism serve`` (default config, its own store) takes the
+corpus twice, one way after the other in the same run: ``rayprism ingest`` (the service embeds)
+into one collection, and ``rayprism embed`` with ``output.service_url`` (a Ray Data job embeds,
+the service only stores the vectors) into another; both timed end to end, then both collections
+are searched through the service to show they answer alike. Needs ../shared/data/debian/.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from services import rayprism_service, start, stop
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "debian"
@@ -101,10 +110,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bare", nargs="*", choices=["10k", "53k"], default=["10k"],
                         help="corpora also encoded by the plain baseline (default: 10k; the job's memory is what 53k is for)")
+    parser.add_argument("--into-service", action="store_true",
+                        help="compare `rayprism ingest` with `rayprism embed` into a running service")
+    parser.add_argument("--port", type=int, default=8125, help="the service's port (--into-service)")
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"needs the Debian retrieval set in {DATA}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
+    if args.into_service:
+        into_service(args.corpus[0], args.port, env)
+        return
     rows = []
     for corpus in args.corpus:
         source = DATA / f"corpus-{corpus}.jsonl"
@@ -145,6 +160,58 @@ def main() -> None:
         shown = f"{bare_rate:.1f}" if bare else "—"
         split = " / ".join(gib(peak[group]) for group in ("driver", "workers", "ray services"))
         print(f"| {corpus} | {shown} | {docs / seconds:.1f} | {ratio} | {gib(peak['total'])} ({split}) |")
+
+
+FIELDS = {"package": "varchar", "section": "varchar", "installed_size": "int64"}
+
+
+def into_service(corpus: str, port: int, env: dict) -> None:
+    from rayprism.client import Client
+
+    source = DATA / f"corpus-{corpus}.jsonl"
+    queries = [json.loads(line) for line in (DATA / f"queries-dev-{corpus}.jsonl").open()][:200]
+    work = Path(tempfile.mkdtemp(prefix=f"rayprism-batch-service-{corpus}-"))
+    config = work / "serve.yaml"
+    config.write_text(json.dumps({"store": {"uri": str(work / "store.db")}}))
+    service = rayprism_service("rayprism", config, port)
+    process = start(service, work / "serve.log")
+    url = service.url("")
+    try:
+        with Client(url) as client:
+            client.request("POST", "/v1/collections", {"name": "by_ingest", "model": "minilm", "fields": FIELDS})
+        cli = [sys.executable, "-m", "rayprism.cli"]
+        ingest_s, _, _ = run_measured([*cli, "ingest", "by_ingest", str(source), "--url", url], env)
+        job = {
+            "input": {"path": str(source)},
+            "model": {"name": "minilm"},
+            "compute": {"num_cpus": os.cpu_count() or 1, "batch_size": 32, "rows_per_part": 1024},
+            "output": {"collection": {"name": "by_job", "model": "minilm", "fields": FIELDS}, "service_url": url},
+        }
+        job_file = work / "job.yaml"
+        job_file.write_text(json.dumps(job))
+        job_s, _, output = run_measured([*cli, "embed", str(job_file)], env)
+        docs = sum(1 for line in source.open() if line.strip())
+        with Client(url) as client:
+            counts = {name: client.collection(name)["count"] for name in ("by_ingest", "by_job")}
+            mrr = {name: mean_reciprocal_rank(client, name, queries) for name in counts}
+    finally:
+        stop(process)
+    print(f"\n{docs} documents of corpus-{corpus} into one running service; MRR@10 on {len(queries)} dev queries\n")
+    print("| path | seconds | docs/s | / ingest | documents stored | hybrid MRR@10 |")
+    print("|---|---|---|---|---|---|")
+    for label, name, seconds in (("`rayprism ingest` (the service embeds)", "by_ingest", ingest_s),
+                                 ("`rayprism embed` → service_url (Ray Data embeds)", "by_job", job_s)):
+        print(f"| {label} | {seconds:.1f} | {docs / seconds:.1f} | {ingest_s / seconds:.2f} | {counts[name]} | "
+              f"{mrr[name]:.3f} |")
+
+
+def mean_reciprocal_rank(client, collection: str, queries: list[dict]) -> float:
+    total = 0.0
+    for query in queries:
+        ids = [hit["id"] for hit in client.search(collection, query["query"], k=10)["results"]]
+        target = str(query["doc_id"])
+        total += 1 / (ids.index(target) + 1) if target in ids else 0.0
+    return total / len(queries)
 
 
 def gib(value: int) -> str:

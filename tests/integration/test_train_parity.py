@@ -56,6 +56,8 @@ def step_on_two_workers(storage, views, gather, scale=None):
     from ray.train.torch import TorchTrainer
 
     def train_fn(config):
+        import tempfile
+
         import ray.train.torch
 
         context = ray.train.get_context()
@@ -63,7 +65,11 @@ def step_on_two_workers(storage, views, gather, scale=None):
         loss, model = one_step(model, config["views"], config["gather"], context.get_world_rank(),
                                context.get_world_size(), config["scale"])
         weights = model.module.weight if hasattr(model, "module") else model.weight
-        ray.train.report({"loss": loss, "weight": weights.detach().numpy().tolist()})
+        metrics = {"loss": loss, "weight": weights.detach().numpy().tolist()}
+        # Result.metrics are those reported with the latest checkpoint (Ray Train v2).
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = ray.train.Checkpoint.from_directory(directory) if context.get_world_rank() == 0 else None
+            ray.train.report(metrics, checkpoint=checkpoint)
 
     trainer = TorchTrainer(
         train_fn, train_loop_config={"views": views, "gather": gather, "scale": scale},
