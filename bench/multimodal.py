@@ -146,7 +146,7 @@ def bare_images_per_s(model_dir: Path, images: list[bytes]) -> float:
     def work() -> None:
         with torch.inference_mode():
             for start_at in range(0, len(images), IMAGES_PER_REQUEST):
-                batch = [Image.open(io.BytesIO(item)).convert("RGB") for item in images[start_at:start_at + 32]]
+                batch = [Image.open(io.BytesIO(item)).convert("RGB") for item in images[start_at:start_at + IMAGES_PER_REQUEST]]
                 pixels = processor(images=batch, return_tensors="pt")["pixel_values"]
                 model.get_image_features(pixel_values=pixels)
 
