@@ -39,7 +39,7 @@ def cosine_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed=None, ids
 
 @pytest.fixture()
 def store(milvus_server_uri):
-    store = MilvusStore(milvus_server_uri, flush_after_s=0.2)
+    store = MilvusStore(milvus_server_uri, flush_after_s=600)  # reads are Strong: no flush needed to see writes
     yield store
     for name in store.names():
         store.drop(name)
@@ -121,3 +121,13 @@ def test_the_binary_tier_is_refused_where_a_second_vector_field_is_missing(store
         store.ensure(docs_config("packed", compression={"type": "binary"}), DIMENSIONS)
     assert f"Milvus server is version {version}" in caught.value.message and "Milvus >= 2.4" in caught.value.message
     assert caught.value.param == "compression" and "packed" not in store.names()
+
+
+def test_a_document_without_a_field_is_refused_where_the_server_stores_no_nulls(store, milvus_server_uri):
+    store.ensure(docs_config("sparse_fields"), DIMENSIONS)
+    documents, _ = rows(3)
+    documents[1]["size"] = None  # what a document that omits "size" becomes
+    with pytest.raises(InvalidInputError) as caught:
+        store.upsert("sparse_fields", documents)
+    assert "documents[1].size" in caught.value.message and "v2.3.5" in caught.value.message
+    assert caught.value.http_status == 400 and store.count("sparse_fields") == 0

@@ -12,6 +12,7 @@ collection the server's version cannot hold is refused before it is made
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from rayprism.platform.store.fusion import fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
 from rayprism.platform.store.mirror import MirrorManager
 from rayprism.platform.store.routes import Hits
-from rayprism.platform.store.server_versions import check_server_supports
+from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
 
 logger = logging.getLogger(__name__)
 # pymilvus logs every failed RPC with a traceback; the errors raised here carry the message.
@@ -42,6 +43,8 @@ PARAMETER_INVALID = 1100
 """Milvus's ``ErrParameterInvalid``: how a server refuses a bad filter expression."""
 CALLER_MISTAKES = {Status.ILLEGAL_ARGUMENT, Status.ILLEGAL_RANGE, PARAMETER_INVALID}
 """Codes that, on a filtered call, mean the filter is wrong (Milvus Lite answers ``ILLEGAL_RANGE``)."""
+UNPARSABLE_FILTER = "failed to create query plan"
+"""How a Milvus 2.3 server refuses a filter it cannot parse: with this message and a generic code."""
 
 DENSE, SPARSE = VECTOR_FIELDS
 SERVER_READS = {"consistency_level": "Strong"}
@@ -105,7 +108,7 @@ class MilvusStore:
                     "int8 compression runs in Milvus Lite's in-memory mirror; on a Milvus server use binary"
                     " (a BINARY_VECTOR field searched by Milvus)", param="compression")
             if not self._lite:
-                check_server_supports(config, self._client.get_server_version())
+                check_server_supports(config, self.server_version)
             create_collection(self._client, config, dimensions, bits_field=compression == "binary" and not self._lite)
             self._compression.pop(config.name, None)
             return wanted
@@ -115,6 +118,11 @@ class MilvusStore:
                 f"collection {config.name!r} exists with a different schema: " + "; ".join(differences)
             )
         return wanted
+
+    @functools.cached_property
+    def server_version(self) -> str:
+        """The Milvus server's version (``v2.3.5``, ...), asked once."""
+        return self._client.get_server_version()
 
     def names(self) -> list[str]:
         return sorted(self._client.list_collections())
@@ -162,6 +170,8 @@ class MilvusStore:
 
     def upsert(self, name: str, rows: list[dict]) -> int:
         compression = self.compression(name)
+        if not self._lite:
+            check_rows_fit(rows, list(self.layout(name).fields), self.server_version)
         if compression and compression["type"] == "binary" and not self._lite:
             codes = encode_bits(np.asarray([row[DENSE] for row in rows], dtype=np.float32))
             rows = [{**row, BITS_FIELD: code.tobytes()} for row, code in zip(rows, codes)]
@@ -279,7 +289,7 @@ class MilvusStore:
         except MilvusException as error:
             if error.code == ErrorCode.COLLECTION_NOT_FOUND:
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            if filtered and error.code in CALLER_MISTAKES:
+            if filtered and (error.code in CALLER_MISTAKES or UNPARSABLE_FILTER in str(error.message)):
                 raise InvalidInputError(f"filter: {error.message}", param="filter") from None
             logger.warning("Milvus at %s failed on %r: %s", self.uri, name, error.message)
             raise StoreError(f"the store failed: {self._redact(error.message)}") from None

@@ -21,6 +21,8 @@ NEEDS: dict[str, tuple[Version, str]] = {
                             " leave compression out"),
 }
 """Config key → (the first Milvus version that has what it needs, the message's advice)."""
+NULLS_SINCE: Version = (2, 5)
+"""Before it a server stores no nulls: a document must give every metadata field a value."""
 
 
 def parse_version(text: str) -> Version | None:
@@ -42,3 +44,18 @@ def check_server_supports(config: CollectionConfig, server_version: str) -> None
         if used[key] and version < since:
             raise InvalidInputError(
                 f"collection {config.name!r}: the Milvus server is version {server_version}; {advice}", param=key)
+
+
+def check_rows_fit(rows: list[dict], fields: list[str], server_version: str) -> None:
+    """Raise, naming the first row and field, if a row leaves a metadata field empty on a server
+    that stores no nulls (it would refuse the whole batch with a message about row counts)."""
+    version = parse_version(server_version)
+    if version is None or version >= NULLS_SINCE:
+        return
+    for index, row in enumerate(rows):
+        for field in fields:
+            if row.get(field) is None:
+                raise InvalidInputError(
+                    f"documents[{index}].{field}: the Milvus server is version {server_version}, which stores no"
+                    f" nulls (Milvus >= 2.5 does); give every document a value for {field!r}",
+                    param=f"documents[{index}].{field}")
