@@ -242,3 +242,20 @@ def test_reads_during_a_flush_see_every_row(tmp_path):
             flushing.join()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("text, version", [("v2.3.5", (2, 3)), ("2.5.0-rc1", (2, 5)), (" v2.6.1 ", (2, 6)),
+                                           ("master-20240101", None), ("", None)])
+def test_server_versions_are_read_as_major_minor(text, version):
+    from rayprism.platform.store.server_versions import parse_version
+
+    assert parse_version(text) == version
+
+
+def test_a_server_version_that_cannot_be_read_lets_the_server_answer():
+    from rayprism.platform.store.server_versions import check_server_supports
+
+    check_server_supports(CollectionConfig(name="docs"), "master-20240101")  # no error: Milvus decides
+    with pytest.raises(InvalidInputError, match=r"version v2\.4\.9; BM25 and sparse vectors need Milvus >= 2\.5"):
+        check_server_supports(CollectionConfig(name="docs"), "v2.4.9")
+    check_server_supports(CollectionConfig(name="docs", bm25=False, compression={"type": "binary"}), "v2.4.0")
