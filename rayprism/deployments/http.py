@@ -260,7 +260,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         """One collection: schema, model, document count."""
         return json_response(await collections.describe(name))
 
-    @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted))
+    @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted, errors={
+        **CALLER_ERRORS, 409: "An alias reaches it: remove or repoint the alias first", **RETRY_LATER}))
     async def drop_collection(name: str) -> Response:
         """Drop a collection and its documents."""
         model = collections.model_of(name)  # known before the drop forgets it
