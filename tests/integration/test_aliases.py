@@ -95,7 +95,7 @@ def test_repointing_under_searches_fails_none_and_mixes_no_collections(two_colle
     for thread in threads:
         thread.start()
     try:
-        for turn in range(20):
+        for turn in range(10):
             target = ("alias_right", "alias_left")[turn % 2]
             assert post(url, "/v1/aliases", {"name": "alias_moving", "collection": target}).status_code == 200
             with answered:  # a few searches between two repoints, some of them in flight across one
