@@ -109,6 +109,63 @@ def search(
     Console().print(table if result["results"] else "no results")
 
 
+alias_app = typer.Typer(
+    name="alias", no_args_is_help=True,
+    help="Names that point at a collection: searches and writes through an alias reach its collection, "
+    "and repointing one is atomic (how a collection moves to a new model without downtime).",
+)
+app.add_typer(alias_app)
+
+
+@alias_app.command("set")
+def alias_set(
+    name: str = typer.Argument(..., help="The alias."),
+    collection: str = typer.Argument(..., help="The collection it should reach."),
+    url: Optional[str] = URL_OPTION,
+    api_key: Optional[str] = API_KEY_OPTION,
+) -> None:
+    """Create an alias, or repoint it at another collection in one step."""
+    from rayprism.client import DEFAULT_URL, Client
+
+    try:
+        with Client(url or DEFAULT_URL, api_key=api_key) as client:
+            previous = client.point_alias(name, collection)["previous"]
+    except RayprismError as error:
+        fail(error.message)
+    typer.echo(f"{name} → {collection}" + (f" (was {previous})" if previous else " (new)"))
+
+
+@alias_app.command("list")
+def alias_list(url: Optional[str] = URL_OPTION, api_key: Optional[str] = API_KEY_OPTION) -> None:
+    """Every alias and the collection it reaches."""
+    from rayprism.client import DEFAULT_URL, Client
+
+    try:
+        with Client(url or DEFAULT_URL, api_key=api_key) as client:
+            aliases = client.aliases()
+    except RayprismError as error:
+        fail(error.message)
+    for alias, collection in sorted(aliases.items()):
+        typer.echo(f"{alias} → {collection}")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    name: str = typer.Argument(..., help="The alias to remove (its collection stays)."),
+    url: Optional[str] = URL_OPTION,
+    api_key: Optional[str] = API_KEY_OPTION,
+) -> None:
+    """Remove an alias; the collection it reached is kept."""
+    from rayprism.client import DEFAULT_URL, Client
+
+    try:
+        with Client(url or DEFAULT_URL, api_key=api_key) as client:
+            collection = client.drop_alias(name)["collection"]
+    except RayprismError as error:
+        fail(error.message)
+    typer.echo(f"removed {name} (it reached {collection}, which stays)")
+
+
 def _short(value, limit: int = 120) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -259,3 +259,30 @@ def test_a_server_version_that_cannot_be_read_lets_the_server_answer():
     with pytest.raises(InvalidInputError, match=r"version v2\.4\.9; BM25 and sparse vectors need Milvus >= 2\.5"):
         check_server_supports(CollectionConfig(name="docs"), "v2.4.9")
     check_server_supports(CollectionConfig(name="docs", bm25=False, compression={"type": "binary"}), "v2.4.0")
+
+
+@pytest.mark.slow  # starts Milvus Lite
+def test_aliases_repoint_resolve_and_survive_a_reopen(tmp_path):
+    uri = str(tmp_path / "store.db")
+    store = MilvusStore(uri, flush_after_s=0.05)
+    for name in ("old", "new"):
+        store.ensure(CONFIG.model_copy(update={"name": name}), 4)
+    assert store.aliases.point("live", "old") is None
+    assert store.aliases.point("live", "new") == "old"
+    assert (store.aliases.target("live"), store.aliases.target("old")) == ("new", "old")
+    with pytest.raises(ConflictError):
+        store.drop("new")  # "live" still reaches it
+    with pytest.raises(ConflictError):
+        store.aliases.point("old", "new")  # a collection's name
+    with pytest.raises(NotFoundError):
+        store.aliases.point("other", "missing")
+    store.close()
+    reopened = MilvusStore(uri, flush_after_s=0.05)  # Milvus Lite keeps aliases in its own file
+    try:
+        assert reopened.aliases.table() == {"live": "new"}
+        assert reopened.names() == ["new", "old"]
+        assert reopened.aliases.remove("live") == "new"
+        reopened.drop("new")
+        assert reopened.names() == ["old"] and reopened.aliases.table() == {}
+    finally:
+        reopened.close()

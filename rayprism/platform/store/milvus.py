@@ -25,6 +25,7 @@ from pymilvus.exceptions import ErrorCode
 
 from rayprism.platform.config import BITS_FIELD, VECTOR_FIELDS, CollectionConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import fuse
@@ -93,6 +94,7 @@ class MilvusStore:
         self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
         """Where a Lite store's compressed collections keep their codes between runs."""
         self._compression: dict[str, dict | None] = {}
+        self.aliases = Aliases(self._client, self._call)
         self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count,
                                      fetch_vectors=self._vectors, codes=self.codes, gate=self._gate)
 
@@ -148,6 +150,10 @@ class MilvusStore:
 
     def drop(self, name: str) -> None:
         self._describe(name)
+        aliases = self.aliases.pointing_at(name)
+        if aliases:
+            raise ConflictError(f"collection {name!r} is reached through the aliases {aliases}: delete or repoint "
+                                "them first")
         self._flushes.cancel(name)
         self.mirrors.drop(name)
         self._client.drop_collection(name)
