@@ -57,6 +57,8 @@ class CollectionsService:
         self._embeddings = embeddings
         self._store = store
         self._known: dict[str, CollectionConfig] = {}
+        self._reached: dict[str, str] = {}
+        """The physical collection each alias last resolved to: what its requests are labelled by."""
 
     @contextlib.contextmanager
     def _forgotten_if_gone(self, name: str) -> Iterator[None]:
@@ -78,7 +80,7 @@ class CollectionsService:
         return None
 
     def model_of(self, name: str) -> str | None:
-        known = self._known.get(name)
+        known = self._known.get(name) or self._known.get(self._reached.get(name, ""))
         return known.model if known else None
 
     async def collection(self, name: str) -> CollectionConfig:
@@ -89,6 +91,8 @@ class CollectionsService:
         known = self._known.get(name)
         if known is None:
             physical = await self._store.target(name)
+            if physical != name:
+                self._reached[name] = physical
             known = self._known.get(physical)
             if known is None:
                 known = await self._ensure(CollectionConfig.model_validate(await self._store.resolve(physical)))
@@ -158,6 +162,7 @@ class CollectionsService:
         """(description, created): the alias made, or repointed in one step (a search in flight
         answers wholly from the collection it resolved)."""
         previous = await self._store.point_alias(request.name, request.collection)
+        self._reached[request.name] = (await self.collection(request.collection)).name  # for its metrics label
         return {"object": "alias", "name": request.name, "collection": request.collection,
                 "previous": previous}, previous is None
 

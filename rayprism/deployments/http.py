@@ -302,7 +302,9 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         200: {"model": responses.Alias, "description": "It existed: repointed (atomically)"}})
     async def point_alias(request: Request) -> Response:
         """Create an alias, or repoint it: every collection route accepts the alias as a collection name."""
-        with Observed(service, "aliases.point", lambda: service.metrics_label(None)):
+        parsed = None  # labelled with the model of the collection the alias reaches, once known
+        with Observed(service, "aliases.point",
+                      lambda: service.metrics_label(parsed and collections.model_of(parsed.name))):
             parsed = await parsed_body(request, AliasRequest, body_limit)
             description, created = await collections.point_alias(parsed)
             return json_response(description, 201 if created else 200)

@@ -78,7 +78,7 @@ class Aliases:
             table = self._loaded()
             if alias not in table:
                 raise NotFoundError(f"alias {alias!r} does not exist")
-            self._client.drop_alias(alias)
+            self._call(self._client.drop_alias, alias)
             self._table = {name: target for name, target in table.items() if name != alias}
             return table[alias]
 
