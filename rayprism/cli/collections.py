@@ -9,8 +9,7 @@ from typing import Optional
 
 import typer
 
-from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail
-from rayprism.platform.errors import RayprismError
+from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, service_client
 
 
 @app.command()
@@ -35,13 +34,13 @@ def ingest(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rayprism.client import DEFAULT_URL, Client, FieldMapping, IngestSummary, read_jsonl
+    from rayprism.client import FieldMapping, IngestSummary, read_jsonl
 
     summary = IngestSummary()
     mapping = FieldMapping(id_field=id_field or "id", text_field=text_field, keep_unknown=keep_unknown)
     started = time.perf_counter()
     try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
+        with service_client(url, api_key) as client:
             schema = client.collection(collection)
             total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -51,8 +50,6 @@ def ingest(
                     collection, mapping.apply(schema, read_jsonl(file, summary)), batch_size=batch_size,
                     summary=summary, on_batch=lambda n: progress.advance(task, n),
                 )
-    except RayprismError as error:
-        fail(error.message)
     except KeyboardInterrupt:
         typer.echo(
             f"\ninterrupted after {time.perf_counter() - started:.1f} s: {summary.upserted} documents written, "
@@ -90,13 +87,8 @@ def search(
     from rich.console import Console
     from rich.table import Table
 
-    from rayprism.client import DEFAULT_URL, Client
-
-    try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
-            result = client.search(collection, query, mode=mode, filter=filter, k=k)
-    except RayprismError as error:
-        fail(error.message)
+    with service_client(url, api_key) as client:
+        result = client.search(collection, query, mode=mode, filter=filter, k=k)
     if json_output:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -125,26 +117,16 @@ def alias_set(
     api_key: Optional[str] = API_KEY_OPTION,
 ) -> None:
     """Create an alias, or repoint it at another collection in one step."""
-    from rayprism.client import DEFAULT_URL, Client
-
-    try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
-            previous = client.point_alias(name, collection)["previous"]
-    except RayprismError as error:
-        fail(error.message)
+    with service_client(url, api_key) as client:
+        previous = client.point_alias(name, collection)["previous"]
     typer.echo(f"{name} → {collection}" + (f" (was {previous})" if previous else " (new)"))
 
 
 @alias_app.command("list")
 def alias_list(url: Optional[str] = URL_OPTION, api_key: Optional[str] = API_KEY_OPTION) -> None:
     """Every alias and the collection it reaches."""
-    from rayprism.client import DEFAULT_URL, Client
-
-    try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
-            aliases = client.aliases()
-    except RayprismError as error:
-        fail(error.message)
+    with service_client(url, api_key) as client:
+        aliases = client.aliases()
     for alias, collection in sorted(aliases.items()):
         typer.echo(f"{alias} → {collection}")
 
@@ -156,13 +138,8 @@ def alias_rm(
     api_key: Optional[str] = API_KEY_OPTION,
 ) -> None:
     """Remove an alias; the collection it reached is kept."""
-    from rayprism.client import DEFAULT_URL, Client
-
-    try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
-            collection = client.drop_alias(name)["collection"]
-    except RayprismError as error:
-        fail(error.message)
+    with service_client(url, api_key) as client:
+        collection = client.drop_alias(name)["collection"]
     typer.echo(f"removed {name} (it reached {collection}, which stays)")
 
 

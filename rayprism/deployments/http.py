@@ -238,6 +238,15 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
             async with cancelled_if_client_leaves(request):
                 return json_response(await method(name, parsed))
 
+    async def created_or_existing(endpoint: str, request: Request, schema: type, method, model_of) -> Response:
+        """Parse the body, run ``method(parsed) -> (description, created)``: 201 when something was made,
+        200 when it existed; recorded under ``model_of(parsed)`` (read after the call)."""
+        parsed = None
+        with Observed(service, endpoint, lambda: service.metrics_label(model_of(parsed) if parsed else None)):
+            parsed = await parsed_body(request, schema, body_limit)
+            description, created = await method(parsed)
+            return json_response(description, 201 if created else 200)
+
     @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
     async def list_collections() -> Response:
         """Every collection with its schema and size."""
@@ -249,11 +258,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         200: {"model": responses.CollectionDescription, "description": "It exists already, identical"}})
     async def create_collection(request: Request) -> Response:
         """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
-        config: CollectionConfig | None = None
-        with Observed(service, "collections.create", lambda: service.metrics_label(config.model if config else None)):
-            config = await parsed_body(request, CollectionConfig, body_limit)
-            description, created = await collections.create(config)
-            return json_response(description, 201 if created else 200)
+        return await created_or_existing("collections.create", request, CollectionConfig, collections.create,
+                                         lambda config: config.model)
 
     @app.get("/v1/collections/{name}", responses=answers(responses.CollectionDescription))
     async def get_collection(name: str) -> Response:
@@ -302,12 +308,8 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         200: {"model": responses.Alias, "description": "It existed: repointed (atomically)"}})
     async def point_alias(request: Request) -> Response:
         """Create an alias, or repoint it: every collection route accepts the alias as a collection name."""
-        parsed = None  # labelled with the model of the collection the alias reaches, once known
-        with Observed(service, "aliases.point",
-                      lambda: service.metrics_label(parsed and collections.model_of(parsed.name))):
-            parsed = await parsed_body(request, AliasRequest, body_limit)
-            description, created = await collections.point_alias(parsed)
-            return json_response(description, 201 if created else 200)
+        return await created_or_existing("aliases.point", request, AliasRequest, collections.point_alias,
+                                         lambda alias: collections.model_of(alias.name))
 
     @app.delete("/v1/aliases/{name}", responses=answers(responses.AliasDeleted))
     async def drop_alias(name: str) -> Response:
