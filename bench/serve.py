@@ -40,13 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from services import Service, rayprism_service, start, stop
+from services import REPO, Service, rayprism_service, start, stop
 
 from rayprism.platform.config import ModelConfig, load_serve_config
 from rayprism.platform.errors import RayprismError
 from rayprism.platform.models.source import resolve_source
 
-REPO = Path(__file__).resolve().parents[1]
 QUERIES = REPO.parent / "shared" / "data" / "debian" / "queries-dev-53k.jsonl"
 BARE_BATCH_SIZES = (32, 64, 128, 256)
 WARM_UP_S = 5
