@@ -67,6 +67,8 @@ class CompressionConfig(StrictModel):
 
 MAX_VECTOR_DIMENSIONS = 32768
 """The widest FLOAT_VECTOR a Milvus server accepts by default (``proxy.maxDimension``)."""
+MAX_FDE_BLOCKS = 4 * MAX_VECTOR_DIMENSIONS
+"""The widest MUVERA encoding before a final projection (``d_final``): 512 kB per document while encoding."""
 
 
 class FDEOptions(StrictModel):
@@ -79,26 +81,32 @@ class FDEOptions(StrictModel):
 
     k_sim: int = Field(default=3, ge=0, le=16)
     """SimHash hyperplanes per repetition: 2^k_sim partitions."""
-    d_proj: int = Field(default=16, ge=1)
+    d_proj: int = Field(default=16, ge=1, le=4096)
     """Each partition's block is projected to this many dimensions (the identity when equal to the token width)."""
-    r_reps: int = Field(default=20, ge=1)
+    r_reps: int = Field(default=20, ge=1, le=1024)
     """Independent repetitions, concatenated."""
     seed: int = Field(default=0, ge=0)
     fill_empty_partitions: bool = True
     """An empty partition of a document takes its token nearest in Hamming distance."""
-    d_final: int | None = Field(default=None, ge=1)
+    d_final: int | None = Field(default=None, ge=1, le=MAX_VECTOR_DIMENSIONS)
     """Count-sketch the encoding down to this many dimensions; None keeps 2^k_sim · d_proj · r_reps."""
 
     @property
     def output_dimensions(self) -> int:
-        return self.d_final or (1 << self.k_sim) * self.d_proj * self.r_reps
+        return self.d_final or self._blocks
+
+    @property
+    def _blocks(self) -> int:
+        return (1 << self.k_sim) * self.d_proj * self.r_reps
 
     @model_validator(mode="after")
     def _check_width(self) -> FDEOptions:
+        blocks = f"2^k_sim · d_proj · r_reps = 2^{self.k_sim} · {self.d_proj} · {self.r_reps} = {self._blocks}"
+        if self._blocks > MAX_FDE_BLOCKS:
+            raise ValueError(f"{blocks} dimensions before any final projection; at most {MAX_FDE_BLOCKS}")
         if self.output_dimensions > MAX_VECTOR_DIMENSIONS:
-            raise ValueError(f"the encoding would have {self.output_dimensions} dimensions (2^k_sim · d_proj · r_reps"
-                             f" = 2^{self.k_sim} · {self.d_proj} · {self.r_reps}); Milvus stores at most "
-                             f"{MAX_VECTOR_DIMENSIONS}: lower them or set d_final")
+            raise ValueError(f"the encoding would have {self.output_dimensions} dimensions ({blocks}); Milvus stores "
+                             f"at most {MAX_VECTOR_DIMENSIONS}: lower them or set d_final")
         return self
 
 
