@@ -34,6 +34,9 @@ from rayprism.platform.store.milvus import SearchQuery
 from rayprism.platform.store.tokens import TOKENS_KEY, fde_config
 
 DEFAULT_CANDIDATES = 50
+STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
+"""Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
+4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
 STORE_HEALTH_TIMEOUT_S = 2.0
 DENSE = VECTOR_FIELDS[0]
 
@@ -47,6 +50,21 @@ def _differences(requested: CollectionConfig, existing: CollectionConfig) -> lis
     """One line per top-level key that differs: ``key: requested <x>, existing <y>``."""
     wanted, found = requested.model_dump(exclude={"uri"}), existing.model_dump(exclude={"uri"})
     return [f"{key}: requested {wanted[key]!r}, existing {found[key]!r}" for key in wanted if wanted[key] != found[key]]
+
+
+def _store_calls(rows: list[dict]) -> Iterator[list[dict]]:
+    """``rows`` in consecutive parts whose token vectors fit one store call (all of them at once without)."""
+    part: list[dict] = []
+    size = 0
+    for row in rows:
+        row_size = row[TOKENS_KEY].nbytes if TOKENS_KEY in row else 0
+        if part and size + row_size > STORE_CALL_MAX_TOKEN_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += row_size
+    if part:
+        yield part
 
 
 class CollectionsService:
@@ -179,7 +197,9 @@ class CollectionsService:
                     for row, vector in zip(to_embed, embedded.vectors):
                         row[DENSE] = vector
                     tokens = sum(embedded.token_counts)
-            count = await self._store.upsert(name, changed) if changed else 0
+            count = 0
+            for part in _store_calls(changed):
+                count += await self._store.upsert(name, part)
         return {"object": "documents.upserted", "collection": name, "upserted": count,
                 "unchanged": len(rows) - len(changed), "tokens": tokens}
 
