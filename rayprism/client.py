@@ -160,6 +160,17 @@ class Client:
     def collection(self, name: str) -> dict:
         return self.request("GET", f"/v1/collections/{name}")
 
+    def aliases(self) -> dict[str, str]:
+        """Alias → the collection it reaches."""
+        return {alias["name"]: alias["collection"] for alias in self.request("GET", "/v1/aliases")["data"]}
+
+    def point_alias(self, name: str, collection: str) -> dict:
+        """Create ``name`` pointing at ``collection``, or repoint it there in one step."""
+        return self.request("POST", "/v1/aliases", {"name": name, "collection": collection})
+
+    def drop_alias(self, name: str) -> dict:
+        return self.request("DELETE", f"/v1/aliases/{name}")
+
     def search(self, collection: str, query: str, **options) -> dict:
         body = {"query": query, **{key: value for key, value in options.items() if value is not None}}
         return self.request("POST", f"/v1/collections/{collection}/search", body)

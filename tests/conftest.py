@@ -84,3 +84,14 @@ def media_model_path(tmp_path_factory):
     from tests.media_models import BUILDERS
 
     return cache(lambda kind: str(BUILDERS[kind](tmp_path_factory.mktemp(kind))))
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory) -> str:
+    """One real Milvus server for the session (PyPI's embedded ``milvus``, in the dev extra), on ports of
+    its own: the store's server path is tested against it."""
+    pytest.importorskip("milvus", reason="the Milvus server comes with the dev extra: pip install -e '.[dev]'")
+    from tests.milvus_server import milvus_server
+
+    with milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
+        yield uri

@@ -111,14 +111,15 @@ def make_siglip(directory: Path) -> Path:
     return _save(directory, SiglipModel(config).eval(), processor, tokenizer)
 
 
-def make_whisper(directory: Path) -> Path:
-    """Whisper's encoder at real geometry (80 mel bins, 30 s windows → 1500 frames) but 32 wide, 2 layers."""
+def make_whisper(directory: Path, *, width: int = 32, layers: int = 2, heads: int = 2, ffn: int = 48) -> Path:
+    """Whisper's encoder at real geometry (80 mel bins, 30 s windows → 1500 frames), by default 32 wide and
+    2 layers (bench/multimodal.py builds Whisper-base's 512 × 6 with the same code); a 1-layer decoder."""
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     config = WhisperConfig(
-        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=48, num_mel_bins=80,
+        vocab_size=64, d_model=width, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=heads,
+        decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, num_mel_bins=80,
         max_source_positions=1500, max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         decoder_start_token_id=1,
     )

@@ -9,8 +9,7 @@ from typing import Optional
 
 import typer
 
-from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail
-from rayprism.platform.errors import RayprismError
+from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, service_client
 
 
 @app.command()
@@ -35,13 +34,13 @@ def ingest(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rayprism.client import DEFAULT_URL, Client, FieldMapping, IngestSummary, read_jsonl
+    from rayprism.client import FieldMapping, IngestSummary, read_jsonl
 
     summary = IngestSummary()
     mapping = FieldMapping(id_field=id_field or "id", text_field=text_field, keep_unknown=keep_unknown)
     started = time.perf_counter()
     try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
+        with service_client(url, api_key) as client:
             schema = client.collection(collection)
             total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -51,8 +50,6 @@ def ingest(
                     collection, mapping.apply(schema, read_jsonl(file, summary)), batch_size=batch_size,
                     summary=summary, on_batch=lambda n: progress.advance(task, n),
                 )
-    except RayprismError as error:
-        fail(error.message)
     except KeyboardInterrupt:
         typer.echo(
             f"\ninterrupted after {time.perf_counter() - started:.1f} s: {summary.upserted} documents written, "
@@ -91,13 +88,8 @@ def search(
     from rich.console import Console
     from rich.table import Table
 
-    from rayprism.client import DEFAULT_URL, Client
-
-    try:
-        with Client(url or DEFAULT_URL, api_key=api_key) as client:
-            result = client.search(collection, query, mode=mode, filter=filter, k=k)
-    except RayprismError as error:
-        fail(error.message)
+    with service_client(url, api_key) as client:
+        result = client.search(collection, query, mode=mode, filter=filter, k=k)
     if json_output:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -108,6 +100,48 @@ def search(
         fields = "  ".join(f"{key}={_short(value)}" for key, value in hit["fields"].items())
         table.add_row(str(rank), str(hit["id"]), f"{hit['score']:.4f}", fields)
     Console().print(table if result["results"] else "no results")
+
+
+alias_app = typer.Typer(
+    name="alias", no_args_is_help=True,
+    help="Names that point at a collection: searches and writes through an alias reach its collection, "
+    "and repointing one is atomic (how a collection moves to a new model without downtime).",
+)
+app.add_typer(alias_app)
+
+
+@alias_app.command("set")
+def alias_set(
+    name: str = typer.Argument(..., help="The alias."),
+    collection: str = typer.Argument(..., help="The collection it should reach."),
+    url: Optional[str] = URL_OPTION,
+    api_key: Optional[str] = API_KEY_OPTION,
+) -> None:
+    """Create an alias, or repoint it at another collection in one step."""
+    with service_client(url, api_key) as client:
+        previous = client.point_alias(name, collection)["previous"]
+    typer.echo(f"{name} → {collection}" + (f" (was {previous})" if previous else " (new)"))
+
+
+@alias_app.command("list")
+def alias_list(url: Optional[str] = URL_OPTION, api_key: Optional[str] = API_KEY_OPTION) -> None:
+    """Every alias and the collection it reaches."""
+    with service_client(url, api_key) as client:
+        aliases = client.aliases()
+    for alias, collection in sorted(aliases.items()):
+        typer.echo(f"{alias} → {collection}")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    name: str = typer.Argument(..., help="The alias to remove (its collection stays)."),
+    url: Optional[str] = URL_OPTION,
+    api_key: Optional[str] = API_KEY_OPTION,
+) -> None:
+    """Remove an alias; the collection it reached is kept."""
+    with service_client(url, api_key) as client:
+        collection = client.drop_alias(name)["collection"]
+    typer.echo(f"removed {name} (it reached {collection}, which stays)")
 
 
 def _short(value, limit: int = 120) -> str:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, NoReturn, Optional
 
 import typer
+
+from rayprism.platform.errors import RayprismError
+
+if TYPE_CHECKING:
+    from rayprism.client import Client
 
 app = typer.Typer(
     name="rayprism",
@@ -24,6 +30,19 @@ def _group() -> None:
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def service_client(url: Optional[str], api_key: Optional[str]) -> Iterator[Client]:
+    """The running service's client (``url`` or the default); an error it answers ends the command
+    with its message."""
+    from rayprism.client import DEFAULT_URL, Client
+
+    try:
+        with Client(url or DEFAULT_URL, api_key=api_key) as client:
+            yield client
+    except RayprismError as error:
+        fail(error.message)
 
 
 URL_OPTION = typer.Option(

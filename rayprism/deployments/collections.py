@@ -15,7 +15,13 @@ from typing import Iterator
 import numpy as np
 
 from rayprism.deployments.runner import ItemErrors
-from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, MediaQuery, SearchRequest
+from rayprism.deployments.schemas import (
+    AliasRequest,
+    DeleteDocumentsRequest,
+    DocumentsRequest,
+    MediaQuery,
+    SearchRequest,
+)
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreReplica
 from rayprism.platform.codecs.muvera import FDEConfig, encode_documents, encode_query
@@ -73,6 +79,8 @@ class CollectionsService:
         self._embeddings = embeddings
         self._store = store
         self._known: dict[str, CollectionConfig] = {}
+        self._reached: dict[str, str] = {}
+        """The physical collection each alias last resolved to: what its requests are labelled by."""
 
     @contextlib.contextmanager
     def _forgotten_if_gone(self, name: str) -> Iterator[None]:
@@ -94,15 +102,22 @@ class CollectionsService:
         return None
 
     def model_of(self, name: str) -> str | None:
-        known = self._known.get(name)
+        known = self._known.get(name) or self._known.get(self._reached.get(name, ""))
         return known.model if known else None
 
     async def collection(self, name: str) -> CollectionConfig:
-        """The collection's config, created in Milvus on first use."""
+        """The config of the collection ``name`` reaches now, created in Milvus on first use. Its
+        ``name`` is the physical collection's: a request resolves an alias once, here, and makes
+        every store call with that name, so a repointed alias never mixes two collections (or two
+        models) in one answer. Physical names are remembered; aliases are asked for each time."""
         known = self._known.get(name)
         if known is None:
-            config = CollectionConfig.model_validate(await self._store.resolve(name))
-            known = await self._ensure(config)
+            physical = await self._store.target(name)
+            if physical != name:
+                self._reached[name] = physical
+            known = self._known.get(physical)
+            if known is None:
+                known = await self._ensure(CollectionConfig.model_validate(await self._store.resolve(physical)))
         return known
 
     async def _ensure(self, config: CollectionConfig) -> CollectionConfig:
@@ -168,6 +183,25 @@ class CollectionsService:
         await self._store.drop(name)
         return {"object": "collection.deleted", "name": name, "deleted": True}
 
+    # --- aliases -----------------------------------------------------------------------
+
+    async def list_aliases(self) -> dict:
+        table = await self._store.aliases()
+        return {"object": "list", "data": [{"object": "alias", "name": alias, "collection": table[alias]}
+                                           for alias in sorted(table)]}
+
+    async def point_alias(self, request: AliasRequest) -> tuple[dict, bool]:
+        """(description, created): the alias made, or repointed in one step (a search in flight
+        answers wholly from the collection it resolved)."""
+        previous = await self._store.point_alias(request.name, request.collection)
+        self._reached[request.name] = (await self.collection(request.collection)).name  # for its metrics label
+        return {"object": "alias", "name": request.name, "collection": request.collection,
+                "previous": previous}, previous is None
+
+    async def drop_alias(self, name: str) -> dict:
+        collection = await self._store.drop_alias(name)
+        return {"object": "alias.deleted", "name": name, "collection": collection, "deleted": True}
+
     # --- documents ---------------------------------------------------------------------
 
     async def upsert(self, name: str, request: DocumentsRequest) -> dict:
@@ -181,15 +215,15 @@ class CollectionsService:
             rows, problems = check_documents(config, request.documents, dimensions=dimensions)
         else:  # a multi-vector document cannot bring its own vector: it has no token vectors
             rows = validate_documents(config, request.documents, dimensions=None if config.multivector else dimensions)
-        with self._forgotten_if_gone(name):
+        with self._forgotten_if_gone(config.name):
             if config.media_key:
                 changed = rows
                 tokens = await self._embed_media(config, request.documents, rows, problems)
             elif config.multivector:
-                changed = await self._changed(name, config, rows)
+                changed = await self._changed(config, rows)
                 tokens = await self._embed_token_vectors(config, rows, changed) if changed else 0
             else:
-                changed = await self._changed(name, config, rows)
+                changed = await self._changed(config, rows)
                 to_embed = [row for row in changed if DENSE not in row]
                 tokens = 0
                 if to_embed:
@@ -199,14 +233,14 @@ class CollectionsService:
                     tokens = sum(embedded.token_counts)
             count = 0
             for part in _store_calls(changed):
-                count += await self._store.upsert(name, part)
+                count += await self._store.upsert(config.name, part)
         return {"object": "documents.upserted", "collection": name, "upserted": count,
                 "unchanged": len(rows) - len(changed), "tokens": tokens}
 
-    async def _changed(self, name: str, config: CollectionConfig, rows: list[dict]) -> list[dict]:
+    async def _changed(self, config: CollectionConfig, rows: list[dict]) -> list[dict]:
         """The rows that bring a vector of their own or differ from what the store holds."""
         content = ["id", config.text_field, *config.fields]
-        stored = {row["id"]: row for row in await self._store.get(name, [row["id"] for row in rows], content)}
+        stored = {row["id"]: row for row in await self._store.get(config.name, [row["id"] for row in rows], content)}
         return [row for row in rows if DENSE in row or stored.get(row["id"]) != {key: row[key] for key in content}]
 
     async def _embed_token_vectors(self, config: CollectionConfig, rows: list[dict], changed: list[dict]) -> int:
@@ -261,8 +295,8 @@ class CollectionsService:
                 ids.append(normalise_id(config, value))
             except ValueError as error:
                 raise InvalidInputError(f"ids[{index}] {error}", param=f"ids[{index}]") from None
-        with self._forgotten_if_gone(name):
-            count = await self._store.delete(name, ids)
+        with self._forgotten_if_gone(config.name):
+            count = await self._store.delete(config.name, ids)
         return {"object": "documents.deleted", "collection": name, "deleted": count}
 
     async def get_document(self, name: str, document_id: str) -> dict:
@@ -271,8 +305,8 @@ class CollectionsService:
             key = normalise_id(config, int(document_id) if config.id_type == "int64" else document_id)
         except ValueError as error:
             raise InvalidInputError(f"id {error}", param="id") from None
-        with self._forgotten_if_gone(name):
-            found = await self._store.get(name, [key], ["id", config.text_field, *config.fields])
+        with self._forgotten_if_gone(config.name):
+            found = await self._store.get(config.name, [key], ["id", config.text_field, *config.fields])
         if not found:
             raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
         return {"object": "document", **found[0]}
@@ -302,11 +336,11 @@ class CollectionsService:
         if candidates < request.k:
             raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k})", param="candidates")
         dense_vector = sparse_hits = query_tokens = None
-        with self._forgotten_if_gone(name):
+        with self._forgotten_if_gone(config.name):
             if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
                 dense_vector, sparse_hits = await asyncio.gather(
                     self._embed_query(config, request.query),
-                    self._store.sparse_hits(name, request.query, candidates, filter_expression),
+                    self._store.sparse_hits(config.name, request.query, candidates, filter_expression),
                 )
             elif mode == "dense":
                 dense_vector = await self._embed_query(config, request.query)
@@ -320,7 +354,7 @@ class CollectionsService:
                 candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
                 output_fields=output_fields, sparse_hits=sparse_hits,
             )
-            results = await self._store.search(name, query)
+            results = await self._store.search(config.name, query)
         self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
         return {"object": "search.results", "collection": name, "mode": mode, "results": results}
 

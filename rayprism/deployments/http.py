@@ -27,6 +27,7 @@ from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, install, request_body
 from rayprism.deployments.schemas import (
+    AliasRequest,
     DeleteDocumentsRequest,
     DocumentsRequest,
     EmbeddingRequest,
@@ -155,7 +156,8 @@ def create_app(
     # it works offline and renders OpenAPI 3.1.
     patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=True)
     body_limit = service.config.server.max_request_bytes
-    install(app, [EmbeddingRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest, SearchRequest])
+    install(app, [EmbeddingRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest, SearchRequest,
+                  AliasRequest])
     keys = service.config.server.resolved_api_keys()
     if keys:
         app.add_middleware(ApiKeyGuard, keys=keys, protect_open_paths=service.config.server.api_key_routes == "all",
@@ -236,6 +238,15 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
             async with cancelled_if_client_leaves(request):
                 return json_response(await method(name, parsed))
 
+    async def created_or_existing(endpoint: str, request: Request, schema: type, method, model_of) -> Response:
+        """Parse the body, run ``method(parsed) -> (description, created)``: 201 when something was made,
+        200 when it existed; recorded under ``model_of(parsed)`` (read after the call)."""
+        parsed = None
+        with Observed(service, endpoint, lambda: service.metrics_label(model_of(parsed) if parsed else None)):
+            parsed = await parsed_body(request, schema, body_limit)
+            description, created = await method(parsed)
+            return json_response(description, 201 if created else 200)
+
     @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
     async def list_collections() -> Response:
         """Every collection with its schema and size."""
@@ -247,18 +258,16 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         200: {"model": responses.CollectionDescription, "description": "It exists already, identical"}})
     async def create_collection(request: Request) -> Response:
         """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
-        config: CollectionConfig | None = None
-        with Observed(service, "collections.create", lambda: service.metrics_label(config.model if config else None)):
-            config = await parsed_body(request, CollectionConfig, body_limit)
-            description, created = await collections.create(config)
-            return json_response(description, 201 if created else 200)
+        return await created_or_existing("collections.create", request, CollectionConfig, collections.create,
+                                         lambda config: config.model)
 
     @app.get("/v1/collections/{name}", responses=answers(responses.CollectionDescription))
     async def get_collection(name: str) -> Response:
         """One collection: schema, model, document count."""
         return json_response(await collections.describe(name))
 
-    @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted))
+    @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted, errors={
+        **CALLER_ERRORS, 409: "An alias reaches it: remove or repoint the alias first", **RETRY_LATER}))
     async def drop_collection(name: str) -> Response:
         """Drop a collection and its documents."""
         model = collections.model_of(name)  # known before the drop forgets it
@@ -287,3 +296,22 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
     async def search(name: str, request: Request) -> Response:
         """Dense, BM25 or hybrid search, with an optional Milvus filter."""
         return await observed_call("search", name, request, SearchRequest, collections.search)
+
+    @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
+    async def list_aliases() -> Response:
+        """Every alias and the collection it reaches."""
+        return json_response(await collections.list_aliases())
+
+    @app.post("/v1/aliases", status_code=201, openapi_extra=request_body(AliasRequest), responses={
+        **answers(responses.Alias, status=201, description="Created", errors={
+            **CALLER_ERRORS, 409: "The name is a collection's, or the target is an alias", **RETRY_LATER}),
+        200: {"model": responses.Alias, "description": "It existed: repointed (atomically)"}})
+    async def point_alias(request: Request) -> Response:
+        """Create an alias, or repoint it: every collection route accepts the alias as a collection name."""
+        return await created_or_existing("aliases.point", request, AliasRequest, collections.point_alias,
+                                         lambda alias: collections.model_of(alias.name))
+
+    @app.delete("/v1/aliases/{name}", responses=answers(responses.AliasDeleted))
+    async def drop_alias(name: str) -> Response:
+        """Remove an alias; the collection it reached stays."""
+        return json_response(await collections.drop_alias(name))

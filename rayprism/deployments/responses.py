@@ -173,3 +173,24 @@ class SearchResults(_Response):
     collection: str
     mode: str
     results: list[Hit]
+
+
+class Alias(_Response):
+    object: Literal["alias"]
+    name: str
+    collection: str
+    """The physical collection the alias reaches."""
+    previous: str | None = None
+    """In the answer to a repoint: the collection it reached before (None when it was created)."""
+
+
+class AliasList(_Response):
+    object: Literal["list"]
+    data: list[Alias]
+
+
+class AliasDeleted(_Response):
+    object: Literal["alias.deleted"]
+    name: str
+    collection: str
+    deleted: bool

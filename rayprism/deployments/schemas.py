@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from rayprism.platform.config.base import IDENTIFIER, full_match
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
 from rayprism.platform.store.fusion import DEFAULT_WEIGHTS
@@ -161,3 +162,18 @@ class DocumentsRequest(BaseModel):
 class DeleteDocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[StrictStr | StrictInt] = Field(min_length=1)
+
+
+class AliasRequest(BaseModel):
+    """``POST /v1/aliases``: create ``name`` pointing at ``collection``, or repoint it there."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: StrictStr
+    collection: StrictStr
+
+    @field_validator("name", "collection")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not full_match(IDENTIFIER, value):
+            raise ValueError("must start with a letter or '_' and use only letters, digits and '_'")
+        return value

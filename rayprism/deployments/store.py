@@ -23,7 +23,15 @@ from ray.exceptions import RayActorError
 
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
-from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, RayprismError, unwrap
+from rayprism.platform.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    NotReadyError,
+    RayprismError,
+    unwrap,
+)
+from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.routes import Hits
 
@@ -45,18 +53,30 @@ class StoreReplica:
                 )
             return self._stores[uri]
 
+    def _aliases(self) -> Aliases:
+        """Aliases live in the service's own store (``store.uri``)."""
+        return self._store(self._config.uri).aliases
+
+    def _physical(self, name: str) -> str:
+        """The collection ``name`` reaches: every call resolves an alias here, so the mirror, flushes
+        and codes of a collection are the same whichever name reached it."""
+        return self._aliases().target(name)
+
     def _uri_of(self, name: str) -> str:
         declared = self._declared.get(name)
         return (declared.uri if declared is not None else None) or self._config.uri
 
-    def _at(self, name: str) -> MilvusStore:
-        return self._store(self._uri_of(name))
+    def _at(self, name: str) -> tuple[MilvusStore, str]:
+        """The store holding ``name``'s collection, and that collection's own name."""
+        physical = self._physical(name)
+        return self._store(self._uri_of(physical)), physical
 
     def _resolve(self, name: str) -> CollectionConfig:
         """A collection's config: declared in serve.yaml, or read back from the one Milvus made."""
+        name = self._physical(name)
         if name in self._declared:
             return self._declared[name]
-        store = self._at(name)
+        store, _ = self._at(name)
         if not store.exists(name):
             raise NotFoundError(f"collection {name!r} does not exist")
         config = store.config_of(name)
@@ -70,15 +90,27 @@ class StoreReplica:
         """Raises unless the service's own store answers (a cheap call: list its collections)."""
         await asyncio.to_thread(self._store(self._config.uri).names)
 
+    async def target(self, name: str) -> str:
+        """The physical collection ``name`` reaches now (itself unless it is an alias)."""
+        return await asyncio.to_thread(self._physical, name)
+
     async def resolve(self, name: str) -> dict:
-        """The collection's config, without where it lives: callers never see server paths."""
+        """The config of the collection ``name`` reaches (its ``name`` the physical one), without where
+        it lives: callers never see server paths."""
         config = await asyncio.to_thread(self._resolve, name)
         return config.model_dump(mode="json", exclude={"uri"})
 
     async def ensure(self, config: dict, dimensions: int) -> dict:
         """Create the collection if missing; a different existing schema is a 409."""
         collection = CollectionConfig.model_validate(config)
-        await asyncio.to_thread(self._at(collection.name).ensure, collection, dimensions)
+
+        def work() -> None:
+            if collection.name in self._aliases().table():
+                raise ConflictError(f"{collection.name!r} is an alias; a collection needs a name of its own",
+                                    param="name")
+            self._store(self._uri_of(collection.name)).ensure(collection, dimensions)
+
+        await asyncio.to_thread(work)
         return collection.model_dump(mode="json", exclude={"uri"})
 
     async def names(self) -> list[str]:
@@ -91,40 +123,63 @@ class StoreReplica:
     async def describe(self, name: str) -> dict:
         def work() -> dict:
             config = self._resolve(name).model_dump(mode="json", exclude={"uri"})
-            store = self._at(name)
-            if not store.exists(name):  # declared but not created yet: created on first use
+            store, physical = self._at(name)
+            if not store.exists(physical):  # declared but not created yet: created on first use
                 return {**config, "count": 0, "dimensions": None, "created": False}
             return {
                 **config,
-                "count": store.count(name),
-                "dimensions": store.layout(name).dimensions,
+                "count": store.count(physical),
+                "dimensions": store.layout(physical).dimensions,
                 "created": True,
-                "mirror": store.memory(name),
+                "mirror": store.memory(physical),
             }
 
         return await asyncio.to_thread(work)
 
     async def drop(self, name: str) -> None:
-        await asyncio.to_thread(self._at(name).drop, name)
+        await asyncio.to_thread(self._call_at, name, MilvusStore.drop)
 
     async def upsert(self, name: str, rows: list[dict]) -> int:
-        return await asyncio.to_thread(self._at(name).upsert, name, rows)
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.upsert, rows)
 
     async def delete(self, name: str, ids: list) -> int:
-        return await asyncio.to_thread(self._at(name).delete, name, ids)
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.delete, ids)
 
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
-        return await asyncio.to_thread(self._at(name).get, name, ids, output_fields)
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.get, ids, output_fields)
 
     async def flush(self, name: str) -> None:
-        await asyncio.to_thread(self._at(name).flush, name)
+        await asyncio.to_thread(self._call_at, name, MilvusStore.flush)
 
     async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
-        return await asyncio.to_thread(self._at(name).sparse_hits, name, text, limit, filter)
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.sparse_hits, text, limit, filter)
 
     async def search(self, name: str, query: SearchQuery) -> list[dict]:
-        return await asyncio.to_thread(self._at(name).search, name, query)
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.search, query)
 
+    def _call_at(self, name: str, method, *args) -> Any:
+        """``method(store, collection, *args)`` on the collection ``name`` reaches, in its store."""
+        store, physical = self._at(name)
+        return method(store, physical, *args)
+
+    # --- aliases -----------------------------------------------------------------------
+
+    async def aliases(self) -> dict[str, str]:
+        """Alias → collection."""
+        return await asyncio.to_thread(lambda: self._aliases().table())
+
+    async def point_alias(self, alias: str, collection: str) -> str | None:
+        """Create or atomically repoint ``alias``; returns the collection it pointed at before, if any."""
+        def work() -> str | None:
+            if alias in self._declared:
+                raise ConflictError(f"{alias!r} is a collection; an alias needs a name of its own", param="name")
+            return self._aliases().point(alias, collection)
+
+        return await asyncio.to_thread(work)
+
+    async def drop_alias(self, alias: str) -> str:
+        """Remove ``alias`` (its collection stays); returns the collection it pointed at."""
+        return await asyncio.to_thread(self._aliases().remove, alias)
 
     def close(self) -> None:
         """Flush what is pending and let go of every store (and a Lite file's lock)."""
@@ -165,6 +220,9 @@ class StoreClient:
     async def ping(self) -> None:
         return await self._call("ping", self._handle.ping.remote())
 
+    async def target(self, name: str) -> str:
+        return await self._call("target", self._handle.target.remote(name))
+
     async def resolve(self, name: str) -> dict:
         return await self._call("resolve", self._handle.resolve.remote(name))
 
@@ -197,3 +255,12 @@ class StoreClient:
 
     async def search(self, name: str, query: SearchQuery) -> list[dict]:
         return await self._call("search", self._handle.search.remote(name, query))
+
+    async def aliases(self) -> dict[str, str]:
+        return await self._call("aliases", self._handle.aliases.remote())
+
+    async def point_alias(self, alias: str, collection: str) -> str | None:
+        return await self._call("point_alias", self._handle.point_alias.remote(alias, collection))
+
+    async def drop_alias(self, alias: str) -> str:
+        return await self._call("drop_alias", self._handle.drop_alias.remote(alias))

@@ -208,7 +208,11 @@ def mine(config: TrainConfig, pairs: TrainingPairs, corpus: Corpus | None, model
     max_query, max_document = config.model.max_query_tokens, config.model.max_document_tokens or 100_000
     key = fingerprint(model_path, {"query_tokens": max_query, "document_tokens": max_document},
                       document_texts, pairs.queries)
-    (documents, queries), cached = cached_vectors(cache / f"vectors-{key}.npz", lambda: embed_texts(
+    cache_file = cache / f"vectors-{key}.npz"
+    if not cache_file.exists():
+        echo(f"mining hard negatives: embedding {len(document_texts)} documents and {len(pairs.queries)} queries "
+             "with the base model (once: the vectors are cached for reruns)")
+    (documents, queries), cached = cached_vectors(cache_file, lambda: embed_texts(
         [("document", document_texts, max_document), ("query", pairs.queries, max_query)],
         source=model_path, workers=compute.num_workers, cpus_per_worker=compute.cpus_per_worker,
         threads=config.threads, batch_size=settings.batch_size, use_gpu=compute.use_gpu))

@@ -51,7 +51,20 @@ def one_step(model, views, gather, rank=0, size=1, scale=None):
     return float(loss), model
 
 
-def step_on_two_workers(storage, views, gather, scale=None):
+PLAIN, MATRYOSHKA = [View(None, None)], [View(None, None), View(None, 3, 0.5)]
+# name: (views, gather across workers, loss scale before backward: None is the trainer's own)
+VARIANTS = {
+    "plain": (PLAIN, True, None),
+    "matryoshka": (MATRYOSHKA, True, None),
+    "local": (PLAIN, False, None),  # without gathering
+    "averaged": (PLAIN, True, 1.0),  # without undoing DDP's gradient averaging
+}
+
+
+@pytest.fixture(scope="module")
+def two_worker_steps(ray_session, tmp_path_factory) -> dict[str, tuple[float, np.ndarray]]:
+    """Every variant's loss and stepped weights on rank 0 of one 2-worker run (one worker group for all:
+    starting one costs more than the steps)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -61,39 +74,39 @@ def step_on_two_workers(storage, views, gather, scale=None):
         import ray.train.torch
 
         context = ray.train.get_context()
-        model = ray.train.torch.prepare_model(encoder())
-        loss, model = one_step(model, config["views"], config["gather"], context.get_world_rank(),
-                               context.get_world_size(), config["scale"])
-        weights = model.module.weight if hasattr(model, "module") else model.weight
-        metrics = {"loss": loss, "weight": weights.detach().numpy().tolist()}
+        metrics = {}
+        for name, (views, gather, scale) in config["variants"].items():
+            model = ray.train.torch.prepare_model(encoder())
+            loss, model = one_step(model, views, gather, context.get_world_rank(), context.get_world_size(), scale)
+            weights = model.module.weight if hasattr(model, "module") else model.weight
+            metrics[name] = {"loss": loss, "weight": weights.detach().numpy().tolist()}
         # Result.metrics are those reported with the latest checkpoint (Ray Train v2).
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = ray.train.Checkpoint.from_directory(directory) if context.get_world_rank() == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
 
     trainer = TorchTrainer(
-        train_fn, train_loop_config={"views": views, "gather": gather, "scale": scale},
+        train_fn, train_loop_config={"variants": VARIANTS},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-        run_config=RunConfig(storage_path=str(storage)),
+        run_config=RunConfig(storage_path=str(tmp_path_factory.mktemp("parity"))),
     )
     metrics = trainer.fit().metrics
-    return metrics["loss"], np.array(metrics["weight"])
+    return {name: (metrics[name]["loss"], np.array(metrics[name]["weight"])) for name in VARIANTS}
 
 
-@pytest.mark.parametrize("views", [[View(None, None)], [View(None, None), View(None, 3, 0.5)]],
-                         ids=["plain", "matryoshka"])
-def test_two_workers_of_b_equal_one_worker_of_2b(ray_session, tmp_path, views):
+@pytest.mark.parametrize("variant", ["plain", "matryoshka"])
+def test_two_workers_of_b_equal_one_worker_of_2b(two_worker_steps, variant):
+    views = VARIANTS[variant][0]
     single_loss, single_model = one_step(encoder(), views, gather=True)
-    loss, weight = step_on_two_workers(tmp_path, views, gather=True)
+    loss, weight = two_worker_steps[variant]
     assert loss == pytest.approx(single_loss, rel=1e-5)
     assert np.allclose(weight, single_model.weight.detach().numpy(), atol=1e-6)
 
 
-def test_the_comparison_can_fail(ray_session, tmp_path):
+def test_the_comparison_can_fail(two_worker_steps):
     """Without gathering, or without undoing DDP's averaging, 2 × B is not 1 × 2B."""
-    views = [View(None, None)]
-    single_loss, single_model = one_step(encoder(), views, gather=True)
-    local_loss, _ = step_on_two_workers(tmp_path, views, gather=False)
+    single_loss, single_model = one_step(encoder(), PLAIN, gather=True)
+    local_loss, _ = two_worker_steps["local"]
     assert local_loss != pytest.approx(single_loss, rel=1e-3)
-    _, averaged = step_on_two_workers(tmp_path, views, gather=True, scale=1.0)
+    _, averaged = two_worker_steps["averaged"]
     assert not np.allclose(averaged, single_model.weight.detach().numpy(), atol=1e-4)

@@ -6,6 +6,7 @@ restarted worker group starts from it (its first line says at which step).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,14 +24,23 @@ LONG = {"epochs": 12, "batch_size": 8, "learning_rate": 1e-3, "log_every_steps":
 """60 steps: long enough that an interruption lands mid-run."""
 
 
+def has_registered_checkpoint(directory: Path) -> bool:
+    """Whether Ray Train's controller has registered a checkpoint of the run: a checkpoint folder on
+    disk is not enough (a worker group restarted before registration starts from scratch)."""
+    try:
+        snapshot = json.loads((directory / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return snapshot.get("latest_checkpoint_result") is not None
+
+
 def wait_for_checkpoint(directory: Path, timeout_s: float = 300, also=lambda: True) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if directory.is_dir() and any(path.name.startswith("checkpoint-step-") for path in directory.iterdir()):
-            if also():
-                return
+        if has_registered_checkpoint(directory) and also():
+            return
         time.sleep(0.2)
-    raise AssertionError(f"no checkpoint in {directory} after {timeout_s} s")
+    raise AssertionError(f"no registered checkpoint in {directory} after {timeout_s} s")
 
 
 def test_a_killed_worker_is_replaced_and_training_goes_on(ray_session, tiny_model_path, tmp_path):

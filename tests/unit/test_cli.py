@@ -32,3 +32,11 @@ def test_an_uninstalled_model_package_fails_before_ray_starts(tmp_path):
     result = runner.invoke(app, ["serve", str(path)])
     assert result.exit_code == 2
     assert "pip install not-installed-pkg" in result.output
+
+
+def test_alias_commands_are_listed_with_their_help():
+    result = runner.invoke(app, ["alias", "--help"])
+    assert result.exit_code == 0
+    for command in ("set", "list", "rm"):
+        assert command in result.output
+    assert "atomic" in result.output

@@ -242,3 +242,47 @@ def test_reads_during_a_flush_see_every_row(tmp_path):
             flushing.join()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("text, version", [("v2.3.5", (2, 3)), ("2.5.0-rc1", (2, 5)), (" v2.6.1 ", (2, 6)),
+                                           ("master-20240101", None), ("", None)])
+def test_server_versions_are_read_as_major_minor(text, version):
+    from rayprism.platform.store.server_versions import parse_version
+
+    assert parse_version(text) == version
+
+
+def test_a_server_version_that_cannot_be_read_lets_the_server_answer():
+    from rayprism.platform.store.server_versions import check_server_supports
+
+    check_server_supports(CollectionConfig(name="docs"), "master-20240101")  # no error: Milvus decides
+    with pytest.raises(InvalidInputError, match=r"version v2\.4\.9; BM25 and sparse vectors need Milvus >= 2\.5"):
+        check_server_supports(CollectionConfig(name="docs"), "v2.4.9")
+    check_server_supports(CollectionConfig(name="docs", bm25=False, compression={"type": "binary"}), "v2.4.0")
+
+
+@pytest.mark.slow  # starts Milvus Lite
+def test_aliases_repoint_resolve_and_survive_a_reopen(tmp_path):
+    uri = str(tmp_path / "store.db")
+    store = MilvusStore(uri, flush_after_s=0.05)
+    for name in ("old", "new"):
+        store.ensure(CONFIG.model_copy(update={"name": name}), 4)
+    assert store.aliases.point("live", "old") is None
+    assert store.aliases.point("live", "new") == "old"
+    assert (store.aliases.target("live"), store.aliases.target("old")) == ("new", "old")
+    with pytest.raises(ConflictError):
+        store.drop("new")  # "live" still reaches it
+    with pytest.raises(ConflictError):
+        store.aliases.point("old", "new")  # a collection's name
+    with pytest.raises(NotFoundError):
+        store.aliases.point("other", "missing")
+    store.close()
+    reopened = MilvusStore(uri, flush_after_s=0.05)  # Milvus Lite keeps aliases in its own file
+    try:
+        assert reopened.aliases.table() == {"live": "new"}
+        assert reopened.names() == ["new", "old"]
+        assert reopened.aliases.remove("live") == "new"
+        reopened.drop("new")
+        assert reopened.names() == ["old"] and reopened.aliases.table() == {}
+    finally:
+        reopened.close()

@@ -3,12 +3,16 @@
 Written against pymilvus's ``MilvusClient`` only, so a Milvus Lite file and a
 Milvus server behave the same. A Lite store adds in-memory mirrors for unfiltered
 searches (:mod:`~rayprism.platform.store.mirror`) and seals fresh rows once writes
-pause (:mod:`~rayprism.platform.store.flushing`).
+pause (:mod:`~rayprism.platform.store.flushing`). On a server every read is Strong, so it
+sees the writes made before it (Milvus's default, Bounded, may not for a second), and a
+collection the server's version cannot hold is refused before it is made
+(:mod:`~rayprism.platform.store.server_versions`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +25,14 @@ from pymilvus.exceptions import ErrorCode
 
 from rayprism.platform.config import BITS_FIELD, VECTOR_FIELDS, CollectionConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
+from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
 from rayprism.platform.store.mirror import MirrorManager
 from rayprism.platform.store.routes import Hits
+from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY
 
@@ -40,8 +46,12 @@ PARAMETER_INVALID = 1100
 """Milvus's ``ErrParameterInvalid``: how a server refuses a bad filter expression."""
 CALLER_MISTAKES = {Status.ILLEGAL_ARGUMENT, Status.ILLEGAL_RANGE, PARAMETER_INVALID}
 """Codes that, on a filtered call, mean the filter is wrong (Milvus Lite answers ``ILLEGAL_RANGE``)."""
+UNPARSABLE_FILTER = "failed to create query plan"
+"""How a Milvus 2.3 server refuses a filter it cannot parse: with this message and a generic code."""
 
 DENSE, SPARSE = VECTOR_FIELDS
+SERVER_READS = {"consistency_level": "Strong"}
+"""How a server is read: after the writes this store made (Lite is always up to date)."""
 SearchMode = Literal["hybrid", "dense", "sparse", "multivector"]
 
 
@@ -85,11 +95,13 @@ class MilvusStore:
         self._flushes = FlushScheduler(self.flush, flush_after_s)
         self._gate = FlushGate()
         self._lite = is_lite_uri(uri)
+        self._reads = {} if self._lite else SERVER_READS
         self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
         """Where a Lite store's compressed collections keep their codes between runs."""
         self.tokens = TokenFiles(Path(f"{uri}.tokens")) if self._lite else None
         """Where a Lite store's multi-vector collections keep their token vectors."""
         self._fixed: dict[str, Layout] = {}
+        self.aliases = Aliases(self._client, self._call)
         self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count,
                                      fetch_vectors=self._vectors, codes=self.codes, tokens=self.tokens,
                                      gate=self._gate)
@@ -110,6 +122,8 @@ class MilvusStore:
                     "multivector collections keep their token vectors beside a Milvus Lite file, for the in-memory"
                     " MaxSim rerank; a Milvus server has no such place: use a Lite store (a collection's uri)",
                     param="multivector")
+            if not self._lite:
+                check_server_supports(config, self.server_version)
             create_collection(self._client, config, dimensions, bits_field=compression == "binary" and not self._lite)
             self._fixed.pop(config.name, None)
             return wanted
@@ -119,6 +133,11 @@ class MilvusStore:
                 f"collection {config.name!r} exists with a different schema: " + "; ".join(differences)
             )
         return wanted
+
+    @functools.cached_property
+    def server_version(self) -> str:
+        """The Milvus server's version (``v2.3.5``, ...), asked once."""
+        return self._client.get_server_version()
 
     def names(self) -> list[str]:
         return sorted(self._client.list_collections())
@@ -139,11 +158,15 @@ class MilvusStore:
         return stored_config(self._describe(name))
 
     def count(self, name: str) -> int:
-        rows = self._call(self._client.query, name, filter="", output_fields=["count(*)"])
+        rows = self._call(self._client.query, name, filter="", output_fields=["count(*)"], **self._reads)
         return int(rows[0]["count(*)"])
 
     def drop(self, name: str) -> None:
         self._describe(name)
+        aliases = self.aliases.pointing_at(name)
+        if aliases:
+            raise ConflictError(f"collection {name!r} is reached through the aliases {aliases}: delete or repoint "
+                                "them first")
         self._flushes.cancel(name)
         self.mirrors.drop(name)
         self._client.drop_collection(name)
@@ -179,6 +202,8 @@ class MilvusStore:
         collection's token files before Milvus gets the rest."""
         compression = self.compression(name)
         stored = rows
+        if not self._lite:
+            check_rows_fit(rows, list(self.layout(name).fields), self.server_version)
         if compression and compression["type"] == "binary" and not self._lite:
             codes = encode_bits(np.asarray([row[DENSE] for row in rows], dtype=np.float32))
             stored = rows = [{**row, BITS_FIELD: code.tobytes()} for row, code in zip(rows, codes)]
@@ -195,7 +220,8 @@ class MilvusStore:
 
     def delete(self, name: str, ids: list) -> int:
         """How many of ``ids`` existed (Milvus counts every id it was given)."""
-        existing = [row["id"] for row in self._call(self._client.get, name, ids=ids, output_fields=["id"])]
+        found = self._call(self._client.get, name, ids=ids, output_fields=["id"], **self._reads)
+        existing = [row["id"] for row in found]
         if existing:
             multivector = self.multivector(name)
             with self._writing(name, self.compression(name), multivector):
@@ -217,7 +243,7 @@ class MilvusStore:
         return stack
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
-        return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields))
+        return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields, **self._reads))
 
     def flush(self, name: str) -> None:
         """Seal fresh rows, and save a compressed collection's codes once its writes pause."""
@@ -281,14 +307,14 @@ class MilvusStore:
             coarse = self._call(
                 self._client.search, name, data=[encode_bits(np.asarray(query, dtype=np.float32)[None, :])[0].tobytes()],
                 anns_field=BITS_FIELD, limit=limit * compression["rescore_multiplier"],
-                search_params={"metric_type": "HAMMING"}, filter=filter, filtered=bool(filter),
+                search_params={"metric_type": "HAMMING"}, filter=filter, filtered=bool(filter), **self._reads,
             )
             return exact_rescore(query, [hit["id"] for hit in coarse[0]], limit, self._vectors(name),
                                  normalise=metric == "COSINE")
         metric = "BM25" if route == SPARSE else metric
         results = self._call(
             self._client.search, name, data=[query], anns_field=route, limit=limit,
-            search_params={"metric_type": metric}, filter=filter, filtered=bool(filter),
+            search_params={"metric_type": metric}, filter=filter, filtered=bool(filter), **self._reads,
         )
         # Higher is better everywhere: L2 is a distance, and Milvus Lite reports BM25 scores negated.
         if metric == "L2":
@@ -300,12 +326,13 @@ class MilvusStore:
     def _vectors(self, name: str) -> FetchVectors:
         """The collection's float vectors by id, read from Milvus (for rescoring a compressed tier)."""
         def fetch(ids: list) -> dict:
-            return {row["id"]: row[DENSE] for row in self._call(self._client.get, name, ids=ids, output_fields=[DENSE])}
+            rows = self._call(self._client.get, name, ids=ids, output_fields=[DENSE], **self._reads)
+            return {row["id"]: row[DENSE] for row in rows}
 
         return fetch
 
     def _fields(self, name: str, ids: list, output_fields: list[str]) -> dict:
-        found = self._call(self._client.get, name, ids=ids, output_fields=output_fields) if ids else []
+        found = self._call(self._client.get, name, ids=ids, output_fields=output_fields, **self._reads) if ids else []
         return {row["id"]: {field: row.get(field) for field in output_fields} for row in found}
 
     # --- plumbing ----------------------------------------------------------------------
@@ -324,7 +351,7 @@ class MilvusStore:
         except MilvusException as error:
             if error.code == ErrorCode.COLLECTION_NOT_FOUND:
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            if filtered and error.code in CALLER_MISTAKES:
+            if filtered and (error.code in CALLER_MISTAKES or UNPARSABLE_FILTER in str(error.message)):
                 raise InvalidInputError(f"filter: {error.message}", param="filter") from None
             logger.warning("Milvus at %s failed on %r: %s", self.uri, name, error.message)
             raise StoreError(f"the store failed: {self._redact(error.message)}") from None
