@@ -78,7 +78,8 @@ def search(
     query: str = typer.Argument(..., help="What to look for, in plain words."),
     url: Optional[str] = URL_OPTION,
     api_key: Optional[str] = API_KEY_OPTION,
-    mode: Optional[str] = typer.Option(None, help="hybrid, dense or sparse. Default: hybrid when the collection has BM25."),
+    mode: Optional[str] = typer.Option(None, help="hybrid, dense, sparse or multivector. Default: multivector for a "
+                                       "multi-vector collection, else hybrid when the collection has BM25."),
     filter: Optional[str] = typer.Option(None, "--filter", help='Milvus boolean expression, e.g. \'section == "net"\'.'),
     k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="How many results."),
     json_output: bool = typer.Option(False, "--json", help="Print the raw JSON response."),

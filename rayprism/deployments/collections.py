@@ -12,6 +12,8 @@ import re
 import time
 from typing import Iterator
 
+import numpy as np
+
 from rayprism.deployments.runner import ItemErrors
 from rayprism.deployments.schemas import (
     AliasRequest,
@@ -22,6 +24,7 @@ from rayprism.deployments.schemas import (
 )
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreReplica
+from rayprism.platform.codecs.muvera import FDEConfig, encode_documents, encode_query
 from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.models.base import PromptRole, prompt_for_role
@@ -34,8 +37,12 @@ from rayprism.platform.store.documents import (
 )
 from rayprism.platform.store.filters import check_filter
 from rayprism.platform.store.milvus import SearchQuery
+from rayprism.platform.store.tokens import TOKENS_KEY, fde_config
 
 DEFAULT_CANDIDATES = 50
+STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
+"""Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
+4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
 STORE_HEALTH_TIMEOUT_S = 2.0
 DENSE = VECTOR_FIELDS[0]
 
@@ -49,6 +56,21 @@ def _differences(requested: CollectionConfig, existing: CollectionConfig) -> lis
     """One line per top-level key that differs: ``key: requested <x>, existing <y>``."""
     wanted, found = requested.model_dump(exclude={"uri"}), existing.model_dump(exclude={"uri"})
     return [f"{key}: requested {wanted[key]!r}, existing {found[key]!r}" for key in wanted if wanted[key] != found[key]]
+
+
+def _store_calls(rows: list[dict]) -> Iterator[list[dict]]:
+    """``rows`` in consecutive parts whose token vectors fit one store call (all of them at once without)."""
+    part: list[dict] = []
+    size = 0
+    for row in rows:
+        row_size = row[TOKENS_KEY].nbytes if TOKENS_KEY in row else 0
+        if part and size + row_size > STORE_CALL_MAX_TOKEN_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += row_size
+    if part:
+        yield part
 
 
 class CollectionsService:
@@ -104,11 +126,21 @@ class CollectionsService:
         if config.modality not in runner.encoder.modalities:
             raise InvalidInputError(f"model {config.model!r} embeds {sorted(runner.encoder.modalities)}, "
                                     f"not {config.modality}", param="modality")
+        dimensions = self._fde(config).output_dim if config.multivector else runner.encoder.dimensions
         ensured = CollectionConfig.model_validate(
-            await self._store.ensure(config.model_dump(mode="json"), runner.encoder.dimensions)
+            await self._store.ensure(config.model_dump(mode="json"), dimensions)
         )
         self._known[config.name] = ensured
         return ensured
+
+    def _fde(self, config: CollectionConfig) -> FDEConfig:
+        """A multi-vector collection's MUVERA encoding, for its model's token vectors."""
+        runner = self._embeddings.runner(config.model)
+        if not runner.gives_tokens:
+            raise InvalidInputError(f"collection {config.name!r} is multivector, but model {config.model!r} gives no "
+                                    "token vectors: it needs a transformer model served in this replica by the "
+                                    "torch backend", param="multivector")
+        return fde_config(config.multivector.fde.model_dump(), runner.encoder.token_dimensions)
 
     # --- collections -------------------------------------------------------------------
 
@@ -181,12 +213,15 @@ class CollectionsService:
         dimensions = self._embeddings.runner(config.model).encoder.dimensions
         if config.media_key:  # media problems are listed together with the others
             rows, problems = check_documents(config, request.documents, dimensions=dimensions)
-        else:
-            rows = validate_documents(config, request.documents, dimensions=dimensions)
+        else:  # a multi-vector document cannot bring its own vector: it has no token vectors
+            rows = validate_documents(config, request.documents, dimensions=None if config.multivector else dimensions)
         with self._forgotten_if_gone(config.name):
             if config.media_key:
                 changed = rows
                 tokens = await self._embed_media(config, request.documents, rows, problems)
+            elif config.multivector:
+                changed = await self._changed(config, rows)
+                tokens = await self._embed_token_vectors(config, rows, changed) if changed else 0
             else:
                 changed = await self._changed(config, rows)
                 to_embed = [row for row in changed if DENSE not in row]
@@ -196,7 +231,9 @@ class CollectionsService:
                     for row, vector in zip(to_embed, embedded.vectors):
                         row[DENSE] = vector
                     tokens = sum(embedded.token_counts)
-            count = await self._store.upsert(config.name, changed) if changed else 0
+            count = 0
+            for part in _store_calls(changed):
+                count += await self._store.upsert(config.name, part)
         return {"object": "documents.upserted", "collection": name, "upserted": count,
                 "unchanged": len(rows) - len(changed), "tokens": tokens}
 
@@ -205,6 +242,23 @@ class CollectionsService:
         content = ["id", config.text_field, *config.fields]
         stored = {row["id"]: row for row in await self._store.get(config.name, [row["id"] for row in rows], content)}
         return [row for row in rows if DENSE in row or stored.get(row["id"]) != {key: row[key] for key in content}]
+
+    async def _embed_token_vectors(self, config: CollectionConfig, rows: list[dict], changed: list[dict]) -> int:
+        """Token vectors and their MUVERA encoding for each changed row of a multi-vector collection; a
+        document whose text gives no token vector (only special tokens, such as [UNK]) is a problem."""
+        runner = self._embeddings.runner(config.model)
+        embedded = await runner.embed_tokens([row[config.text_field] for row in changed],
+                                             prompt_for_role(runner.encoder.prompts, "document"))
+        index_of = {row["id"]: index for index, row in enumerate(rows)}
+        empty = [DocumentProblem(index_of[row["id"]], config.text_field, "gives no token vectors (only special tokens)")
+                 for row, matrix in zip(changed, embedded.tokens) if not len(matrix)]
+        if empty:
+            raise InvalidDocumentsError(empty)
+        offsets = np.concatenate([[0], np.cumsum([len(matrix) for matrix in embedded.tokens])])
+        encodings = encode_documents(np.concatenate(embedded.tokens), offsets, self._fde(config))
+        for row, matrix, encoding in zip(changed, embedded.tokens, encodings):
+            row[TOKENS_KEY], row[DENSE] = matrix, encoding
+        return sum(embedded.token_counts)
 
     async def _embed_media(self, config: CollectionConfig, documents: list, rows: list[dict],
                            problems: list[DocumentProblem]) -> int:
@@ -263,8 +317,10 @@ class CollectionsService:
         started = time.perf_counter()
         config = await self.collection(name)
         example = request.query if isinstance(request.query, MediaQuery) else None
-        mode = request.mode or ("hybrid" if config.bm25 and example is None else "dense")
-        if mode != "dense" and not config.bm25:
+        default_mode = "multivector" if config.multivector else "hybrid" if config.bm25 and example is None else "dense"
+        mode = request.mode or default_mode
+        self._check_multivector_mode(config, mode)
+        if mode in ("hybrid", "sparse") and not config.bm25:
             raise InvalidInputError(f"mode {mode!r} needs BM25, which collection {name!r} does not have", param="mode")
         if mode != "dense" and example is not None:
             raise InvalidInputError(f"a search by example is dense; mode {mode!r} needs text", param="mode")
@@ -275,10 +331,11 @@ class CollectionsService:
             if field not in readable:
                 raise InvalidInputError(f"output_fields: unknown field {field!r}; fields are {readable}", param="output_fields")
         filter_expression = check_filter(request.filter, readable) if request.filter else ""
-        candidates = request.candidates or max(DEFAULT_CANDIDATES, request.k)
+        default_candidates = config.multivector.candidates if mode == "multivector" else DEFAULT_CANDIDATES
+        candidates = request.candidates or max(default_candidates, request.k)
         if candidates < request.k:
             raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k})", param="candidates")
-        dense_vector = sparse_hits = None
+        dense_vector = sparse_hits = query_tokens = None
         with self._forgotten_if_gone(config.name):
             if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
                 dense_vector, sparse_hits = await asyncio.gather(
@@ -287,8 +344,12 @@ class CollectionsService:
                 )
             elif mode == "dense":
                 dense_vector = await self._embed_query(config, request.query)
+            elif mode == "multivector":
+                query_tokens = await self._query_tokens(config, request.query)
+                dense_vector = encode_query(query_tokens, self._fde(config))
             query = SearchQuery(
-                mode=mode, k=request.k, dense_vector=dense_vector, text=None if example else request.query,
+                mode=mode, k=request.k, dense_vector=dense_vector, query_tokens=query_tokens,
+                text=None if example else request.query,
                 metric=config.index.metric,
                 candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
                 output_fields=output_fields, sparse_hits=sparse_hits,
@@ -308,6 +369,23 @@ class CollectionsService:
             items = await self._embeddings.media_inputs([query.item], query.modality)
             return (await runner.embed(items, query.modality)).vectors[0]
         return (await self._embed(config, [query], "query")).vectors[0]
+
+    async def _query_tokens(self, config: CollectionConfig, query: str) -> np.ndarray:
+        runner = self._embeddings.runner(config.model)
+        tokens = (await runner.embed_tokens([query], prompt_for_role(runner.encoder.prompts, "query"))).tokens[0]
+        if not len(tokens):
+            raise InvalidInputError("query gives no token vectors (only special tokens)", param="query")
+        return tokens
+
+    @staticmethod
+    def _check_multivector_mode(config: CollectionConfig, mode: str) -> None:
+        """Mode multivector needs a multi-vector collection, whose dense field (MUVERA encodings) only it reads."""
+        if mode == "multivector" and config.multivector is None:
+            raise InvalidInputError(f"mode 'multivector' needs a collection made with the multivector option; "
+                                    f"collection {config.name!r} has none", param="mode")
+        if config.multivector is not None and mode in ("dense", "hybrid"):
+            raise InvalidInputError(f"collection {config.name!r} is multivector: its dense field holds MUVERA "
+                                    f"encodings, searched with mode multivector (or sparse), not {mode}", param="mode")
 
     def _check_query_modality(self, config: CollectionConfig, example: MediaQuery | None, mode: str) -> None:
         """Text queries need a model that embeds text (a CLIP model does: cross-modal search); an example

@@ -31,6 +31,8 @@ class RemoteRunner:
     """A model of a group, seen from a serving replica: the same interface as a local model runner."""
 
     load_error: str | None = None
+    gives_tokens = False
+    """Token vectors (multi-vector collections) come from models served in the ingress replica only."""
 
     def __init__(self, config: ModelConfig, group: GroupConfig, handle: Any):
         self.config = config

@@ -92,9 +92,17 @@ class DenseTierMemory(_Response):
     """What each document's dense vector costs in memory (float vectors of a compressed tier stay in Milvus)."""
 
 
+class TokenMemory(_Response):
+    kind: Literal["float32"]
+    bytes_per_document: int
+    """What a multi-vector document's token vectors cost in memory, on average."""
+
+
 class MirrorMemory(_Response):
     rows: int
     dense: DenseTierMemory | None
+    tokens: TokenMemory | None = None
+    """A multi-vector collection's token vectors, kept for the MaxSim rerank."""
 
 
 class CollectionDescription(_Response):
@@ -107,6 +115,7 @@ class CollectionDescription(_Response):
     bm25: bool
     index: dict[str, Any]
     compression: dict[str, Any] | None = None
+    multivector: dict[str, Any] | None = None
     count: int
     dimensions: int | None
     created: bool

@@ -7,11 +7,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from rayprism.deployments.batcher import DynamicBatcher
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import InvalidInputError, NotReadyError, RayprismError
-from rayprism.platform.models.base import Embeddings, Encoder, Modality, Prepared
+from rayprism.platform.models.base import Embeddings, Encoder, Modality, Prepared, token_dimensions
 from rayprism.platform.models.registry import load_encoder
 
 logger = logging.getLogger(__name__)
@@ -21,6 +23,21 @@ class ItemErrors:
     """Why items were refused, by their position in the batch."""
 
     errors: dict[int, InvalidInputError]
+
+
+@dataclass(frozen=True)
+class TokenEmbeddings:
+    tokens: list[np.ndarray]
+    """float32[t, token_dimensions] per input, in input order."""
+    token_counts: list[int]
+
+
+def _as_object_array(matrices: list[np.ndarray]) -> np.ndarray:
+    """Token matrices as one array the batcher can slice and concatenate like vectors."""
+    batch = np.empty(len(matrices), dtype=object)
+    for index, matrix in enumerate(matrices):  # not batch[:] = ...: numpy would broadcast same-shaped matrices
+        batch[index] = matrix
+    return batch
 
 
 # Requests with more inputs than this are tokenised off the event loop.
@@ -35,6 +52,7 @@ class ModelRunner:
         self._num_cpus = num_cpus
         self._encoder: Encoder | None = None
         self._batcher: DynamicBatcher | None = None
+        self._token_batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
 
     @property
@@ -59,19 +77,29 @@ class ModelRunner:
             logger.exception("loading model %r failed", self.name)
             self.load_error = str(error) if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}"
             return
-        self._batcher = DynamicBatcher(
-            encoder.encode,
+        self._batcher = self._new_batcher(encoder.encode)
+        if token_dimensions(encoder) is not None:  # token vectors batch apart: a batch gives one kind of output
+            self._token_batcher = self._new_batcher(lambda items: _as_object_array(encoder.encode_tokens(items)))
+        self._encoder = encoder
+        self._metrics.model_ready(self.name).set(1)
+
+    def _new_batcher(self, run_batch) -> DynamicBatcher:
+        return DynamicBatcher(
+            run_batch,
             self.config.batching,
             name=self.name,
             on_batch=lambda inputs, tokens, seconds: self._metrics.observe_batch(self.name, inputs, tokens, seconds),
             on_wait=self._metrics.queue_wait(self.name).observe,
         )
-        self._encoder = encoder
-        self._metrics.model_ready(self.name).set(1)
 
     @property
     def queued_inputs(self) -> int:
-        return self._batcher.queued_inputs if self._batcher else 0
+        return sum(batcher.queued_inputs for batcher in (self._batcher, self._token_batcher) if batcher)
+
+    @property
+    def gives_tokens(self) -> bool:
+        """Whether the model gives per-token vectors (:meth:`embed_tokens`), as multi-vector collections need."""
+        return self._token_batcher is not None
 
     async def embed(
         self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
@@ -115,6 +143,19 @@ class ModelRunner:
         self._metrics.tokens(self.name).inc(sum(token_counts))
         return Embeddings(vectors, token_counts)
 
+    async def embed_tokens(self, texts: Sequence[str], prompt_name: str | None = None) -> TokenEmbeddings:
+        """Each text's token vectors (float32[t, token_dimensions], unit length, no padding or special tokens)."""
+        if self._token_batcher is None:
+            raise InvalidInputError(f"model {self.name!r} gives no token vectors (it needs a transformer on the "
+                                    "torch backend)", param="model")
+        prepared = await self.prepare(texts, "text", prompt_name)
+        tokens = await self._token_batcher.submit(prepared)
+        token_counts = [item.n_tokens for item in prepared]
+        self._metrics.inputs(self.name).inc(len(prepared))
+        self._metrics.tokens(self.name).inc(sum(token_counts))
+        return TokenEmbeddings(list(tokens), token_counts)
+
     def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.close()
+        for batcher in (self._batcher, self._token_batcher):
+            if batcher is not None:
+                batcher.close()

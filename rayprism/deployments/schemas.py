@@ -143,12 +143,13 @@ class SearchRequest(BaseModel):
     query: Annotated[str, Field(min_length=1)] | MediaQuery
     """Text, or ``{"image": "data:..."}`` / ``{"audio": "data:..."}`` to search a media collection by example."""
     k: int = Field(default=10, gt=0, le=1000)
-    mode: Literal["hybrid", "dense", "sparse"] | None = None
-    """Default: hybrid when the collection has BM25, else dense."""
+    mode: Literal["hybrid", "dense", "sparse", "multivector"] | None = None
+    """Default: multivector for a multi-vector collection, else hybrid when the collection has BM25, else dense."""
     filter: str | None = None
     fusion: RRFFusion | WeightedFusion = Field(default_factory=WeightedFusion, discriminator="type")
     candidates: int | None = Field(default=None, gt=0, le=16384)
-    """Hits taken from each of dense and sparse before fusion; default max(50, k)."""
+    """Hits taken from each of dense and sparse before fusion, default max(50, k); in mode multivector the
+    documents reranked by MaxSim, default the collection's ``multivector.candidates`` (or k if larger)."""
     output_fields: list[str] | None = None
     """Fields returned with each hit; default: the text and every metadata field."""
 

@@ -151,7 +151,11 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
     return ranges
 
 
-def _check_modality(job: JobConfig, collection: CollectionConfig) -> None:
+def _check_collection(job: JobConfig, collection: CollectionConfig) -> None:
+    """The job's rows fit the collection: its modality, and one dense vector per document."""
+    if collection.multivector is not None:
+        raise ConfigError(f"collection {collection.name!r} is multivector: its documents need token vectors, which "
+                          "batch jobs do not compute; upsert them through the service's document API")
     modality = job.input.resolved_modality()
     if collection.modality != modality:
         raise ConfigError(f"collection {collection.name!r} holds {collection.modality} documents; this job embeds "
@@ -187,7 +191,7 @@ def execute(job_plan: JobPlan) -> JobSummary:
         sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
         try:
             collection = ray.get(sink.open.remote())
-            _check_modality(job, CollectionConfig.model_validate(collection))
+            _check_collection(job, CollectionConfig.model_validate(collection))
         except Exception as error:
             ray.kill(sink)
             raise unwrap(error) or error from None

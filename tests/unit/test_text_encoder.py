@@ -30,6 +30,19 @@ def test_vectors_match_sentence_transformers(minilm, reference_minilm):
     assert cosines(ours, reference).min() >= 0.99999
 
 
+def test_token_vectors_match_sentence_transformers_without_padding_and_special_tokens(minilm, reference_minilm):
+    ours = minilm.encode_tokens(minilm.prepare(TEXTS))
+    reference = reference_minilm.encode(TEXTS, output_value="token_embeddings", batch_size=2)
+    special = set(reference_minilm.tokenizer.all_special_ids)
+    assert minilm.token_dimensions == 384
+    for text, mine, theirs in zip(TEXTS, ours, reference):
+        ids = reference_minilm.tokenizer(text, truncation=True, max_length=256)["input_ids"]
+        expected = theirs.numpy()[[token not in special for token in ids]]  # [CLS], [SEP] and [UNK] (the emoji) out
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        assert mine.dtype == np.float32 and mine.shape == expected.shape
+        assert np.abs(mine - expected).max() < 1e-4
+
+
 def test_token_counts_include_special_tokens_and_truncation(minilm, reference_minilm):
     counts = embed(minilm, TEXTS).token_counts
     expected = [len(reference_minilm.tokenizer(text)["input_ids"]) for text in TEXTS]

@@ -151,12 +151,14 @@ def _encode(tokens: np.ndarray, offsets: np.ndarray, cfg: FDEConfig, *, document
 
 
 def _batches(offsets: np.ndarray, cfg: FDEConfig):
-    """(first, last) document ranges whose projected tokens take about _BATCH_BYTES."""
+    """(first, last) document ranges whose projected tokens, and whose blocks before a final projection,
+    take about _BATCH_BYTES each."""
     tokens_per_batch = max(1, _BATCH_BYTES // (4 * cfg.r_reps * cfg.d_proj))
+    documents_per_batch = max(1, _BATCH_BYTES // (4 * cfg.partitions * cfg.d_proj * cfg.r_reps))
     first = 0
     while first < len(offsets) - 1:
         last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + tokens_per_batch, side="right")) - 1)
-        last = min(last, len(offsets) - 1)
+        last = min(last, len(offsets) - 1, first + documents_per_batch)
         yield first, last
         first = last
 

@@ -18,7 +18,9 @@ from rayprism.platform.config.collections import (
     CollectionConfig,
     CompressionConfig,
     DenseIndexConfig,
+    FDEOptions,
     FieldType,
+    MultivectorConfig,
 )
 from rayprism.platform.config.jobs import (
     CodecSpec,
@@ -66,7 +68,7 @@ from rayprism.platform.config.train import (
 __all__ = [
     "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DOCUMENT_VECTOR_KEY", "VECTOR_FIELDS",
     "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
-    "FieldType", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
+    "FDEOptions", "FieldType", "MultivectorConfig", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",
     "parse_config", "threads_for",

@@ -65,6 +65,61 @@ class CompressionConfig(StrictModel):
     (docs/benchmarks.md); higher costs a larger fetch of float vectors per search."""
 
 
+MAX_VECTOR_DIMENSIONS = 32768
+"""The widest FLOAT_VECTOR a Milvus server accepts by default (``proxy.maxDimension``)."""
+MAX_FDE_BLOCKS = 4 * MAX_VECTOR_DIMENSIONS
+"""The widest MUVERA encoding before a final projection (``d_final``): 512 kB per document while encoding."""
+
+
+class FDEOptions(StrictModel):
+    """How a multi-vector collection's token vectors become one MUVERA fixed-dimensional encoding
+    (:class:`~rayprism.platform.codecs.muvera.FDEConfig`, whose ``dim`` is the model's token width).
+
+    The default k_sim is 3, not the paper's 5: 8 partitions instead of 32 make the encoding 4× narrower
+    (2560 dimensions for d_proj 16 and r_reps 20), which is what Milvus stores, the mirror holds and
+    every search scans; ``bench/kernels.py --only fde`` measures both on the Debian 10k corpus."""
+
+    k_sim: int = Field(default=3, ge=0, le=16)
+    """SimHash hyperplanes per repetition: 2^k_sim partitions."""
+    d_proj: int = Field(default=16, ge=1, le=4096)
+    """Each partition's block is projected to this many dimensions (the identity when equal to the token width)."""
+    r_reps: int = Field(default=20, ge=1, le=1024)
+    """Independent repetitions, concatenated."""
+    seed: int = Field(default=0, ge=0)
+    fill_empty_partitions: bool = True
+    """An empty partition of a document takes its token nearest in Hamming distance."""
+    d_final: int | None = Field(default=None, ge=1, le=MAX_VECTOR_DIMENSIONS)
+    """Count-sketch the encoding down to this many dimensions; None keeps 2^k_sim · d_proj · r_reps."""
+
+    @property
+    def output_dimensions(self) -> int:
+        return self.d_final or self._blocks
+
+    @property
+    def _blocks(self) -> int:
+        return (1 << self.k_sim) * self.d_proj * self.r_reps
+
+    @model_validator(mode="after")
+    def _check_width(self) -> FDEOptions:
+        blocks = f"2^k_sim · d_proj · r_reps = 2^{self.k_sim} · {self.d_proj} · {self.r_reps} = {self._blocks}"
+        if self._blocks > MAX_FDE_BLOCKS:
+            raise ValueError(f"{blocks} dimensions before any final projection; at most {MAX_FDE_BLOCKS}")
+        if self.output_dimensions > MAX_VECTOR_DIMENSIONS:
+            raise ValueError(f"the encoding would have {self.output_dimensions} dimensions ({blocks}); Milvus stores "
+                             f"at most {MAX_VECTOR_DIMENSIONS}: lower them or set d_final")
+        return self
+
+
+class MultivectorConfig(StrictModel):
+    """Late-interaction retrieval: each document's token vectors are kept for an exact MaxSim rerank, and
+    their MUVERA encoding is the collection's dense vector, searched for the rerank's candidates."""
+
+    fde: FDEOptions = FDEOptions()
+    candidates: int = Field(default=200, ge=1, le=16384)
+    """Documents taken by their encoding and reranked by MaxSim, unless a search asks for another number
+    (``candidates``): 200 hold the exact-Chamfer top-1 document for ≥ 90% of the Debian dev queries."""
+
+
 class CollectionConfig(StrictModel):
     """A Milvus collection: its documents, its metadata fields and the model that embeds them.
 
@@ -86,6 +141,10 @@ class CollectionConfig(StrictModel):
     compression: CompressionConfig | None = None
     """Keep the dense vectors in memory as codes only (Milvus Lite's in-memory mirror, or a binary
     field on a Milvus server) and rescore exactly; COSINE and IP metrics."""
+    multivector: MultivectorConfig | None = None
+    """Multi-vector (late-interaction) retrieval with ``mode: multivector``: the dense field holds each
+    document's MUVERA encoding (ranked by inner product: metric IP, the default here), its token vectors
+    are kept beside the collection, and a search reranks the encoding's candidates by exact MaxSim."""
     modality: Modality = "text"
     """What a document's vector is made from: its text, or an image or audio item."""
     media_field: str | None = None
@@ -121,6 +180,32 @@ class CollectionConfig(StrictModel):
         if key is not None and (not full_match(IDENTIFIER, key) or key in ("id", self.text_field, *VECTOR_FIELDS,
                                                                             BITS_FIELD, DOCUMENT_VECTOR_KEY, *self.fields)):
             raise ValueError(f"media_field {key!r} must be a field name of its own")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multivector_ranks_by_inner_product(cls, data: Any) -> Any:
+        """A multi-vector collection's metric defaults to IP: MUVERA encodings approximate MaxSim by
+        their inner product, which cosine would distort."""
+        if isinstance(data, dict) and data.get("multivector") is not None:
+            index = data.get("index")
+            if isinstance(index, DenseIndexConfig) and "metric" not in index.model_fields_set:
+                data = {**data, "index": index.model_copy(update={"metric": "IP"})}
+            elif index is None or isinstance(index, dict) and "metric" not in index:
+                data = {**data, "index": {**(index or {}), "metric": "IP"}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_multivector(self) -> CollectionConfig:
+        if self.multivector is None:
+            return self
+        if self.index.metric != "IP":
+            raise ValueError(f"multivector ranks MUVERA encodings by inner product: it needs metric IP, not "
+                             f"{self.index.metric}")
+        if self.modality != "text":
+            raise ValueError(f"multivector takes the token vectors of text; this collection holds {self.modality}")
+        if self.compression is not None:
+            raise ValueError("multivector and compression cannot be combined: the rerank is exact already")
         return self
 
     @model_validator(mode="after")

@@ -61,6 +61,12 @@ class Encoder(Protocol):
         """Run one small input through every stage: the first forward pass is slow, pay it before serving."""
 
 
+def token_dimensions(encoder: Any) -> int | None:
+    """The width of the per-token vectors ``encoder.encode_tokens`` gives (float32[t, width] per input, unit
+    length, padding and special tokens removed: what multi-vector collections store); None if it gives none."""
+    return getattr(encoder, "token_dimensions", None) if callable(getattr(encoder, "encode_tokens", None)) else None
+
+
 @dataclass(frozen=True)
 class Embeddings:
     vectors: np.ndarray

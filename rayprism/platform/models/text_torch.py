@@ -11,7 +11,7 @@ compute on padding.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Pooling
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
         self._torch = torch
         self._torch_threads = torch_threads
@@ -50,6 +50,11 @@ class SentenceTransformerEncoder:
         model_limit = self._model.max_seq_length or self._tokenizer.model_max_length
         self.max_input_tokens = min(max_input_tokens or model_limit, model_limit)
         self.dimensions = int(self._model.get_embedding_dimension())
+        first = self._model[0]
+        self.token_dimensions = int(first.get_embedding_dimension()) if isinstance(first, Transformer) else None
+        """The width of token vectors (the transformer's hidden size: a Dense head may change ``dimensions``);
+        None when the model does not start with a transformer (a static embedding has no token vectors)."""
+        self._special_ids = sorted(self._tokenizer.all_special_ids)
         self.vocab_size = len(self._tokenizer)
         self.prompts: dict[str, str] = dict(self._model.prompts or {})
         self._default_prompt_name = self._model.default_prompt_name
@@ -145,6 +150,33 @@ class SentenceTransformerEncoder:
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray:
         vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
+
+        def read(group: list[int], output: dict) -> None:
+            vectors[group] = output["sentence_embedding"].float().cpu().numpy()
+
+        self._forward(items, read)
+        return vectors
+
+    def encode_tokens(self, items: Sequence[Prepared]) -> list[np.ndarray]:
+        """Each input's token vectors, float32[t, token_dimensions] at unit length: the model's output
+        before pooling (``token_embeddings``, as ``SentenceTransformer.encode`` gives it), without
+        padding and special tokens ([CLS], [SEP], [UNK], ...), which carry no term of the text."""
+        matrices: list[np.ndarray] = [np.empty((0, self.token_dimensions), dtype=np.float32)] * len(items)
+        special = self._torch.tensor(self._special_ids, device=self.device)
+        functional = self._torch.nn.functional
+
+        def read(group: list[int], output: dict) -> None:
+            keep = output["attention_mask"].bool() & ~self._torch.isin(output["input_ids"], special)
+            tokens = functional.normalize(output["token_embeddings"].float(), dim=-1)
+            for row, index in enumerate(group):
+                matrices[index] = tokens[row][keep[row]].cpu().numpy()
+
+        self._forward(items, read)
+        return matrices
+
+    def _forward(self, items: Sequence[Prepared], read: Callable[[list[int], dict], None]) -> None:
+        """The model over ``items`` in length-sorted forward passes; ``read(positions, output)`` takes
+        each pass's output (the features of every module) for the items at those positions."""
         # Longest first; where pooling skips the prompt, one forward pass holds one prompt length.
         order = sorted(range(len(items)), key=lambda i: (items[i].payload[1], -items[i].n_tokens))
         # OpenMP thread counts are per calling thread: set them in the thread that runs forward.
@@ -156,9 +188,7 @@ class SentenceTransformerEncoder:
                 prompt_length = items[group[0]].payload[1]
                 if prompt_length:
                     features["prompt_length"] = prompt_length
-                output = self._model.forward(features)["sentence_embedding"]
-                vectors[group] = output.float().cpu().numpy()
-        return vectors
+                read(group, self._model.forward(features))
 
     def _forward_groups(self, order: list[int], items: Sequence[Prepared]) -> list[list[int]]:
         groups: list[list[int]] = []

@@ -45,6 +45,8 @@ class Layout:
     model: str | None
     compression: dict | None = None
     """The collection's ``compression`` block (type, rescore_multiplier), None for float vectors."""
+    multivector: dict | None = None
+    """A multi-vector collection's ``multivector.fde`` options (its dense field holds their encodings)."""
 
     @classmethod
     def from_config(cls, config: CollectionConfig, dimensions: int) -> Layout:
@@ -58,12 +60,14 @@ class Layout:
             fields=dict(config.fields),
             model=config.model,
             compression=config.compression.model_dump() if config.compression else None,
+            multivector=config.multivector.fde.model_dump() if config.multivector else None,
         )
 
     def differences(self, stored: Layout) -> list[str]:
         """Human-readable lines, one per disagreement: ``what: config <x>, store <y>``."""
         lines = []
-        for name in ("model", "id_type", "text_field", "dimensions", "bm25", "metric", "index_type", "compression"):
+        for name in ("model", "id_type", "text_field", "dimensions", "bm25", "metric", "index_type", "compression",
+                     "multivector"):
             wanted, found = getattr(self, name), getattr(stored, name)
             if name == "model" and found is None:
                 continue  # made outside rayprism: any model with the right dimensions fits
@@ -137,6 +141,7 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
         fields=metadata,
         model=created_from.model if created_from else None,
         compression=created_from.compression.model_dump() if created_from and created_from.compression else None,
+        multivector=created_from.multivector.fde.model_dump() if created_from and created_from.multivector else None,
     )
 
 

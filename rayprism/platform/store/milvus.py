@@ -24,7 +24,7 @@ from pymilvus.client.types import Status
 from pymilvus.exceptions import ErrorCode
 
 from rayprism.platform.config import BITS_FIELD, VECTOR_FIELDS, CollectionConfig, is_lite_uri
-from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
@@ -33,6 +33,8 @@ from rayprism.platform.store.layout import Layout, create_collection, read_layou
 from rayprism.platform.store.mirror import MirrorManager
 from rayprism.platform.store.routes import Hits
 from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
+from rayprism.platform.store.token_files import TokenFiles
+from rayprism.platform.store.tokens import TOKENS_KEY
 
 logger = logging.getLogger(__name__)
 # pymilvus logs every failed RPC with a traceback; the errors raised here carry the message.
@@ -50,7 +52,7 @@ UNPARSABLE_FILTER = "failed to create query plan"
 DENSE, SPARSE = VECTOR_FIELDS
 SERVER_READS = {"consistency_level": "Strong"}
 """How a server is read: after the writes this store made (Lite is always up to date)."""
-SearchMode = Literal["hybrid", "dense", "sparse"]
+SearchMode = Literal["hybrid", "dense", "sparse", "multivector"]
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,14 @@ class SearchQuery:
     mode: SearchMode
     k: int
     dense_vector: Any = None
+    """The query's vector: a multi-vector search's is the query's MUVERA encoding."""
+    query_tokens: Any = None
+    """A multi-vector search's query token vectors (float32[t, width]), for the MaxSim rerank."""
     text: str | None = None
     metric: str = "COSINE"
     """The collection's dense metric."""
     candidates: int = 50
-    """Hits taken from each route before fusion (hybrid mode)."""
+    """Hits taken from each route before fusion (hybrid mode), or reranked (multivector mode)."""
     filter: str = ""
     fusion: dict | None = None
     output_fields: list[str] | None = None
@@ -93,10 +98,13 @@ class MilvusStore:
         self._reads = {} if self._lite else SERVER_READS
         self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
         """Where a Lite store's compressed collections keep their codes between runs."""
-        self._compression: dict[str, dict | None] = {}
+        self.tokens = TokenFiles(Path(f"{uri}.tokens")) if self._lite else None
+        """Where a Lite store's multi-vector collections keep their token vectors."""
+        self._fixed: dict[str, Layout] = {}
         self.aliases = Aliases(self._client, self._call)
         self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count,
-                                     fetch_vectors=self._vectors, codes=self.codes, gate=self._gate)
+                                     fetch_vectors=self._vectors, codes=self.codes, tokens=self.tokens,
+                                     gate=self._gate)
 
     # --- collections -------------------------------------------------------------------
 
@@ -109,10 +117,15 @@ class MilvusStore:
                 raise InvalidInputError(
                     "int8 compression runs in Milvus Lite's in-memory mirror; on a Milvus server use binary"
                     " (a BINARY_VECTOR field searched by Milvus)", param="compression")
+            if config.multivector is not None and not self._lite:
+                raise InvalidInputError(
+                    "multivector collections keep their token vectors beside a Milvus Lite file, for the in-memory"
+                    " MaxSim rerank; a Milvus server has no such place: use a Lite store (a collection's uri)",
+                    param="multivector")
             if not self._lite:
                 check_server_supports(config, self.server_version)
             create_collection(self._client, config, dimensions, bits_field=compression == "binary" and not self._lite)
-            self._compression.pop(config.name, None)
+            self._fixed.pop(config.name, None)
             return wanted
         differences = wanted.differences(self.layout(config.name))
         if differences:
@@ -157,15 +170,25 @@ class MilvusStore:
         self._flushes.cancel(name)
         self.mirrors.drop(name)
         self._client.drop_collection(name)
-        self._compression.pop(name, None)
+        self._fixed.pop(name, None)
         if self.codes is not None:
             self.codes.drop(name)
+        if self.tokens is not None:
+            self.tokens.drop(name)
+
+    def _fixed_layout(self, name: str) -> Layout:
+        """The collection's layout, read once: it is fixed when a collection is made."""
+        if name not in self._fixed:
+            self._fixed[name] = self.layout(name)
+        return self._fixed[name]
 
     def compression(self, name: str) -> dict | None:
-        """The collection's compression block (read once: it is fixed when a collection is made)."""
-        if name not in self._compression:
-            self._compression[name] = self.layout(name).compression
-        return self._compression[name]
+        """The collection's compression block."""
+        return self._fixed_layout(name).compression
+
+    def multivector(self, name: str) -> bool:
+        """Whether the collection is a multi-vector one (its rows carry token vectors)."""
+        return self._fixed_layout(name).multivector is not None
 
     def memory(self, name: str) -> dict | None:
         """The in-memory mirror's size (rows, dense bytes per document), None while there is none."""
@@ -175,14 +198,22 @@ class MilvusStore:
     # --- documents ---------------------------------------------------------------------
 
     def upsert(self, name: str, rows: list[dict]) -> int:
+        """Rows of a multi-vector collection carry their token vectors (``tokens``): logged in the
+        collection's token files before Milvus gets the rest."""
         compression = self.compression(name)
+        stored = rows
         if not self._lite:
             check_rows_fit(rows, list(self.layout(name).fields), self.server_version)
         if compression and compression["type"] == "binary" and not self._lite:
             codes = encode_bits(np.asarray([row[DENSE] for row in rows], dtype=np.float32))
-            rows = [{**row, BITS_FIELD: code.tobytes()} for row, code in zip(rows, codes)]
-        with self._writing(name, compression):
-            result = self._call(self._client.upsert, name, rows)
+            stored = rows = [{**row, BITS_FIELD: code.tobytes()} for row, code in zip(rows, codes)]
+        multivector = self.multivector(name)
+        if multivector:
+            stored = [{key: value for key, value in row.items() if key != TOKENS_KEY} for row in rows]
+        with self._writing(name, compression, multivector):
+            if multivector:
+                self.tokens.append(name, [row["id"] for row in rows], [row[TOKENS_KEY] for row in rows])
+            result = self._call(self._client.upsert, name, stored)
             self._flushes.schedule(name)
             self.mirrors.upsert(name, rows)
         return int(result["upsert_count"])
@@ -192,15 +223,24 @@ class MilvusStore:
         found = self._call(self._client.get, name, ids=ids, output_fields=["id"], **self._reads)
         existing = [row["id"] for row in found]
         if existing:
-            with self._writing(name, self.compression(name)):
+            multivector = self.multivector(name)
+            with self._writing(name, self.compression(name), multivector):
+                if multivector:
+                    self.tokens.delete(name, existing)
                 self._call(self._client.delete, name, ids=existing)
                 self._flushes.schedule(name)
                 self.mirrors.delete(name, existing)
         return len(existing)
 
-    def _writing(self, name: str, compression: dict | None) -> contextlib.AbstractContextManager:
-        """Around a write: a compressed collection's saved codes are stale from before it starts."""
-        return self.codes.writing(name) if compression and self.codes is not None else contextlib.nullcontext()
+    def _writing(self, name: str, compression: dict | None, multivector: bool) -> contextlib.ExitStack:
+        """Around a write: a compressed collection's saved codes are stale from before it starts, and a
+        multi-vector collection's token files are not compacted until it ends."""
+        stack = contextlib.ExitStack()
+        if compression and self.codes is not None:
+            stack.enter_context(self.codes.writing(name))
+        if multivector and self.tokens is not None:
+            stack.enter_context(self.tokens.writing(name))
+        return stack
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields, **self._reads))
@@ -213,6 +253,8 @@ class MilvusStore:
                 self._client.flush(name)
             if self.codes is not None and self.compression(name):
                 self.codes.save(name, lambda: self.mirrors.saved_codes(name))
+            if self.tokens is not None and self.multivector(name):
+                self.tokens.compact_if_grown(name, lambda: self.mirrors.saved_tokens(name))
 
     # --- search ------------------------------------------------------------------------
 
@@ -224,6 +266,8 @@ class MilvusStore:
         server. Fields are fetched once, for the final hits only.
         """
         mode, filter = query.mode, query.filter
+        if mode == "multivector":
+            return self._with_fields(name, self._multivector_hits(name, query), query.output_fields)
         limit = query.candidates if mode == "hybrid" else query.k
         dense = self.hits(name, DENSE, query.dense_vector, limit, filter, metric=query.metric) if mode != "sparse" else []
         if mode == "dense":
@@ -233,9 +277,21 @@ class MilvusStore:
         else:
             sparse = self.hits(name, SPARSE, query.text, limit, filter)
         hits = fuse(dense, sparse, query.fusion)[: query.k] if mode == "hybrid" else dense or sparse
-        output_fields = query.output_fields
+        return self._with_fields(name, hits, query.output_fields)
+
+    def _with_fields(self, name: str, hits: Hits, output_fields: list[str] | None) -> list[dict]:
         fields = self._fields(name, [doc_id for doc_id, _ in hits], output_fields) if output_fields else {}
         return [{"id": doc_id, "score": score, "fields": fields.get(doc_id, {})} for doc_id, score in hits]
+
+    def _multivector_hits(self, name: str, query: SearchQuery) -> Hits:
+        """``candidates`` documents by their MUVERA encodings (the mirror's, or Milvus's for a filter the
+        mirror does not evaluate), reranked by exact MaxSim with the token vectors in the mirror."""
+        mirror = self.mirrors.mirror(name)
+        if mirror is None or mirror.token_route is None:
+            raise NotReadyError(f"the token vectors of collection {name!r} are not in memory yet (loading; or the "
+                                "collection has more documents than store.cache_max_rows keeps in memory)")
+        candidates = self.hits(name, DENSE, query.dense_vector, query.candidates, query.filter, metric="IP")
+        return mirror.rerank(query.query_tokens, [doc_id for doc_id, _ in candidates], query.k)
 
     def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
         """BM25 hits as ``(id, score)``, best first."""

@@ -26,6 +26,8 @@ from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupp
 from rayprism.platform.store.flushing import FlushGate
 from rayprism.platform.store.layout import Layout
 from rayprism.platform.store.routes import Bm25Route, DenseRoute, Hits, RowTable
+from rayprism.platform.store.token_files import TokenFiles
+from rayprism.platform.store.tokens import TOKENS_KEY, TokenRoute
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +49,15 @@ logging.getLogger("grpc._server").addFilter(_WithoutAllocTimestampNoise())
 
 class Mirror:
     """One collection's routes over one row table: ``dense`` (a FLAT cosine/IP index, or the codes of a
-    compressed tier) and ``sparse`` (BM25), and the filterable fields as columns, so a filter becomes
-    a mask over the same rows."""
+    compressed tier), ``sparse`` (BM25) and ``tokens`` (a multi-vector collection's token vectors, for
+    reranking), and the filterable fields as columns, so a filter becomes a mask over the same rows."""
 
     def __init__(self, layout: Layout, bm25_scoring: dict | None, fetch_vectors: FetchVectors):
         """``bm25_scoring``: :class:`Bm25Route`'s arguments (see :func:`lite_bm25_scoring`), None without BM25;
         ``fetch_vectors``: float vectors from Milvus, for rescoring a compressed tier's candidates."""
         self.rows = RowTable()
         self.text_field = layout.text_field
-        self.routes: dict[str, DenseRoute | CodeRoute | Bm25Route] = {}
+        self.routes: dict[str, DenseRoute | CodeRoute | Bm25Route | TokenRoute] = {}
         normalise = layout.metric == "COSINE"
         if layout.compression is not None:
             self.routes[DENSE] = CodeRoute(self.rows, layout.dimensions, layout.compression["type"],
@@ -64,6 +66,8 @@ class Mirror:
             self.routes[DENSE] = DenseRoute(self.rows, layout.dimensions, normalise=normalise)
         if bm25_scoring is not None:
             self.routes[SPARSE] = Bm25Route(self.rows, **bm25_scoring)
+        if layout.multivector is not None:
+            self.routes[TOKENS_KEY] = TokenRoute(self.rows)
         self.columns = Columns({"id": layout.id_type, **layout.fields})
         self._fetch_vectors = fetch_vectors
         self.codes_read_back = False
@@ -77,13 +81,19 @@ class Mirror:
         route = self.routes.get(DENSE)
         return route if isinstance(route, CodeRoute) else None
 
+    @property
+    def token_route(self) -> TokenRoute | None:
+        route = self.routes.get(TOKENS_KEY)
+        return route if isinstance(route, TokenRoute) else None
+
     def _sources(self) -> dict[str, str]:
-        """The stored field each route is built from."""
-        return {DENSE: DENSE, SPARSE: self.text_field}
+        """The record key each route is built from (token vectors are no Milvus field: see build_mirror)."""
+        return {DENSE: DENSE, SPARSE: self.text_field, TOKENS_KEY: TOKENS_KEY}
 
     def output_fields(self, *, with_vectors: bool = True) -> list[str]:
         """The stored fields a build reads: every route's source and the filterable fields."""
-        sources = [self._sources()[name] for name in self.routes if with_vectors or name != DENSE]
+        sources = [self._sources()[name] for name in self.routes
+                   if (with_vectors or name != DENSE) and name != TOKENS_KEY]
         return list(dict.fromkeys([*sources, *(name for name in self.columns.field_types if name != "id")]))
 
     def upsert(self, records: list[dict], codes: np.ndarray | None = None) -> None:
@@ -119,8 +129,11 @@ class Mirror:
         """What the dense tier costs per document, for the collection's description."""
         dense = self.routes.get(DENSE)
         kind = self.code_route.kind if self.code_route else "float32"
-        return {"rows": len(self.rows), "dense": None if dense is None else
-                {"kind": kind, "bytes_per_document": dense.bytes_per_document}}
+        memory = {"rows": len(self.rows), "dense": None if dense is None else
+                  {"kind": kind, "bytes_per_document": dense.bytes_per_document}}
+        if self.token_route is not None:
+            memory["tokens"] = {"kind": "float32", "bytes_per_document": self.token_route.bytes_per_document}
+        return memory
 
     def hits(self, route: str, query: Any, k: int, filter: str = "") -> Hits | None:
         """The route's hits among the rows ``filter`` matches, or None when the mirror cannot answer:
@@ -128,7 +141,7 @@ class Mirror:
         to refuse a malformed one, so the answer never depends on whether a mirror is built).
         A compressed tier's candidates are rescored with vectors from Milvus, outside the lock."""
         found = self.routes.get(route)
-        if found is None:
+        if found is None or isinstance(found, TokenRoute):
             return None
         with self.rows.lock:  # the mask and the search see the same rows
             try:
@@ -139,6 +152,10 @@ class Mirror:
                 return found.top_k(query, k, allowed)
             candidates = found.top_k(query, k * found.rescore_multiplier, allowed)
         return found.rescore(query, [doc for doc, _ in candidates], k, self._fetch_vectors)
+
+    def rerank(self, query_tokens: Any, candidates: list, k: int) -> Hits:
+        """The ``k`` best ``candidates`` (ids) by exact MaxSim (a multi-vector collection's mirror)."""
+        return self.token_route.rerank(query_tokens, candidates, k)
 
 
 @dataclass
@@ -156,15 +173,17 @@ class MirrorManager:
 
     def __init__(self, client: MilvusClient, max_rows: int, *, layout: Callable[[str], Layout],
                  count: Callable[[str], int], fetch_vectors: Callable[[str], FetchVectors],
-                 codes: CodeFiles | None = None, gate: FlushGate | None = None):
+                 codes: CodeFiles | None = None, tokens: TokenFiles | None = None, gate: FlushGate | None = None):
         """``fetch_vectors(name)``: the collection's float vectors by id; ``codes``: where compressed
-        tiers keep their codes between runs; ``gate``: keeps a build's reads apart from flushes."""
+        tiers keep their codes between runs; ``tokens``: where multi-vector collections keep their
+        token vectors; ``gate``: keeps a build's reads apart from flushes."""
         self._client = client
         self._max_rows = max_rows
         self._layout = layout
         self._count = count
         self._fetch_vectors = fetch_vectors
         self._codes = codes
+        self._tokens = tokens
         self._gate = gate or FlushGate()
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
@@ -210,6 +229,11 @@ class MirrorManager:
         mirror = self.built(name)
         return mirror.code_route.saved() if mirror is not None and mirror.code_route is not None else None
 
+    def saved_tokens(self, name: str) -> tuple[list, list] | None:
+        """A multi-vector collection's live token vectors to save, None unless the mirror is ready."""
+        mirror = self.built(name)
+        return mirror.token_route.saved() if mirror is not None and mirror.token_route is not None else None
+
     def _write(self, name: str, operation: str, payload: list) -> None:
         with self._lock:
             slot = self._slots.get(name)
@@ -247,20 +271,24 @@ class MirrorManager:
         if self._count(name) > self._max_rows:
             return None
         saved = self._codes.load(name) if self._codes is not None and layout.compression else None
+        tokens = self._tokens.load(name) if self._tokens is not None and layout.multivector else None
         with self._gate.call():
-            mirror = build_mirror(self._client, name, layout, self._fetch_vectors(name), saved)
+            mirror = build_mirror(self._client, name, layout, self._fetch_vectors(name), saved, tokens)
         if mirror is not None and mirror.code_route is not None and not mirror.codes_read_back and self._codes:
             self._codes.save(name, mirror.code_route.saved, always=True)
         return mirror
 
 
 def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors: FetchVectors,
-                 saved: SavedCodes | None = None) -> Mirror | None:
+                 saved: SavedCodes | None = None, tokens: dict | None = None) -> Mirror | None:
     """A loaded collection's mirror, filled from Milvus; None if nothing in it is worth mirroring
-    (FLAT cosine/IP vectors, exact either way, a compressed tier's codes, and BM25 text are).
+    (FLAT cosine/IP vectors, exact either way, a compressed tier's codes, BM25 text and a
+    multi-vector collection's token vectors are).
 
     With ``saved`` codes the float vectors are not read at all, unless the saved ids turn out
-    not to be the collection's: then the codes are encoded afresh from the vectors.
+    not to be the collection's: then the codes are encoded afresh from the vectors. ``tokens``
+    (a multi-vector collection's, by id, from its files) join the rows read from Milvus; a
+    document without any is never a search hit (a warning says how many there are).
     """
     def new_mirror() -> Mirror:
         return Mirror(layout, lite_bm25_scoring(client, name, layout.text_field) if layout.bm25 else None,
@@ -274,7 +302,24 @@ def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors:
             return mirror
         logger.info("the saved codes of %r do not match its documents; encoding them again", name)
         mirror = new_mirror()
-    _fill(client, name, mirror.output_fields(), mirror.upsert)
+    if mirror.token_route is None:
+        _fill(client, name, mirror.output_fields(), mirror.upsert)
+        return mirror
+    missing: list = []
+
+    def write_with_tokens(records: list[dict]) -> None:
+        for record in records:
+            matrix = (tokens or {}).get(record["id"])
+            if matrix is None:
+                missing.append(record["id"])
+            record[TOKENS_KEY] = matrix if matrix is not None else np.zeros((0, 0), dtype=np.float32)
+        mirror.upsert(records)
+
+    _fill(client, name, mirror.output_fields(), write_with_tokens)
+    if missing:
+        logger.warning("%d documents of %r have no token vectors (written outside the document API?), e.g. %r; "
+                       "multi-vector search leaves them out until they are upserted again", len(missing), name,
+                       missing[:3])
     return mirror
 
 
