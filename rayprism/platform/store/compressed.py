@@ -28,6 +28,7 @@ import numpy as np
 from rayprism.numba_kernels import hamming_topk, int8_dot_topk, pack_bits
 from rayprism.platform.codecs.quantize import calibrate_int8, to_int8
 from rayprism.platform.store.routes import Hits, RowTable, grown, normalised
+from rayprism.platform.store.write_counts import WriteCounts
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class CodeFiles:
     def __init__(self, directory: Path):
         self.directory = directory
         self._lock = threading.Lock()
-        self._writing: dict[str, int] = {}
+        self._writes = WriteCounts(self._lock)
         self._marked: set[str] = set()
 
     def _path(self, name: str, suffix: str) -> Path:
@@ -157,23 +158,20 @@ class CodeFiles:
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:
         """Around a write to ``name``: the saved codes are stale from before it starts."""
-        with self._lock:
-            if name not in self._marked:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self._path(name, ".stale").touch()
-                self._marked.add(name)
-            self._writing[name] = self._writing.get(name, 0) + 1
-        try:
+        with self._writes.counted(name, lambda: self._mark_stale(name)):
             yield
-        finally:
-            with self._lock:
-                self._writing[name] -= 1
+
+    def _mark_stale(self, name: str) -> None:
+        if name not in self._marked:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._path(name, ".stale").touch()
+            self._marked.add(name)
 
     def save(self, name: str, snapshot: Callable[[], SavedCodes | None], *, always: bool = False) -> bool:
         """Save ``snapshot()`` when writes to ``name`` are stale on disk (or ``always``, after
         codes were encoded afresh) and no write is under way."""
         with self._lock:
-            if not (always or name in self._marked) or self._writing.get(name):
+            if not (always or name in self._marked) or self._writes.under_way(name):
                 return False
             saved = snapshot()
             if saved is None:

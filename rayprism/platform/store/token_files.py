@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from rayprism.platform.store.write_counts import WriteCounts
+
 logger = logging.getLogger(__name__)
 
 Snapshot = Callable[[], "tuple[list, list[np.ndarray]] | None"]
@@ -34,7 +36,7 @@ class TokenFiles:
     def __init__(self, directory: Path):
         self.directory = directory
         self._lock = threading.Lock()
-        self._writing: dict[str, int] = {}
+        self._writes = WriteCounts(self._lock)
 
     def _segments(self, name: str) -> list[Path]:
         folder = self.directory / name
@@ -58,13 +60,8 @@ class TokenFiles:
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:
         """Around a write that is logged here, then made in Milvus and the mirror: no compaction meanwhile."""
-        with self._lock:
-            self._writing[name] = self._writing.get(name, 0) + 1
-        try:
+        with self._writes.counted(name):
             yield
-        finally:
-            with self._lock:
-                self._writing[name] -= 1
 
     def append(self, name: str, ids: list, matrices: list[np.ndarray]) -> None:
         arrays = _packed(ids, matrices)
@@ -94,7 +91,7 @@ class TokenFiles:
         the oldest add up to at least its size."""
         with self._lock:
             segments = self._segments(name)
-            if self._writing.get(name) or len(segments) < 2:
+            if self._writes.under_way(name) or len(segments) < 2:
                 return False
             if sum(path.stat().st_size for path in segments[1:]) < segments[0].stat().st_size:
                 return False
