@@ -138,10 +138,14 @@ class ModelRunner:
 
     async def embed_prepared(self, prepared: Sequence[Prepared]) -> Embeddings:
         vectors = await self._batcher.submit(prepared)
+        return Embeddings(vectors, self._counted(prepared))
+
+    def _counted(self, prepared: Sequence[Prepared]) -> list[int]:
+        """Each embedded input's token count, once the inputs and tokens are in the model's metrics."""
         token_counts = [item.n_tokens for item in prepared]
         self._metrics.inputs(self.name).inc(len(prepared))
         self._metrics.tokens(self.name).inc(sum(token_counts))
-        return Embeddings(vectors, token_counts)
+        return token_counts
 
     async def embed_tokens(self, texts: Sequence[str], prompt_name: str | None = None) -> TokenEmbeddings:
         """Each text's token vectors (float32[t, token_dimensions], unit length, no padding or special tokens)."""
@@ -150,10 +154,7 @@ class ModelRunner:
                                     "torch backend)", param="model")
         prepared = await self.prepare(texts, "text", prompt_name)
         tokens = await self._token_batcher.submit(prepared)
-        token_counts = [item.n_tokens for item in prepared]
-        self._metrics.inputs(self.name).inc(len(prepared))
-        self._metrics.tokens(self.name).inc(sum(token_counts))
-        return TokenEmbeddings(list(tokens), token_counts)
+        return TokenEmbeddings(list(tokens), self._counted(prepared))
 
     def close(self) -> None:
         for batcher in (self._batcher, self._token_batcher):
