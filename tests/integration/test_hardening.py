@@ -108,6 +108,7 @@ def test_one_huge_request_does_not_stall_everyone(service_url):
     when the huge request's client gives up, its remaining work is dropped."""
     huge = {"model": "minilm", "input": ["words of a long document " * 160] * 2048}  # 8.2 MB, 2048 × 256 tokens
     done = threading.Event()
+    ran_before = metric(service_url, "rayprism_batch_size_sum", model="minilm")
 
     def send_and_give_up():
         with pytest.raises(httpx.ReadTimeout):
@@ -124,8 +125,12 @@ def test_one_huge_request_does_not_stall_everyone(service_url):
     assert health.status_code == one.status_code == 200
     assert health_s < 1 and one_s < 1, (health_s, one_s)
     sender.join()
-    time.sleep(1)
-    assert metric(service_url, "rayprism_queue_depth", model="minilm") == 0  # the abandoned inputs are gone
+    deadline = time.monotonic() + 30  # the batch running when the client left finishes; nothing after it
+    while (queued := metric(service_url, "rayprism_queue_depth", model="minilm")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert queued == 0  # the abandoned inputs are gone
+    ran = metric(service_url, "rayprism_batch_size_sum", model="minilm") - ran_before
+    assert ran < 2048, ran  # dropped, not run
     single = {"model": "minilm", "input": "word " * 1_600_000}  # one 8 MB string: cut, not tokenised whole
     single_s, answer = timed(lambda: httpx.post(f"{service_url}/v1/embeddings", json=single, timeout=60))
     assert answer.status_code == 200 and answer.json()["usage"]["total_tokens"] == 256
