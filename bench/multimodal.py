@@ -106,6 +106,10 @@ def speech_clips(count: int) -> list[tuple[bytes, float, str]]:
     return [clips[index % len(clips)] for index in range(count)]
 
 
+AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}
+"""The media type of each committed clip's format: the service takes audio data: URIs of an audio/* type."""
+
+
 def data_uri(item: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(item).decode()}"
 
@@ -168,30 +172,44 @@ def bare_audio_seconds_per_s(model_dir: Path, clips: list[tuple[bytes, float, st
 # --- served -----------------------------------------------------------------------------
 
 
+def check(response) -> None:
+    """A refused request stops the measurement with the service's own reason, not only its status."""
+    if response.is_error:
+        raise RuntimeError(f"{response.status_code} from the service: {response.text[:500]}")
+
+
 def served_rate(url: str, bodies: list[dict], units_per_body: list[float], duration_s: float) -> float:
     """Units per second answered by CLIENTS threads posting ``bodies`` round-robin for ``duration_s``."""
     import httpx
 
     done = [0.0] * CLIENTS
-    deadline = time.monotonic() + duration_s
+    failures: list[Exception] = []
 
     def client(slot: int) -> None:
+        try:
+            post_until_deadline(slot)
+        except Exception as error:  # the measurement is void: say why once every client has stopped
+            failures.append(error)
+
+    def post_until_deadline(slot: int) -> None:
         with httpx.Client(timeout=600) as http:
             index = slot
             while time.monotonic() < deadline:
-                response = http.post(url, json=bodies[index % len(bodies)])
-                response.raise_for_status()
+                check(http.post(url, json=bodies[index % len(bodies)]))
                 done[slot] += units_per_body[index % len(bodies)]
                 index += CLIENTS
 
     with httpx.Client(timeout=600) as http:  # warm-up: the first batches pay one-off costs
-        http.post(url, json=bodies[0]).raise_for_status()
+        check(http.post(url, json=bodies[0]))
     started = time.monotonic()
+    deadline = started + duration_s  # read by the clients: the warm-up is not part of the measurement
     threads = [threading.Thread(target=client, args=(slot,)) for slot in range(CLIENTS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if failures:
+        raise SystemExit(f"served measurement failed: {failures[0]}")
     return sum(done) / (time.monotonic() - started)
 
 
@@ -281,7 +299,7 @@ def main() -> None:
             for at in range(0, len(clips), CLIPS_PER_REQUEST):
                 chunk = clips[at:at + CLIPS_PER_REQUEST]
                 clip_bodies.append({"model": "whisper", "modality": "audio",
-                                    "input": [data_uri(item, "application/octet-stream") for item, _, _ in chunk]})
+                                    "input": [data_uri(item, AUDIO_TYPES[suffix]) for item, _, suffix in chunk]})
                 clip_seconds.append(sum(seconds for _, seconds, _ in chunk))
             served = {
                 "image": served_rate(url, image_bodies, [len(body["input"]) for body in image_bodies], args.duration_s),
