@@ -171,6 +171,10 @@ class Client:
     def drop_alias(self, name: str) -> dict:
         return self.request("DELETE", f"/v1/aliases/{name}")
 
+    def rerank(self, query: str, documents: list[str], *, model: str | None = None, **options) -> dict:
+        """``POST /v1/rerank``: the documents scored against ``query`` by a reranker, best first."""
+        return self.request("POST", "/v1/rerank", {"query": query, "documents": documents, "model": model, **options})
+
     def search(self, collection: str, query: str, **options) -> dict:
         body = {"query": query, **{key: value for key, value in options.items() if value is not None}}
         return self.request("POST", f"/v1/collections/{collection}/search", body)

@@ -43,6 +43,31 @@ def make_tiny_model(directory: Path, *, pooling: str = "cls", include_prompt: bo
     return directory / "st"
 
 
+def make_tiny_reranker(directory: Path, *, num_labels: int = 1) -> Path:
+    """A 2-layer BERT cross-encoder saved as a sentence-transformers CrossEncoder directory. Its weights
+    are drawn wide (``initializer_range``) so that scores spread over (0, 1) instead of all sitting near
+    0.5: orders are then decided by the model, not by float noise."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(DEFAULT_MODEL_SOURCE))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=num_labels, initializer_range=0.5,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory / "hf")
+    tokenizer.save_pretrained(directory / "hf")
+    CrossEncoder(str(directory / "hf"), max_length=64).save(str(directory / "st"))
+    return directory / "st"
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_path(tmp_path_factory) -> str:
+    return str(make_tiny_reranker(tmp_path_factory.mktemp("tiny-reranker")))
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     return resolve_source(DEFAULT_MODEL_SOURCE)

@@ -325,16 +325,20 @@ class CollectionsService:
         if mode != "dense" and example is not None:
             raise InvalidInputError(f"a search by example is dense; mode {mode!r} needs text", param="mode")
         self._check_query_modality(config, example, mode)
+        reranker = self._reranker(config, request)
         readable = ["id", config.text_field, *config.fields]
         output_fields = request.output_fields if request.output_fields is not None else readable[1:]
         for field in output_fields:
             if field not in readable:
                 raise InvalidInputError(f"output_fields: unknown field {field!r}; fields are {readable}", param="output_fields")
         filter_expression = check_filter(request.filter, readable) if request.filter else ""
+        # hits the store answers: those the rerank stage rescores, or the answer itself
+        first_k = max(request.k, request.rerank.candidates) if reranker else request.k
         default_candidates = config.multivector.candidates if mode == "multivector" else DEFAULT_CANDIDATES
-        candidates = request.candidates or max(default_candidates, request.k)
-        if candidates < request.k:
-            raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k})", param="candidates")
+        candidates = request.candidates or max(default_candidates, first_k)
+        if candidates < first_k:
+            raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k}) and rerank.candidates",
+                                    param="candidates")
         dense_vector = sparse_hits = query_tokens = None
         with self._forgotten_if_gone(config.name):
             if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
@@ -348,15 +352,41 @@ class CollectionsService:
                 query_tokens = await self._query_tokens(config, request.query)
                 dense_vector = encode_query(query_tokens, self._fde(config))
             query = SearchQuery(
-                mode=mode, k=request.k, dense_vector=dense_vector, query_tokens=query_tokens,
+                mode=mode, k=first_k, dense_vector=dense_vector, query_tokens=query_tokens,
                 text=None if example else request.query,
                 metric=config.index.metric,
                 candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
-                output_fields=output_fields, sparse_hits=sparse_hits,
+                output_fields=sorted({*output_fields, config.text_field}) if reranker else output_fields,
+                sparse_hits=sparse_hits,
             )
             results = await self._store.search(config.name, query)
+        if reranker is not None and results:
+            results = await self._reranked(reranker, config, request, results, output_fields)
         self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
         return {"object": "search.results", "collection": name, "mode": mode, "results": results}
+
+    def _reranker(self, config: CollectionConfig, request: SearchRequest):
+        """The runner of the search's rerank stage, if it has one: a reranker reads the query and stored text."""
+        if request.rerank is None:
+            return None
+        if config.modality != "text" or not isinstance(request.query, str):
+            raise InvalidInputError("rerank scores a text query against stored text: it needs a text collection "
+                                    "and a text query", param="rerank")
+        return self._embeddings.runner(request.rerank.model, "reranker")
+
+    @staticmethod
+    async def _reranked(reranker, config: CollectionConfig, request: SearchRequest, hits: list[dict],
+                        output_fields: list[str]) -> list[dict]:
+        """The k best of ``hits`` by the reranker's score, each keeping its first score as ``retrieval_score``."""
+        texts = [hit["fields"][config.text_field] for hit in hits]
+        rescored = await reranker.rerank(request.query, texts)
+        reranked = []
+        for index in rescored.best_first(request.k):
+            hit = hits[index]
+            fields = {name: value for name, value in hit["fields"].items() if name in output_fields}
+            reranked.append({"id": hit["id"], "score": float(rescored.scores[index]), "fields": fields,
+                             "retrieval_score": hit["score"]})
+        return reranked
 
     async def _embed(self, config: CollectionConfig, texts: list[str], role: PromptRole):
         """Texts embedded with the prompt the model declares for ``role``, if any."""

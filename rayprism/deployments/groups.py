@@ -13,7 +13,7 @@ import asyncio
 
 from ray import serve
 
-from rayprism.deployments.runner import ItemErrors
+from rayprism.deployments.runner import ItemErrors, RerankScores
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import ServeConfig
 from rayprism.platform.config.serve import DeploymentConfig, GroupConfig
@@ -42,19 +42,22 @@ class GroupReplica:
         that request wait for its models rather than fail it."""
         if not self.service.started():
             await asyncio.to_thread(self.service.wait_loaded)
-        return self.service.runner(model)
+        return self.service.runner(model, kind=None)
 
     async def describe(self, model: str) -> dict:
         """What the serving side needs to validate requests."""
         encoder = (await self._loaded(model)).encoder  # NotReadyError if it failed to load
-        return {"dimensions": encoder.dimensions, "max_input_tokens": encoder.max_input_tokens,
-                "prompts": dict(encoder.prompts), "modalities": sorted(encoder.modalities)}
+        return {"dimensions": getattr(encoder, "dimensions", None), "max_input_tokens": encoder.max_input_tokens,
+                "prompts": dict(getattr(encoder, "prompts", {})), "modalities": sorted(encoder.modalities)}
 
     async def embed(self, model: str, inputs: list, modality: Modality, prompt_name: str | None) -> Embeddings:
         return await (await self._loaded(model)).embed(inputs, modality, prompt_name)
 
     async def embed_each(self, model: str, inputs: list, modality: Modality) -> Embeddings | ItemErrors:
         return await (await self._loaded(model)).embed_each(inputs, modality)
+
+    async def rerank(self, model: str, query: str, documents: list[str]) -> RerankScores:
+        return await (await self._loaded(model)).rerank(query, documents)
 
     async def metrics(self) -> bytes:
         self.service.update_gauges()

@@ -32,6 +32,7 @@ from rayprism.deployments.schemas import (
     DocumentsRequest,
     EmbeddingRequest,
     RequestT,
+    RerankRequest,
     SearchRequest,
     parse_body,
 )
@@ -156,8 +157,8 @@ def create_app(
     # it works offline and renders OpenAPI 3.1.
     patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=True)
     body_limit = service.config.server.max_request_bytes
-    install(app, [EmbeddingRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest, SearchRequest,
-                  AliasRequest])
+    install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
+                  SearchRequest, AliasRequest])
     keys = service.config.server.resolved_api_keys()
     if keys:
         app.add_middleware(ApiKeyGuard, keys=keys, protect_open_paths=service.config.server.api_key_routes == "all",
@@ -189,6 +190,17 @@ def create_app(
             async with cancelled_if_client_leaves(request):
                 return json_response(await service.create_embeddings(parsed))
 
+    @app.post("/v1/rerank", responses=answers(responses.RerankResponse), openapi_extra=request_body(RerankRequest))
+    async def rerank(request: Request) -> Response:
+        """Score documents against a query with a reranker (a cross-encoder), best first, as Cohere, Jina and
+        TEI do; pairs are batched across callers."""
+        parsed: RerankRequest | None = None
+        label = lambda: service.metrics_label(parsed.model, "reranker") if parsed else "unknown"  # noqa: E731
+        with Observed(service, "rerank", label):
+            parsed = await parsed_body(request, RerankRequest, body_limit)
+            async with cancelled_if_client_leaves(request):
+                return json_response(await service.rerank(parsed))
+
     @app.get("/v1/models", responses=answers(responses.ModelList, errors={}))
     async def list_models() -> Response:
         """Every model with its state, modalities, dimensions and prompts."""
@@ -197,7 +209,7 @@ def create_app(
     @app.get("/v1/models/{name}", responses=answers(responses.ModelDescription, errors={404: CALLER_ERRORS[404]}))
     async def get_model(name: str) -> Response:
         """One model."""
-        return json_response(service.describe_model(service.runner(name)))
+        return json_response(service.describe_model(service.runner(name, kind=None)))
 
     health_answers = answers(responses.Health, description="Every model loaded and every declared collection in place",
                              errors={503: "Starting, or a part is down (`status`, `errors` say which)"})

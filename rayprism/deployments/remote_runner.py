@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from ray.exceptions import RayActorError
 
-from rayprism.deployments.runner import ItemErrors
+from rayprism.deployments.runner import ItemErrors, RerankScores
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.config.serve import GroupConfig
 from rayprism.platform.errors import NotReadyError, unwrap
@@ -21,7 +21,8 @@ from rayprism.platform.models.base import Embeddings, Modality
 class EncoderInfo:
     """A remote model's facts, as the serving side reads them from ``runner.encoder``."""
 
-    dimensions: int
+    dimensions: int | None
+    """None for a reranker."""
     max_input_tokens: int
     prompts: dict[str, str]
     modalities: frozenset[str]
@@ -74,6 +75,9 @@ class RemoteRunner:
 
     async def embed_each(self, inputs: Sequence[Any], modality: Modality) -> Embeddings | ItemErrors:
         return await self._call(self._handle.embed_each.remote(self.name, list(inputs), modality))
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> RerankScores:
+        return await self._call(self._handle.rerank.remote(self.name, query, list(documents)))
 
     async def _call(self, response) -> Any:
         """The group's answer, its own errors unwrapped; a group that cannot start in time is a 503."""

@@ -52,11 +52,34 @@ class EmbeddingResponse(_Response):
     usage: Usage
 
 
+class RerankDocument(_Response):
+    text: str
+
+
+class RerankResult(_Response):
+    index: int
+    """The document's position in the request's ``documents``."""
+    relevance_score: float
+    """The model's score of (query, document), its activation applied (for most rerankers a probability)."""
+    document: RerankDocument | None = None
+    """With ``return_documents: true``."""
+
+
+class RerankResponse(_Response):
+    """Cohere's, Jina's and TEI's shape: results best first."""
+
+    object: Literal["rerank"]
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+
+
 class ModelDescription(_Response):
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    kind: Literal["embedder", "reranker"]
     state: Literal["loading", "ready", "failed", "idle"]
     """``idle``: in a model group scaled to zero, started by the first request."""
     modality: str
@@ -165,7 +188,10 @@ class Document(_Response):
 class Hit(_Response):
     id: str | int
     score: float
+    """The fused (or single route's) score; with a ``rerank`` stage, the reranker's relevance score."""
     fields: dict[str, Any]
+    retrieval_score: float | None = None
+    """With a ``rerank`` stage: the score the hit had before it (fused, or its route's)."""
 
 
 class SearchResults(_Response):

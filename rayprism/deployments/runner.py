@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from rayprism.deployments.batcher import DynamicBatcher
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import InvalidInputError, NotReadyError, RayprismError
-from rayprism.platform.models.base import Embeddings, Encoder, Modality, Prepared, token_dimensions
+from rayprism.platform.models.base import Embeddings, Encoder, Modality, Prepared, Reranker, token_dimensions
 from rayprism.platform.models.registry import load_encoder
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,18 @@ class ItemErrors:
     """Why items were refused, by their position in the batch."""
 
     errors: dict[int, InvalidInputError]
+
+
+@dataclass(frozen=True)
+class RerankScores:
+    scores: np.ndarray
+    """float32 relevance of each document to the query, in input order."""
+    token_counts: list[int]
+    """Tokens of each (query, document) pair."""
+
+    def best_first(self, n: int | None = None) -> list[int]:
+        """Positions of the ``n`` best scores (all if None), best first; ties keep input order."""
+        return np.argsort(-self.scores, kind="stable")[:n].tolist()
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,7 @@ class ModelRunner:
         self.name = config.name
         self._metrics = metrics
         self._num_cpus = num_cpus
-        self._encoder: Encoder | None = None
+        self._encoder: Encoder | Reranker | None = None
         self._batcher: DynamicBatcher | None = None
         self._token_batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
@@ -62,7 +74,7 @@ class ModelRunner:
         return "failed" if self.load_error else "loading"
 
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> Encoder | Reranker:
         if self._encoder is None:
             detail = f"failed to load: {self.load_error}" if self.load_error else "is still loading"
             raise NotReadyError(f"model {self.name!r} {detail}")
@@ -77,7 +89,7 @@ class ModelRunner:
             logger.exception("loading model %r failed", self.name)
             self.load_error = str(error) if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}"
             return
-        self._batcher = self._new_batcher(encoder.encode)
+        self._batcher = self._new_batcher(encoder.score if self.config.kind == "reranker" else encoder.encode)
         if token_dimensions(encoder) is not None:  # token vectors batch apart: a batch gives one kind of output
             self._token_batcher = self._new_batcher(lambda items: _as_object_array(encoder.encode_tokens(items)))
         self._encoder = encoder
@@ -107,13 +119,22 @@ class ModelRunner:
         return await self.embed_prepared(await self.prepare(inputs, modality, prompt_name))
 
     async def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None):
-        """Admitted (a 429 must cost nothing: refuse before tokenising or decoding), then prepared: in a
-        thread for media and long requests, so the event loop keeps answering."""
-        encoder = self.encoder
-        self._batcher.check_capacity(len(inputs))
-        if modality != "text" or len(inputs) > INLINE_PREPARE_MAX_INPUTS:
-            return await asyncio.to_thread(encoder.prepare, inputs, modality, prompt_name)
-        return encoder.prepare(inputs, modality, prompt_name)
+        in_thread = modality != "text" or len(inputs) > INLINE_PREPARE_MAX_INPUTS
+        return await self._admitted(len(inputs), in_thread, self.encoder.prepare, inputs, modality, prompt_name)
+
+    async def _admitted(self, count: int, in_thread: bool, prepare: Callable[..., list[Prepared]], *args
+                        ) -> list[Prepared]:
+        """``count`` inputs admitted (a 429 must cost nothing: refuse before tokenising or decoding), then
+        ``prepare(*args)``: in a thread for media and long requests, so the event loop keeps answering."""
+        self._batcher.check_capacity(count)
+        return await asyncio.to_thread(prepare, *args) if in_thread else prepare(*args)
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> RerankScores:
+        """Each document's relevance to ``query``, the pairs batched with other requests' pairs."""
+        scorer: Reranker = self.encoder
+        in_thread = len(documents) > INLINE_PREPARE_MAX_INPUTS
+        prepared = await self._admitted(len(documents), in_thread, scorer.prepare_pairs, query, documents)
+        return RerankScores(await self._batcher.submit(prepared), self._counted(prepared))
 
     async def ready(self) -> None:
         """Nothing to wait for: the model loads with the replica (see :class:`RemoteRunner`)."""

@@ -64,6 +64,21 @@ class EmbeddingRequest(BaseModel):
         raise ValueError(f"must be {_INPUT_SHAPES}")
 
 
+class RerankRequest(BaseModel):
+    """``POST /v1/rerank``, as Cohere, Jina and TEI clients send it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    """Optional when the service has exactly one reranker."""
+    query: Annotated[str, Field(min_length=1)]
+    documents: list[StrictStr] = Field(min_length=1)
+    top_n: int | None = Field(default=None, gt=0)
+    """Return the best ``top_n``; default: every document."""
+    return_documents: bool = False
+    """Return each document's text with its score."""
+
+
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
@@ -137,6 +152,17 @@ class MediaQuery(BaseModel):
         return self.image if self.image is not None else self.audio
 
 
+class RerankStage(BaseModel):
+    """A search's last stage: a cross-encoder scores (query, text) of the best hits so far, and the
+    k best by that score are the answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    """A ``kind: reranker`` model; optional when the service has exactly one."""
+    candidates: int = Field(default=50, gt=0, le=1000)
+    """Hits rescored (at least k are)."""
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -152,6 +178,8 @@ class SearchRequest(BaseModel):
     documents reranked by MaxSim, default the collection's ``multivector.candidates`` (or k if larger)."""
     output_fields: list[str] | None = None
     """Fields returned with each hit; default: the text and every metadata field."""
+    rerank: RerankStage | None = None
+    """Rescore the best ``rerank.candidates`` hits with a reranker (a cross-encoder), after fusion."""
 
 
 class DocumentsRequest(BaseModel):

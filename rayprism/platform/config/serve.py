@@ -168,10 +168,11 @@ class ServeConfig(StrictModel):
     @model_validator(mode="after")
     def _check_collections(self) -> ServeConfig:
         check_unique("collection", [c.name for c in self.collections])
-        models = [m.name for m in self.models]
+        models = [m.name for m in self.models if m.kind == "embedder"]
         for collection in self.collections:
             if collection.model not in models:
-                raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; models: {models}")
+                raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; embedding "
+                                 f"models: {models}")
         declared = [c.name for c in self.collections]
         if self.seed is not None and self.seed.collection not in declared:
             raise ValueError(f"seed.collection {self.seed.collection!r} is not declared; collections: {declared}")

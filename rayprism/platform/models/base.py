@@ -24,6 +24,7 @@ from rayprism.platform.errors import UnprocessableError
 
 Modality = Literal["text", "image", "audio"]
 MODALITIES: tuple[str, ...] = get_args(Modality)
+ModelKind = Literal["embedder", "reranker"]
 
 MAX_CHARS_PER_TOKEN = 100
 """No tokenizer makes one token of more than this many characters (WordPiece turns longer words into a
@@ -59,6 +60,22 @@ class Encoder(Protocol):
 
     def warmup(self) -> None:
         """Run one small input through every stage: the first forward pass is slow, pay it before serving."""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A cross-encoder: scores (query, document) pairs, in stages like an encoder's."""
+
+    max_input_tokens: int
+    """Tokens of a pair (query and document together) read; longer pairs are cut, the longer side first."""
+
+    def prepare_pairs(self, query: str, documents: Sequence[str]) -> list[Prepared]: ...
+
+    def score(self, items: Sequence[Prepared]) -> np.ndarray:
+        """float32 relevance of each pair, in input order (the model's activation applied: a probability
+        for the usual one-label model, as ``CrossEncoder.predict`` gives it)."""
+
+    def warmup(self) -> None: ...
 
 
 def token_dimensions(encoder: Any) -> int | None:

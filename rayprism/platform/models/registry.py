@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from rayprism.platform.errors import MissingDependencyError
-from rayprism.platform.models.base import Encoder
+from rayprism.platform.models.base import Encoder, Reranker
 
 if TYPE_CHECKING:
     from rayprism.platform.config import ModelConfig, StrictModel
@@ -35,8 +35,9 @@ def backend_options(backend: str) -> type[StrictModel]:
     return _module(backend).Options
 
 
-def load_encoder(config: ModelConfig, *, num_cpus: float | None = None) -> Encoder:
-    """Load the model a config names, in a process that holds ``num_cpus`` CPUs (None: unknown)."""
+def load_encoder(config: ModelConfig, *, num_cpus: float | None = None) -> Encoder | Reranker:
+    """Load the model a config names (a reranker for ``kind: reranker``), in a process that holds
+    ``num_cpus`` CPUs (None: unknown)."""
     try:
         return _module(config.backend).load(config, num_cpus=num_cpus)
     except ImportError as error:

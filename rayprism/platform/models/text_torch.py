@@ -17,6 +17,7 @@ import numpy as np
 
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
+from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
 
 
 class SentenceTransformerEncoder:
@@ -65,7 +66,7 @@ class SentenceTransformerEncoder:
         self._pad_id = self._tokenizer.pad_token_id or 0
         self._pad_left = self._tokenizer.padding_side == "left"
         self._with_token_types = "token_type_ids" in self._tokenizer.model_input_names
-        self._rust_tokenizer = self._own_rust_tokenizer()
+        self._rust_tokenizer = own_rust_tokenizer(self._tokenizer, self.max_input_tokens)
         self.forward_batch_size = forward_batch_size
         self.device = device
 
@@ -118,22 +119,6 @@ class SentenceTransformerEncoder:
             ids = self._tokenizer(prompt)["input_ids"]
             self._prompt_lengths[prompt] = len(ids) - (ids[-1] in self._tokenizer.all_special_ids)
         return self._prompt_lengths[prompt]
-
-    def _own_rust_tokenizer(self):
-        """A private copy of the fast tokenizer, configured once for truncation and no padding.
-
-        Calling the Rust tokenizer directly costs a third of the ``transformers`` wrapper per
-        request, and a copy nobody reconfigures is safe to share between threads.
-        """
-        backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            return None
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_str(backend.to_str())
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(self.max_input_tokens)
-        return tokenizer
 
     def _prepare_token_ids(self, index: int, ids: list) -> Prepared:
         """Token ids are the model's full input, special tokens included (as vLLM takes them)."""
@@ -203,14 +188,6 @@ class SentenceTransformerEncoder:
 
     def _pad(self, sequences: list[list[int]]) -> dict:
         """Model inputs for one forward pass, padded on the tokenizer's side."""
-        width = max(len(ids) for ids in sequences)
-        input_ids = np.full((len(sequences), width), self._pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
-        for row, ids in enumerate(sequences):
-            columns = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
-            input_ids[row, columns] = ids
-            attention_mask[row, columns] = 1
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self._with_token_types:
-            features["token_type_ids"] = np.zeros_like(input_ids)
+        type_ids = [[0] * len(ids) for ids in sequences] if self._with_token_types else None
+        features = padded(sequences, self._pad_id, pad_left=self._pad_left, type_ids=type_ids)
         return {name: self._torch.from_numpy(array).to(self.device) for name, array in features.items()}

@@ -14,7 +14,7 @@ from rayprism.platform.config.base import StrictModel
 if TYPE_CHECKING:
     from rayprism.platform.config import ModelConfig
     from rayprism.platform.models.architectures import EncoderChoice
-    from rayprism.platform.models.base import Encoder
+    from rayprism.platform.models.base import Encoder, Reranker
 
 
 class Options(StrictModel):
@@ -24,11 +24,13 @@ class Options(StrictModel):
     """Let the model directory run its own Python (some LLM-based embedders need it)."""
 
 
-def load(config: ModelConfig, *, num_cpus: float | None) -> Encoder:
+def load(config: ModelConfig, *, num_cpus: float | None) -> Encoder | Reranker:
     from rayprism.platform.errors import ConfigError
     from rayprism.platform.models.architectures import choose_encoder
     from rayprism.platform.models.source import resolve_source
 
+    if config.kind == "reranker":
+        return _load_text(resolve_source(config.source), config, num_cpus)
     choice = choose_encoder(resolve_source(config.source))
     if choice.model_type is None:
         encoder = _load_text(choice.location.source, config, num_cpus)
@@ -40,11 +42,14 @@ def load(config: ModelConfig, *, num_cpus: float | None) -> Encoder:
     return encoder
 
 
-def _load_text(path: str, config: ModelConfig, num_cpus: float | None) -> Encoder:
+def _load_text(path: str, config: ModelConfig, num_cpus: float | None) -> Encoder | Reranker:
+    """A sentence-transformers directory: a SentenceTransformer, or for a reranker a CrossEncoder."""
+    from rayprism.platform.models.cross_encoder import CrossEncoderScorer
     from rayprism.platform.models.text_torch import SentenceTransformerEncoder
 
     options: Options = config.options
-    return SentenceTransformerEncoder(
+    model_class = CrossEncoderScorer if config.kind == "reranker" else SentenceTransformerEncoder
+    return model_class(
         path,
         device=config.device,
         max_input_tokens=config.max_input_tokens,

@@ -1,0 +1,89 @@
+"""Cross-encoder (reranker) on sentence-transformers + torch.
+
+Scores match ``CrossEncoder(path).predict``: the same tokenisation of each (query, document) pair
+(cut to the model's ``max_seq_length``, longest side first), the same module stack and activation.
+As for the text encoder, scheduling is ours: pairs are tokenised once in ``prepare_pairs`` (exact
+token counts for batching and usage), and ``score`` runs length-sorted forward passes gathered from
+any number of requests.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Prepared
+from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
+
+
+class CrossEncoderScorer:
+    modalities = frozenset({"text"})
+
+    def __init__(self, path: str, *, device: str = "cpu", max_input_tokens: int | None = None,
+                 forward_batch_size: int = 32, torch_threads: int | None = None, dtype: str = "float32",
+                 trust_remote_code: bool = False):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its pool would fight torch's threads
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        self._torch = torch
+        self._torch_threads = torch_threads
+        self._model = CrossEncoder(path, device=device, trust_remote_code=trust_remote_code,
+                                   model_kwargs={"dtype": getattr(torch, dtype)})
+        self._model.eval()
+        if self._model.num_labels != 1:
+            from rayprism.platform.errors import ConfigError
+
+            raise ConfigError(f"a reranker gives one score per pair; the model at {path} has "
+                              f"{self._model.num_labels} labels (a classifier, not a reranker)")
+        self._tokenizer = self._model.tokenizer
+        model_limit = self._model.max_seq_length or self._tokenizer.model_max_length
+        self.max_input_tokens = min(max_input_tokens or model_limit, model_limit)
+        self._rust_tokenizer = own_rust_tokenizer(self._tokenizer, self.max_input_tokens)
+        self._pad_id = self._tokenizer.pad_token_id or 0
+        self._pad_left = self._tokenizer.padding_side == "left"
+        self._with_token_types = "token_type_ids" in self._tokenizer.model_input_names
+        self.forward_batch_size = forward_batch_size
+        self.device = device
+
+    def warmup(self) -> None:
+        self.score(self.prepare_pairs("warm up", ["a document"]))
+
+    def prepare_pairs(self, query: str, documents: Sequence[str]) -> list[Prepared]:
+        if not query.strip():
+            raise InvalidInputError("query is empty or only whitespace", param="query")
+        if not documents:
+            raise InvalidInputError("documents must not be empty", param="documents")
+        for index, document in enumerate(documents):
+            if not isinstance(document, str) or not document.strip():
+                raise InvalidInputError(f"documents[{index}] is empty or only whitespace", param=f"documents[{index}]")
+        limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
+        pairs = [(query[:limit], document[:limit]) for document in documents]
+        if self._rust_tokenizer is not None:
+            encoded = [(encoding.ids, encoding.type_ids) for encoding in self._rust_tokenizer.encode_batch(pairs)]
+        else:
+            features = self._tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True,
+                                       max_length=self.max_input_tokens, return_token_type_ids=True)
+            encoded = list(zip(features["input_ids"], features["token_type_ids"]))
+        return [Prepared((ids, type_ids), len(ids)) for ids, type_ids in encoded]
+
+    def score(self, items: Sequence[Prepared]) -> np.ndarray:
+        scores = np.empty(len(items), dtype=np.float32)
+        order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
+        if self._torch_threads and self._torch.get_num_threads() != self._torch_threads:
+            self._torch.set_num_threads(self._torch_threads)  # per calling thread, as for the text encoder
+        with self._torch.inference_mode():
+            for start in range(0, len(order), self.forward_batch_size):
+                group = order[start:start + self.forward_batch_size]
+                ids = [items[i].payload[0] for i in group]
+                type_ids = [items[i].payload[1] for i in group] if self._with_token_types else None
+                arrays = padded(ids, self._pad_id, pad_left=self._pad_left, type_ids=type_ids)
+                features = {name: self._torch.from_numpy(array).to(self.device) for name, array in arrays.items()}
+                output = self._model({**features, "modality": "text"})["scores"].float()
+                if self._model.activation_fn is not None:
+                    output = self._model.activation_fn(output)
+                scores[group] = output.reshape(len(group), -1)[:, 0].cpu().numpy()
+        return scores
