@@ -119,21 +119,29 @@ class ModelRunner:
         return await self.embed_prepared(await self.prepare(inputs, modality, prompt_name))
 
     async def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None):
-        in_thread = modality != "text" or len(inputs) > INLINE_PREPARE_MAX_INPUTS
-        return await self._admitted(len(inputs), in_thread, self.encoder.prepare, inputs, modality, prompt_name)
+        return await self._prepared_for(self._batcher, inputs, modality, prompt_name)
 
-    async def _admitted(self, count: int, in_thread: bool, prepare: Callable[..., list[Prepared]], *args
-                        ) -> list[Prepared]:
-        """``count`` inputs admitted (a 429 must cost nothing: refuse before tokenising or decoding), then
-        ``prepare(*args)``: in a thread for media and long requests, so the event loop keeps answering."""
-        self._batcher.check_capacity(count)
+    async def _prepared_for(self, batcher: DynamicBatcher, inputs: Sequence[Any], modality: Modality,
+                            prompt_name: str | None) -> list[Prepared]:
+        in_thread = modality != "text" or len(inputs) > INLINE_PREPARE_MAX_INPUTS
+        return await self._admitted(batcher, len(inputs), in_thread, self.encoder.prepare, inputs, modality,
+                                    prompt_name)
+
+    @staticmethod
+    async def _admitted(batcher: DynamicBatcher, count: int, in_thread: bool,
+                        prepare: Callable[..., list[Prepared]], *args) -> list[Prepared]:
+        """``count`` inputs admitted to ``batcher``'s queue (a 429 must cost nothing: refuse before tokenising
+        or decoding), then ``prepare(*args)``: in a thread for media and long requests, so the event loop
+        keeps answering."""
+        batcher.check_capacity(count)
         return await asyncio.to_thread(prepare, *args) if in_thread else prepare(*args)
 
     async def rerank(self, query: str, documents: Sequence[str]) -> RerankScores:
         """Each document's relevance to ``query``, the pairs batched with other requests' pairs."""
         scorer: Reranker = self.encoder
         in_thread = len(documents) > INLINE_PREPARE_MAX_INPUTS
-        prepared = await self._admitted(len(documents), in_thread, scorer.prepare_pairs, query, documents)
+        prepared = await self._admitted(self._batcher, len(documents), in_thread, scorer.prepare_pairs, query,
+                                        documents)
         return RerankScores(await self._batcher.submit(prepared), self._counted(prepared))
 
     async def ready(self) -> None:
@@ -173,7 +181,7 @@ class ModelRunner:
         if self._token_batcher is None:
             raise InvalidInputError(f"model {self.name!r} gives no token vectors (it needs a transformer on the "
                                     "torch backend)", param="model")
-        prepared = await self.prepare(texts, "text", prompt_name)
+        prepared = await self._prepared_for(self._token_batcher, texts, "text", prompt_name)
         tokens = await self._token_batcher.submit(prepared)
         return TokenEmbeddings(list(tokens), self._counted(prepared))
 

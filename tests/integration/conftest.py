@@ -43,7 +43,7 @@ def store_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service_config(tiny_model_path, media_model_path, store_dir):
+def service_config(tiny_model_path, tiny_reranker_path, media_model_path, store_dir):
     from rayprism.platform.config import (
         BatchingConfig,
         CollectionConfig,
@@ -69,6 +69,8 @@ def service_config(tiny_model_path, media_model_path, store_dir):
             # image and speech encoders, chosen from their model directories (tiny CLIP and Whisper)
             ModelConfig(name="clip", modality="image", source=media_model_path("clip")),
             ModelConfig(name="whisper", modality="audio", source=media_model_path("whisper"), max_audio_seconds=10),
+            # a tiny cross-encoder: /v1/rerank and the rerank stage of search
+            ModelConfig(name="judge", kind="reranker", source=tiny_reranker_path),
         ],
     )
 

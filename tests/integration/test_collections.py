@@ -270,3 +270,21 @@ def test_metrics_label_collection_routes_with_the_collections_model(loaded):
     httpx.get(f"{loaded}/v1/collections/nowhere")
     text = httpx.get(f"{loaded}/metrics").text
     assert 'rayprism_store_errors_total{call="describe",status="404"}' in text
+
+
+def test_a_rerank_stage_orders_the_fused_candidates_by_the_cross_encoder(loaded, tiny_reranker_path):
+    from sentence_transformers import CrossEncoder
+
+    query = QUERIES[0]["query"]
+    fused = search(loaded, {"query": query, "k": 20})
+    reranked = search(loaded, {"query": query, "k": 5, "rerank": {"model": "judge", "candidates": 20},
+                               "output_fields": ["package"]})
+    expected = CrossEncoder(tiny_reranker_path).predict([[query, hit["fields"]["text"]] for hit in fused])
+    best = sorted(range(len(fused)), key=lambda i: -expected[i])[:5]
+    assert [hit["id"] for hit in reranked] == [fused[i]["id"] for i in best]
+    for hit, i in zip(reranked, best):
+        assert abs(hit["score"] - float(expected[i])) < 1e-5
+        assert hit["retrieval_score"] == pytest.approx(fused[i]["score"])
+        assert hit["fields"] == {"package": fused[i]["fields"]["package"]}  # the text was read, not returned
+    refused = post(loaded, "/v1/collections/debian/search", {"query": query, "rerank": {"model": "minilm"}})
+    assert refused.status_code == 400 and "not a reranker" in refused.json()["error"]["message"]

@@ -63,7 +63,7 @@ def test_token_id_inputs(service_url, reference_minilm):
 
 def test_models_listing(client, service_url):
     listed = {model.id: model for model in client.models.list().data}
-    assert list(listed) == ["minilm", "tiny-queue", "clip", "whisper"]  # the session's config, in its order
+    assert list(listed) == ["minilm", "tiny-queue", "clip", "whisper", "judge"]  # the session's config, in its order
     assert listed["minilm"].model_extra["dimensions"] == 384
     assert listed["tiny-queue"].model_extra["dimensions"] == 16
     one = httpx.get(f"{service_url}/v1/models/minilm").json()
@@ -73,7 +73,7 @@ def test_models_listing(client, service_url):
 def test_health_reports_every_model_ready(service_url):
     response = httpx.get(f"{service_url}/health")
     assert response.status_code == 200
-    models = {"minilm": "ready", "tiny-queue": "ready", "clip": "ready", "whisper": "ready"}
+    models = {"minilm": "ready", "tiny-queue": "ready", "clip": "ready", "whisper": "ready", "judge": "ready"}
     assert response.json() == {"status": "ok", "models": models, "store": "ok"}
 
 
@@ -95,3 +95,22 @@ def test_metrics_count_requests_tokens_and_batches_by_model(service_url):
         'rayprism_model_ready{model="tiny-queue"} 1.0',
     ):
         assert fragment in text, fragment
+
+
+def test_rerank_answers_best_first_as_cross_encoder_predict_orders_them(service_url, tiny_reranker_path):
+    from sentence_transformers import CrossEncoder
+
+    query = "package manager"
+    documents = ["apt manages Debian packages", "a text editor", "an image viewer for X11", "python interpreter"]
+    response = httpx.post(f"{service_url}/v1/rerank", json={"query": query, "documents": documents, "top_n": 3,
+                                                             "return_documents": True})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected = CrossEncoder(tiny_reranker_path).predict([[query, document] for document in documents])
+    assert [result["index"] for result in answer["results"]] == np.argsort(-expected)[:3].tolist()
+    for result in answer["results"]:
+        assert abs(result["relevance_score"] - float(expected[result["index"]])) < 1e-5
+        assert result["document"]["text"] == documents[result["index"]]
+    assert answer["model"] == "judge" and answer["usage"]["total_tokens"] > 0
+    wrong_kind = httpx.post(f"{service_url}/v1/rerank", json={"model": "minilm", "query": "q", "documents": ["d"]})
+    assert wrong_kind.status_code == 400 and "not a reranker" in wrong_kind.json()["error"]["message"]

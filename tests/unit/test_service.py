@@ -127,3 +127,32 @@ def test_metrics_of_several_replicas_merge_into_one_valid_exposition():
     assert any(s.value == 3 for s in families["rayprism_requests"].samples if s.labels.get("model") == "tiny")
     assert [s.value for s in families["rayprism_queue_depth"].samples if s.labels["model"] == "speech"] == [2]
     assert any(s.name == "rayprism_batch_size_count" and s.value == 1 for s in families["rayprism_batch_size"].samples)
+
+
+def test_token_vector_requests_are_admitted_by_their_own_queue(tiny_model_path):
+    """Token vectors batch apart from vectors: a full token queue refuses more (429) before tokenising
+    them, even while the vector queue is empty."""
+    from rayprism.deployments.metrics import ServiceMetrics
+    from rayprism.deployments.runner import ModelRunner
+    from rayprism.platform.config import BatchingConfig
+    from rayprism.platform.errors import OverloadedError
+
+    config = ModelConfig(name="tiny", source=tiny_model_path,
+                         batching=BatchingConfig(batch_wait_s=2.0, max_queued_inputs=4))
+    runner = ModelRunner(config, ServiceMetrics("test"))
+    runner.load()
+    prepared_calls = []
+    real_prepare = runner.encoder.prepare
+    runner.encoder.prepare = lambda *args: prepared_calls.append(args) or real_prepare(*args)  # counts, then runs
+
+    async def scenario() -> None:
+        waiting = asyncio.create_task(runner.embed_tokens(["a", "b", "c", "d"]))  # the idle wait holds them
+        await asyncio.sleep(0.2)
+        assert runner.queued_inputs == 4
+        with pytest.raises(OverloadedError, match="too many inputs queued"):
+            await runner.embed_tokens(["e"])
+        assert len(prepared_calls) == 1  # the refused request cost no tokenising
+        assert len((await waiting).tokens) == 4
+
+    asyncio.run(scenario())
+    runner.close()
