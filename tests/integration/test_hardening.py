@@ -104,7 +104,8 @@ def timed(call) -> tuple[float, httpx.Response]:
 
 
 def test_one_huge_request_does_not_stall_everyone(service_url):
-    """2048 inputs in 8 MB, and an 8 MB single string: /health and a one-sentence request still answer in 1 s;
+    """2048 inputs in 8 MB, and an 8 MB single string: /health answers in 1 s and a one-sentence request within
+    a batch's time;
     when the huge request's client gives up, its remaining work is dropped."""
     huge = {"model": "minilm", "input": ["words of a long document " * 160] * 2048}  # 8.2 MB, 2048 × 256 tokens
     done = threading.Event()
@@ -123,7 +124,9 @@ def test_one_huge_request_does_not_stall_everyone(service_url):
     one_s, one = timed(lambda: httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": "hi"},
                                           timeout=30))
     assert health.status_code == one.status_code == 200
-    assert health_s < 1 and one_s < 1, (health_s, one_s)
+    # /health never waits; the sentence waits for the batch running (≤ 8192 tokens: ~1 s on an idle 2-core
+    # machine, up to 2-3 s on a busy CI box), not for the huge request's minutes
+    assert health_s < 1 and one_s < 3, (health_s, one_s)
     sender.join()
     deadline = time.monotonic() + 30  # the batch running when the client left finishes; nothing after it
     while (queued := metric(service_url, "rayprism_queue_depth", model="minilm")) and time.monotonic() < deadline:
