@@ -17,6 +17,7 @@ import numpy as np
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Prepared
 from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
+from rayprism.platform.models.torch_inference import inference
 
 
 class CrossEncoderScorer:
@@ -73,14 +74,13 @@ class CrossEncoderScorer:
     def score(self, items: Sequence[Prepared]) -> np.ndarray:
         scores = np.empty(len(items), dtype=np.float32)
         order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
-        if self._torch_threads and self._torch.get_num_threads() != self._torch_threads:
-            self._torch.set_num_threads(self._torch_threads)  # per calling thread, as for the text encoder
-        with self._torch.inference_mode():
+        with inference(self._torch, self._torch_threads):
             for start in range(0, len(order), self.forward_batch_size):
                 group = order[start:start + self.forward_batch_size]
                 ids = [items[i].payload[0] for i in group]
                 type_ids = [items[i].payload[1] for i in group] if self._with_token_types else None
-                arrays = padded(ids, self._pad_id, pad_left=self._pad_left, type_ids=type_ids)
+                arrays = padded(ids, self._pad_id, pad_left=self._pad_left, token_types=self._with_token_types,
+                                type_ids=type_ids)
                 features = {name: self._torch.from_numpy(array).to(self.device) for name, array in arrays.items()}
                 output = self._model({**features, "modality": "text"})["scores"].float()
                 if self._model.activation_fn is not None:

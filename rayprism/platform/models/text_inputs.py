@@ -27,21 +27,21 @@ def own_rust_tokenizer(tokenizer: Any, max_tokens: int) -> Any | None:
     return copy
 
 
-def padded(sequences: list[list[int]], pad_id: int, *, pad_left: bool,
+def padded(sequences: list[list[int]], pad_id: int, *, pad_left: bool, token_types: bool = False,
            type_ids: list[list[int]] | None = None) -> dict[str, np.ndarray]:
-    """``input_ids`` and ``attention_mask`` (int64, one row per sequence, padded to the longest), and
-    ``token_type_ids`` when ``type_ids`` are given (a pair's segments)."""
+    """``input_ids`` and ``attention_mask`` (int64, one row per sequence, padded to the longest), and with
+    ``token_types`` a ``token_type_ids`` array: ``type_ids`` (a pair's segments) where given, else zeros."""
     width = max(len(ids) for ids in sequences)
     input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
-    token_types = np.zeros((len(sequences), width), dtype=np.int64) if type_ids is not None else None
+    segments = np.zeros((len(sequences), width), dtype=np.int64) if token_types else None
     for row, ids in enumerate(sequences):
         columns = slice(width - len(ids), width) if pad_left else slice(0, len(ids))
         input_ids[row, columns] = ids
         attention_mask[row, columns] = 1
-        if token_types is not None:
-            token_types[row, columns] = type_ids[row]
+        if segments is not None and type_ids is not None:
+            segments[row, columns] = type_ids[row]
     features = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if token_types is not None:
-        features["token_type_ids"] = token_types
+    if segments is not None:
+        features["token_type_ids"] = segments
     return features

@@ -18,6 +18,7 @@ import numpy as np
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
 from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
+from rayprism.platform.models.torch_inference import inference
 
 
 class SentenceTransformerEncoder:
@@ -164,10 +165,7 @@ class SentenceTransformerEncoder:
         each pass's output (the features of every module) for the items at those positions."""
         # Longest first; where pooling skips the prompt, one forward pass holds one prompt length.
         order = sorted(range(len(items)), key=lambda i: (items[i].payload[1], -items[i].n_tokens))
-        # OpenMP thread counts are per calling thread: set them in the thread that runs forward.
-        if self._torch_threads and self._torch.get_num_threads() != self._torch_threads:
-            self._torch.set_num_threads(self._torch_threads)
-        with self._torch.inference_mode():
+        with inference(self._torch, self._torch_threads):
             for group in self._forward_groups(order, items):
                 features = self._pad([items[i].payload[0] for i in group])
                 prompt_length = items[group[0]].payload[1]
@@ -188,6 +186,5 @@ class SentenceTransformerEncoder:
 
     def _pad(self, sequences: list[list[int]]) -> dict:
         """Model inputs for one forward pass, padded on the tokenizer's side."""
-        type_ids = [[0] * len(ids) for ids in sequences] if self._with_token_types else None
-        features = padded(sequences, self._pad_id, pad_left=self._pad_left, type_ids=type_ids)
+        features = padded(sequences, self._pad_id, pad_left=self._pad_left, token_types=self._with_token_types)
         return {name: self._torch.from_numpy(array).to(self.device) for name, array in features.items()}

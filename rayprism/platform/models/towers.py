@@ -21,6 +21,7 @@ import numpy as np
 
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import Modality, Prepared, check_prompt_name
+from rayprism.platform.models.torch_inference import inference
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +113,7 @@ class TowerEncoder:
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray:
         vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
-        # OpenMP thread counts are per calling thread: set them in the thread that runs forward.
-        threads = self._runtime.torch_threads
-        if threads and self._torch.get_num_threads() != threads:
-            self._torch.set_num_threads(threads)
-        with self._torch.inference_mode():
+        with inference(self._torch, self._runtime.torch_threads):
             for group in self._forward_groups(items):
                 modality = items[group[0]].payload.modality
                 output = self._towers[modality].forward([items[i].payload.data for i in group])
