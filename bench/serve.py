@@ -13,7 +13,10 @@
    8 connections:
    - ``rayprism serve CONFIG``, then once more per ``--variant`` with keys of CONFIG
      overridden (``--variant busy:models[0].batching.batch_wait_busy_s=0.002``), so two
-     configurations are compared under the same machine load;
+     configurations are compared under the same machine load; after each load the
+     embeddings requests each replica served (two replicas behind one port:
+     ``--variant haproxy:deployment.replicas={min: 2, max: 2}`` and the same with
+     ``server.ingress=proxy``);
    - Infinity (``infinity-emb``, torch engine, the same model directory), installed on
      first use into its own venv under bench/results/ with the CPU build of torch;
    - vLLM's own OpenAI server (pooling runner, the same model directory) from the venv
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,9 +288,24 @@ def measure(service: Service, scenarios: list[Scenario], bodies: dict[str, Path]
             print(f"  {service.name}, {scenario.label}: {format_result(result)}", flush=True)
             if result["requests"] < MIN_REQUESTS:
                 print(f"  (fewer than {MIN_REQUESTS} requests finished: a noisy figure; raise --duration-s)")
+        if service.ready_line:  # a rayprism service: which replicas served
+            print(f"  {service.name}, embeddings requests served per replica: {replica_counts(service)}", flush=True)
     finally:
         stop(process)
     return results
+
+
+def replica_counts(service: Service, scrapes: int = 20) -> dict[str, int]:
+    """Each replica's own ``rayprism_requests_total`` for embeddings, by replica id: one scrape reaches
+    one replica (behind HAProxy or Serve's proxy), so scrape until every replica has answered."""
+    counts: dict[str, int] = {}
+    for _ in range(scrapes):
+        with urllib.request.urlopen(service.url("/metrics"), timeout=30) as response:
+            lines = response.read().decode().splitlines()
+        replica = next(line.split('"')[1] for line in lines if line.startswith("rayprism_replica_info{"))
+        counts[replica] = int(sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                                  if line.startswith('rayprism_requests_total{endpoint="embeddings"')))
+    return counts
 
 
 # --- report -----------------------------------------------------------------------------

@@ -28,6 +28,9 @@ class Service:
     env: dict[str, str]
     port: int
     embeddings_path: str
+    ready_line: str | None = None
+    """A line the service prints once it is ready for load, when one /health answer does not say so
+    (behind a proxy it speaks for one replica only)."""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -37,7 +40,7 @@ def rayprism_service(name: str, config: Path, port: int) -> Service:
     """``rayprism serve`` as a user starts it, without any RAY_SERVE_* settings of this shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     command = [sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(port)]
-    return Service(name, command, env, port, "/v1/embeddings")
+    return Service(name, command, env, port, "/v1/embeddings", ready_line="rayprism is serving at")
 
 
 def wait_until_port_free(port: int, timeout_s: float = 120) -> None:
@@ -75,7 +78,7 @@ def start(service: Service, log: Path, timeout_s: float = 600) -> subprocess.Pop
             raise SystemExit(f"{service.name} exited before it was ready:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(service.url("/health"), timeout=5) as response:
-                if response.status == 200:
+                if response.status == 200 and (service.ready_line is None or service.ready_line in log.read_text()):
                     return process
         except (urllib.error.URLError, OSError):
             pass

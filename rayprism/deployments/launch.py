@@ -69,10 +69,17 @@ def haproxy_env(port: int, max_replicas: int, scratch: Path) -> dict[str, str]:
     }
 
 
+def proxy_env() -> dict[str, str]:
+    """Ray settings for Ray Serve's own HTTP proxy in front of every replica (none answers HTTP itself)."""
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0", **PROXY_READINESS}
+
+
 def ingress_env(config: ServeConfig) -> dict[str, str]:
     """One replica answers on the configured port itself (no proxy hop: the fastest path on one
-    machine); several share it through HAProxy."""
+    machine); several share it through HAProxy; or Serve's proxy, when the config asks for it."""
     port, max_replicas = config.server.port, config.deployment.replicas.max
+    if config.server.ingress == "proxy":
+        return proxy_env()
     if max_replicas == 1:
         return direct_ingress_env(port, max_replicas)
     # Short: Ray adds a 56-character node id below it, and HAProxy's socket paths stop at 97 characters.
@@ -133,6 +140,11 @@ def service_url(config: ServeConfig) -> str:
     return f"http://{config.server.host}:{config.server.port}"
 
 
+def replica_answers_on_port(config: ServeConfig) -> bool:
+    """Whether the one serving replica itself listens on the configured port (no proxy, no HAProxy)."""
+    return config.server.ingress == "direct" and config.deployment.replicas.max == 1
+
+
 def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
     """Run the application on the Ray this process is connected to; returns once replicas are up.
     With direct ingress and one replica, Ray's own proxy moves aside to a free port."""
@@ -140,7 +152,7 @@ def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
 
     from rayprism.deployments.app import APP_NAME, build_application
 
-    proxy_port = 0 if direct_ingress and config.deployment.replicas.max == 1 else config.server.port
+    proxy_port = 0 if direct_ingress and replica_answers_on_port(config) else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
     application = build_application(absolute_store_paths(config))
     serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
@@ -171,8 +183,9 @@ def wait_until_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S, api_key: s
 def readiness_urls(config: ServeConfig, *, joining: bool) -> list[str]:
     """Where to ask whether the service is ready. Behind HAProxy one answer speaks for one replica,
     so each of the first ``replicas.min`` replicas is asked on its own port (ports are handed out
-    lowest first, just above the service's)."""
-    if joining or config.deployment.replicas.max == 1:
+    lowest first, just above the service's). Serve's proxy hides the replicas: its first 200 means
+    one of them is ready."""
+    if joining or config.server.ingress == "proxy" or config.deployment.replicas.max == 1:
         return [service_url(config)]
     port = config.server.port
     return [f"http://{config.server.host}:{port + 1 + index}" for index in range(config.deployment.replicas.min)]

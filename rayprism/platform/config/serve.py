@@ -104,6 +104,12 @@ class ServerConfig(StrictModel):
     api_key_routes: Literal["v1", "all"] = "v1"
     """Where a key is needed: every ``/v1`` route (``/health``, ``/metrics`` and ``/docs`` stay open
     for probes and scrapers), or all routes."""
+    ingress: Literal["direct", "proxy"] = "direct"
+    """How HTTP reaches the serving replicas when ``rayprism serve`` starts Ray itself: ``direct``,
+    each replica answers HTTP (Ray Serve's direct ingress: one replica on ``port``, several behind
+    Ray's bundled HAProxy on ``port``); ``proxy``, Ray Serve's own HTTP proxy on ``port`` forwards
+    every request to a replica (one more hop; docs/benchmarks.md measures both). A running cluster
+    that ``rayprism serve --address`` joins keeps its own setting."""
 
     def resolved_api_keys(self) -> list[str]:
         """The configured keys and those in ``$RAYPRISM_API_KEYS`` of this process."""
