@@ -297,7 +297,7 @@ def measure(service: Service, scenarios: list[Scenario], bodies: dict[str, Path]
 
 def replica_counts(service: Service, scrapes: int = 20) -> dict[str, int]:
     """Each replica's own ``rayprism_requests_total`` for embeddings, by replica id: one scrape reaches
-    one replica (behind HAProxy or Serve's proxy), so scrape until every replica has answered."""
+    one replica (behind HAProxy or Serve's proxy), so scrape often enough that every replica answers."""
     counts: dict[str, int] = {}
     for _ in range(scrapes):
         with urllib.request.urlopen(service.url("/metrics"), timeout=30) as response:

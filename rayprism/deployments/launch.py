@@ -80,7 +80,7 @@ def ingress_env(config: ServeConfig) -> dict[str, str]:
     port, max_replicas = config.server.port, config.deployment.replicas.max
     if config.server.ingress == "proxy":
         return proxy_env()
-    if max_replicas == 1:
+    if replica_answers_on_port(config):
         return direct_ingress_env(port, max_replicas)
     # Short: Ray adds a 56-character node id below it, and HAProxy's socket paths stop at 97 characters.
     # The port makes it this service's own.
@@ -185,7 +185,7 @@ def readiness_urls(config: ServeConfig, *, joining: bool) -> list[str]:
     so each of the first ``replicas.min`` replicas is asked on its own port (ports are handed out
     lowest first, just above the service's). Serve's proxy hides the replicas: its first 200 means
     one of them is ready."""
-    if joining or config.server.ingress == "proxy" or config.deployment.replicas.max == 1:
+    if joining or config.server.ingress == "proxy" or replica_answers_on_port(config):
         return [service_url(config)]
     port = config.server.port
     return [f"http://{config.server.host}:{port + 1 + index}" for index in range(config.deployment.replicas.min)]
