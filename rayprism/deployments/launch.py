@@ -18,7 +18,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.config.serve import API_KEYS_VARIABLE
@@ -74,13 +74,22 @@ def proxy_env() -> dict[str, str]:
     return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0", **PROXY_READINESS}
 
 
-def ingress_env(config: ServeConfig) -> dict[str, str]:
-    """One replica answers on the configured port itself (no proxy hop: the fastest path on one
-    machine); several share it through HAProxy; or Serve's proxy, when the config asks for it."""
-    port, max_replicas = config.server.port, config.deployment.replicas.max
+def ingress_path(config: ServeConfig) -> Literal["direct", "haproxy", "proxy"]:
+    """What listens on the configured port when this process starts Ray: the one replica itself
+    (no proxy hop: the fastest path on one machine), Ray's HAProxy in front of several replicas, or
+    Serve's own proxy, when the config asks for it."""
     if config.server.ingress == "proxy":
+        return "proxy"
+    return "direct" if config.deployment.replicas.max == 1 else "haproxy"
+
+
+def ingress_env(config: ServeConfig) -> dict[str, str]:
+    """The Ray settings for the config's ingress path."""
+    port, max_replicas = config.server.port, config.deployment.replicas.max
+    path = ingress_path(config)
+    if path == "proxy":
         return proxy_env()
-    if replica_answers_on_port(config):
+    if path == "direct":
         return direct_ingress_env(port, max_replicas)
     # Short: Ray adds a 56-character node id below it, and HAProxy's socket paths stop at 97 characters.
     # The port makes it this service's own.
@@ -140,11 +149,6 @@ def service_url(config: ServeConfig) -> str:
     return f"http://{config.server.host}:{config.server.port}"
 
 
-def replica_answers_on_port(config: ServeConfig) -> bool:
-    """Whether the one serving replica itself listens on the configured port (no proxy, no HAProxy)."""
-    return config.server.ingress == "direct" and config.deployment.replicas.max == 1
-
-
 def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
     """Run the application on the Ray this process is connected to; returns once replicas are up.
     With direct ingress and one replica, Ray's own proxy moves aside to a free port."""
@@ -152,7 +156,7 @@ def deploy(config: ServeConfig, *, direct_ingress: bool) -> None:
 
     from rayprism.deployments.app import APP_NAME, build_application
 
-    proxy_port = 0 if direct_ingress and replica_answers_on_port(config) else config.server.port
+    proxy_port = 0 if direct_ingress and ingress_path(config) == "direct" else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
     application = build_application(absolute_store_paths(config))
     serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
@@ -185,7 +189,7 @@ def readiness_urls(config: ServeConfig, *, joining: bool) -> list[str]:
     so each of the first ``replicas.min`` replicas is asked on its own port (ports are handed out
     lowest first, just above the service's). Serve's proxy hides the replicas: its first 200 means
     one of them is ready."""
-    if joining or config.server.ingress == "proxy" or replica_answers_on_port(config):
+    if joining or ingress_path(config) != "haproxy":
         return [service_url(config)]
     port = config.server.port
     return [f"http://{config.server.host}:{port + 1 + index}" for index in range(config.deployment.replicas.min)]
