@@ -25,8 +25,14 @@ def test_shipped_serve_yaml_is_the_documented_local_default():
     assert (docs.name, docs.model, docs.fields) == ("docs", "minilm", {"source": "varchar", "heading": "varchar"})
     assert config.seed.collection == "docs" and "README.md" in config.seed.files
     # beyond the docs collection, the file only adds what this 2-core machine wants on top of the defaults
+    assert (config.deployment.replicas.min, config.deployment.num_cpus, model.torch_threads) == (2, 0.5, 1)
     plain = config.model_copy(
-        update={"models": [model.model_copy(update={"torch_threads": None})], "collections": [], "seed": None}
+        update={
+            "models": [model.model_copy(update={"torch_threads": None})],
+            "deployment": ServeConfig().deployment,
+            "collections": [],
+            "seed": None,
+        }
     )
     assert plain == ServeConfig()
 
