@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rayprism.numba_kernels import partition_means
+from rayprism.platform.threads import one_blas_thread
 
 _MAX_K_SIM = 16
 _BATCH_BYTES = 64 << 20  # projected token vectors per batch: bounds memory for any corpus size
@@ -118,7 +119,8 @@ def encode_documents(tokens: np.ndarray, offsets: np.ndarray, cfg: FDEConfig) ->
 
 def encode_query(tokens: np.ndarray, cfg: FDEConfig) -> np.ndarray:
     """float32[output_dim] for one query's tokens (float32[t, dim], L2-normalised)."""
-    return encode_queries(tokens, np.array([0, len(tokens)]), cfg)[0]
+    with one_blas_thread():  # a search's step: see rayprism.platform.threads
+        return encode_queries(tokens, np.array([0, len(tokens)]), cfg)[0]
 
 
 def encode_document(tokens: np.ndarray, cfg: FDEConfig) -> np.ndarray:

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
+from rayprism.platform.threads import one_blas_thread
+
 Hits = list[tuple[Any, float]]
 """``(id, score)`` best first; a higher score is better in every route."""
 
@@ -138,7 +140,7 @@ class DenseRoute:
 
     def top_k(self, query: Any, k: int, allowed: np.ndarray | None = None) -> Hits:
         vector = self.prepare(np.asarray(query)[None, :])[0]
-        with self._rows.lock:
+        with self._rows.lock, one_blas_thread():  # beside numba's kernels: see rayprism.platform.threads
             used = self._rows.used
             return self._rows.best(self._matrix[:used] @ vector, self._rows.eligible(allowed), k)
 
