@@ -1,4 +1,4 @@
-"""Hot loops compiled with numba: bit packing, Hamming and int8 top-k, MaxSim, MUVERA partition
+"""Hot loops compiled with numba: bit packing, Hamming, float32 and int8 top-k, MaxSim, MUVERA partition
 means, filter masks.
 
 Milvus Lite has no binary or int8 vector fields, so rayprism's compressed search tiers
@@ -10,6 +10,7 @@ compiles once per machine (``cache=True``). This package imports nothing from ra
 from rayprism.numba_kernels._bits import pack_bits
 from rayprism.numba_kernels._filter import Cmp, ColumnArrays, FilterProgram, Op, mask_from_columns
 from rayprism.numba_kernels._hamming import MISSING_DISTANCE, hamming_topk
+from rayprism.numba_kernels._inner import dot_topk
 from rayprism.numba_kernels._int8 import int8_dot_topk
 from rayprism.numba_kernels._maxsim import maxsim
 from rayprism.numba_kernels._partitions import partition_means
@@ -20,6 +21,7 @@ __all__ = [
     "ColumnArrays",
     "FilterProgram",
     "Op",
+    "dot_topk",
     "hamming_topk",
     "int8_dot_topk",
     "mask_from_columns",

@@ -10,15 +10,10 @@ folds the step into the query once and never materialises a float matrix.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
 
 from rayprism.numba_kernels._checks import as_k, as_mask, as_matrix, same_width
-from rayprism.numba_kernels._dot import dots
-from rayprism.numba_kernels._topk import chunk_count, insert, merge
-
-_QUERY_BLOCK = 256
+from rayprism.numba_kernels._inner import inner_topk
 
 
 def int8_dot_topk(
@@ -44,37 +39,4 @@ def int8_dot_topk(
     step = np.where(high > low, (high - low) / 255, 1).astype(np.float32)
     scaled = queries * step
     bias = (queries.astype(np.float64) @ (low + 128.5 * step).astype(np.float64)).astype(np.float32)
-    chunks = chunk_count(len(codes), numba.get_num_threads())
-    ids = np.empty((len(scaled), k), dtype=np.int64)
-    scores = np.empty((len(scaled), k), dtype=np.float32)
-    for start in range(0, len(scaled), _QUERY_BLOCK):
-        block = slice(start, start + _QUERY_BLOCK)
-        keys, rows = _scan(codes, scaled[block], bias[block], k, allowed, chunks)
-        negated, ids[block] = merge(keys, rows)
-        scores[block] = -negated
-    return ids, scores
-
-
-@njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, cache=True)
-def _scan(codes, scaled, bias, k, allowed, chunks):
-    """Per-chunk top-k buffers of negated scores (smaller is better, as :mod:`._topk` wants).
-
-    Each code row is read once for all queries (four at a time, see :mod:`._dot`).
-    """
-    n = len(codes)
-    m = len(scaled)
-    keys = np.full((chunks, m, k), np.inf, dtype=np.float32)
-    ids = np.full((chunks, m, k), -1, dtype=np.int64)
-    for chunk in prange(chunks):
-        totals = np.empty(m, dtype=np.float32)
-        worst = np.full(m, np.inf, dtype=np.float32)
-        for row in range(chunk * n // chunks, (chunk + 1) * n // chunks):
-            if allowed is not None and not allowed[row]:
-                continue
-            dots(scaled, codes[row], totals)
-            for query in range(m):
-                key = -(totals[query] + bias[query])
-                if key < worst[query]:
-                    insert(keys[chunk, query], ids[chunk, query], key, row)
-                    worst[query] = keys[chunk, query, k - 1]
-    return keys, ids
+    return inner_topk(codes, scaled, bias, k, allowed)

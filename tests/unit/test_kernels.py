@@ -12,6 +12,7 @@ from rayprism.numba_kernels import (
     ColumnArrays,
     FilterProgram,
     Op,
+    dot_topk,
     hamming_topk,
     int8_dot_topk,
     mask_from_columns,
@@ -144,6 +145,37 @@ def test_int8_dot_topk_breaks_ties_by_lower_id_and_fills():
     assert (ids == -1).all() and np.isneginf(scores).all()
     ids, scores = int8_dot_topk(codes[:0], ranges, queries[:0], 2)
     assert ids.shape == scores.shape == (0, 2)
+
+
+@pytest.mark.parametrize("k", [20, 300])  # sorted buffers, and scoring every row then selecting (k > 256)
+@pytest.mark.parametrize("m", [1, 6])
+def test_dot_topk_matches_numpy(m, k):
+    matrix = rng.standard_normal((3000, 48)).astype(np.float32)
+    queries = rng.standard_normal((m, 48)).astype(np.float32)
+    allowed = rng.random(len(matrix)) < 0.5
+    exact = queries.astype(np.float64) @ matrix.T.astype(np.float64)
+    for mask in (None, allowed):
+        ids, scores = dot_topk(matrix, queries, k, mask)
+        _, negated = reference_topk(-exact, k, mask, np.inf)
+        np.testing.assert_allclose(scores, -negated, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.take_along_axis(exact, ids, axis=1), -negated, rtol=1e-5, atol=1e-4)
+        if mask is not None:
+            assert mask[ids].all()
+
+
+@pytest.mark.parametrize("k", [30, 400])
+def test_dot_topk_breaks_ties_by_lower_id_and_fills(k):
+    patterns = rng.integers(-3, 4, (3, 16)).astype(np.float32)  # small integers: exact sums, exact ties
+    repeated = patterns[rng.integers(0, 3, 2000)]
+    queries = rng.integers(-3, 4, (2, 16)).astype(np.float32)
+    ids, _ = dot_topk(repeated, queries, k)
+    np.testing.assert_array_equal(ids, reference_topk(-(queries @ repeated.T), k, None, np.inf)[0])
+    ids, scores = dot_topk(patterns, queries, k)
+    assert (ids[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    ids, scores = dot_topk(patterns, queries, k, np.zeros(3, bool))
+    assert (ids == -1).all() and np.isneginf(scores).all()
+    ids, scores = dot_topk(patterns[:0], queries[:0], k)
+    assert ids.shape == scores.shape == (0, k)
 
 
 def test_int8_dot_topk_checks_ranges():
