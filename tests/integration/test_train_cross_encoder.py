@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.models.registry import load_encoder
@@ -84,3 +85,41 @@ def test_one_worker_trains_a_reranker_that_serves_as_it_loads(ray_session, tiny_
                              for query in [q["query"] for q in queries[:4]]])
     np.testing.assert_allclose(scores, reference, atol=1e-5)
     assert np.ptp(reference) > 0.5  # scores apart, not one constant
+
+
+def test_two_workers_rerank_given_candidates_as_the_exported_model_does(ray_session, tiny_model_path, tmp_path):
+    """Evaluation split across 2 workers (DDP training, all-gathered scores) on candidates the queries file
+    lists: the run's last scores equal the exported reranker's, scored here in one process."""
+    from rayprism.platform.models.cross_encoder import CrossEncoderScorer
+    from rayprism.trainers.cross_encoder import rerank_scores, reranked
+    from rayprism.trainers.data import read_evaluation
+    from rayprism.trainers.evaluation import score_rankings
+    from rayprism.trainers.run import execute
+
+    rng = np.random.default_rng(0)
+    queries = read_jsonl(DATA / "debian-sample-queries.jsonl")
+    ids = [str(row["id"]) for row in read_jsonl(DATA / "debian-sample.jsonl")]
+    with (tmp_path / "queries.jsonl").open("w") as file:
+        for query in queries:
+            others = [doc_id for doc_id in rng.permutation(ids)[:12].tolist() if doc_id != str(query["doc_id"])]
+            hits = others[:11]
+            hits.insert(int(rng.integers(12)), str(query["doc_id"]))
+            file.write(json.dumps({**query, "hits": hits}) + "\n")
+    config = tiny_config(
+        tmp_path, tiny_model_path, name="given", objective="cross_encoder",
+        cross_encoder={"candidates": 12, "candidates_field": "hits"}, hard_negatives=None,
+        evaluation={"queries": str(tmp_path / "queries.jsonl"), "at_start": False},
+        training={"batch_size": 8, "epochs": 1, "learning_rate": 1e-3},
+    )
+    summary = execute(config, echo=lambda line: None)
+    assert summary.steps == 5 and [e.get("label") or e["epoch"] for e in summary.evaluations] == [
+        "given candidates (hits)", 1]
+
+    evaluation = read_evaluation(config.evaluation, candidates_field="hits", candidates=12)
+    assert evaluation.candidates.shape == (40, 12) and (evaluation.candidates >= 0).all()
+    given = score_rankings(evaluation.candidates, evaluation.relevant).as_dict()
+    assert summary.evaluations[0]["metrics"] == given
+    scorer = CrossEncoderScorer(summary.output)
+    scores = rerank_scores(scorer, evaluation.queries, evaluation.candidates, evaluation.corpus)
+    here = score_rankings(reranked(evaluation.candidates, scores), evaluation.relevant).as_dict()
+    assert summary.evaluations[-1]["metrics"] == pytest.approx(here, abs=1e-9)
