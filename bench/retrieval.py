@@ -1,6 +1,6 @@
 """Retrieval quality and latency of collections served over HTTP, on the Debian set.
 
-    python bench/retrieval.py [--corpus 10k] [--latency-queries 300] [--model DIR]
+    python bench/retrieval.py [--corpus 10k] [--latency-queries 300] [--model DIR] [--reranker DIR]
 
 In one run:
 1. starts ``rayprism serve`` with a ``debian`` collection in a fresh Milvus Lite file;
@@ -18,6 +18,11 @@ In one run:
 
 ``--model`` serves another model (e.g. one ``rayprism train`` wrote) under the same name, and
 the plain script then encodes with it too.
+
+``--reranker`` serves a cross-encoder (``kind: reranker``, e.g. one ``rayprism train`` wrote with
+``objective: cross_encoder``) beside it; the dev queries are then also scored by hybrid search (default
+fusion) with a ``rerank`` stage over the best ``--rerank-candidates`` hits (20 and 50 by default), and
+step 4 times those searches too, interleaved with hybrid alone: their p50/p99 and what the stage adds.
 
 Needs ../shared/data/debian/ and, for the server column, the ``milvus`` package (the dev extra).
 """
@@ -57,6 +62,19 @@ CONFIGS = [
     ("hybrid weighted 0.5/0.5 (the default)", {"mode": "hybrid"}),
     ("hybrid weighted 0.3/0.7", {"mode": "hybrid", "fusion": {"type": "weighted", "weights": {"dense": 0.3, "sparse": 0.7}}}),
 ]
+
+
+RERANKER = "reranker"
+"""The served name of ``--reranker``."""
+
+
+def reranked_name(candidates: int) -> str:
+    return f"hybrid (default fusion) + rerank {candidates}"
+
+
+def reranked_options(candidates: int) -> dict:
+    """Hybrid search whose best ``candidates`` hits after fusion the reranker rescores."""
+    return {"mode": "hybrid", "rerank": {"model": RERANKER, "candidates": candidates}}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -101,7 +119,12 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", default=None, help="model source to serve (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--reranker", default=None,
+                        help="a cross-encoder directory: also score and time hybrid + a rerank stage")
+    parser.add_argument("--rerank-candidates", default="20,50",
+                        help="comma-separated: hits the rerank stage rescores, one row each (default 20,50)")
     args = parser.parse_args()
+    rerank_candidates = [int(value) for value in args.rerank_candidates.split(",")] if args.reranker else []
     if not DATA.exists():
         raise SystemExit(f"needs the Debian retrieval set in {DATA}")
 
@@ -118,6 +141,10 @@ def main() -> None:
         "store": {"uri": str(store)},
         "collections": [{"name": "debian", "fields": FIELDS}],
     }
+    if args.reranker:
+        config["models"].append({"name": RERANKER, "kind": "reranker", "source": args.reranker,
+                                 "torch_threads": os.cpu_count()})
+    configs = CONFIGS + [(reranked_name(n), reranked_options(n)) for n in rerank_candidates]
     config_path = work / "serve.yaml"
     config_path.write_text(json.dumps(config))
 
@@ -132,7 +159,7 @@ def main() -> None:
             ingest = client.ingest("debian", documents, batch_size=args.batch_size)
             print(f"ingested {ingest.upserted} docs through HTTP: {ingest.docs_per_s:.1f} docs/s", flush=True)
             time.sleep(3)  # the store seals fresh rows a second after the last write
-            for name, options in CONFIGS:
+            for name, options in configs:
                 ranked = [[h["id"] for h in client.search("debian", q["query"], k=10, **options)["results"]]
                           for q in queries]
                 results[name] = scores(ranked, targets)
@@ -145,9 +172,12 @@ def main() -> None:
             print(f"hybrid + section filter: MRR@10 {reachable[0]:.3f} R@10 {reachable[2]:.3f}", flush=True)
 
         latencies, filtered_latencies = [], []
+        reranked_latencies: dict[int, list[float]] = {n: [] for n in rerank_candidates}
         with httpx.Client(base_url=url, timeout=60) as http:
-            for q in queries[: args.latency_queries]:  # interleaved, so both see the same machine
-                for extra, timings in (({}, latencies), ({"filter": f'section == "{q["section"]}"'}, filtered_latencies)):
+            for q in queries[: args.latency_queries]:  # interleaved, so all see the same machine
+                timed = [({}, latencies), ({"filter": f'section == "{q["section"]}"'}, filtered_latencies),
+                         *((reranked_options(n), reranked_latencies[n]) for n in rerank_candidates)]
+                for extra, timings in timed:
                     started = time.perf_counter()
                     response = http.post("/v1/collections/debian/search", json={"query": q["query"], "k": 10, **extra})
                     timings.append(time.perf_counter() - started)
@@ -181,6 +211,17 @@ def main() -> None:
           f"{percentile_ms(latencies, 99) / percentile_ms(baseline_latencies, 99):.2f} |")
     print(f"| ingest, docs/s (plain: encode only) | {ingest.docs_per_s:.1f} | {baseline_ingest:.1f} | "
           f"{ingest.docs_per_s / baseline_ingest:.2f} |")
+    if rerank_candidates:
+        print(f"\n| search through HTTP, {len(latencies)} queries interleaved | p50 ms | p99 ms | added p50 ms "
+              "| added p99 ms | MRR@10 |")
+        print("|---|---|---|---|---|---|")
+        hybrid_p99 = percentile_ms(latencies, 99)
+        print(f"| hybrid (default fusion) | {ours_p50:.1f} | {hybrid_p99:.1f} | — | — | "
+              f"{results['hybrid weighted 0.5/0.5 (the default)'][0]:.3f} |")
+        for n, timings in reranked_latencies.items():
+            p50, p99 = percentile_ms(timings, 50), percentile_ms(timings, 99)
+            print(f"| {reranked_name(n)} | {p50:.1f} | {p99:.1f} | {p50 - ours_p50:+.1f} | {p99 - hybrid_p99:+.1f} | "
+                  f"{results[reranked_name(n)][0]:.3f} |")
     print("\n| one search in process, p50 ms | rayprism's in-memory mirror | Milvus Lite | ratio "
           "| Milvus server (store's server path) | mirror ÷ server |")
     print("|---|---|---|---|---|---|")

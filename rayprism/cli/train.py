@@ -21,11 +21,14 @@ def train(
     ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Fine-tune an embedding model on a Ray cluster of CPU or GPU workers (Ray Train).
+    """Fine-tune an embedding model or a reranker on a Ray cluster of CPU or GPU workers (Ray Train).
 
     Reads query–document pairs with Ray Data, mines hard negatives with the base model, trains with
     in-batch negatives gathered across workers, scores held-out queries each epoch, and writes a
-    sentence-transformers directory with a model card. The run (checkpoints, mining cache) lives in
+    sentence-transformers directory with a model card. With objective: cross_encoder it trains a
+    reranker instead (binary cross-entropy on positives and hard negatives mined by the base
+    bi-encoder), scored by reranking each held-out query's candidates; serve it as kind: reranker
+    (configs/train-reranker-debian.yaml). The run (checkpoints, mining cache) lives in
     <checkpoints.storage_path>/<name>: running the same file again resumes from its last checkpoint.
     Relative paths in the file are relative to the file's own directory.
     """
@@ -42,11 +45,11 @@ def train(
                f"({', '.join(f'{name[:-2]} {value:.0f} s' for name, value in summary.timings.items())})"
                + (f"; {summary.attempts} attempts" if summary.attempts > 1 else ""))
     if summary.evaluations:
-        from rayprism.trainers.evaluation import METRICS
+        from rayprism.trainers.evaluation import METRICS, evaluation_label
 
         for evaluation in summary.evaluations:
-            label = "base model" if evaluation["epoch"] == 0 else f"epoch {evaluation['epoch']}"
-            typer.echo(f"  {label}: " + "  ".join(f"{name} {evaluation['metrics'][name]:.4f}" for name in METRICS))
+            typer.echo(f"  {evaluation_label(evaluation)}: "
+                       + "  ".join(f"{name} {evaluation['metrics'][name]:.4f}" for name in METRICS))
     typer.echo(f"model: {summary.output}")
 
 

@@ -244,24 +244,30 @@ class EvaluationSet:
     """Each query's relevant document as a row of ``corpus``."""
     corpus: list[str]
     query_modality: str = "text"
+    candidates: np.ndarray | None = None
+    """For a reranker: each query's candidates, best first, as rows of ``corpus`` (-1 pads a short list)."""
 
     def __len__(self) -> int:
         return len(self.queries)
 
 
-def read_evaluation(config: EvaluationConfig) -> EvaluationSet:
+def read_evaluation(config: EvaluationConfig, *, candidates_field: str | None = None,
+                    candidates: int | None = None) -> EvaluationSet:
+    """The held-out queries and their relevant documents; with ``candidates_field``, also each query's
+    listed candidate ids (the first ``candidates`` of them) as corpus rows."""
     corpus = read_corpus(config.corpus)
     fmt = "parquet" if config.queries.endswith(".parquet") else "jsonl"
     dataset = read_dataset(config.queries, fmt)
-    for name in (config.query_field, config.doc_id_field):
+    columns = [config.query_field, config.doc_id_field, *([candidates_field] if candidates_field else [])]
+    for name in columns:
         if name not in dataset.columns():
             raise ConfigError(f"evaluation queries {config.queries}: no column {name!r} (columns: {dataset.columns()})")
-    queries, relevant, unknown = [], [], 0
+    queries, relevant, listed, unknown, unknown_candidates = [], [], [], 0, 0
     root = str(Path(config.queries).parent)
-    for batch in dataset.select_columns([config.query_field, config.doc_id_field]).iter_batches(
-            batch_format="pyarrow", batch_size=None):
-        for query, doc_id in zip(batch.column(config.query_field).to_pylist(),
-                                 batch.column(config.doc_id_field).to_pylist()):
+    for batch in dataset.select_columns(columns).iter_batches(batch_format="pyarrow", batch_size=None):
+        given = batch.column(candidates_field).to_pylist() if candidates_field else None
+        for index, (query, doc_id) in enumerate(zip(batch.column(config.query_field).to_pylist(),
+                                                    batch.column(config.doc_id_field).to_pylist())):
             row = corpus.row(doc_id)
             if row is None or query is None:
                 unknown += 1
@@ -270,6 +276,10 @@ def read_evaluation(config: EvaluationConfig) -> EvaluationSet:
                 query = os.path.join(root, query)
             queries.append(query)
             relevant.append(row)
+            if given is not None:
+                rows = [corpus.row(value) for value in (given[index] or [])[:candidates]]
+                unknown_candidates += sum(row is None for row in rows)
+                listed.append([row for row in rows if row is not None])
             if config.max_queries is not None and len(queries) == config.max_queries:
                 break
         if config.max_queries is not None and len(queries) == config.max_queries:
@@ -277,4 +287,18 @@ def read_evaluation(config: EvaluationConfig) -> EvaluationSet:
     if unknown:
         raise ConfigError(f"evaluation queries {config.queries}: {unknown} rows have no query or name a document "
                           f"that is not in {config.corpus.path}")
-    return EvaluationSet(queries, np.array(relevant, dtype=np.int64), corpus.texts, config.query_modality)
+    if unknown_candidates:
+        raise ConfigError(f"evaluation queries {config.queries}: {unknown_candidates} ids in {candidates_field!r} "
+                          f"are not in {config.corpus.path}")
+    result = EvaluationSet(queries, np.array(relevant, dtype=np.int64), corpus.texts, config.query_modality)
+    if candidates_field:
+        result.candidates = padded_rows(listed, candidates or max(map(len, listed), default=0))
+    return result
+
+
+def padded_rows(lists: list[list[int]], width: int) -> np.ndarray:
+    """Lists of rows as one (len(lists), width) int64 array, -1 where a list is short."""
+    rows = np.full((len(lists), width), -1, dtype=np.int64)
+    for index, values in enumerate(lists):
+        rows[index, : len(values[:width])] = values[:width]
+    return rows

@@ -66,3 +66,10 @@ def score_rankings(ranked: np.ndarray, relevant: np.ndarray) -> RetrievalScores:
 
 def evaluate_vectors(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: np.ndarray) -> RetrievalScores:
     return score_rankings(top_k(query_vectors, corpus_vectors, 10), relevant)
+
+
+def evaluation_label(evaluation: dict) -> str:
+    """How an evaluation record is named in the model card and the CLI's summary."""
+    if evaluation.get("label"):
+        return evaluation["label"]
+    return "base model" if evaluation["epoch"] == 0 else f"epoch {evaluation['epoch']}"

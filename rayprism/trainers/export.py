@@ -1,9 +1,10 @@
-"""The trained model as a directory ``serve``, ``embed`` and ``SentenceTransformer(path)`` all load.
+"""The trained model as a directory ``serve``, ``embed`` and ``SentenceTransformer(path)`` all load
+(a reranker: ``serve`` as ``kind: reranker`` and ``CrossEncoder(path)``).
 
 The checkpoint already holds a sentence-transformers directory (modules, pooling, normalisation,
-prompts); export copies it into place atomically and adds a model card (``README.md``: base model,
-data, loss, metrics) and ``training.json`` (the same facts for programs, including the Matryoshka
-dimensions the model was trained for).
+prompts; or a CrossEncoder's); export copies it into place atomically and adds a model card
+(``README.md``: base model, data, loss, metrics) and ``training.json`` (the same facts for programs,
+including the Matryoshka dimensions the model was trained for).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayprism.trainers.evaluation import METRICS
+from rayprism.trainers.evaluation import METRICS, evaluation_label
 
 TRAINING_RECORD = "training.json"
 
@@ -30,22 +31,26 @@ class ModelCard:
     matryoshka_dimensions: list[int] | None = None
     starbucks: list[list[int]] | None = None
     image_text: bool = False
+    reranker: bool = False
+    """A cross-encoder (``objective: cross_encoder``)."""
     extra: dict = field(default_factory=dict)
 
     def record(self) -> dict:
         return {
             "name": self.name, "base_model": self.base_model, "data": self.data, "loss": self.loss,
             "training": self.training, "evaluations": self.evaluations,
-            "matryoshka_dimensions": self.matryoshka_dimensions, "starbucks": self.starbucks, **self.extra,
+            "matryoshka_dimensions": self.matryoshka_dimensions, "starbucks": self.starbucks,
+            "objective": "cross_encoder" if self.reranker else "bi_encoder", **self.extra,
         }
 
     def markdown(self) -> str:
+        task = ("text-ranking" if self.reranker else "zero-shot-image-classification" if self.image_text
+                else "sentence-similarity")
         tags = ["sentence-transformers", "rayprism", "ray-train",
-                "image-text" if self.image_text else "sentence-similarity"]
+                *(["cross-encoder", "reranker"] if self.reranker else []), "image-text" if self.image_text else task]
         if self.matryoshka_dimensions or self.starbucks:
             tags.append("matryoshka")
-        front = ["---", "library_name: sentence-transformers",
-                 f"pipeline_tag: {'zero-shot-image-classification' if self.image_text else 'sentence-similarity'}",
+        front = ["---", "library_name: sentence-transformers", f"pipeline_tag: {task}",
                  f"base_model: {self.base_model}", "tags:", *(f"- {tag}" for tag in tags)]
         if self.matryoshka_dimensions:
             front.append(f"matryoshka_dimensions: {json.dumps(self.matryoshka_dimensions)}")
@@ -64,18 +69,27 @@ class ModelCard:
             lines += [f"Trained as a Starbucks 2D Matryoshka model: (layers, dimensions) {self.starbucks}.", ""]
         lines += ["## Training", "", *(f"- {key}: {_shown(value)}" for key, value in self.training.items()), ""]
         if self.evaluations:
-            lines += ["## Evaluation", "", "Exact dense search (cosine) of the held-out queries over the evaluation "
-                      "corpus, as the rayprism service searches.", "",
+            method = ("Each held-out query's candidates (first row: in their own order) reranked by the model's "
+                      "scores, as the rayprism service's rerank stage orders them." if self.reranker else
+                      "Exact dense search (cosine) of the held-out queries over the evaluation corpus, as the "
+                      "rayprism service searches.")
+            lines += ["## Evaluation", "", method, "",
                       "| model | step | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
             for evaluation in self.evaluations:
-                label = "base model" if evaluation["epoch"] == 0 else f"epoch {evaluation['epoch']}"
                 metrics = evaluation["metrics"]
-                lines.append(f"| {label} | {evaluation['step']} | "
+                lines.append(f"| {evaluation_label(evaluation)} | {evaluation['step']} | "
                              + " | ".join(f"{metrics[name]:.4f}" for name in METRICS) + " |")
             lines.append("")
-        lines += ["## Usage", "", "```yaml", "# serve.yaml", "models:", f"  - name: {self.name}",
-                  "    source: <this directory>", "```", "", "```python", "from sentence_transformers import "
-                  "SentenceTransformer", "", 'model = SentenceTransformer("<this directory>")', "```", ""]
+        if self.reranker:
+            lines += ["## Usage", "", "```yaml", "# serve.yaml: POST /v1/rerank, and the rerank stage of a search",
+                      "models:", f"  - name: {self.name}", "    kind: reranker", "    source: <this directory>", "```",
+                      "", "```python", "from sentence_transformers import CrossEncoder", "",
+                      'model = CrossEncoder("<this directory>")',
+                      'scores = model.predict([("query", "a document"), ("query", "another")])', "```", ""]
+        else:
+            lines += ["## Usage", "", "```yaml", "# serve.yaml", "models:", f"  - name: {self.name}",
+                      "    source: <this directory>", "```", "", "```python", "from sentence_transformers import "
+                      "SentenceTransformer", "", 'model = SentenceTransformer("<this directory>")', "```", ""]
         return "\n".join(lines)
 
 

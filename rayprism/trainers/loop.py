@@ -2,9 +2,11 @@
 
 Each worker loads the model (from the last checkpoint when the run is resumed or a worker was
 replaced), wraps it with ``ray.train.torch.prepare_model`` (DDP when there are several workers),
-and takes its shard of the pairs from Ray Data. A step embeds the worker's queries, positives and
-negatives in length-sorted forward passes, gathers every worker's embeddings for the loss (see
-:mod:`rayprism.trainers.losses`), and steps AdamW under a linear warm-up/decay schedule.
+and takes its shard of the pairs from Ray Data. What a step computes is the objective's
+:class:`Worker`: the bi-encoder's embeds the worker's queries, positives and negatives in
+length-sorted forward passes and gathers every worker's embeddings for InfoNCE (see
+:mod:`rayprism.trainers.losses`); the cross-encoder's scores (query, document) pairs
+(:mod:`rayprism.trainers.cross_encoder`). Both step AdamW under a linear warm-up/decay schedule.
 
 Every ``checkpoints.every_steps`` steps, after each evaluation and at the end, rank 0 saves a
 checkpoint (the sentence-transformers directory, optimizer and schedule, the step reached) and
@@ -79,7 +81,6 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
 
     from rayprism.platform.config import TrainConfig
-    from rayprism.trainers.losses import ContrastiveLoss, views_for
 
     job = TrainConfig.model_validate(config["job"])
     plan = RunPlan(**config["plan"])
@@ -89,24 +90,20 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.training.seed + rank)
 
+    worker_class = worker_for(job)
     checkpoint = ray.train.get_checkpoint()
     state = TrainerState()
     optimizer_state = None
     if checkpoint is None:
-        worker = _Worker(job, plan, rank, size, plan.model_path, progress)
+        worker = worker_class(job, plan, rank, size, plan.model_path, progress)
     else:
         with checkpoint.as_directory() as directory:  # the model is read into memory inside the block
             state = TrainerState.load(Path(directory) / STATE_FILE)
             optimizer_state = torch.load(Path(directory) / OPTIMIZER_FILE, weights_only=False)
-            worker = _Worker(job, plan, rank, size, str(Path(directory) / MODEL_DIR), progress)
+            worker = worker_class(job, plan, rank, size, str(Path(directory) / MODEL_DIR), progress)
     state.attempts += 1
 
-    loss_fn = ContrastiveLoss(
-        views_for(job.loss, model_dimensions=worker.model.dimensions, model_layers=worker.model.layers),
-        temperature=job.loss.temperature, symmetric=job.loss.symmetric or worker.model.is_image_text,
-        gather=job.loss.gather_across_workers,
-    )
-    worker.prepare(loss_fn, optimizer_state)
+    worker.prepare(optimizer_state)
     worker.say(f"worker group of {size} started (attempt {state.attempts}) at step {state.step} of "
                f"{plan.total_steps}" + (f", from {checkpoint.path}" if checkpoint is not None else ""))
 
@@ -165,39 +162,54 @@ def train_loop_per_worker(config: dict) -> None:
         worker.report(state, with_checkpoint=True)
 
 
-class _Worker:
-    """One worker's model, optimizer and step, kept apart from the loop's bookkeeping."""
+def worker_for(job) -> type[Worker]:
+    """The worker class of the job's objective."""
+    if job.is_cross_encoder:
+        from rayprism.trainers.cross_encoder import CrossEncoderWorker
+
+        return CrossEncoderWorker
+    return BiEncoderWorker
+
+
+class Worker:
+    """One worker's model, optimizer and step, kept apart from the loop's bookkeeping. An objective's
+    subclass loads its model (:meth:`load`), wraps its forward module (:meth:`prepare`), and defines
+    :meth:`step` and :meth:`evaluate`; the optimizer, schedule, checkpoints and progress lines are here."""
 
     def __init__(self, job, plan: RunPlan, rank: int, size: int, source: str, progress):
         import ray.train.torch
 
-        from rayprism.trainers.model import TrainableModel
-
         self.job, self.plan, self.rank, self.size, self.progress = job, plan, rank, size, progress
         self.device = ray.train.torch.get_device()
-        training = job.training
-        self.model = TrainableModel(
-            source, device=str(self.device), trust_remote_code=job.model.trust_remote_code,
-            max_query_tokens=job.model.max_query_tokens, max_document_tokens=job.model.max_document_tokens,
-            forward_batch_size=training.forward_batch_size, gradient_checkpointing=training.gradient_checkpointing,
-        )
-        self.query_modality = job.data.pairs.query_modality
+        self.model = self.load(source)
 
-    def prepare(self, loss_fn, optimizer_state: dict | None) -> None:
+    def load(self, source: str):
+        """The trainable model (it has ``save(directory)``)."""
+        raise NotImplementedError
+
+    def prepare(self, optimizer_state: dict | None) -> None:
+        raise NotImplementedError
+
+    def step(self, batch: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def evaluate(self, state: TrainerState, evaluation, *, epoch: int) -> None:
+        raise NotImplementedError
+
+    def prepare_training(self, module, parameters, optimizer_state: dict | None) -> None:
+        """``module`` (what a step calls) wrapped for Ray Train (DDP with several workers); AdamW over
+        ``parameters``' parameters (no decay for biases and norms), the schedule and the loss scaler,
+        restored from ``optimizer_state`` on a resumed run."""
         import ray.train.torch
         import torch
 
-        from rayprism.trainers.model import Embedder
-
         training = self.job.training
-        self.loss_fn = loss_fn
-        self.model.st.train()
-        embedder = Embedder(self.model.st, loss_fn.layers)
         # find_unused_parameters: BERT's pooler (and a CLIP's logit scale) get no gradient from pooled embeddings
-        self.embedder = ray.train.torch.prepare_model(
-            embedder, parallel_strategy_kwargs={"find_unused_parameters": True} if self.size > 1 else None)
+        self.module = ray.train.torch.prepare_model(
+            module, parallel_strategy_kwargs={"find_unused_parameters": True} if self.size > 1 else None)
+        self._parameters = parameters
         decay, no_decay = [], []
-        for name, parameter in self.model.st.named_parameters():
+        for name, parameter in parameters.named_parameters():
             if parameter.requires_grad:
                 (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(
                     parameter)
@@ -225,77 +237,56 @@ class _Worker:
                 self.scaler.load_state_dict(optimizer_state["scaler"])
             torch.set_rng_state(optimizer_state["rng"][self.rank % len(optimizer_state["rng"])])
 
-    def step(self, batch: dict[str, Any]) -> float:
+    def autocast(self):
+        """Mixed precision as ``training.precision`` asks (a no-op for fp32)."""
         import torch
 
-        from rayprism.trainers.losses import ContrastiveBatch
+        return torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
 
-        queries = list(batch["query"])
-        documents = list(batch["positive"])
-        keys = list(batch["positive_key"])
-        k = self.plan.negatives_per_query
-        if k:
-            for negatives, negative_keys in zip(batch["negatives"], batch["negative_keys"]):
-                documents.extend(list(negatives)[:k])
-                keys.extend(list(negative_keys)[:k])  # after the positives, query-major: the loss's layout
-        groups = [self.model.chunks(queries, "query", self.query_modality), self.model.chunks(documents, "document")]
-        with torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            query_out, document_out = self.embedder(groups)
-            batches = {
-                layer: ContrastiveBatch(query_out[layer], document_out[layer],
-                                        torch.tensor(keys, dtype=torch.long, device=query_out[layer].device))
-                for layer in query_out
-            }
-            loss = self.loss_fn(batches)
-        self.scaler.scale(loss * self.loss_fn.backward_scale).backward()
+    def apply(self, loss, *, backward_scale: float = 1.0) -> float:
+        """Backward, clip, one optimizer and schedule step; the loss as a float."""
+        import torch
+
+        self.scaler.scale(loss * backward_scale).backward()
         if self.job.training.max_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.st.parameters(), self.job.training.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._parameters.parameters(), self.job.training.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def evaluate(self, state: TrainerState, evaluation, *, epoch: int) -> None:
-        """Every worker embeds its share of the evaluation corpus and queries; rank 0 scores."""
-        import ray
-
-        from rayprism.trainers.evaluation import evaluate_vectors
-
-        data = ray.get(evaluation) if isinstance(evaluation, ray.ObjectRef) else evaluation
-        started = time.perf_counter()
-        settings = self.job.evaluation
-        corpus = self._shared_encode(data.corpus, "document", "text", settings.max_document_tokens)
-        queries = self._shared_encode(data.queries, "query", data.query_modality, None)
-        if self.rank == 0:
-            scores = evaluate_vectors(queries, corpus, data.relevant)
-            state.evaluations.append({"epoch": epoch, "step": state.step, "metrics": scores.as_dict(),
-                                      "seconds": round(time.perf_counter() - started, 1)})
-            label = "base model" if epoch == 0 else f"epoch {epoch}"
-            self.say(f"evaluation ({label}, step {state.step}): {scores.line()} "
-                     f"in {time.perf_counter() - started:.0f} s", kind="eval", metrics=scores.as_dict(), epoch=epoch)
-
-    def _shared_encode(self, items, role: str, modality: str, max_tokens: int | None):
-        """This worker encodes rows rank, rank + size, ...; all workers get every vector, in order."""
+    def shared(self, items, compute):
+        """This worker computes ``compute(items[rank::size])`` (an array, a row per item); every worker
+        gets all the rows, in the order of ``items``."""
         import numpy as np
 
-        mine = self.model.encode(items[self.rank::self.size], role, modality,
-                                 max_tokens=max_tokens or self.model.max_tokens) \
-            if len(items[self.rank::self.size]) else None
+        share = items[self.rank::self.size]
+        mine = compute(share) if len(share) else None
         if self.size == 1:
             return mine
         import torch.distributed as dist
 
         parts: list = [None] * self.size
         dist.all_gather_object(parts, mine)
-        dimensions = next(part.shape[1] for part in parts if part is not None)
-        vectors = np.empty((len(items), dimensions), dtype=np.float32)
+        first = next(part for part in parts if part is not None)
+        rows = np.empty((len(items), *first.shape[1:]), dtype=first.dtype)
         for rank, part in enumerate(parts):
             if part is not None:
-                vectors[rank::self.size] = part
-        return vectors
+                rows[rank::self.size] = part
+        return rows
+
+    def record_evaluation(self, state: TrainerState, scores, *, epoch: int, started: float) -> None:
+        """Rank 0 keeps the scores in the state and sends the line to the driver."""
+        from rayprism.trainers.evaluation import evaluation_label
+
+        record = {"epoch": epoch, "step": state.step, "metrics": scores.as_dict(),
+                  "seconds": round(time.perf_counter() - started, 1)}
+        state.evaluations.append(record)
+        self.say(f"evaluation ({evaluation_label(record)}, step {state.step}): {scores.line()} "
+                 f"in {time.perf_counter() - started:.0f} s", kind="eval", metrics=scores.as_dict(), epoch=epoch)
 
     def report(self, state: TrainerState, *, with_checkpoint: bool) -> None:
         """Every worker reports (a barrier); rank 0 attaches the checkpoint."""
@@ -335,6 +326,77 @@ class _Worker:
             self.progress.post.remote({"kind": kind, "message": message, **values})
         else:
             print(message, flush=True)
+
+
+class BiEncoderWorker(Worker):
+    """``objective: bi_encoder``: InfoNCE over the embeddings of the worker's queries and documents."""
+
+    def load(self, source: str):
+        from rayprism.trainers.model import TrainableModel
+
+        job, training = self.job, self.job.training
+        self.query_modality = job.data.pairs.query_modality
+        return TrainableModel(
+            source, device=str(self.device), trust_remote_code=job.model.trust_remote_code,
+            max_query_tokens=job.model.max_query_tokens, max_document_tokens=job.model.max_document_tokens,
+            forward_batch_size=training.forward_batch_size, gradient_checkpointing=training.gradient_checkpointing,
+        )
+
+    def prepare(self, optimizer_state: dict | None) -> None:
+        from rayprism.trainers.losses import ContrastiveLoss, views_for
+        from rayprism.trainers.model import Embedder
+
+        job = self.job
+        self.loss_fn = ContrastiveLoss(
+            views_for(job.loss, model_dimensions=self.model.dimensions, model_layers=self.model.layers),
+            temperature=job.loss.temperature, symmetric=job.loss.symmetric or self.model.is_image_text,
+            gather=job.loss.gather_across_workers,
+        )
+        self.model.st.train()
+        self.prepare_training(Embedder(self.model.st, self.loss_fn.layers), self.model.st, optimizer_state)
+
+    def step(self, batch: dict[str, Any]) -> float:
+        import torch
+
+        from rayprism.trainers.losses import ContrastiveBatch
+
+        queries = list(batch["query"])
+        documents = list(batch["positive"])
+        keys = list(batch["positive_key"])
+        k = self.plan.negatives_per_query
+        if k:
+            for negatives, negative_keys in zip(batch["negatives"], batch["negative_keys"]):
+                documents.extend(list(negatives)[:k])
+                keys.extend(list(negative_keys)[:k])  # after the positives, query-major: the loss's layout
+        groups = [self.model.chunks(queries, "query", self.query_modality), self.model.chunks(documents, "document")]
+        with self.autocast():
+            query_out, document_out = self.module(groups)
+            batches = {
+                layer: ContrastiveBatch(query_out[layer], document_out[layer],
+                                        torch.tensor(keys, dtype=torch.long, device=query_out[layer].device))
+                for layer in query_out
+            }
+            loss = self.loss_fn(batches)
+        return self.apply(loss, backward_scale=self.loss_fn.backward_scale)
+
+    def evaluate(self, state: TrainerState, evaluation, *, epoch: int) -> None:
+        """Every worker embeds its share of the evaluation corpus and queries; rank 0 scores."""
+        import ray
+
+        from rayprism.trainers.evaluation import evaluate_vectors
+
+        data = ray.get(evaluation) if isinstance(evaluation, ray.ObjectRef) else evaluation
+        started = time.perf_counter()
+        settings = self.job.evaluation
+        corpus = self._encode(data.corpus, "document", "text", settings.max_document_tokens)
+        queries = self._encode(data.queries, "query", data.query_modality, None)
+        if self.rank == 0:
+            self.record_evaluation(state, evaluate_vectors(queries, corpus, data.relevant), epoch=epoch,
+                                   started=started)
+
+    def _encode(self, items, role: str, modality: str, max_tokens: int | None):
+        return self.shared(items, lambda part: self.model.encode(part, role, modality,
+                                                                 max_tokens=max_tokens or self.model.max_tokens))
 
 
 def _duration(seconds: float) -> str:

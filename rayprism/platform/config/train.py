@@ -3,6 +3,10 @@
 One file says which model to start from, which pairs to learn from, how to score the model on
 held-out queries, the loss, how hard negatives are mined, and how many Ray Train workers run it.
 Relative paths are relative to the file's own directory, as in a batch job file.
+
+``objective`` picks what is trained: a bi-encoder (embedding model, the default) with InfoNCE, or a
+cross-encoder (reranker) with binary cross-entropy on (query, positive) and (query, hard negative)
+pairs (configs/train-reranker-debian.yaml).
 """
 
 from __future__ import annotations
@@ -194,6 +198,31 @@ class HardNegativesConfig(StrictModel):
         return self
 
 
+class CrossEncoderObjectiveConfig(StrictModel):
+    """``objective: cross_encoder``: a reranker scoring a (query, document) pair with one logit, trained
+    with binary cross-entropy: each query's positive labelled 1, its negatives (``hard_negatives``, mined
+    with the retriever) labelled 0. Evaluated by reranking each held-out query's top ``candidates``."""
+
+    retriever: str | None = None
+    """The bi-encoder that mines the hard negatives and retrieves the evaluation candidates (exact dense
+    search), named as ``model.source`` is. Default: ``model.source`` itself when that is a bi-encoder
+    (its encoder also starts the reranker, under a fresh one-logit head); a CrossEncoder ``model.source``
+    needs one."""
+    max_tokens: PositiveInt | None = None
+    """A (query, document) pair is cut to this many tokens, longer side first, in training and evaluation;
+    the exported reranker keeps it as its ``max_seq_length``, so it serves as it was scored. Default: the
+    base model's limit."""
+    positive_weight: PositiveFloat | None = None
+    """``pos_weight`` of the loss: a positive counts this many negatives (e.g. ``hard_negatives.per_query``
+    to balance the classes); default 1."""
+    candidates: Annotated[int, Field(ge=10)] = 20
+    """Evaluation: the retriever's best ``candidates`` documents per held-out query are reranked, and
+    MRR@10, Recall@1/10 and nDCG@10 scored on the new order."""
+    candidates_field: str | None = None
+    """Evaluation: a column of ``evaluation.queries`` listing each query's candidate document ids (best
+    first), reranked instead of the retriever's (cut to ``candidates``)."""
+
+
 class TrainingConfig(StrictModel):
     epochs: PositiveInt = 1
     max_steps: PositiveInt | None = None
@@ -233,9 +262,17 @@ class CheckpointsConfig(StrictModel):
     """Restarts from the last checkpoint after a worker dies (-1: no limit)."""
 
 
+Objective = Literal["bi_encoder", "cross_encoder"]
+
+
 class TrainConfig(StrictModel):
     name: str
     """The run: rerunning a file with the same name resumes from its last checkpoint."""
+    objective: Objective = "bi_encoder"
+    """``bi_encoder``: an embedding model (InfoNCE, ``loss``); ``cross_encoder``: a reranker (binary
+    cross-entropy, ``cross_encoder``)."""
+    cross_encoder: CrossEncoderObjectiveConfig | None = None
+    """Settings of ``objective: cross_encoder`` (all optional)."""
     model: TrainModelConfig = TrainModelConfig()
     data: TrainDataConfig
     evaluation: EvaluationConfig | None = None
@@ -271,7 +308,34 @@ class TrainConfig(StrictModel):
             raise ValueError("hard_negatives are mined for text queries; remove hard_negatives for image queries")
         if self.loss.starbucks is not None and self.is_image_text:
             raise ValueError("loss.starbucks applies to text models")
+        if self.objective == "cross_encoder":
+            self._check_cross_encoder()
+        elif self.cross_encoder is not None:
+            raise ValueError(f"cross_encoder settings apply to objective: cross_encoder (got objective "
+                             f"{self.objective!r}); set objective: cross_encoder or remove cross_encoder")
         return self
+
+    def _check_cross_encoder(self) -> None:
+        if self.is_image_text:
+            raise ValueError("objective cross_encoder trains a text reranker: remove model.new_image_text and "
+                             "use text queries")
+        if self.loss != LossConfig():
+            raise ValueError("loss configures the bi-encoder's InfoNCE; objective cross_encoder trains with binary "
+                             "cross-entropy: remove loss (cross_encoder.positive_weight weighs the positives)")
+        if self.hard_negatives is None and self.data.pairs.negatives_per_query == 0:
+            raise ValueError("objective cross_encoder needs negatives: add hard_negatives (mined with the "
+                             "retriever) or set data.pairs.negatives_per_query ≥ 1")
+        if self.reranking.candidates_field is not None and self.evaluation is None:
+            raise ValueError("cross_encoder.candidates_field names a column of evaluation.queries: add evaluation")
+
+    @property
+    def reranking(self) -> CrossEncoderObjectiveConfig:
+        """The cross-encoder settings (their defaults when the file has none)."""
+        return self.cross_encoder or CrossEncoderObjectiveConfig()
+
+    @property
+    def is_cross_encoder(self) -> bool:
+        return self.objective == "cross_encoder"
 
     @property
     def is_image_text(self) -> bool:
@@ -294,12 +358,15 @@ def load_train_config(path: str | Path, *, output: str | None = None) -> TrainCo
     def corpus(value: CorpusConfig | None) -> CorpusConfig | None:
         return None if value is None else value.model_copy(update={"path": absolute(value.path)})
 
+    def model_source(value: str | None) -> str | None:
+        return os.path.normpath(base / value) if value is not None and value.startswith(("./", "../")) else value
+
     data = config.data
     evaluation = config.evaluation
-    source = config.model.source
     update = {
-        "model": config.model.model_copy(update={
-            "source": os.path.normpath(base / source) if source.startswith(("./", "../")) else source}),
+        "model": config.model.model_copy(update={"source": model_source(config.model.source)}),
+        "cross_encoder": None if config.cross_encoder is None else config.cross_encoder.model_copy(update={
+            "retriever": model_source(config.cross_encoder.retriever)}),
         "data": data.model_copy(update={"pairs": data.pairs.model_copy(update={"path": absolute(data.pairs.path)}),
                                         "corpus": corpus(data.corpus)}),
         "evaluation": None if evaluation is None else evaluation.model_copy(update={

@@ -26,15 +26,32 @@ class CrossEncoderScorer:
     def __init__(self, path: str, *, device: str = "cpu", max_input_tokens: int | None = None,
                  forward_batch_size: int = 32, torch_threads: int | None = None, dtype: str = "float32",
                  trust_remote_code: bool = False):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its pool would fight torch's threads
         import torch
         from sentence_transformers import CrossEncoder
 
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its pool would fight torch's threads
+        model = CrossEncoder(path, device=device, trust_remote_code=trust_remote_code,
+                             model_kwargs={"dtype": getattr(torch, dtype)})
+        model.eval()
+        self._setup(model, path, device=device, max_input_tokens=max_input_tokens,
+                    forward_batch_size=forward_batch_size, torch_threads=torch_threads)
+
+    @classmethod
+    def around(cls, model, *, device: str = "cpu", forward_batch_size: int = 32) -> CrossEncoderScorer:
+        """A scorer over an already loaded ``CrossEncoder`` (``rayprism train``'s, being trained): the
+        tokenisation and forward passes the service runs, on that model's current weights."""
+        scorer = cls.__new__(cls)
+        scorer._setup(model, "the model being trained", device=device, max_input_tokens=None,
+                      forward_batch_size=forward_batch_size, torch_threads=None)
+        return scorer
+
+    def _setup(self, model, path: str, *, device: str, max_input_tokens: int | None, forward_batch_size: int,
+               torch_threads: int | None) -> None:
+        import torch
+
         self._torch = torch
         self._torch_threads = torch_threads
-        self._model = CrossEncoder(path, device=device, trust_remote_code=trust_remote_code,
-                                   model_kwargs={"dtype": getattr(torch, dtype)})
-        self._model.eval()
+        self._model = model
         if self._model.num_labels != 1:
             from rayprism.platform.errors import ConfigError
 
@@ -73,17 +90,29 @@ class CrossEncoderScorer:
 
     def score(self, items: Sequence[Prepared]) -> np.ndarray:
         scores = np.empty(len(items), dtype=np.float32)
-        order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
         with inference(self._torch, self._torch_threads):
-            for start in range(0, len(order), self.forward_batch_size):
-                group = order[start:start + self.forward_batch_size]
-                ids = [items[i].payload[0] for i in group]
-                type_ids = [items[i].payload[1] for i in group] if self._with_token_types else None
-                arrays = padded(ids, self._pad_id, pad_left=self._pad_left, token_types=self._with_token_types,
-                                type_ids=type_ids)
-                features = {name: self._torch.from_numpy(array).to(self.device) for name, array in arrays.items()}
-                output = self._model({**features, "modality": "text"})["scores"].float()
+            for rows, features in self.forward_passes(items):
+                output = self.logits(features)
                 if self._model.activation_fn is not None:
                     output = self._model.activation_fn(output)
-                scores[group] = output.reshape(len(group), -1)[:, 0].cpu().numpy()
+                scores[rows] = output.cpu().numpy()
         return scores
+
+    def forward_passes(self, items: Sequence[Prepared]) -> list[tuple[list[int], dict]]:
+        """Length-sorted forward passes of ``forward_batch_size`` pairs: each pass's rows of ``items``
+        and its model inputs (tensors on the device)."""
+        order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
+        passes = []
+        for start in range(0, len(order), self.forward_batch_size):
+            rows = order[start:start + self.forward_batch_size]
+            ids = [items[i].payload[0] for i in rows]
+            type_ids = [items[i].payload[1] for i in rows] if self._with_token_types else None
+            arrays = padded(ids, self._pad_id, pad_left=self._pad_left, token_types=self._with_token_types,
+                            type_ids=type_ids)
+            passes.append((rows, {name: self._torch.from_numpy(array).to(self.device) for name, array in arrays.items()}))
+        return passes
+
+    def logits(self, features: dict):
+        """One forward pass: a logit per pair (float32; the activation, sigmoid for one label, not applied)."""
+        output = self._model({**features, "modality": "text"})["scores"].float()
+        return output.reshape(output.shape[0], -1)[:, 0]
