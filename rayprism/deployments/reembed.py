@@ -36,6 +36,8 @@ DEFAULT_MIN_AGREEMENT = 0.4
 DEFAULT_MRR_RATIO = 0.95
 """The gate with a query set: the new collection's MRR@10 must reach this share of the old one's."""
 GATE_K = 10
+FREEZE_MAX_S = 30.0
+"""Longest a swap holds new writes to the old collection back (while the last logged ones are replayed)."""
 BRIDGE_SAMPLE = 512
 
 
@@ -93,8 +95,13 @@ class ReembedWorker:
                     await self._update(state="refused", phase="evaluated")
                     return
             await self._update(phase="swapping")
-            while not await self._store.reembed_swap(self._job_id, applied):
+            try:  # writes keep coming: hold new ones back while the last are replayed, then swap
+                await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)
                 applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+                while not await self._store.reembed_swap(self._job_id, applied):
+                    applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+            finally:
+                await self._store.reembed_thaw(self._job_id)
         except Exception as error:  # the job's record says why, for GET and the CLI
             logger.exception("re-embedding job %s failed", self._job_id)
             message = getattr(error, "message", None) or f"{type(error).__name__}: {error}"

@@ -92,6 +92,8 @@ class StoreReplica:
         self._stores: dict[str, MilvusStore] = {}
         self._opening = threading.Lock()
         self._swap_lock = SwapLock()
+        self._frozen: dict[str, tuple[asyncio.Event, float]] = {}
+        """Sources whose writes wait while a job replays its last writes: collection → (thawed, until)."""
         directory = reembed_directory(self._config.uri)
         self._changes = ChangeLogs(directory)
         self._jobs = JobRecords(directory)
@@ -195,10 +197,21 @@ class StoreReplica:
     async def upsert(self, name: str, rows: list[dict], via: str | None = None) -> int:
         """``via``: the name the caller resolved to ``name`` (an alias); if it reaches another
         collection now, nothing is written and :class:`CollectionMovedError` says to resolve again."""
+        await self._thawed(name)
         return await asyncio.to_thread(self._write, name, via, [row["id"] for row in rows], MilvusStore.upsert, rows)
 
     async def delete(self, name: str, ids: list, via: str | None = None) -> int:
+        await self._thawed(name)
         return await asyncio.to_thread(self._write, name, via, ids, MilvusStore.delete, ids)
+
+    async def _thawed(self, name: str) -> None:
+        """Wait while a job replays the last writes of ``name`` before its swap (at most until the freeze
+        ends by itself: a worker that died frozen holds no write for long)."""
+        frozen = self._frozen.get(self._physical(name))
+        if frozen is not None:
+            thawed, until = frozen
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(thawed.wait(), max(0.0, until - time.monotonic()))
 
     def _write(self, name: str, via: str | None, ids: list, method, *args) -> Any:
         """A write, and its ids in the collection's change log while a re-embedding follows it."""
@@ -292,6 +305,18 @@ class StoreReplica:
         """Ids written to the job's source after the first ``position`` writes of its log (up to ``limit``)."""
         record = await self.reembed_job(job_id)
         return await asyncio.to_thread(self._changes.since, record["source"], position, limit)
+
+    async def reembed_freeze(self, job_id: str, seconds: float) -> None:
+        """Hold new writes to the job's source back for at most ``seconds``, so that its last replay
+        ends (writes under way still land and are logged: the swap's check stays what decides)."""
+        record = await self.reembed_job(job_id)
+        self._frozen[record["source"]] = (asyncio.Event(), time.monotonic() + seconds)
+
+    async def reembed_thaw(self, job_id: str) -> None:
+        record = await self.reembed_job(job_id)
+        frozen = self._frozen.pop(record["source"], None)
+        if frozen is not None:
+            frozen[0].set()
 
     async def reembed_swap(self, job_id: str, position: int) -> bool:
         """Point the job's alias at its target, atomically, if the job has replayed every write of its
@@ -392,6 +417,12 @@ class StoreClient:
 
     async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
         return await self._call("reembed_changes", self._handle.reembed_changes.remote(job_id, position, limit))
+
+    async def reembed_freeze(self, job_id: str, seconds: float) -> None:
+        return await self._call("reembed_freeze", self._handle.reembed_freeze.remote(job_id, seconds))
+
+    async def reembed_thaw(self, job_id: str) -> None:
+        return await self._call("reembed_thaw", self._handle.reembed_thaw.remote(job_id))
 
     async def reembed_swap(self, job_id: str, position: int) -> bool:
         return await self._call("reembed_swap", self._handle.reembed_swap.remote(job_id, position))
