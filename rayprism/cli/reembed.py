@@ -78,7 +78,7 @@ def reembed(
     model: str = typer.Option(..., "--model", "-m", help="The served embedding model to embed it with."),
     queries: Optional[Path] = typer.Option(
         None, exists=True, dir_okay=False,
-        help="JSONL of {query, relevant: [ids]} (or doc_id): the gate is then MRR@10 on them. Default: top-10 "
+        help="JSONL of {query, relevant: list of ids} (or doc_id): the gate is then MRR@10 on them. Default: top-10 "
         "agreement with the old index, sampled stored documents as queries."),
     min_score: Optional[float] = typer.Option(
         None, min=0, max=1, help="Refuse the swap below this gate score. Default: 0.95 × the old MRR@10 with "

@@ -135,10 +135,13 @@ class ReembedWorker:
         return record
 
     async def _follow(self, record: dict, source: CollectionConfig) -> int:
-        """Replay the source's change log into the target until it is empty; returns the position reached."""
+        """Replay the source's change log into the target up to where it was when this began (a stream of
+        writes faster than the replay would never let it end otherwise); returns the position reached."""
+        record = await self._store.reembed_job(self._job_id)
         applied, batch_size = record["changes_applied"], record["batch_size"]
+        stop = applied + record["changes_pending"]
         embedded, this_run = record["documents_embedded"], record["embedded_this_run"]
-        while True:
+        while applied < stop:
             end, ids = await self._store.reembed_changes(self._job_id, applied, batch_size)
             if end == applied:
                 return applied
@@ -154,6 +157,7 @@ class ReembedWorker:
             embedded += len(rows)
             this_run += len(rows)
             await self._update(changes_applied=applied, documents_embedded=embedded, embedded_this_run=this_run)
+        return applied
 
     # --- the evaluation gate ---------------------------------------------------------------
 
