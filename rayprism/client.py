@@ -183,9 +183,10 @@ class Client:
     def reembed_job(self, job_id: str) -> dict:
         return self.request("GET", f"/v1/reembed/{job_id}")
 
-    def rollback(self, alias: str) -> dict:
+    def rollback(self, alias: str, *, batch_size: int | None = None) -> dict:
         """Start pointing ``alias`` back at the collection its last re-embedding moved it from."""
-        return self.request("POST", f"/v1/collections/{alias}/rollback")
+        body = {"batch_size": batch_size} if batch_size is not None else {}
+        return self.request("POST", f"/v1/collections/{alias}/rollback", body)
 
     def rerank(self, query: str, documents: list[str], *, model: str | None = None, **options) -> dict:
         """``POST /v1/rerank``: the documents scored against ``query`` by a reranker, best first."""

@@ -129,17 +129,19 @@ def reembed_status(
 @app.command()
 def rollback(
     collection: str = typer.Argument(..., help="The alias to point back."),
+    batch_size: Optional[int] = typer.Option(
+        None, min=1, max=2048, help="Writes replayed per step. Default: the batch size of the re-embedding it undoes."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
     url: Optional[str] = URL_OPTION,
     api_key: Optional[str] = API_KEY_OPTION,
 ) -> None:
     """Point an alias back at the collection its last re-embedding moved it from.
 
-    Writes made since the swap are replayed into the old collection (embedded by its model) first,
-    so nothing written in between is lost.
+    Writes made since the swap are replayed into the old collection (embedded by its model) first, so nothing
+    written in between is lost.
     """
     with service_client(url, api_key) as client:
-        job = client.rollback(collection)
+        job = client.rollback(collection, batch_size=batch_size)
         typer.echo(f"job {job['id']}: {job['source']} → {job['target']} ({job['model']})")
         if wait:
             job = follow(client, job)

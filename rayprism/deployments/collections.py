@@ -22,6 +22,7 @@ from rayprism.deployments.schemas import (
     DocumentsRequest,
     MediaQuery,
     ReembedRequest,
+    RollbackRequest,
     SearchRequest,
 )
 from rayprism.deployments.service import EmbeddingService
@@ -283,7 +284,7 @@ class CollectionsService:
         jobs.start(job_id)
         return self._job_view(record), True
 
-    async def rollback(self, name: str) -> dict:
+    async def rollback(self, name: str, request: RollbackRequest | None = None) -> dict:
         """Replay the writes made since the last swap into the collection the alias reached before, with
         that collection's model, then point the alias back (a job, like a re-embedding)."""
         jobs = self._jobs_or_refuse()
@@ -305,7 +306,8 @@ class CollectionsService:
         await self.collection(last["source"])  # 404 if the old collection was dropped since
         job_id = f"{alias}-{len(previous) + 1}"
         record = new_record(job_id, alias, current, last["source"], last["source_model"], last["model"],
-                            direction="rollback", evaluation={}, batch_size=last["batch_size"],
+                            direction="rollback", evaluation={},
+                            batch_size=(request.batch_size if request else None) or last["batch_size"],
                             worker=jobs.worker(job_id))
         record = await self._store.reembed_begin({**record, "rolls_back": last["id"]})
         jobs.start(job_id)

@@ -34,6 +34,7 @@ from rayprism.deployments.schemas import (
     ReembedRequest,
     RequestT,
     RerankRequest,
+    RollbackRequest,
     SearchRequest,
     parse_body,
 )
@@ -159,7 +160,7 @@ def create_app(
     patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=True)
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
-                  SearchRequest, AliasRequest, ReembedRequest])
+                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
     keys = service.config.server.resolved_api_keys()
     if keys:
         app.add_middleware(ApiKeyGuard, keys=keys, protect_open_paths=service.config.server.api_key_routes == "all",
@@ -334,13 +335,17 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
         """One re-embedding job: its state, progress, gate and bridge."""
         return json_response(await collections.reembed_job(job_id))
 
-    @app.post("/v1/collections/{name}/rollback", status_code=202, responses=answers(
-        responses.ReembedJob, status=202, description="Started", errors={
-            **CALLER_ERRORS, 409: "A job of this alias has not finished", **RETRY_LATER}))
-    async def rollback(name: str) -> Response:
+    @app.post("/v1/collections/{name}/rollback", status_code=202,
+              openapi_extra=request_body(RollbackRequest, required=False), responses=answers(
+                  responses.ReembedJob, status=202, description="Started", errors={
+                      **CALLER_ERRORS, 409: "A job of this alias has not finished", **RETRY_LATER}))
+    async def rollback(name: str, request: Request) -> Response:
         """Point the alias back at the collection its last re-embedding moved it from, after replaying the
-        writes made since into that collection (a job, followed like a re-embedding)."""
-        return json_response(await collections.rollback(name), 202)
+        writes made since into that collection (a job, followed like a re-embedding). The body may be left out."""
+        with Observed(service, "collections.rollback", lambda: service.metrics_label(collections.model_of(name))):
+            body = await read_body(request, body_limit)
+            parsed = parse_body(RollbackRequest, body) if body.strip() else RollbackRequest()
+            return json_response(await collections.rollback(name, parsed), 202)
 
     @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
     async def list_aliases() -> Response:

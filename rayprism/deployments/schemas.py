@@ -225,6 +225,14 @@ class ReembedRequest(BaseModel):
     """Documents read, embedded and written per step (and change-log ids replayed per step)."""
 
 
+class RollbackRequest(BaseModel):
+    """``POST /v1/collections/{alias}/rollback`` (the body may be left out: every field has a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int | None = Field(default=None, ge=1, le=2048)
+    """Change-log ids replayed per step. Default: the batch size of the re-embedding it undoes."""
+
+
 class AliasRequest(BaseModel):
     """``POST /v1/aliases``: create ``name`` pointing at ``collection``, or repoint it there."""
 
