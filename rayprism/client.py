@@ -171,6 +171,23 @@ class Client:
     def drop_alias(self, name: str) -> dict:
         return self.request("DELETE", f"/v1/aliases/{name}")
 
+    def reembed(self, alias: str, model: str, *, evaluation: dict | None = None, batch_size: int | None = None) -> dict:
+        """Start (or resume) re-embedding ``alias``'s collection with ``model``; answers the job."""
+        body: dict = {"model": model}
+        if evaluation:
+            body["evaluation"] = evaluation
+        if batch_size is not None:
+            body["batch_size"] = batch_size
+        return self.request("POST", f"/v1/collections/{alias}/reembed", body)
+
+    def reembed_job(self, job_id: str) -> dict:
+        return self.request("GET", f"/v1/reembed/{job_id}")
+
+    def rollback(self, alias: str, *, batch_size: int | None = None) -> dict:
+        """Start pointing ``alias`` back at the collection its last re-embedding moved it from."""
+        body = {"batch_size": batch_size} if batch_size is not None else {}
+        return self.request("POST", f"/v1/collections/{alias}/rollback", body)
+
     def rerank(self, query: str, documents: list[str], *, model: str | None = None, **options) -> dict:
         """``POST /v1/rerank``: the documents scored against ``query`` by a reranker, best first."""
         return self.request("POST", "/v1/rerank", {"query": query, "documents": documents, "model": model, **options})

@@ -11,6 +11,7 @@ from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.groups import GroupReplica, group_options
 from rayprism.deployments.http import create_app
+from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreDeployment
 from rayprism.platform.config import ServeConfig, parse_config
@@ -28,7 +29,8 @@ class ServingReplica(EmbeddingService):
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
-        self.collections = CollectionsService(self, StoreClient(store, self.metrics))
+        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, StoreDeployment.name)
+        self.collections = CollectionsService(self, StoreClient(store, self.metrics), jobs)
         self._startup_done = False
 
     async def finish_startup(self) -> None:
@@ -50,6 +52,14 @@ class ServingReplica(EmbeddingService):
 
     def started(self) -> bool:
         return super().started() and self._startup_done
+
+    async def reembed_vectors(self, model: str, texts: list[str]):
+        """For a re-embedding's worker (through this deployment's handle): documents embedded here."""
+        return await self.collections.reembed_vectors(model, texts)
+
+    async def reembed_search(self, collection: str, query: str, k: int) -> list:
+        """For a re-embedding's evaluation gate: the ids a search answers."""
+        return await self.collections.reembed_search(collection, query, k)
 
     def __serve_build_asgi_app__(self):
         return create_app(self, self.collections, on_startup=self.finish_startup)

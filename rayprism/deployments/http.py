@@ -31,8 +31,10 @@ from rayprism.deployments.schemas import (
     DeleteDocumentsRequest,
     DocumentsRequest,
     EmbeddingRequest,
+    ReembedRequest,
     RequestT,
     RerankRequest,
+    RollbackRequest,
     SearchRequest,
     parse_body,
 )
@@ -158,7 +160,7 @@ def create_app(
     patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=True)
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
-                  SearchRequest, AliasRequest])
+                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
     keys = service.config.server.resolved_api_keys()
     if keys:
         app.add_middleware(ApiKeyGuard, keys=keys, protect_open_paths=service.config.server.api_key_routes == "all",
@@ -308,6 +310,42 @@ def _add_collection_routes(app: FastAPI, service: EmbeddingService, collections:
     async def search(name: str, request: Request) -> Response:
         """Dense, BM25 or hybrid search, with an optional Milvus filter."""
         return await observed_call("search", name, request, SearchRequest, collections.search)
+
+    @app.post("/v1/collections/{name}/reembed", status_code=202, openapi_extra=request_body(ReembedRequest),
+              responses={**answers(responses.ReembedJob, status=202, description="Started", errors={
+                  **CALLER_ERRORS, 409: "A job of this alias is running, or one of another model was interrupted",
+                  **RETRY_LATER}),
+                  200: {"model": responses.ReembedJob, "description": "An interrupted job of this model: resumed"}})
+    async def reembed(name: str, request: Request) -> Response:
+        """Embed an alias's collection again with another served model into a new physical collection, following
+        the writes made meanwhile; once the evaluation gate passes, the alias moves there atomically. Answers
+        the job at once: `GET /v1/reembed/{id}` follows it."""
+        with Observed(service, "collections.reembed", lambda: service.metrics_label(collections.model_of(name))):
+            parsed = await parsed_body(request, ReembedRequest, body_limit)
+            job, started = await collections.reembed(name, parsed)
+            return json_response(job, 202 if started else 200)
+
+    @app.get("/v1/collections/{name}/reembed", responses=answers(responses.ReembedJobList))
+    async def list_reembed_jobs(name: str) -> Response:
+        """The re-embedding jobs of an alias, oldest first (rollbacks included)."""
+        return json_response(await collections.reembed_jobs(name))
+
+    @app.get("/v1/reembed/{job_id}", responses=answers(responses.ReembedJob))
+    async def get_reembed_job(job_id: str) -> Response:
+        """One re-embedding job: its state, progress, gate and bridge."""
+        return json_response(await collections.reembed_job(job_id))
+
+    @app.post("/v1/collections/{name}/rollback", status_code=202,
+              openapi_extra=request_body(RollbackRequest, required=False), responses=answers(
+                  responses.ReembedJob, status=202, description="Started", errors={
+                      **CALLER_ERRORS, 409: "A job of this alias has not finished", **RETRY_LATER}))
+    async def rollback(name: str, request: Request) -> Response:
+        """Point the alias back at the collection its last re-embedding moved it from, after replaying the
+        writes made since into that collection (a job, followed like a re-embedding). The body may be left out."""
+        with Observed(service, "collections.rollback", lambda: service.metrics_label(collections.model_of(name))):
+            body = await read_body(request, body_limit)
+            parsed = parse_body(RollbackRequest, body) if body.strip() else RollbackRequest()
+            return json_response(await collections.rollback(name, parsed), 202)
 
     @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
     async def list_aliases() -> Response:

@@ -32,10 +32,10 @@ RETRY_LATER = {
 }
 
 
-def request_body(model: type[BaseModel]) -> dict:
-    """``openapi_extra`` declaring a route's JSON body."""
+def request_body(model: type[BaseModel], *, required: bool = True) -> dict:
+    """``openapi_extra`` declaring a route's JSON body (``required=False``: it may be left out)."""
     schema = {"$ref": REF.format(model=model.__name__)}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
 def answers(model: type[BaseModel] | None, *, status: int = 200, description: str = "Success",

@@ -220,3 +220,42 @@ class AliasDeleted(_Response):
     name: str
     collection: str
     deleted: bool
+
+
+class ReembedJob(_Response):
+    object: Literal["reembed.job"]
+    id: str
+    alias: str
+    source: str
+    """The physical collection read (the one the alias reached when the job began)."""
+    target: str
+    """The physical collection written, where the alias moves on success."""
+    model: str
+    """The model the target is embedded by."""
+    source_model: str
+    direction: Literal["forward", "rollback"]
+    state: Literal["running", "interrupted", "done", "refused", "failed"]
+    """``interrupted``: its worker is gone; POST the same reembed again to resume it."""
+    phase: str
+    """copying, following (replaying writes made meanwhile), evaluating, swapping, swapped or evaluated."""
+    documents_total: int | None
+    documents_done: int
+    documents_embedded: int
+    """Documents embedded by the new model over every run (copies and replayed writes)."""
+    embedded_this_run: int
+    changes_applied: int
+    changes_pending: int = 0
+    """Writes logged since the job began that it has not replayed yet."""
+    gate: dict[str, Any] | None
+    """The evaluation: metric, old and new score, threshold, passed."""
+    bridge: dict[str, Any] | None
+    """A linear map from the new space to the old, fitted on sampled documents, and its quality."""
+    error: str | None
+    runs: int
+    created: float
+    updated: float
+
+
+class ReembedJobList(_Response):
+    object: Literal["list"]
+    data: list[ReembedJob]

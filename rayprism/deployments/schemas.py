@@ -192,6 +192,47 @@ class DeleteDocumentsRequest(BaseModel):
     ids: list[StrictStr | StrictInt] = Field(min_length=1)
 
 
+class EvaluationQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: StrictStr = Field(min_length=1)
+    relevant: list[StrictStr | StrictInt] = Field(min_length=1)
+    """Ids of the documents that answer ``query``."""
+
+
+class Evaluation(BaseModel):
+    """The gate a re-embedding passes before its alias moves."""
+
+    model_config = ConfigDict(extra="forbid")
+    queries: list[EvaluationQuery] | None = Field(default=None, min_length=1, max_length=10_000)
+    """Queries with known relevant ids: the gate is MRR@10 of the new collection. Without: the mean share
+    of the old index's top-10 that the new one finds, with sampled stored documents as queries."""
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    """Refuse the swap below this score. Default: 0.95 × the old collection's MRR@10 with queries,
+    0.4 top-10 agreement without."""
+    sample: int = Field(default=100, ge=1, le=5_000)
+    """Stored documents used as queries by the agreement gate."""
+
+
+class ReembedRequest(BaseModel):
+    """``POST /v1/collections/{alias}/reembed``: embed the collection again with ``model`` into a new
+    physical collection, then move the alias there."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: StrictStr
+    """An embedding model the service serves."""
+    evaluation: Evaluation = Evaluation()
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    """Documents read, embedded and written per step (and change-log ids replayed per step)."""
+
+
+class RollbackRequest(BaseModel):
+    """``POST /v1/collections/{alias}/rollback`` (the body may be left out: every field has a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int | None = Field(default=None, ge=1, le=2048)
+    """Change-log ids replayed per step. Default: the batch size of the re-embedding it undoes."""
+
+
 class AliasRequest(BaseModel):
     """``POST /v1/aliases``: create ``name`` pointing at ``collection``, or repoint it there."""
 

@@ -14,9 +14,11 @@ service, never chosen by a caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from ray import serve
 from ray.exceptions import RayActorError
@@ -32,8 +34,55 @@ from rayprism.platform.errors import (
     unwrap,
 )
 from rayprism.platform.store.aliases import Aliases
+from rayprism.platform.store.changes import ChangeLogs, JobRecords
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.routes import Hits
+
+
+class CollectionMovedError(RayprismError):
+    """A write resolved its alias before a re-embedding moved it: resolve again and write there."""
+
+    http_status = 503
+
+
+class SwapLock:
+    """Writes hold it together; the swap at the end of a re-embedding holds it alone, so it sees every
+    write either wholly before it (written and logged) or wholly after (reaching the new collection)."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._writers = 0
+        self._swapping = False
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._swapping)
+            self._writers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writers -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def swap(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._swapping)
+            self._swapping = True
+            self._condition.wait_for(lambda: self._writers == 0)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._swapping = False
+                self._condition.notify_all()
+
+
+def reembed_directory(uri: str) -> Path:
+    """Where a store keeps its re-embedding jobs and change logs: beside a Lite file, else ``./data/reembed``."""
+    return Path(f"{uri}.reembed") if is_lite_uri(uri) else Path("data", "reembed").resolve()
 
 
 class StoreReplica:
@@ -42,6 +91,12 @@ class StoreReplica:
         self._declared = {c["name"]: CollectionConfig.model_validate(c) for c in collections}
         self._stores: dict[str, MilvusStore] = {}
         self._opening = threading.Lock()
+        self._swap_lock = SwapLock()
+        self._frozen: dict[str, tuple[asyncio.Event, float]] = {}
+        """Sources whose writes wait while a job replays its last writes: collection → (thawed, until)."""
+        directory = reembed_directory(self._config.uri)
+        self._changes = ChangeLogs(directory)
+        self._jobs = JobRecords(directory)
 
     def _store(self, uri: str) -> MilvusStore:
         """The store at ``uri``, opened once: concurrent first calls wait for the one opening it."""
@@ -139,11 +194,38 @@ class StoreReplica:
     async def drop(self, name: str) -> None:
         await asyncio.to_thread(self._call_at, name, MilvusStore.drop)
 
-    async def upsert(self, name: str, rows: list[dict]) -> int:
-        return await asyncio.to_thread(self._call_at, name, MilvusStore.upsert, rows)
+    async def upsert(self, name: str, rows: list[dict], via: str | None = None) -> int:
+        """``via``: the name the caller resolved to ``name`` (an alias); if it reaches another
+        collection now, nothing is written and :class:`CollectionMovedError` says to resolve again."""
+        await self._thawed(name)
+        return await asyncio.to_thread(self._write, name, via, [row["id"] for row in rows], MilvusStore.upsert, rows)
 
-    async def delete(self, name: str, ids: list) -> int:
-        return await asyncio.to_thread(self._call_at, name, MilvusStore.delete, ids)
+    async def delete(self, name: str, ids: list, via: str | None = None) -> int:
+        await self._thawed(name)
+        return await asyncio.to_thread(self._write, name, via, ids, MilvusStore.delete, ids)
+
+    async def _thawed(self, name: str) -> None:
+        """Wait while a job replays the last writes of ``name`` before its swap (at most until the freeze
+        ends by itself: a worker that died frozen holds no write for long)."""
+        frozen = self._frozen.get(self._physical(name))
+        if frozen is not None:
+            thawed, until = frozen
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(thawed.wait(), max(0.0, until - time.monotonic()))
+
+    def _write(self, name: str, via: str | None, ids: list, method, *args) -> Any:
+        """A write, and its ids in the collection's change log while a re-embedding follows it."""
+        with self._swap_lock.write():
+            store, physical = self._at(name)
+            if via is not None and via != name and self._physical(via) != physical:
+                raise CollectionMovedError(f"{via!r} now reaches {self._physical(via)!r}")
+            result = method(store, physical, *args)
+            self._changes.record(physical, ids)
+            return result
+
+    async def ids(self, name: str) -> list:
+        """Every document id of the collection ``name`` reaches."""
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.ids)
 
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.get, ids, output_fields)
@@ -180,6 +262,80 @@ class StoreReplica:
     async def drop_alias(self, alias: str) -> str:
         """Remove ``alias`` (its collection stays); returns the collection it pointed at."""
         return await asyncio.to_thread(self._aliases().remove, alias)
+
+    # --- re-embedding jobs ---------------------------------------------------------------
+
+    async def reembed_begin(self, record: dict) -> dict:
+        """Record a new job and open the change log of its source, with no write in flight: every
+        write after this is logged, every write before it is in what the job will read."""
+        def work() -> dict:
+            with self._swap_lock.swap():
+                running = [job["id"] for job in self._jobs.all()
+                           if job["alias"] == record["alias"] and job["state"] == "running"]
+                if running:
+                    raise ConflictError(f"{record['alias']!r} is being re-embedded already (job {running[0]})")
+                if not self._changes.is_open(record["source"]):  # a rollback replays the log its swap opened
+                    self._changes.open(record["source"])
+                start = 0 if record["direction"] == "rollback" else self._changes.position(record["source"])
+                return self._jobs.put({**record, "changes_start": start, "changes_applied": start})
+
+        return await asyncio.to_thread(work)
+
+    async def reembed_job(self, job_id: str) -> dict:
+        record = await asyncio.to_thread(self._jobs.get, job_id)
+        if record is None:
+            raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
+        return {**record, "changes_pending": self._changes.position(record["source"]) - record["changes_applied"]
+                if record["state"] == "running" else 0}
+
+    async def reembed_jobs(self) -> list[dict]:
+        return await asyncio.to_thread(self._jobs.all)
+
+    async def reembed_update(self, job_id: str, fields: dict) -> dict:
+        """Merge ``fields`` into the job's record (its progress, its result)."""
+        def work() -> dict:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
+            return self._jobs.put({**record, **fields, "updated": time.time()})
+
+        return await asyncio.to_thread(work)
+
+    async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
+        """Ids written to the job's source after the first ``position`` writes of its log (up to ``limit``)."""
+        record = await self.reembed_job(job_id)
+        return await asyncio.to_thread(self._changes.since, record["source"], position, limit)
+
+    async def reembed_freeze(self, job_id: str, seconds: float) -> None:
+        """Hold new writes to the job's source back for at most ``seconds``, so that its last replay
+        ends (writes under way still land and are logged: the swap's check stays what decides)."""
+        record = await self.reembed_job(job_id)
+        self._frozen[record["source"]] = (asyncio.Event(), time.monotonic() + seconds)
+
+    async def reembed_thaw(self, job_id: str) -> None:
+        record = await self.reembed_job(job_id)
+        frozen = self._frozen.pop(record["source"], None)
+        if frozen is not None:
+            frozen[0].set()
+
+    async def reembed_swap(self, job_id: str, position: int) -> bool:
+        """Point the job's alias at its target, atomically, if the job has replayed every write of its
+        source's log (``position``); False (nothing done) if writes came since. A forward job's target
+        then gets a log of its own, which a rollback replays into the old collection."""
+        def work() -> bool:
+            with self._swap_lock.swap():
+                record = self._jobs.get(job_id)
+                if self._changes.position(record["source"]) > position:
+                    return False
+                self._aliases().point(record["alias"], record["target"])
+                self._changes.close(record["source"])
+                if record["direction"] == "forward":
+                    self._changes.open(record["target"])
+                self._jobs.put({**record, "state": "done", "phase": "swapped", "changes_applied": position,
+                                "updated": time.time()})
+                return True
+
+        return await asyncio.to_thread(work)
 
     def close(self) -> None:
         """Flush what is pending and let go of every store (and a Lite file's lock)."""
@@ -238,11 +394,38 @@ class StoreClient:
     async def drop(self, name: str) -> None:
         return await self._call("drop", self._handle.drop.remote(name))
 
-    async def upsert(self, name: str, rows: list[dict]) -> int:
-        return await self._call("upsert", self._handle.upsert.remote(name, rows))
+    async def upsert(self, name: str, rows: list[dict], via: str | None = None) -> int:
+        return await self._call("upsert", self._handle.upsert.remote(name, rows, via))
 
-    async def delete(self, name: str, ids: list) -> int:
-        return await self._call("delete", self._handle.delete.remote(name, ids))
+    async def delete(self, name: str, ids: list, via: str | None = None) -> int:
+        return await self._call("delete", self._handle.delete.remote(name, ids, via))
+
+    async def ids(self, name: str) -> list:
+        return await self._call("ids", self._handle.ids.remote(name))
+
+    async def reembed_begin(self, record: dict) -> dict:
+        return await self._call("reembed_begin", self._handle.reembed_begin.remote(record))
+
+    async def reembed_job(self, job_id: str) -> dict:
+        return await self._call("reembed_job", self._handle.reembed_job.remote(job_id))
+
+    async def reembed_jobs(self) -> list[dict]:
+        return await self._call("reembed_jobs", self._handle.reembed_jobs.remote())
+
+    async def reembed_update(self, job_id: str, fields: dict) -> dict:
+        return await self._call("reembed_update", self._handle.reembed_update.remote(job_id, fields))
+
+    async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
+        return await self._call("reembed_changes", self._handle.reembed_changes.remote(job_id, position, limit))
+
+    async def reembed_freeze(self, job_id: str, seconds: float) -> None:
+        return await self._call("reembed_freeze", self._handle.reembed_freeze.remote(job_id, seconds))
+
+    async def reembed_thaw(self, job_id: str) -> None:
+        return await self._call("reembed_thaw", self._handle.reembed_thaw.remote(job_id))
+
+    async def reembed_swap(self, job_id: str, position: int) -> bool:
+        return await self._call("reembed_swap", self._handle.reembed_swap.remote(job_id, position))
 
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return await self._call("get", self._handle.get.remote(name, ids, output_fields))

@@ -242,6 +242,19 @@ class MilvusStore:
             stack.enter_context(self.tokens.writing(name))
         return stack
 
+    def ids(self, name: str, batch_size: int = 1000) -> list:
+        """Every document id of the collection (read in pages: a query answers at most 16,384 rows)."""
+        self._describe(name)
+        pages = self._call(self._client.query_iterator, name, batch_size=batch_size, filter="",
+                           output_fields=["id"], **self._reads)
+        ids: list = []
+        try:
+            while page := pages.next():
+                ids.extend(row["id"] for row in page)
+        finally:
+            pages.close()
+        return ids
+
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields, **self._reads))
 

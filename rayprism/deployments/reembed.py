@@ -1,0 +1,285 @@
+"""Re-embedding a collection with another model while it serves, then moving its alias.
+
+A job is a detached Ray actor in the service's cluster (:class:`ReembedWorker`). It reads the
+documents of the collection the alias reaches through the store deployment, embeds them with the
+new model in the serving replicas (the model's own batcher), and writes them, vectors included,
+into a new physical collection of the same schema. Writes made meanwhile are logged by the store
+(:mod:`~rayprism.platform.store.changes`) and replayed until none is left; then the evaluation
+gate runs, and the store moves the alias only if no write came in between (else the worker
+replays again). Progress lives in the job's record in the store, so a worker killed mid-way is
+restarted on the same record: documents already in the new collection are not embedded again.
+
+A rollback is the same worker in the other direction: the writes made to the new collection since
+the swap (logged from the swap on) are replayed into the old one with its model, then the alias
+moves back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from rayprism.platform.bridge import bridge_quality, fit_bridge
+from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.store.milvus import SearchQuery
+
+logger = logging.getLogger(__name__)
+
+DENSE = VECTOR_FIELDS[0]
+NAMESPACE = "rayprism"
+"""The Ray namespace of every job's worker (found by its name there)."""
+DEFAULT_MIN_AGREEMENT = 0.4
+"""The gate without a query set: mean share of the old index's top-10 the new index finds."""
+DEFAULT_MRR_RATIO = 0.95
+"""The gate with a query set: the new collection's MRR@10 must reach this share of the old one's."""
+GATE_K = 10
+FREEZE_MAX_S = 30.0
+"""Longest a swap holds new writes to the old collection back (while the last logged ones are replayed)."""
+BRIDGE_SAMPLE = 512
+
+
+def worker_name(app_name: str, job_id: str) -> str:
+    return f"reembed:{app_name}:{job_id}"
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start: start + size]
+
+
+def mrr_at_10(ranked: list[list], relevant: list[set]) -> float:
+    total = 0.0
+    for ids, wanted in zip(ranked, relevant):
+        for rank, doc_id in enumerate(ids[:10], start=1):
+            if doc_id in wanted:
+                total += 1 / rank
+                break
+    return total / len(ranked) if ranked else 0.0
+
+
+class ReembedWorker:
+    """One job's worker: ``run`` takes the job from where its record says it is to its end."""
+
+    def __init__(self, app_name: str, serving_deployment: str, store_deployment: str, job_id: str):
+        from ray import serve
+
+        from rayprism.deployments.store import StoreClient
+
+        self._store = StoreClient(serve.get_deployment_handle(store_deployment, app_name))
+        self._service = serve.get_deployment_handle(serving_deployment, app_name)
+        self._job_id = job_id
+
+    async def _update(self, **fields: Any) -> dict:
+        return await self._store.reembed_update(self._job_id, fields)
+
+    async def run(self) -> None:
+        import ray
+
+        try:
+            record = await self._store.reembed_job(self._job_id)
+            record = await self._update(runs=record["runs"] + 1, embedded_this_run=0, error=None)
+            source = CollectionConfig.model_validate(await self._store.resolve(record["source"]))
+            self._content = ["id", source.text_field, *source.fields]
+            if record["phase"] == "copying":
+                record = await self._copy(record, source)
+            record = await self._update(phase="following")
+            applied = await self._follow(record, source)
+            if record["direction"] == "forward":
+                record = await self._update(phase="evaluating")
+                gate = await self._gate(record, source)
+                record = await self._update(gate=gate)
+                if not gate["passed"]:
+                    await self._update(state="refused", phase="evaluated")
+                    return
+            await self._update(phase="swapping")
+            try:  # writes keep coming: hold new ones back while the last are replayed, then swap
+                await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)
+                applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+                while not await self._store.reembed_swap(self._job_id, applied):
+                    applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+            finally:
+                await self._store.reembed_thaw(self._job_id)
+        except Exception as error:  # the job's record says why, for GET and the CLI
+            logger.exception("re-embedding job %s failed", self._job_id)
+            message = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+            await self._update(state="failed", error=message)
+        finally:
+            ray.actor.exit_actor()
+
+    async def _embed(self, model: str, rows: list[dict], text_field: str) -> None:
+        vectors = await self._service.reembed_vectors.remote(model, [row[text_field] for row in rows])
+        for row, vector in zip(rows, vectors):
+            row[DENSE] = np.asarray(vector, dtype=np.float32)
+
+    async def _copy(self, record: dict, source: CollectionConfig) -> dict:
+        """Every document of the source that the target does not hold yet, embedded by the new model."""
+        batch_size = record["batch_size"]
+        source_ids = await self._store.ids(record["source"])
+        held = set(await self._store.ids(record["target"]))
+        todo = [doc_id for doc_id in source_ids if doc_id not in held]
+        done = len(source_ids) - len(todo)
+        embedded, this_run = record["documents_embedded"], 0
+        record = await self._update(documents_total=len(source_ids), documents_done=done)
+        for batch in _chunks(todo, batch_size):
+            rows = await self._store.get(record["source"], batch, self._content)  # deleted meanwhile: logged
+            if rows:
+                await self._embed(record["model"], rows, source.text_field)
+                await self._store.upsert(record["target"], rows)
+            done += len(batch)
+            embedded += len(rows)
+            this_run += len(rows)
+            record = await self._update(documents_done=done, documents_embedded=embedded, embedded_this_run=this_run)
+        return record
+
+    async def _follow(self, record: dict, source: CollectionConfig) -> int:
+        """Replay the source's change log into the target up to where it was when this began (a stream of
+        writes faster than the replay would never let it end otherwise); returns the position reached."""
+        record = await self._store.reembed_job(self._job_id)
+        applied, batch_size = record["changes_applied"], record["batch_size"]
+        stop = applied + record["changes_pending"]
+        embedded, this_run = record["documents_embedded"], record["embedded_this_run"]
+        while applied < stop:
+            end, ids = await self._store.reembed_changes(self._job_id, applied, batch_size)
+            if end == applied:
+                return applied
+            rows = await self._store.get(record["source"], ids, self._content)
+            present = {row["id"] for row in rows}
+            gone = [doc_id for doc_id in ids if doc_id not in present]
+            if rows:
+                await self._embed(record["model"], rows, source.text_field)
+                await self._store.upsert(record["target"], rows)
+            if gone:
+                await self._store.delete(record["target"], gone)
+            applied = end
+            embedded += len(rows)
+            this_run += len(rows)
+            await self._update(changes_applied=applied, documents_embedded=embedded, embedded_this_run=this_run)
+        return applied
+
+    # --- the evaluation gate ---------------------------------------------------------------
+
+    async def _gate(self, record: dict, source: CollectionConfig) -> dict:
+        evaluation = record["evaluation"]
+        if evaluation.get("queries"):
+            gate = await self._mrr_gate(record, evaluation)
+        else:
+            gate = await self._agreement_gate(record, source, evaluation)
+        return gate
+
+    async def _mrr_gate(self, record: dict, evaluation: dict) -> dict:
+        queries = evaluation["queries"]
+        relevant = [{str(doc_id) for doc_id in query["relevant"]} for query in queries]
+        scores = {}
+        for side in ("source", "target"):
+            ranked = []
+            for query in queries:
+                ids = await self._service.reembed_search.remote(record[side], query["query"], GATE_K)
+                ranked.append([str(doc_id) for doc_id in ids])
+            scores[side] = mrr_at_10(ranked, relevant)
+        threshold = evaluation.get("min_score")
+        if threshold is None:
+            threshold = DEFAULT_MRR_RATIO * scores["source"]
+        return {"metric": "mrr@10", "queries": len(queries), "old": scores["source"], "new": scores["target"],
+                "threshold": threshold, "passed": scores["target"] >= threshold}
+
+    async def _vectors(self, collection: str, ids: list) -> dict:
+        rows = await self._store.get(collection, ids, ["id", DENSE])
+        return {row["id"]: np.asarray(row[DENSE], dtype=np.float32) for row in rows}
+
+    async def _top(self, collection: str, metric: str, vector: np.ndarray, exclude) -> list:
+        query = SearchQuery(mode="dense", k=GATE_K + 1, dense_vector=vector, metric=metric, output_fields=[])
+        hits = await self._store.search(collection, query)
+        return [hit["id"] for hit in hits if hit["id"] != exclude][:GATE_K]
+
+    async def _agreement_gate(self, record: dict, source: CollectionConfig, evaluation: dict) -> dict:
+        """Stored documents as queries: each one's old vector searches the old index, its new vector the new
+        index (itself left out of both); the share of the old top-10 that the new one finds, averaged.
+        The same sample fits and measures the bridge (reported, not gating)."""
+        target = CollectionConfig.model_validate(await self._store.resolve(record["target"]))
+        ids = await self._store.ids(record["target"])
+        rng = np.random.default_rng(0)
+        sample = [ids[i] for i in rng.permutation(len(ids))[: max(evaluation.get("sample", 100), BRIDGE_SAMPLE)]]
+        old, new = await self._vectors(record["source"], sample), await self._vectors(record["target"], sample)
+        both = [doc_id for doc_id in sample if doc_id in old and doc_id in new]
+        queries = both[: evaluation.get("sample", 100)]
+        agreements = []
+        for doc_id in queries:
+            before = await self._top(record["source"], source.index.metric, old[doc_id], doc_id)
+            after = await self._top(record["target"], target.index.metric, new[doc_id], doc_id)
+            if before:
+                agreements.append(len(set(before) & set(after)) / len(before))
+        agreement = float(np.mean(agreements)) if agreements else 0.0
+        threshold = evaluation.get("min_score")
+        if threshold is None:
+            threshold = DEFAULT_MIN_AGREEMENT
+        gate = {"metric": "top10_agreement", "queries": len(agreements), "new": agreement, "threshold": threshold,
+                "passed": agreement >= threshold}
+        bridge = self._bridge([new[i] for i in both], [old[i] for i in both])
+        if bridge is not None:
+            await self._update(bridge=bridge)
+        return gate
+
+    @staticmethod
+    def _bridge(new: list, old: list) -> dict | None:
+        """A Procrustes map from the new space to the old, fitted on 80% of the sample, measured on the rest:
+        against the old endpoint (cosine to the old vectors, the old model's own top-10 in the old index)
+        and against the new one (the new model's top-10 in the new index)."""
+        if len(new) < 20:
+            return None
+        new_vectors, old_vectors = np.stack(new), np.stack(old)
+        cut = int(len(new) * 0.8)
+        bridge = fit_bridge(new_vectors[:cut], old_vectors[:cut])
+        held_new, held_old = new_vectors[cut:], old_vectors[cut:]
+        quality = bridge_quality(bridge, held_new, held_old, old_vectors)
+        mapped = bridge.apply(held_new)
+        k = min(GATE_K, len(new))
+        normalised = new_vectors / np.linalg.norm(new_vectors, axis=1, keepdims=True)
+        old_normalised = old_vectors / np.linalg.norm(old_vectors, axis=1, keepdims=True)
+        by_bridge = np.argsort(-(mapped @ old_normalised.T), axis=1)[:, :k]
+        by_new = np.argsort(-(normalised[cut:] @ normalised.T), axis=1)[:, :k]
+        against_new = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(by_bridge, by_new)]))
+        return {"method": bridge.method, "fit_rows": cut, "against_old": quality.as_dict(),
+                "against_new": {"top10_agreement": against_new, "rows": len(held_new)}}
+
+
+class ReembedJobs:
+    """Starts a job's worker in the service's cluster and tells whether it still runs."""
+
+    def __init__(self, app_name: str, serving_deployment: str, store_deployment: str):
+        self._names = (app_name, serving_deployment, store_deployment)
+
+    def worker(self, job_id: str) -> str:
+        return worker_name(self._names[0], job_id)
+
+    def start(self, job_id: str) -> None:
+        import ray
+
+        actor = ray.remote(ReembedWorker).options(
+            name=self.worker(job_id), namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_restarts=0,
+        ).remote(*self._names, job_id)
+        actor.run.remote()
+
+    def alive(self, job_id: str) -> bool:
+        import ray
+
+        try:
+            ray.get_actor(self.worker(job_id), namespace=NAMESPACE)
+        except ValueError:
+            return False
+        return True
+
+
+def new_record(job_id: str, alias: str, source: str, target: str, model: str, source_model: str, *,
+               direction: str, evaluation: dict, batch_size: int, worker: str) -> dict:
+    now = time.time()
+    return {
+        "object": "reembed.job", "id": job_id, "alias": alias, "source": source, "target": target,
+        "model": model, "source_model": source_model, "direction": direction, "state": "running",
+        "phase": "copying" if direction == "forward" else "following", "created": now, "updated": now,
+        "documents_total": None, "documents_done": 0, "documents_embedded": 0, "embedded_this_run": 0,
+        "changes_applied": 0, "evaluation": evaluation, "gate": None, "bridge": None, "error": None,
+        "batch_size": batch_size, "runs": 0, "worker": worker,
+    }

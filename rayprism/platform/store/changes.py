@@ -1,0 +1,131 @@
+"""What a re-embedding needs the store to remember: each job's record, and the ids written meanwhile.
+
+While a collection is re-embedded into a new physical collection, every upsert and delete that
+reaches the old one appends the ids it touched to that collection's change log; the job replays
+the log (reading each document's current state) until it has caught up, and the alias moves only
+when nothing is left unreplayed. The store deployment is the only writer of its collections, so
+it is the one place that can keep such a log honestly.
+
+Both live on disk beside a Milvus Lite file (``<store.uri>.reembed/``), so an interrupted job
+resumes where it was: records are replaced whole (written to a temporary name, then renamed),
+logs are appended to, one JSON list of ids a line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ChangeLogs:
+    """One append-only log of written ids per collection that has one open. A position is the number
+    of writes recorded: ``since(collection, p)`` gives the ids of the writes after the first ``p``."""
+
+    def __init__(self, directory: Path):
+        self._directory = directory / "changes"
+        self._lock = threading.Lock()
+        self._logs: dict[str, list[list]] = {}
+        if self._directory.is_dir():
+            for path in self._directory.glob("*.jsonl"):
+                lines = path.read_text(encoding="utf-8").splitlines()
+                writes = []
+                for line in lines:
+                    try:
+                        writes.append(json.loads(line))
+                    except json.JSONDecodeError:  # a line cut short by a crash: its write was never answered
+                        break
+                self._logs[path.stem] = writes
+
+    def _path(self, collection: str) -> Path:
+        return self._directory / f"{collection}.jsonl"
+
+    def open(self, collection: str) -> None:
+        """Start an empty log for ``collection`` (replacing an earlier one)."""
+        with self._lock:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            write_atomically(self._path(collection), b"")
+            self._logs[collection] = []
+
+    def close(self, collection: str) -> None:
+        with self._lock:
+            self._logs.pop(collection, None)
+            self._path(collection).unlink(missing_ok=True)
+
+    def is_open(self, collection: str) -> bool:
+        return collection in self._logs
+
+    def record(self, collection: str, ids: list) -> None:
+        """Append one write's ids, if ``collection`` has a log."""
+        if collection not in self._logs or not ids:
+            return
+        with self._lock:
+            writes = self._logs.get(collection)
+            if writes is None:
+                return
+            with self._path(collection).open("a", encoding="utf-8") as out:
+                out.write(json.dumps(list(ids), ensure_ascii=False) + "\n")
+            writes.append(list(ids))
+
+    def position(self, collection: str) -> int:
+        with self._lock:
+            return len(self._logs.get(collection, ()))
+
+    def since(self, collection: str, position: int, limit: int) -> tuple[int, list]:
+        """(the position after the writes returned, their ids, each once): at most ``limit`` ids."""
+        with self._lock:
+            writes = self._logs.get(collection, [])
+            ids: dict = {}
+            end = position
+            while end < len(writes) and (not ids or len(ids) + len(writes[end]) <= limit):
+                ids.update(dict.fromkeys(writes[end]))
+                end += 1
+            return end, list(ids)
+
+
+JOB_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*-[0-9]+")
+"""``<alias>-<n>``: what a job id looks like (and all a path made from one may contain)."""
+
+
+class JobRecords:
+    """Each re-embedding job's record (a JSON object), by job id."""
+
+    def __init__(self, directory: Path):
+        self._directory = directory / "jobs"
+        self._lock = threading.Lock()
+
+    def put(self, record: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            write_atomically(self._directory / f"{record['id']}.json",
+                             json.dumps(record, indent=1, sort_keys=True).encode())
+        return record
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        if not JOB_ID.fullmatch(job_id):
+            return None
+        path = self._directory / f"{job_id}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def all(self) -> list[dict[str, Any]]:
+        if not self._directory.is_dir():
+            return []
+        return sorted((json.loads(path.read_text()) for path in self._directory.glob("*.json")),
+                      key=lambda record: record["created"])
