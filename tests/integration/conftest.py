@@ -101,7 +101,11 @@ def actor_pids(class_name: str) -> list[int]:
     same machine has its own Ray and is never touched."""
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")], detail=True)
+    import ray
+
+    address = ray.get_runtime_context().gcs_address  # this session's Ray, even with another one running
+    actors = list_actors(address=address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+                         detail=True)
     return [actor.pid for actor in actors]
 
 
