@@ -103,12 +103,14 @@ class ReembedWorker:
                 if not gate["passed"]:
                     await self._update(state="refused", phase="evaluated")
                     return
+            await self._catch_up(source)  # what came in during the gate, while writes flow freely
             await self._update(phase="swapping")
             try:  # writes keep coming: hold new ones back while the last are replayed, then swap
-                await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)
-                applied = await self._follow(await self._store.reembed_job(self._job_id), source)
-                while not await self._store.reembed_swap(self._job_id, applied):
+                while True:
+                    await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)  # (again: a freeze ends by itself)
                     applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+                    if await self._store.reembed_swap(self._job_id, applied):
+                        break
             finally:
                 await self._store.reembed_thaw(self._job_id)
         except Exception as error:  # the job's record says why, for GET and the CLI
@@ -187,6 +189,19 @@ class ReembedWorker:
             this_run += len(rows)
             await self._update(changes_applied=applied, documents_embedded=embedded, embedded_this_run=this_run)
         return applied
+
+    async def _catch_up(self, source: CollectionConfig) -> None:
+        """Replay the log until what is left fits one step, so that the freeze before the swap holds writes
+        back for one short replay, not for a backlog longer than the freeze lasts (after which writes
+        would flow again and the swap never find the log still). Stops early while the backlog does not
+        shrink: writes come faster than they are replayed, and only the freeze can hold them."""
+        record = await self._store.reembed_job(self._job_id)
+        while record["changes_pending"] > record["batch_size"]:
+            before = record["changes_pending"]
+            await self._follow(record, source)
+            record = await self._store.reembed_job(self._job_id)
+            if record["changes_pending"] >= before:
+                return
 
     # --- the evaluation gate ---------------------------------------------------------------
 
