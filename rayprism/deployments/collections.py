@@ -27,6 +27,7 @@ from rayprism.deployments.schemas import (
 )
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import CollectionMovedError, StoreClient, StoreReplica
+from rayprism.platform.bridge import Bridge
 from rayprism.platform.codecs.muvera import FDEConfig, encode_documents, encode_query
 from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
@@ -48,6 +49,8 @@ STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
 4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
 STORE_HEALTH_TIMEOUT_S = 2.0
 DENSE = VECTOR_FIELDS[0]
+MAX_BRIDGES = 8
+"""Re-embedding bridges a replica keeps (one per job that answered a search by its new model here)."""
 
 
 def _media_problem(config: CollectionConfig, index: int, error: InvalidInputError) -> DocumentProblem:
@@ -85,6 +88,8 @@ class CollectionsService:
         self._store = store
         self._jobs = jobs
         self._known: dict[str, CollectionConfig] = {}
+        self._bridges: dict[str, Bridge] = {}
+        """Re-embedding jobs' bridges by job id (a job fits its bridge once), fetched on first use."""
         self._reached: dict[str, str] = {}
         """The physical collection each alias last resolved to: what its requests are labelled by."""
 
@@ -467,6 +472,7 @@ class CollectionsService:
         if mode != "dense" and example is not None:
             raise InvalidInputError(f"a search by example is dense; mode {mode!r} needs text", param="mode")
         self._check_query_modality(config, example, mode)
+        bridge = await self._search_bridge(name, config, request)
         reranker = self._reranker(config, request)
         readable = ["id", config.text_field, *config.fields]
         output_fields = request.output_fields if request.output_fields is not None else readable[1:]
@@ -485,11 +491,11 @@ class CollectionsService:
         with self._forgotten_if_gone(config.name):
             if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
                 dense_vector, sparse_hits = await asyncio.gather(
-                    self._embed_query(config, request.query),
+                    self._query_vector(config, request, bridge),
                     self._store.sparse_hits(config.name, request.query, candidates, filter_expression),
                 )
             elif mode == "dense":
-                dense_vector = await self._embed_query(config, request.query)
+                dense_vector = await self._query_vector(config, request, bridge)
             elif mode == "multivector":
                 query_tokens = await self._query_tokens(config, request.query)
                 dense_vector = encode_query(query_tokens, self._fde(config))
@@ -505,7 +511,48 @@ class CollectionsService:
         if reranker is not None and results:
             results = await self._reranked(reranker, config, request, results, output_fields)
         self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
-        return {"object": "search.results", "collection": name, "mode": mode, "results": results}
+        answer = {"object": "search.results", "collection": name, "mode": mode, "results": results}
+        if bridge is not None:
+            answer["bridge"] = {"job": bridge[0], "model": request.model, "method": bridge[1].method}
+        return answer
+
+    async def _search_bridge(self, name: str, config: CollectionConfig,
+                             request: SearchRequest) -> tuple[str, Bridge] | None:
+        """(job id, bridge) when the search asks for a model other than the collection's: the model a
+        re-embedding of the collection moves it to, whose bridge maps that model's query vectors into the
+        collection's space. Any other model is refused, saying which ones the collection can be searched by."""
+        model = request.model
+        if model is None or model == config.model:
+            return None
+        self._embeddings.runner(model)  # 404 unless the service serves it
+        reached = f" (reached by {name!r})" if name != config.name else ""
+        if isinstance(request.query, MediaQuery):
+            raise InvalidInputError(f"model {model!r}: a search by example is embedded by the collection's own "
+                                    f"model ({config.model!r})", param="model")
+        job_id = await self._store.reembed_bridge(config.name, model)
+        if job_id is None:
+            raise InvalidInputError(
+                f"collection {config.name!r}{reached} is embedded by model {config.model!r}; a query embedded by "
+                f"{model!r} can search it only while a re-embedding moves it to {model!r} (its bridge maps the "
+                f"query), and none does now: leave model out, or set it to {config.model!r}", param="model")
+        bridge = self._bridges.get(job_id)
+        if bridge is None:
+            saved = await self._store.reembed_bridge_matrix(job_id)
+            bridge = Bridge(np.asarray(saved["matrix"], dtype=np.float32), saved["method"])
+            if len(self._bridges) >= MAX_BRIDGES:
+                self._bridges.pop(next(iter(self._bridges)))
+            self._bridges[job_id] = bridge
+        return job_id, bridge
+
+    async def _query_vector(self, config: CollectionConfig, request: SearchRequest,
+                            bridge: tuple[str, Bridge] | None) -> np.ndarray:
+        """The query's vector in the collection's space: embedded by its model, or by the re-embedding's new
+        model (``request.model``) and mapped by that job's bridge."""
+        if bridge is None:
+            return await self._embed_query(config, request.query)
+        runner = self._embeddings.runner(request.model)
+        embedded = await runner.embed([request.query], "text", prompt_for_role(runner.encoder.prompts, "query"))
+        return bridge[1].apply(embedded.vectors)[0]
 
     def _reranker(self, config: CollectionConfig, request: SearchRequest):
         """The runner of the search's rerank stage, if it has one: a reranker reads the query and stored text."""

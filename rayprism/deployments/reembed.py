@@ -9,6 +9,11 @@ gate runs, and the store moves the alias only if no write came in between (else 
 replays again). Progress lives in the job's record in the store, so a worker killed mid-way is
 restarted on the same record: documents already in the new collection are not embedded again.
 
+A forward job copies a random sample of documents first and fits its bridge on them (their old
+vectors against the new): until the swap, a search of the alias that asks for the new model is
+embedded by it and mapped into the old space, so it searches the old index
+(:meth:`~rayprism.deployments.collections.CollectionsService.search`).
+
 A rollback is the same worker in the other direction: the writes made to the new collection since
 the swap (logged from the swap on) are replayed into the old one with its model, then the alias
 moves back.
@@ -39,6 +44,8 @@ GATE_K = 10
 FREEZE_MAX_S = 30.0
 """Longest a swap holds new writes to the old collection back (while the last logged ones are replayed)."""
 BRIDGE_SAMPLE = 512
+"""Documents copied first and embedded by both models: the bridge is fitted on 80% of them, measured on the rest."""
+BRIDGE_MIN_SAMPLE = 20
 
 
 def worker_name(app_name: str, job_id: str) -> str:
@@ -84,6 +91,8 @@ class ReembedWorker:
             source = CollectionConfig.model_validate(await self._store.resolve(record["source"]))
             self._content = ["id", source.text_field, *source.fields]
             if record["phase"] == "copying":
+                if record["direction"] == "forward" and not record.get("bridge"):
+                    record = await self._fit_bridge(record, source)
                 record = await self._copy(record, source)
             record = await self._update(phase="following")
             applied = await self._follow(record, source)
@@ -94,12 +103,14 @@ class ReembedWorker:
                 if not gate["passed"]:
                     await self._update(state="refused", phase="evaluated")
                     return
+            await self._catch_up(source)  # what came in during the gate, while writes flow freely
             await self._update(phase="swapping")
             try:  # writes keep coming: hold new ones back while the last are replayed, then swap
-                await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)
-                applied = await self._follow(await self._store.reembed_job(self._job_id), source)
-                while not await self._store.reembed_swap(self._job_id, applied):
+                while True:
+                    await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)  # (again: a freeze ends by itself)
                     applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+                    if await self._store.reembed_swap(self._job_id, applied):
+                        break
             finally:
                 await self._store.reembed_thaw(self._job_id)
         except Exception as error:  # the job's record says why, for GET and the CLI
@@ -114,6 +125,26 @@ class ReembedWorker:
         for row, vector in zip(rows, vectors):
             row[DENSE] = np.asarray(vector, dtype=np.float32)
 
+    async def _fit_bridge(self, record: dict, source: CollectionConfig) -> dict:
+        """Copy a random sample of the source first and fit the bridge on it (its documents' old vectors
+        against the new ones just embedded), so that searches by the new model are answered through it
+        for the rest of the job; the copy then skips the sample."""
+        ids = await self._store.ids(record["source"])
+        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:BRIDGE_SAMPLE]]
+        rows = []
+        for batch in _chunks(sample, record["batch_size"]):
+            part = await self._store.get(record["source"], batch, [*self._content, DENSE])
+            old = [np.asarray(row.pop(DENSE), dtype=np.float32) for row in part]
+            await self._embed(record["model"], part, source.text_field)
+            await self._store.upsert(record["target"], part)
+            rows.extend(zip([row["id"] for row in part], old, [row[DENSE] for row in part]))
+        record = await self._update(documents_embedded=record["documents_embedded"] + len(rows),
+                                    embedded_this_run=record["embedded_this_run"] + len(rows))
+        fitted = self._bridge([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows])
+        if fitted is None:  # too few documents to fit a map on: searches by the new model wait for the swap
+            return record
+        return await self._store.reembed_bridge_put(self._job_id, *fitted)
+
     async def _copy(self, record: dict, source: CollectionConfig) -> dict:
         """Every document of the source that the target does not hold yet, embedded by the new model."""
         batch_size = record["batch_size"]
@@ -121,7 +152,7 @@ class ReembedWorker:
         held = set(await self._store.ids(record["target"]))
         todo = [doc_id for doc_id in source_ids if doc_id not in held]
         done = len(source_ids) - len(todo)
-        embedded, this_run = record["documents_embedded"], 0
+        embedded, this_run = record["documents_embedded"], record["embedded_this_run"]
         record = await self._update(documents_total=len(source_ids), documents_done=done)
         for batch in _chunks(todo, batch_size):
             rows = await self._store.get(record["source"], batch, self._content)  # deleted meanwhile: logged
@@ -158,6 +189,19 @@ class ReembedWorker:
             this_run += len(rows)
             await self._update(changes_applied=applied, documents_embedded=embedded, embedded_this_run=this_run)
         return applied
+
+    async def _catch_up(self, source: CollectionConfig) -> None:
+        """Replay the log until what is left fits one step, so that the freeze before the swap holds writes
+        back for one short replay, not for a backlog longer than the freeze lasts (after which writes
+        would flow again and the swap never find the log still). Stops early while the backlog does not
+        shrink: writes come faster than they are replayed, and only the freeze can hold them."""
+        record = await self._store.reembed_job(self._job_id)
+        while record["changes_pending"] > record["batch_size"]:
+            before = record["changes_pending"]
+            await self._follow(record, source)
+            record = await self._store.reembed_job(self._job_id)
+            if record["changes_pending"] >= before:
+                return
 
     # --- the evaluation gate ---------------------------------------------------------------
 
@@ -196,15 +240,12 @@ class ReembedWorker:
 
     async def _agreement_gate(self, record: dict, source: CollectionConfig, evaluation: dict) -> dict:
         """Stored documents as queries: each one's old vector searches the old index, its new vector the new
-        index (itself left out of both); the share of the old top-10 that the new one finds, averaged.
-        The same sample fits and measures the bridge (reported, not gating)."""
+        index (itself left out of both); the share of the old top-10 that the new one finds, averaged."""
         target = CollectionConfig.model_validate(await self._store.resolve(record["target"]))
         ids = await self._store.ids(record["target"])
-        rng = np.random.default_rng(0)
-        sample = [ids[i] for i in rng.permutation(len(ids))[: max(evaluation.get("sample", 100), BRIDGE_SAMPLE)]]
+        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.get("sample", 100)]]
         old, new = await self._vectors(record["source"], sample), await self._vectors(record["target"], sample)
-        both = [doc_id for doc_id in sample if doc_id in old and doc_id in new]
-        queries = both[: evaluation.get("sample", 100)]
+        queries = [doc_id for doc_id in sample if doc_id in old and doc_id in new]
         agreements = []
         for doc_id in queries:
             before = await self._top(record["source"], source.index.metric, old[doc_id], doc_id)
@@ -215,19 +256,16 @@ class ReembedWorker:
         threshold = evaluation.get("min_score")
         if threshold is None:
             threshold = DEFAULT_MIN_AGREEMENT
-        gate = {"metric": "top10_agreement", "queries": len(agreements), "new": agreement, "threshold": threshold,
+        return {"metric": "top10_agreement", "queries": len(agreements), "new": agreement, "threshold": threshold,
                 "passed": agreement >= threshold}
-        bridge = self._bridge([new[i] for i in both], [old[i] for i in both])
-        if bridge is not None:
-            await self._update(bridge=bridge)
-        return gate
 
     @staticmethod
-    def _bridge(new: list, old: list) -> dict | None:
-        """A Procrustes map from the new space to the old, fitted on 80% of the sample, measured on the rest:
-        against the old endpoint (cosine to the old vectors, the old model's own top-10 in the old index)
-        and against the new one (the new model's top-10 in the new index)."""
-        if len(new) < 20:
+    def _bridge(ids: list, new: list, old: list) -> tuple[np.ndarray, list, dict] | None:
+        """(matrix, the ids it was fitted on, its quality): a Procrustes map from the new space to the old,
+        fitted on 80% of the sample, measured on the rest against the old endpoint (cosine to the old
+        vectors, the old model's own top-10 in the old index) and the new one (the new model's top-10
+        in the new index)."""
+        if len(new) < BRIDGE_MIN_SAMPLE:
             return None
         new_vectors, old_vectors = np.stack(new), np.stack(old)
         cut = int(len(new) * 0.8)
@@ -241,8 +279,9 @@ class ReembedWorker:
         by_bridge = np.argsort(-(mapped @ old_normalised.T), axis=1)[:, :k]
         by_new = np.argsort(-(normalised[cut:] @ normalised.T), axis=1)[:, :k]
         against_new = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(by_bridge, by_new)]))
-        return {"method": bridge.method, "fit_rows": cut, "against_old": quality.as_dict(),
-                "against_new": {"top10_agreement": against_new, "rows": len(held_new)}}
+        return bridge.matrix, ids[:cut], {
+            "method": bridge.method, "fit_rows": cut, "against_old": quality.as_dict(),
+            "against_new": {"top10_agreement": against_new, "rows": len(held_new)}}
 
 
 class ReembedJobs:

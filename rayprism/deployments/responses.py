@@ -194,11 +194,21 @@ class Hit(_Response):
     """With a ``rerank`` stage: the score the hit had before it (fused, or its route's)."""
 
 
+class SearchBridge(_Response):
+    job: str
+    """The re-embedding job whose bridge mapped the query."""
+    model: str
+    """The model that embedded the query (the job's new model)."""
+    method: str
+
+
 class SearchResults(_Response):
     object: Literal["search.results"]
     collection: str
     mode: str
     results: list[Hit]
+    bridge: SearchBridge | None = None
+    """Present when the query, embedded by a re-embedding's new model, searched the old index through its bridge."""
 
 
 class Alias(_Response):
@@ -249,7 +259,8 @@ class ReembedJob(_Response):
     gate: dict[str, Any] | None
     """The evaluation: metric, old and new score, threshold, passed."""
     bridge: dict[str, Any] | None
-    """A linear map from the new space to the old, fitted on sampled documents, and its quality."""
+    """A linear map from the new space to the old, fitted on sampled documents, and its quality; until the
+    swap it answers searches that ask for the new model (``"model"`` in the search body)."""
     error: str | None
     runs: int
     created: float

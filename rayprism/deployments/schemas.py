@@ -180,6 +180,10 @@ class SearchRequest(BaseModel):
     """Fields returned with each hit; default: the text and every metadata field."""
     rerank: RerankStage | None = None
     """Rescore the best ``rerank.candidates`` hits with a reranker (a cross-encoder), after fusion."""
+    model: StrictStr | None = None
+    """The model that embeds the query; default (or the collection's own model): the collection's. While a
+    re-embedding moves the collection to another model, that model too: the query it embeds searches the
+    old index through the job's bridge until the swap, the new index after it."""
 
 
 class DocumentsRequest(BaseModel):

@@ -97,6 +97,10 @@ class StoreReplica:
         directory = reembed_directory(self._config.uri)
         self._changes = ChangeLogs(directory)
         self._jobs = JobRecords(directory)
+        self._bridges: dict[tuple[str, str], str] = {
+            (job["source"], job["model"]): job["id"] for job in self._jobs.all()
+            if job["state"] == "running" and job["direction"] == "forward" and job.get("bridge")}
+        """(source collection, new model) → the running job whose bridge answers that model's searches there."""
 
     def _store(self, uri: str) -> MilvusStore:
         """The store at ``uri``, opened once: concurrent first calls wait for the one opening it."""
@@ -297,9 +301,45 @@ class StoreReplica:
             record = self._jobs.get(job_id)
             if record is None:
                 raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
-            return self._jobs.put({**record, **fields, "updated": time.time()})
+            record = self._jobs.put({**record, **fields, "updated": time.time()})
+            if record["state"] != "running":
+                self._bridge_ends(record)
+            return record
 
         return await asyncio.to_thread(work)
+
+    def _bridge_ends(self, record: dict) -> None:
+        if self._bridges.get((record["source"], record["model"])) == record["id"]:
+            del self._bridges[(record["source"], record["model"])]
+
+    async def reembed_bridge_put(self, job_id: str, matrix: Any, fit_ids: list, quality: dict) -> dict:
+        """Keep a forward job's bridge; from now until the job ends, searches of its source by its
+        model go through it. ``quality`` goes into the job's record (``bridge``)."""
+        def work() -> dict:
+            record = self._jobs.get(job_id)
+            if record is None:
+                raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
+            self._jobs.put_bridge(job_id, matrix, fit_ids)
+            record = self._jobs.put({**record, "bridge": quality, "updated": time.time()})
+            if record["state"] == "running":
+                self._bridges[(record["source"], record["model"])] = job_id
+            return record
+
+        return await asyncio.to_thread(work)
+
+    async def reembed_bridge(self, collection: str, model: str) -> str | None:
+        """The job whose bridge answers searches of the collection ``collection`` reaches by ``model``
+        (a re-embedding of it to that model, not swapped yet), or None."""
+        physical = await asyncio.to_thread(self._physical, collection)
+        return self._bridges.get((physical, model))
+
+    async def reembed_bridge_matrix(self, job_id: str) -> dict:
+        """A job's bridge: ``matrix`` (new dimensions × old), ``method`` and the ``fit_ids`` it was fitted on."""
+        record = await self.reembed_job(job_id)
+        saved = await asyncio.to_thread(self._jobs.bridge, job_id)
+        if saved is None or not record.get("bridge"):
+            raise NotFoundError(f"re-embedding job {job_id!r} has no bridge")
+        return {"matrix": saved[0], "fit_ids": saved[1], "method": record["bridge"]["method"]}
 
     async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
         """Ids written to the job's source after the first ``position`` writes of its log (up to ``limit``)."""
@@ -333,6 +373,7 @@ class StoreReplica:
                     self._changes.open(record["target"])
                 self._jobs.put({**record, "state": "done", "phase": "swapped", "changes_applied": position,
                                 "updated": time.time()})
+                self._bridge_ends(record)
                 return True
 
         return await asyncio.to_thread(work)
@@ -423,6 +464,16 @@ class StoreClient:
 
     async def reembed_thaw(self, job_id: str) -> None:
         return await self._call("reembed_thaw", self._handle.reembed_thaw.remote(job_id))
+
+    async def reembed_bridge_put(self, job_id: str, matrix: Any, fit_ids: list, quality: dict) -> dict:
+        return await self._call("reembed_bridge_put",
+                                self._handle.reembed_bridge_put.remote(job_id, matrix, fit_ids, quality))
+
+    async def reembed_bridge(self, collection: str, model: str) -> str | None:
+        return await self._call("reembed_bridge", self._handle.reembed_bridge.remote(collection, model))
+
+    async def reembed_bridge_matrix(self, job_id: str) -> dict:
+        return await self._call("reembed_bridge_matrix", self._handle.reembed_bridge_matrix.remote(job_id))
 
     async def reembed_swap(self, job_id: str, position: int) -> bool:
         return await self._call("reembed_swap", self._handle.reembed_swap.remote(job_id, position))

@@ -97,10 +97,22 @@ class Store:
 
         return {row["id"]: row for row in self._loop.run_until_complete(read())}
 
+    def bridge(self, job_id: str) -> dict:
+        """The job's bridge as the store keeps it: matrix, method and the ids it was fitted on."""
+        async def read():
+            return await self._handle.reembed_bridge_matrix.remote(job_id)
+
+        return self._loop.run_until_complete(read())
+
 
 @pytest.fixture(scope="module")
 def store(service_url) -> Store:
     return Store()
+
+
+WRITE_PAUSE_S = 0.1
+"""Between the writer's turns: a steady stream, not one that outruns the job's replay on a loaded machine
+(then no job can catch up: the swap would wait for the writer to stop)."""
 
 
 def test_reembed_under_writes_and_searches_loses_nothing_and_stores_the_new_models_vectors(
@@ -125,9 +137,10 @@ def test_reembed_under_writes_and_searches_loses_nothing_and_stores_the_new_mode
     def writer() -> None:  # upserts, changes and deletes through the alias until after the swap
         with httpx.Client(base_url=url, timeout=120) as client:
             turn = 0
-            while not stop.is_set():
+            while not stop.wait(WRITE_PAUSE_S):
                 new = {"id": f"w{turn}", "text": f"written during the move, number {turn}", "section": "net"}
-                changed = {**DOCUMENTS[turn % len(DOCUMENTS)], "text": f"changed during the move {turn}"}
+                original = DOCUMENTS[turn % len(DOCUMENTS)]  # changed, still findable: the gate stays telling
+                changed = {**original, "text": f"{original['text']} (changed during the move, turn {turn})"}
                 response = client.post("/v1/collections/rb_live/documents", json={"documents": [new, changed]})
                 assert response.status_code == 200, response.text
                 expected[new["id"]], expected[changed["id"]] = new["text"], changed["text"]
@@ -238,3 +251,100 @@ def test_a_killed_job_resumes_without_embedding_again_what_it_had_done(service_u
     assert left - batch <= finished["embedded_this_run"] <= left + batch  # a batch may have been written unrecorded
     assert metric(url, "rayprism_inputs_total", model="minilm") - embedded_before <= left + batch
     assert set(store.rows("rb_resume_v2", ["text"])) == {doc["id"] for doc in documents}
+
+
+def normalised(vectors) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def dense_answers(url: str, collection: str, queries: list[str], **options) -> tuple[list[list[str]], list[dict]]:
+    found, bodies = [], []
+    for query in queries:
+        response = post(url, f"/v1/collections/{collection}/search",
+                        {"query": query, "k": 10, "mode": "dense", "output_fields": [], **options})
+        assert response.status_code == 200, response.text
+        bodies.append(response.json())
+        found.append([hit["id"] for hit in bodies[-1]["results"]])
+    return found, bodies
+
+
+def overlap(a: list[list], b: list[list]) -> float:
+    return float(np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b)]))
+
+
+BRIDGE_AGREEMENT_BOUND = 0.01
+"""The least share of the old model's own top-10 that new-model queries find through the bridge: what a
+random ranking of the 1,000 documents finds. The old model here is a tiny random 16-dimensional CLIP text
+tower whose neighbourhoods carry next to nothing for MiniLM's space to map onto (measured: 0.02), so this
+pair can only show the bridge is no worse than chance; bench/reembed.py measures a real pair (MiniLM to a
+fine-tuned MiniLM). The mechanism itself is checked exactly against the scipy reference above."""
+
+
+def test_until_the_swap_a_search_by_the_new_model_goes_through_the_bridge_then_through_the_new_index(
+        service_url, store, reference_minilm):
+    import ray
+    from scipy.linalg import orthogonal_procrustes
+
+    from rayprism.deployments.reembed import NAMESPACE, worker_name
+
+    url = service_url
+    documents = _documents(EXAMPLES / "debian-2k.jsonl")[:1000]
+    queries = [json.loads(line)["query"] for line in (EXAMPLES / "debian-2k-queries.jsonl").read_text().splitlines()]
+    queries = queries[:40]
+    make_alias(url, "rb_bridge", "rb_bridge_v1", "clip", documents)
+    search = {"query": queries[0], "k": 10, "mode": "dense", "model": "minilm"}
+    unrelated = post(url, "/v1/collections/rb_bridge/search", search)
+    assert unrelated.status_code == 400 and unrelated.json()["error"]["param"] == "model", unrelated.text
+    assert "embedded by model 'clip'" in unrelated.json()["error"]["message"]
+    unknown = post(url, "/v1/collections/rb_bridge/search", {**search, "model": "no-such-model"})
+    assert unknown.status_code == 404 and "no-such-model" in unknown.json()["error"]["message"]
+    own = post(url, "/v1/collections/rb_bridge/search", {**search, "model": "clip"})
+    assert own.status_code == 200 and "bridge" not in own.json()
+
+    started = post(url, "/v1/collections/rb_bridge/reembed",
+                   {"model": "minilm", "batch_size": 8, "evaluation": {"min_score": 0}})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    fitted = wait_for_job(url, job_id, until=lambda job: job["bridge"] is not None or job["state"] != "running")
+    ray.kill(ray.get_actor(worker_name("rayprism", job_id), namespace=NAMESPACE))  # hold the job before its swap
+    assert wait_for_job(url, job_id, timeout_s=60)["state"] == "interrupted"
+    assert target(url, "rb_bridge") == "rb_bridge_v1" and fitted["bridge"]["against_old"]["rows"] > 0
+
+    bridged, bodies = dense_answers(url, "rb_bridge", queries, model="minilm")
+    assert all(body["bridge"] == {"job": job_id, "model": "minilm", "method": "procrustes"} for body in bodies)
+    assert all(body["collection"] == "rb_bridge" for body in bodies)
+
+    # the reference: scipy's Procrustes on sentence-transformers' own vectors of the same fitted documents
+    saved = store.bridge(job_id)
+    old = store.rows("rb_bridge_v1", ["text", "dense"])
+    fit_ids = saved["fit_ids"]
+    assert len(fit_ids) == fitted["bridge"]["fit_rows"] >= 400 and set(fit_ids) <= set(old)
+    new_fit = normalised(reference_minilm.encode([old[doc_id]["text"] for doc_id in fit_ids]))
+    old_fit = normalised([old[doc_id]["dense"] for doc_id in fit_ids])
+    padded = np.hstack([old_fit, np.zeros((len(old_fit), new_fit.shape[1] - old_fit.shape[1]))])  # scipy wants equal widths
+    rotation = orthogonal_procrustes(new_fit, padded)[0][:, : old_fit.shape[1]]  # the old space's columns
+    assert np.linalg.norm(rotation - saved["matrix"]) / np.linalg.norm(rotation) < 0.05
+    ids = sorted(old)
+    index = normalised([old[doc_id]["dense"] for doc_id in ids])
+    mapped = normalised(normalised(reference_minilm.encode(queries)) @ rotation)
+    expected = [[ids[row] for row in np.argsort(-(index @ vector))[:10]] for vector in mapped]
+    assert overlap(bridged, expected) >= 0.9, overlap(bridged, expected)
+
+    # it finds what the old model finds (its own queries in its own index) at least as often as chance
+    by_old, _ = dense_answers(url, "rb_bridge", queries)
+    assert overlap(bridged, by_old) >= BRIDGE_AGREEMENT_BOUND, overlap(bridged, by_old)
+    hybrid = post(url, "/v1/collections/rb_bridge/search", {"query": queries[0], "model": "minilm"})
+    assert hybrid.status_code == 200 and hybrid.json()["mode"] == "hybrid" and hybrid.json()["bridge"]["job"] == job_id
+
+    resumed = post(url, "/v1/collections/rb_bridge/reembed", {"model": "minilm"})
+    assert resumed.status_code == 200 and resumed.json()["id"] == job_id, resumed.text
+    finished = wait_for_job(url, job_id)
+    assert finished["state"] == "done" and target(url, "rb_bridge") == "rb_bridge_v2", finished
+
+    after, bodies = dense_answers(url, "rb_bridge", queries, model="minilm")  # the same request: now the new index, no bridge
+    assert all("bridge" not in body for body in bodies)
+    assert after == dense_answers(url, "rb_bridge_v2", queries)[0] != bridged
+    old_model = post(url, "/v1/collections/rb_bridge/search", {**search, "model": "clip"})
+    assert old_model.status_code == 400 and "embedded by model 'minilm'" in old_model.json()["error"]["message"]
+

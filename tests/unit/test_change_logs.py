@@ -1,5 +1,11 @@
 """The store's change logs and job records: what a re-embedding replays, and what survives a restart."""
 
+import asyncio
+
+import numpy as np
+import pytest
+
+from rayprism.platform.errors import NotFoundError
 from rayprism.platform.store.changes import ChangeLogs, JobRecords
 
 
@@ -39,3 +45,47 @@ def test_job_records_are_replaced_whole_and_unknown_ids_are_not_paths(tmp_path):
     assert jobs.get("docs-1")["state"] == "done"
     assert [job["id"] for job in jobs.all()] == ["docs-2", "docs-1"]  # oldest first
     assert jobs.get("../jobs/docs-1") is None and jobs.get("nope") is None
+
+
+def test_a_bridge_is_kept_beside_its_record_with_the_ids_it_was_fitted_on(tmp_path):
+    matrix = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    jobs = JobRecords(tmp_path)
+    assert jobs.bridge("docs-1") is None
+    jobs.put_bridge("docs-1", matrix, ["a", 2, "c"])
+    saved, fit_ids = JobRecords(tmp_path).bridge("docs-1")
+    assert np.array_equal(saved, matrix) and fit_ids == ["a", 2, "c"]
+    assert jobs.all() == [] and jobs.bridge("../docs-1") is None  # not a record; ids are not paths
+
+
+@pytest.mark.slow  # opens Milvus Lite (aliases)
+def test_the_store_answers_a_jobs_bridge_until_it_ends_and_after_a_restart(tmp_path):
+    from rayprism.deployments.reembed import new_record
+    from rayprism.deployments.store import StoreReplica
+    from rayprism.platform.config import StoreConfig
+
+    def replica():
+        return StoreReplica(StoreConfig(uri=str(tmp_path / "store.db")).model_dump(), [])
+
+    def record(job_id):
+        return new_record(job_id, "docs", "docs_v1", "docs_v2", "new", "old", direction="forward", evaluation={},
+                          batch_size=8, worker="w")
+
+    store = replica()
+    asyncio.run(store.reembed_begin(record("docs-1")))
+    assert asyncio.run(store.reembed_bridge("docs_v1", "new")) is None  # no bridge fitted yet
+    quality = {"method": "procrustes", "fit_rows": 3}
+    asyncio.run(store.reembed_bridge_put("docs-1", np.eye(4), ["a", "b", "c"], quality))
+    assert asyncio.run(store.reembed_bridge("docs_v1", "new")) == "docs-1"
+    assert asyncio.run(store.reembed_bridge("docs_v1", "other")) is None
+    assert asyncio.run(store.reembed_job("docs-1"))["bridge"] == quality
+    saved = asyncio.run(store.reembed_bridge_matrix("docs-1"))
+    assert np.array_equal(saved["matrix"], np.eye(4)) and saved["fit_ids"] == ["a", "b", "c"]
+    store.close()
+
+    store = replica()  # a restarted store finds the running job's bridge again
+    assert asyncio.run(store.reembed_bridge("docs_v1", "new")) == "docs-1"
+    asyncio.run(store.reembed_update("docs-1", {"state": "refused"}))
+    assert asyncio.run(store.reembed_bridge("docs_v1", "new")) is None
+    with pytest.raises(NotFoundError):
+        asyncio.run(store.reembed_bridge_matrix("docs-9"))
+    store.close()

@@ -40,3 +40,23 @@ def test_alias_commands_are_listed_with_their_help():
     for command in ("set", "list", "rm"):
         assert command in result.output
     assert "atomic" in result.output
+
+
+def test_reembed_rollback_and_status_explain_themselves():
+    listed = runner.invoke(app, ["--help"])
+    for command in ("reembed", "reembed-status", "rollback"):
+        assert command in listed.output
+    reembed = runner.invoke(app, ["reembed", "--help"])
+    assert reembed.exit_code == 0
+    for fragment in ("--model", "--queries", "--min-score", "--batch-size", "--no-wait", "alias", "rollback"):
+        assert fragment in reembed.output, fragment
+    rollback = runner.invoke(app, ["rollback", "--help"])
+    assert rollback.exit_code == 0 and "replayed" in rollback.output and "--no-wait" in rollback.output
+    assert "--batch-size" in rollback.output
+    status = runner.invoke(app, ["reembed-status", "--help"])
+    assert status.exit_code == 0 and "JSON" in status.output and "job_id" in status.output
+
+
+def test_reembed_needs_a_model():
+    result = runner.invoke(app, ["reembed", "docs_live"])
+    assert result.exit_code == 2 and "--model" in result.output

@@ -8,11 +8,14 @@ it is the one place that can keep such a log honestly.
 
 Both live on disk beside a Milvus Lite file (``<store.uri>.reembed/``), so an interrupted job
 resumes where it was: records are replaced whole (written to a temporary name, then renamed),
-logs are appended to, one JSON list of ids a line.
+logs are appended to, one JSON list of ids a line. A job's bridge (the linear map from the new
+model's space to the old one's that answers searches by the new model until the swap) is kept
+beside its record, with the ids of the documents it was fitted on.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,6 +23,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -117,6 +122,21 @@ class JobRecords:
             write_atomically(self._directory / f"{record['id']}.json",
                              json.dumps(record, indent=1, sort_keys=True).encode())
         return record
+
+    def put_bridge(self, job_id: str, matrix: np.ndarray, fit_ids: list) -> None:
+        """The job's bridge matrix (new dimensions × old) and the ids of the documents it was fitted on."""
+        out = io.BytesIO()
+        np.savez(out, matrix=np.asarray(matrix, dtype=np.float32), fit_ids=np.array(json.dumps(fit_ids)))
+        with self._lock:
+            write_atomically(self._directory / f"{job_id}.bridge.npz", out.getvalue())
+
+    def bridge(self, job_id: str) -> tuple[np.ndarray, list] | None:
+        """(matrix, fit ids) of the job's bridge, or None when it has none (yet)."""
+        path = self._directory / f"{job_id}.bridge.npz"
+        if not JOB_ID.fullmatch(job_id) or not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            return saved["matrix"], json.loads(str(saved["fit_ids"]))
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         if not JOB_ID.fullmatch(job_id):
