@@ -99,9 +99,8 @@ def pytest_collection_modifyitems(items):
 def actor_pids(class_name: str) -> list[int]:
     """Processes of this test session's own Ray, found through its state API: another rayprism on the
     same machine has its own Ray and is never touched."""
-    from ray.util.state import list_actors
-
     import ray
+    from ray.util.state import list_actors
 
     address = ray.get_runtime_context().gcs_address  # this session's Ray, even with another one running
     actors = list_actors(address=address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
