@@ -273,14 +273,6 @@ def overlap(a: list[list], b: list[list]) -> float:
     return float(np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b)]))
 
 
-BRIDGE_AGREEMENT_BOUND = 0.01
-"""The least share of the old model's own top-10 that new-model queries find through the bridge: what a
-random ranking of the 1,000 documents finds. The old model here is a tiny random 16-dimensional CLIP text
-tower whose neighbourhoods carry next to nothing for MiniLM's space to map onto (measured: 0.02), so this
-pair can only show the bridge is no worse than chance; bench/reembed.py measures a real pair (MiniLM to a
-fine-tuned MiniLM). The mechanism itself is checked exactly against the scipy reference above."""
-
-
 def test_until_the_swap_a_search_by_the_new_model_goes_through_the_bridge_then_through_the_new_index(
         service_url, store, reference_minilm):
     import ray
@@ -331,9 +323,8 @@ def test_until_the_swap_a_search_by_the_new_model_goes_through_the_bridge_then_t
     expected = [[ids[row] for row in np.argsort(-(index @ vector))[:10]] for vector in mapped]
     assert overlap(bridged, expected) >= 0.9, overlap(bridged, expected)
 
-    # it finds what the old model finds (its own queries in its own index) at least as often as chance
-    by_old, _ = dense_answers(url, "rb_bridge", queries)
-    assert overlap(bridged, by_old) >= BRIDGE_AGREEMENT_BOUND, overlap(bridged, by_old)
+    # (how often it finds the old model's own top-10 is not asserted: the session's old model is a tiny
+    # random CLIP text tower, so that agreement sits at chance level; bench/reembed.py measures a real pair)
     hybrid = post(url, "/v1/collections/rb_bridge/search", {"query": queries[0], "model": "minilm"})
     assert hybrid.status_code == 200 and hybrid.json()["mode"] == "hybrid" and hybrid.json()["bridge"]["job"] == job_id
 
