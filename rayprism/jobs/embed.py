@@ -24,11 +24,12 @@ from rayprism.jobs.readers import (
     read_unit,
     write_manifest,
 )
-from rayprism.jobs.state import JobState, write_atomically
+from rayprism.jobs.state import JobState
 from rayprism.platform.codecs.quantize import calibrate_int8, ranges_from_json, ranges_to_json
 from rayprism.platform.config import CollectionConfig, JobConfig
 from rayprism.platform.config.jobs import MEDIA_FORMATS
 from rayprism.platform.errors import ConfigError, RayprismError, unwrap
+from rayprism.platform.files import write_atomically
 
 DEFAULT_JOBS_DIR = Path("data") / "jobs"
 

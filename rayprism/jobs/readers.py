@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from rayprism.jobs.state import write_atomically
 from rayprism.platform.errors import ConfigError
+from rayprism.platform.files import write_atomically
 
 
 @dataclass(frozen=True)

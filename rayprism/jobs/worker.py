@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayprism.jobs.readers import Unit, read_unit
-from rayprism.jobs.state import JobState, write_atomically
+from rayprism.jobs.state import JobState
 from rayprism.platform.codecs import build_codecs
 from rayprism.platform.config import CollectionConfig, JobConfig
 from rayprism.platform.errors import InvalidInputError, RayprismError
+from rayprism.platform.files import write_atomically
 from rayprism.platform.models.base import Encoder, Modality, Prepared
 from rayprism.platform.models.registry import load_encoder
 from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
