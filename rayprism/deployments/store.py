@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ray import serve
 from ray.exceptions import RayActorError
@@ -33,6 +33,7 @@ from rayprism.platform.errors import (
     RayprismError,
     unwrap,
 )
+from rayprism.platform.gates import SharedExclusiveGate
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.changes import ChangeLogs, JobRecords
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
@@ -45,39 +46,12 @@ class CollectionMovedError(RayprismError):
     http_status = 503
 
 
-class SwapLock:
+class SwapLock(SharedExclusiveGate):
     """Writes hold it together; the swap at the end of a re-embedding holds it alone, so it sees every
     write either wholly before it (written and logged) or wholly after (reaching the new collection)."""
 
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._writers = 0
-        self._swapping = False
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._swapping)
-            self._writers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._writers -= 1
-                self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def swap(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._swapping)
-            self._swapping = True
-            self._condition.wait_for(lambda: self._writers == 0)
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._swapping = False
-                self._condition.notify_all()
+    write = SharedExclusiveGate.shared
+    swap = SharedExclusiveGate.exclusive
 
 
 def reembed_directory(uri: str) -> Path:

@@ -8,10 +8,11 @@ collection's flush a little further into the future.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from typing import Callable, Iterator
+from typing import Callable
+
+from rayprism.platform.gates import SharedExclusiveGate
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class FlushScheduler:
             logger.exception("background flush of %r failed", name)
 
 
-class FlushGate:
+class FlushGate(SharedExclusiveGate):
     """Keeps Milvus Lite's reads and writes apart from its flushes.
 
     Lite answers reads made while a collection flushes with rows missing (measured here: a
@@ -64,32 +65,5 @@ class FlushGate:
     Not re-entrant: a call must not open another inside.
     """
 
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._calls = 0
-        self._flushing = False
-
-    @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._flushing)
-            self._calls += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._calls -= 1
-                self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def flush(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._flushing)
-            self._flushing = True  # calls arriving from now on wait: a busy store still gets flushed
-            self._condition.wait_for(lambda: not self._calls)
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._flushing = False
-                self._condition.notify_all()
+    call = SharedExclusiveGate.shared
+    flush = SharedExclusiveGate.exclusive
