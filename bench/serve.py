@@ -39,13 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from services import REPO, Service, rayprism_service, start, stop
 
+from rayprism.client import Client
 from rayprism.platform.config import ModelConfig, load_serve_config
 from rayprism.platform.errors import RayprismError
 from rayprism.platform.models.source import resolve_source
@@ -289,23 +289,15 @@ def measure(service: Service, scenarios: list[Scenario], bodies: dict[str, Path]
             if result["requests"] < MIN_REQUESTS:
                 print(f"  (fewer than {MIN_REQUESTS} requests finished: a noisy figure; raise --duration-s)")
         if service.ready_line:  # a rayprism service: which replicas served
-            print(f"  {service.name}, embeddings requests served per replica: {replica_counts(service)}", flush=True)
+            print(f"  {service.name}, embeddings requests served per replica: {served_by_replica(service)}", flush=True)
     finally:
         stop(process)
     return results
 
 
-def replica_counts(service: Service, scrapes: int = 20) -> dict[str, int]:
-    """Each replica's own ``rayprism_requests_total`` for embeddings, by replica id: one scrape reaches
-    one replica (behind HAProxy or Serve's proxy), so scrape often enough that every replica answers."""
-    counts: dict[str, int] = {}
-    for _ in range(scrapes):
-        with urllib.request.urlopen(service.url("/metrics"), timeout=30) as response:
-            lines = response.read().decode().splitlines()
-        replica = next(line.split('"')[1] for line in lines if line.startswith("rayprism_replica_info{"))
-        counts[replica] = int(sum(float(line.rsplit(" ", 1)[1]) for line in lines
-                                  if line.startswith('rayprism_requests_total{endpoint="embeddings"')))
-    return counts
+def served_by_replica(service: Service) -> dict[str, int]:
+    with Client(service.url("")) as client:
+        return {replica: int(count) for replica, count in client.requests_by_replica("embeddings").items()}
 
 
 # --- report -----------------------------------------------------------------------------

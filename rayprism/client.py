@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from rayprism.platform.errors import RayprismError
 
@@ -191,6 +192,21 @@ class Client:
     def rerank(self, query: str, documents: list[str], *, model: str | None = None, **options) -> dict:
         """``POST /v1/rerank``: the documents scored against ``query`` by a reranker, best first."""
         return self.request("POST", "/v1/rerank", {"query": query, "documents": documents, "model": model, **options})
+
+    def requests_by_replica(self, endpoint: str, *, scrapes: int = 20) -> dict[str, float]:
+        """Each serving replica's own count of ``endpoint`` requests answered, by replica id. One scrape of
+        ``/metrics`` reaches one replica (behind HAProxy or Serve's proxy), so this scrapes up to
+        ``scrapes`` times to hear from every replica."""
+        counts: dict[str, float] = {}
+        for _ in range(scrapes):
+            response = self._http.get("/metrics")
+            if response.status_code >= 400:
+                raise ServiceError(response)
+            families = {family.name: family for family in text_string_to_metric_families(response.text)}
+            replica = families["rayprism_replica_info"].samples[0].labels["replica"]
+            counts[replica] = sum(sample.value for sample in families["rayprism_requests"].samples
+                                  if sample.name == "rayprism_requests_total" and sample.labels["endpoint"] == endpoint)
+        return counts
 
     def search(self, collection: str, query: str, **options) -> dict:
         body = {"query": query, **{key: value for key, value in options.items() if value is not None}}

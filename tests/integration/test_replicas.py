@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from rayprism.client import Client
 from tests.integration.conftest import free_port
 
 
@@ -35,14 +36,8 @@ def test_two_replicas_both_serve_through_the_one_port(tmp_path, tiny_model_path)
             statuses = list(pool.map(lambda i: httpx.post(f"{url}/v1/embeddings", json={"input": f"request {i}"},
                                                           timeout=60).status_code, range(40)))
         assert statuses == [200] * 40
-        served: dict[str, float] = {}
-        for _ in range(20):  # each scrape reaches one replica: collect every replica's own count
-            text = httpx.get(f"{url}/metrics", timeout=30).text
-            replica = next(line.split('"')[1] for line in text.splitlines() if line.startswith("rayprism_replica_info{"))
-            served[replica] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                                  if line.startswith('rayprism_requests_total{endpoint="embeddings"'))
-            if len(served) == 2:
-                break
+        with Client(url) as client:  # each scrape reaches one replica: scrape until both answered
+            served = client.requests_by_replica("embeddings")
         assert len(served) == 2 and all(count > 0 for count in served.values()), served
         assert sum(served.values()) == 40
     finally:
