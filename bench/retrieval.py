@@ -21,8 +21,9 @@ the plain script then encodes with it too.
 
 ``--reranker`` serves a cross-encoder (``kind: reranker``, e.g. one ``rayprism train`` wrote with
 ``objective: cross_encoder``) beside it; the dev queries are then also scored by hybrid search (default
-fusion) with a ``rerank`` stage over the best ``--rerank-candidates`` hits (20 and 50 by default), and
-step 4 times those searches too, interleaved with hybrid alone: their p50/p99 and what the stage adds.
+fusion) with a ``rerank`` stage over the best ``--rerank-candidates`` hits (20 and 50 by default) at each
+``--rerank-weights`` (1: the reranker's order; 0.5: its score fused with hybrid's, equally), and step 4
+times those searches too, interleaved with hybrid alone: their p50/p99 and what the stage adds.
 
 Needs ../shared/data/debian/ and, for the server column, the ``milvus`` package (the dev extra).
 """
@@ -68,13 +69,14 @@ RERANKER = "reranker"
 """The served name of ``--reranker``."""
 
 
-def reranked_name(candidates: int) -> str:
-    return f"hybrid (default fusion) + rerank {candidates}"
+def reranked_name(candidates: int, weight: float = 1.0) -> str:
+    return f"hybrid (default fusion) + rerank {candidates}" + (f", weight {weight:g}" if weight != 1 else "")
 
 
-def reranked_options(candidates: int) -> dict:
-    """Hybrid search whose best ``candidates`` hits after fusion the reranker rescores."""
-    return {"mode": "hybrid", "rerank": {"model": RERANKER, "candidates": candidates}}
+def reranked_options(candidates: int, weight: float = 1.0) -> dict:
+    """Hybrid search whose best ``candidates`` hits after fusion the reranker rescores (its score fused
+    with the first one by ``weight``)."""
+    return {"mode": "hybrid", "rerank": {"model": RERANKER, "candidates": candidates, "weight": weight}}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -123,8 +125,13 @@ def main() -> None:
                         help="a cross-encoder directory: also score and time hybrid + a rerank stage")
     parser.add_argument("--rerank-candidates", default="20,50",
                         help="comma-separated: hits the rerank stage rescores, one row each (default 20,50)")
+    parser.add_argument("--rerank-weights", default="1,0.5",
+                        help="comma-separated: the rerank stage's weight (1: the reranker's order alone; 0.5: its "
+                             "score and the fused one, equally), one row each with every --rerank-candidates "
+                             "(default 1,0.5); latency is timed at the first")
     args = parser.parse_args()
     rerank_candidates = [int(value) for value in args.rerank_candidates.split(",")] if args.reranker else []
+    rerank_weights = [float(value) for value in args.rerank_weights.split(",")]
     if not DATA.exists():
         raise SystemExit(f"needs the Debian retrieval set in {DATA}")
 
@@ -144,7 +151,7 @@ def main() -> None:
     if args.reranker:
         config["models"].append({"name": RERANKER, "kind": "reranker", "source": args.reranker,
                                  "torch_threads": os.cpu_count()})
-    configs = CONFIGS + [(reranked_name(n), reranked_options(n)) for n in rerank_candidates]
+    configs = CONFIGS + [(reranked_name(n, w), reranked_options(n, w)) for n in rerank_candidates for w in rerank_weights]
     config_path = work / "serve.yaml"
     config_path.write_text(json.dumps(config))
 
@@ -176,7 +183,7 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
             for q in queries[: args.latency_queries]:  # interleaved, so all see the same machine
                 timed = [({}, latencies), ({"filter": f'section == "{q["section"]}"'}, filtered_latencies),
-                         *((reranked_options(n), reranked_latencies[n]) for n in rerank_candidates)]
+                         *((reranked_options(n, rerank_weights[0]), reranked_latencies[n]) for n in rerank_candidates)]
                 for extra, timings in timed:
                     started = time.perf_counter()
                     response = http.post("/v1/collections/debian/search", json={"query": q["query"], "k": 10, **extra})
@@ -213,7 +220,7 @@ def main() -> None:
           f"{ingest.docs_per_s / baseline_ingest:.2f} |")
     if rerank_candidates:
         print(f"\n| search through HTTP, {len(latencies)} queries interleaved | p50 ms | p99 ms | added p50 ms "
-              "| added p99 ms | MRR@10 |")
+              f"| added p99 ms | MRR@10 (weight {' / '.join(f'{w:g}' for w in rerank_weights)}) |")
         print("|---|---|---|---|---|---|")
         hybrid_p99 = percentile_ms(latencies, 99)
         print(f"| hybrid (default fusion) | {ours_p50:.1f} | {hybrid_p99:.1f} | — | — | "
@@ -221,7 +228,7 @@ def main() -> None:
         for n, timings in reranked_latencies.items():
             p50, p99 = percentile_ms(timings, 50), percentile_ms(timings, 99)
             print(f"| {reranked_name(n)} | {p50:.1f} | {p99:.1f} | {p50 - ours_p50:+.1f} | {p99 - hybrid_p99:+.1f} | "
-                  f"{results[reranked_name(n)][0]:.3f} |")
+                  f"{' / '.join(f'{results[reranked_name(n, w)][0]:.3f}' for w in rerank_weights)} |")
     print("\n| one search in process, p50 ms | rayprism's in-memory mirror | Milvus Lite | ratio "
           "| Milvus server (store's server path) | mirror ÷ server |")
     print("|---|---|---|---|---|---|")

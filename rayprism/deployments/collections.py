@@ -40,6 +40,7 @@ from rayprism.platform.store.documents import (
     validate_documents,
 )
 from rayprism.platform.store.filters import check_filter
+from rayprism.platform.store.fusion import weighted
 from rayprism.platform.store.milvus import SearchQuery
 from rayprism.platform.store.tokens import TOKENS_KEY, fde_config
 
@@ -566,15 +567,22 @@ class CollectionsService:
     @staticmethod
     async def _reranked(reranker, config: CollectionConfig, request: SearchRequest, hits: list[dict],
                         output_fields: list[str]) -> list[dict]:
-        """The k best of ``hits`` by the reranker's score, each keeping its first score as ``retrieval_score``."""
+        """The k best of ``hits`` by the reranker's score (or, its ``weight`` below 1, by that score fused
+        with the first one), each keeping its first score as ``retrieval_score``."""
         texts = [hit["fields"][config.text_field] for hit in hits]
         rescored = await reranker.rerank(request.query, texts)
+        weight = request.rerank.weight
+        if weight == 1:
+            best = [(index, float(rescored.scores[index])) for index in rescored.best_first(request.k)]
+        else:
+            routes = [list(enumerate(rescored.scores.tolist())), [(index, hit["score"]) for index, hit in enumerate(hits)]]
+            best = weighted(routes, [weight, 1 - weight])[: request.k]
         reranked = []
-        for index in rescored.best_first(request.k):
+        for index, score in best:
             hit = hits[index]
             fields = {name: value for name, value in hit["fields"].items() if name in output_fields}
-            reranked.append({"id": hit["id"], "score": float(rescored.scores[index]), "fields": fields,
-                             "retrieval_score": hit["score"]})
+            reranked.append({"id": hit["id"], "score": score, "fields": fields, "retrieval_score": hit["score"],
+                             "rerank_score": float(rescored.scores[index])})
         return reranked
 
     async def _embed(self, config: CollectionConfig, texts: list[str], role: PromptRole):

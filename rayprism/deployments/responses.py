@@ -188,10 +188,13 @@ class Document(_Response):
 class Hit(_Response):
     id: str | int
     score: float
-    """The fused (or single route's) score; with a ``rerank`` stage, the reranker's relevance score."""
+    """The fused (or single route's) score; with a ``rerank`` stage, the reranker's relevance score (its
+    ``weight`` below 1: that score fused with ``retrieval_score``)."""
     fields: dict[str, Any]
     retrieval_score: float | None = None
     """With a ``rerank`` stage: the score the hit had before it (fused, or its route's)."""
+    rerank_score: float | None = None
+    """With a ``rerank`` stage: the reranker's relevance score."""
 
 
 class SearchBridge(_Response):

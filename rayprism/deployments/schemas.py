@@ -161,6 +161,11 @@ class RerankStage(BaseModel):
     """A ``kind: reranker`` model; optional when the service has exactly one."""
     candidates: int = Field(default=50, gt=0, le=1000)
     """Hits rescored (at least k are)."""
+    weight: float = Field(default=1.0, ge=0, le=1)
+    """The reranker's share of the final score. 1: the reranker's order alone. Below 1, the reranker's
+    and the first stage's scores over the candidates are fused as ``weighted`` fusion fuses routes
+    (each min-max normalised, weights ``weight`` and ``1 - weight``): a reranker trained on little
+    data still adds what it knows without discarding what fusion knew."""
 
 
 class SearchRequest(BaseModel):

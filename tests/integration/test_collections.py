@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.integration.conftest import SAMPLE_FIELDS
@@ -38,6 +40,13 @@ def loaded(service_url) -> str:
         response = post(service_url, "/v1/collections/debian/documents", {"documents": DOCUMENTS[start : start + 60]})
         assert response.status_code == 200, response.text
         assert response.json()["upserted"] == len(DOCUMENTS[start : start + 60])
+    # the first search starts the store's in-memory mirror; until it is built Milvus Lite answers, with its
+    # per-segment BM25 statistics, so two searches of one query could score differently: wait for it
+    search(service_url, {"query": "warm up", "k": 1})
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{service_url}/v1/collections/debian").json().get("mirror") is None:
+        assert time.monotonic() < deadline, "the in-memory mirror was not built in 60 s"
+        time.sleep(0.2)
     return service_url
 
 
@@ -272,6 +281,10 @@ def test_metrics_label_collection_routes_with_the_collections_model(loaded):
     assert 'rayprism_store_errors_total{call="describe",status="404"}' in text
 
 
+def min_max(values: np.ndarray) -> np.ndarray:
+    return (values - values.min()) / (values.max() - values.min())
+
+
 def test_a_rerank_stage_orders_the_fused_candidates_by_the_cross_encoder(loaded, tiny_reranker_path):
     from sentence_transformers import CrossEncoder
 
@@ -285,6 +298,16 @@ def test_a_rerank_stage_orders_the_fused_candidates_by_the_cross_encoder(loaded,
     for hit, i in zip(reranked, best):
         assert abs(hit["score"] - float(expected[i])) < 1e-5
         assert hit["retrieval_score"] == pytest.approx(fused[i]["score"])
+        assert abs(hit["rerank_score"] - float(expected[i])) < 1e-5
         assert hit["fields"] == {"package": fused[i]["fields"]["package"]}  # the text was read, not returned
+
+    # weight 0.3: 0.3 × the reranker's scores + 0.7 × the fused ones, each min-max normalised over the 20
+    blended = search(loaded, {"query": query, "k": 5, "rerank": {"model": "judge", "candidates": 20, "weight": 0.3}})
+    first = np.array([hit["score"] for hit in fused])
+    reference = 0.3 * min_max(np.asarray(expected)) + 0.7 * min_max(first)
+    best = np.argsort(-reference, kind="stable")[:5]
+    assert [hit["id"] for hit in blended] == [fused[i]["id"] for i in best]
+    assert [hit["score"] for hit in blended] == pytest.approx(reference[best].tolist(), abs=1e-5)
+    assert [hit["rerank_score"] for hit in blended] == pytest.approx([float(expected[i]) for i in best], abs=1e-5)
     refused = post(loaded, "/v1/collections/debian/search", {"query": query, "rerank": {"model": "minilm"}})
     assert refused.status_code == 400 and "not a reranker" in refused.json()["error"]["message"]
