@@ -369,7 +369,7 @@ class CollectionsService:
                 to_embed = [row for row in changed if DENSE not in row]
                 tokens = 0
                 if to_embed:
-                    embedded = await self._embed(config, [row[config.text_field] for row in to_embed], "document")
+                    embedded = await self._embed(config.model, [row[config.text_field] for row in to_embed], "document")
                     for row, vector in zip(to_embed, embedded.vectors):
                         row[DENSE] = vector
                     tokens = sum(embedded.token_counts)
@@ -551,8 +551,7 @@ class CollectionsService:
         model (``request.model``) and mapped by that job's bridge."""
         if bridge is None:
             return await self._embed_query(config, request.query)
-        runner = self._embeddings.runner(request.model)
-        embedded = await runner.embed([request.query], "text", prompt_for_role(runner.encoder.prompts, "query"))
+        embedded = await self._embed(request.model, [request.query], "query")
         return bridge[1].apply(embedded.vectors)[0]
 
     def _reranker(self, config: CollectionConfig, request: SearchRequest):
@@ -585,9 +584,9 @@ class CollectionsService:
                              "rerank_score": float(rescored.scores[index])})
         return reranked
 
-    async def _embed(self, config: CollectionConfig, texts: list[str], role: PromptRole):
-        """Texts embedded with the prompt the model declares for ``role``, if any."""
-        runner = self._embeddings.runner(config.model)
+    async def _embed(self, model: str, texts: list[str], role: PromptRole):
+        """Texts embedded by ``model`` with the prompt it declares for ``role``, if any."""
+        runner = self._embeddings.runner(model)
         return await runner.embed(texts, "text", prompt_for_role(runner.encoder.prompts, role))
 
     async def _embed_query(self, config: CollectionConfig, query: str | MediaQuery):
@@ -595,7 +594,7 @@ class CollectionsService:
             runner = self._embeddings.runner(config.model)
             items = await self._embeddings.media_inputs([query.item], query.modality)
             return (await runner.embed(items, query.modality)).vectors[0]
-        return (await self._embed(config, [query], "query")).vectors[0]
+        return (await self._embed(config.model, [query], "query")).vectors[0]
 
     async def _query_tokens(self, config: CollectionConfig, query: str) -> np.ndarray:
         runner = self._embeddings.runner(config.model)
