@@ -107,6 +107,9 @@ class Health(_Response):
     """The collections' store, where the service has one."""
     errors: dict[str, str] | None = None
     """What keeps the service from being ready, by subject."""
+    replica: str
+    """The serving replica that answered (several may share the port): start-up waits until each has
+    said it is ready."""
 
 
 class DenseTierMemory(_Response):

@@ -32,6 +32,7 @@ class EmbeddingService:
     def __init__(self, config: ServeConfig, *, replica: str = "", groups: dict[str, Any] | None = None):
         """``groups``: a Serve handle for each model group of ``config`` (none when it has no groups)."""
         self.config = config
+        self.replica = replica
         self.metrics = ServiceMetrics(replica)
         self.created = int(time.time())
         self.runners: dict[str, ModelRunner | RemoteRunner] = {}
@@ -165,7 +166,8 @@ class EmbeddingService:
         errors = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
         errors.update(self.startup_errors)
         ready = all(state in ("ready", "idle") for state in states.values()) and not errors and self.started()
-        body = {"status": "ok" if ready else ("error" if errors else "loading"), "models": states}
+        body = {"status": "ok" if ready else ("error" if errors else "loading"), "models": states,
+                "replica": self.replica}
         if errors:
             body["errors"] = errors
         return ready, body

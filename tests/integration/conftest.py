@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rayprism.deployments.launch import apply_env, direct_ingress_env
+from rayprism.deployments.ingress import replica_ports_env
+from rayprism.deployments.launch import apply_env
 
 
 def free_port() -> int:
@@ -21,7 +22,7 @@ def free_port() -> int:
 
 
 SERVICE_PORT = free_port()
-apply_env(direct_ingress_env(SERVICE_PORT, max_replicas=2))  # the session's service, and test_groups' second application
+apply_env(replica_ports_env(range(SERVICE_PORT, SERVICE_PORT + 2), quarantine_s=0))  # the session's service, and test_groups' second application
 
 
 @pytest.fixture(scope="session")
