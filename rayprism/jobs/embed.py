@@ -9,9 +9,12 @@ on their way to the one Milvus sink actor.
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -56,6 +59,8 @@ class JobSummary:
     outputs: list[str] = field(default_factory=list)
     errors_file: str | None = None
     collection_count: int | None = None
+    worker_deaths: int = 0
+    """Encoder actors that died during this run (their unfinished units ran again)."""
 
     @property
     def rows_per_s(self) -> float:
@@ -164,64 +169,73 @@ def _check_collection(job: JobConfig, collection: CollectionConfig) -> None:
 
 
 class JobFailedError(RayprismError):
-    """A unit could not be finished: a bad row with ``on_error: fail``, or the store refused."""
+    """A unit could not be finished: a bad row with ``on_error: fail``, the store refused, or the
+    encoder workers kept dying."""
 
 
-def run(job_plan: JobPlan, *, address: str | None = None, verbose: bool = False) -> JobSummary:
-    """Start (or join) Ray, then :func:`execute`: what ``rayprism embed`` does."""
+@dataclass(frozen=True)
+class UnitDone:
+    """One unit a worker has finished, as it reported it: what the command's progress counts."""
+
+    unit: str
+    rows: int
+    errors: int
+    seconds: float
+
+
+WORKER_DEATHS_TOLERATED = 3
+"""Encoder actors one run may lose (OOM kill, lost node) and go on; after each loss the units still
+unfinished run again on fresh actors."""
+
+
+def connect(address: str | None = None, *, verbose: bool = False) -> None:
+    """Start (or join) Ray for ``rayprism embed``, which then calls :func:`execute`. Without ``verbose``,
+    Ray Data's own progress and log lines stay in Ray's log folder (:func:`quiet_ray_data`)."""
     from rayprism.platform.ray_runtime import start_ray
 
     start_ray(address, verbose=verbose)
-    return execute(job_plan)
+    if not verbose:
+        quiet_ray_data()
 
 
-def execute(job_plan: JobPlan) -> JobSummary:
-    """Run the unfinished units on the Ray this process is connected to."""
+def quiet_ray_data() -> None:
+    """Turn off Ray Data's progress bars and execution banners, and detach the console handler it gives
+    the ``ray.data`` logger on import; its file handlers (``ray-data.log`` in Ray's log folder) keep
+    every record, at the DEBUG level Ray Data's own logging config sets (``start_ray``'s quieting had
+    raised it to ERROR, which would starve the file too)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logger = logging.getLogger("ray.data")
+    logger.setLevel(logging.DEBUG)
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+
+
+def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitDone], None] | None = None) -> JobSummary:
+    """Run the unfinished units on the Ray this process is connected to; ``on_unit`` hears of each
+    unit as it finishes. The counts returned are read back from the state directory, so a unit that
+    finished just before a worker died is counted once, as it was written."""
     import ray
-
-    from rayprism.jobs.sink import MilvusSink, ServiceSink
-    from rayprism.jobs.worker import UnitWorker
 
     job, state = job_plan.job, job_plan.state
     started = time.perf_counter()
-    sink = collection = None
-    if job.output.collection is not None:
-        spec = None if isinstance(job.output.collection, str) else job.output.collection.model_dump(mode="json")
-        output = job.output
-        sink_class, target = (ServiceSink, output.service_url) if output.service_url else (MilvusSink, output.store_uri)
-        sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
-        try:
-            collection = ray.get(sink.open.remote())
-            _check_collection(job, CollectionConfig.model_validate(collection))
-        except Exception as error:
-            ray.kill(sink)
-            raise unwrap(error) or error from None
-    ranges = int8_ranges(job_plan)
-    compute = job.compute
-    dataset = ray.data.from_items([unit.to_dict() for unit in job_plan.todo], override_num_blocks=len(job_plan.todo))
-    dataset = dataset.map_batches(
-        UnitWorker,
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
-        num_cpus=compute.num_cpus,
-        num_gpus=compute.num_gpus,
-        fn_constructor_kwargs={
-            "job": job.model_dump(mode="json"), "state_dir": str(state.directory),
-            "int8_ranges": ranges, "collection": collection, "sink": sink,
-        },
-    )
-    rows = errors = 0
+    sink, collection = _open_sink(job)
     collection_count = None
     try:
-        for summary in dataset.iter_rows():
-            if summary["failure"]:
-                raise JobFailedError(str(summary["failure"]))
-            rows += int(summary["rows"])
-            errors += int(summary["errors"])
+        worker_arguments = {
+            "job": job.model_dump(mode="json"), "state_dir": str(state.directory),
+            "int8_ranges": int8_ranges(job_plan), "collection": collection, "sink": sink,
+        }
+        worker_deaths = _embed_units(job_plan, worker_arguments, on_unit or (lambda done: None))
     finally:
         if sink is not None:
             collection_count = ray.get(sink.close.remote())
             ray.kill(sink)
+    rows, errors = state.totals([unit.id for unit in job_plan.todo])
     rows_total, errors_total = state.totals()
     outputs = [str(Path(job.output.parquet).resolve())] if job.output.parquet else []
     if job.output.collection is not None:
@@ -231,4 +245,89 @@ def execute(job_plan: JobPlan) -> JobSummary:
         units=len(job_plan.units), units_run=len(job_plan.todo), rows=rows, errors=errors,
         rows_total=rows_total, errors_total=errors_total, seconds=time.perf_counter() - started,
         outputs=outputs, errors_file=str(errors_file) if errors_file else None, collection_count=collection_count,
+        worker_deaths=worker_deaths,
     )
+
+
+def _open_sink(job: JobConfig):
+    """The actor that writes the job's collection and the collection's config (both None without one);
+    a collection the job's rows do not fit is refused here, before any unit runs."""
+    import ray
+
+    from rayprism.jobs.sink import MilvusSink, ServiceSink
+
+    output = job.output
+    if output.collection is None:
+        return None, None
+    spec = None if isinstance(output.collection, str) else output.collection.model_dump(mode="json")
+    sink_class, target = (ServiceSink, output.service_url) if output.service_url else (MilvusSink, output.store_uri)
+    sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
+    try:
+        collection = ray.get(sink.open.remote())
+        _check_collection(job, CollectionConfig.model_validate(collection))
+    except Exception as error:
+        ray.kill(sink)
+        raise unwrap(error) or error from None
+    return sink, collection
+
+
+def _embed_units(job_plan: JobPlan, worker_arguments: dict, on_unit: Callable[[UnitDone], None]) -> int:
+    """Stream the unfinished units through the encoder actors; returns how many were lost on the way.
+    Ray does not restart them (see :func:`_unit_dataset`): a death ends the dataset, and the units the
+    state directory does not record as finished run again on fresh actors."""
+    import ray
+
+    todo, deaths = job_plan.todo, 0
+    while todo:
+        try:
+            for row in _unit_dataset(job_plan.job, todo, worker_arguments).iter_rows():
+                on_unit(_unit_done(row))
+            return deaths
+        except ray.exceptions.RayActorError as error:  # died, or unreachable: either way not restarted
+            deaths += 1
+            todo = [unit for unit in todo if not job_plan.state.is_done(unit.id)]
+            if deaths > WORKER_DEATHS_TOLERATED:
+                reason = str(error).splitlines()[0]
+                raise JobFailedError(
+                    f"encoder workers were lost {deaths} times (the last: {reason}); {len(job_plan.todo) - len(todo)} "
+                    f"units finished and are kept: run the same command again to finish the other {len(todo)}"
+                ) from error
+    return deaths
+
+
+def _unit_dataset(job: JobConfig, units: list[Unit], worker_arguments: dict):
+    """One row per unit, mapped by an autoscaling pool of :class:`UnitWorker` actors into one summary row
+    per unit. The actors run with ``max_restarts=0``: Ray Data hands them their constructor arguments (its
+    own map function and context, whatever the job passes) as object-store references, and for such a
+    restartable actor Ray logs an ERROR line on every job, since its restart fails once those objects are
+    lost (ray-project/ray#53727). The job redoes a dead actor's units itself (:func:`_embed_units`),
+    exactly, from its state directory.
+
+    Ray Data 2.60 takes ``max_restarts`` only among its generic ``ray_remote_args``, deprecated for
+    removal in 2.64 (the pin in pyproject.toml is < 2.61): that one deprecation warning is silenced here."""
+    import ray
+    from ray.util.annotations import RayDeprecationWarning
+
+    from rayprism.jobs.worker import UnitWorker
+
+    compute = job.compute
+    dataset = ray.data.from_items([unit.to_dict() for unit in units], override_num_blocks=len(units))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        return dataset.map_batches(
+            UnitWorker,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
+            num_cpus=compute.num_cpus,
+            num_gpus=compute.num_gpus,
+            fn_constructor_kwargs=worker_arguments,
+            max_restarts=0,
+        )
+
+
+def _unit_done(row: dict) -> UnitDone:
+    """A worker's summary row as a record; a unit that had to stop the job (``on_error: fail``) stops it here."""
+    if row["failure"]:
+        raise JobFailedError(str(row["failure"]))
+    return UnitDone(unit=str(row["unit"]), rows=int(row["rows"]), errors=int(row["errors"]),
+                    seconds=float(row["seconds"]))

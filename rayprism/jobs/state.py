@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.files import write_atomically
@@ -45,23 +46,29 @@ class JobState:
             return
         write_atomically(path, json.dumps(fingerprint, indent=2, sort_keys=True).encode())
 
+    def _marker(self, unit_id: str) -> Path:
+        return self.directory / "_done" / f"{unit_id}.json"
+
     def is_done(self, unit_id: str) -> bool:
-        return (self.directory / "_done" / f"{unit_id}.json").exists()
+        return self._marker(unit_id).exists()
 
     def mark_done(self, unit_id: str, rows: int, errors: list[dict]) -> None:
         """Errors first, then the marker: a unit counts as done only with its errors recorded."""
         if errors:
             lines = "".join(json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
             write_atomically(self.directory / "_errors" / f"{unit_id}.jsonl", lines.encode())
-        write_atomically(self.directory / "_done" / f"{unit_id}.json", json.dumps({"rows": rows, "errors": len(errors)}).encode())
+        write_atomically(self._marker(unit_id), json.dumps({"rows": rows, "errors": len(errors)}).encode())
 
-    def totals(self) -> tuple[int, int]:
-        """(rows written, rows rejected) over every finished unit, this run and earlier ones."""
+    def totals(self, unit_ids: Iterable[str] | None = None) -> tuple[int, int]:
+        """(rows written, rows rejected) over the finished units among ``unit_ids``; by default over
+        every finished unit, this run's and earlier ones."""
+        markers = (self.directory / "_done").glob("*.json") if unit_ids is None else map(self._marker, unit_ids)
         rows = errors = 0
-        for marker in (self.directory / "_done").glob("*.json"):
-            record = json.loads(marker.read_text())
-            rows += record["rows"]
-            errors += record["errors"]
+        for marker in markers:
+            if marker.exists():
+                record = json.loads(marker.read_text())
+                rows += record["rows"]
+                errors += record["errors"]
         return rows, errors
 
     def merge_errors(self) -> Path | None:

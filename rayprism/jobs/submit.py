@@ -2,17 +2,23 @@
 
 The working directory travels in the job's runtime environment (the job file and any
 relative input paths inside it), requirements go in as ``pip``, and the entrypoint is
-``rayprism embed`` itself, so a job behaves the same on a laptop and on a cluster.
+``rayprism embed`` itself, so a job behaves the same on a laptop and on a cluster. A job
+file outside the working directory travels too, as a copy at its root (:func:`shipped_job_file`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shlex
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from rayprism.platform.config import load_job_config
+from rayprism.platform.errors import ConfigError
 
 AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
 TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
@@ -23,6 +29,8 @@ EXCLUDES = [".venv", ".git", "data", "__pycache__", "*.db", "out"]
 AGENT_WAIT_S = 60.0
 """A head that has just started answers "No available agent" until its job agent registers."""
 STATUS_POLL_S = 0.5
+SHIPPED_JOB_PREFIX = "rayprism-job-"
+"""A job file from outside the working directory is shipped as ``rayprism-job-<content hash>.<suffix>``."""
 
 
 def runtime_env(working_dir: Path, requirements: Path | None) -> dict:
@@ -55,19 +63,21 @@ def submit_and_follow(
     follow: bool = True,
     echo: Callable[[str], None] = print,
 ) -> tuple[str, str]:
-    """Submit, then stream the job's logs until it ends; returns (submission id, final status)."""
+    """Check the job as the cluster will read it, submit it, then stream its logs until it ends;
+    returns (submission id, final status)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    relative = job_file.resolve().relative_to(working_dir.resolve())
-    # Clusters started by Ray 2.60 require a token by default: send the local one, as `ray.init` does.
-    client = JobSubmissionClient(address, headers=auth_headers())
-    submission_id = _submit_when_agent_ready(
-        client,
-        entrypoint=f"rayprism embed {shlex.quote(str(relative))}",
-        runtime_env=runtime_env(working_dir, requirements),
-        metadata={"rayprism_job": str(relative)},
-        echo=echo,
-    )
+    with shipped_job_file(job_file, working_dir, echo=echo) as relative:
+        load_job_config(working_dir / relative)  # fail here, not minutes later on the cluster
+        # Clusters started by Ray 2.60 require a token by default: send the local one, as `ray.init` does.
+        client = JobSubmissionClient(address, headers=auth_headers())
+        submission_id = _submit_when_agent_ready(  # uploads the working directory before it returns
+            client,
+            entrypoint=f"rayprism embed {shlex.quote(relative.as_posix())}",
+            runtime_env=runtime_env(working_dir, requirements),
+            metadata={"rayprism_job": str(job_file)},
+            echo=echo,
+        )
     echo(f"submitted {submission_id} to {address}")
     if not follow:
         return submission_id, str(client.get_job_status(submission_id))
@@ -98,3 +108,31 @@ def _submit_when_agent_ready(client, *, echo: Callable[[str], None], **job) -> s
                 echo("the cluster's job agent is not up yet; waiting for it")
                 waited = True
             time.sleep(1.0)
+
+
+@contextmanager
+def shipped_job_file(job_file: Path, working_dir: Path, *, echo: Callable[[str], None] = print) -> Iterator[Path]:
+    """The job file's path relative to the working directory, which the cluster receives. A file outside
+    it is copied to its root for the time of the upload, named by its content (resubmitting the same
+    job uploads the same package) and removed afterwards unless it was already there: its relative paths
+    then name files of the working directory, the only ones the cluster has."""
+    job_file, working_dir = job_file.resolve(), working_dir.resolve()
+    if job_file.is_relative_to(working_dir):
+        yield job_file.relative_to(working_dir)
+        return
+    content = job_file.read_bytes()
+    shipped = working_dir / f"{SHIPPED_JOB_PREFIX}{hashlib.sha256(content).hexdigest()[:12]}{job_file.suffix}"
+    ours = not shipped.exists()
+    try:
+        shipped.write_bytes(content)
+    except OSError as error:
+        raise ConfigError(f"{job_file} is outside the working directory {working_dir}, which cannot take a copy "
+                          f"of it ({error.strerror}): move the job file into the working directory, or pass "
+                          "--working-dir with a directory that holds it") from None
+    echo(f"{job_file} is outside the working directory: shipped as {shipped.name}, its relative paths "
+         f"read from {working_dir}")
+    try:
+        yield Path(shipped.name)
+    finally:
+        if ours:
+            shipped.unlink(missing_ok=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from rayprism.jobs.embed import execute, plan
 from rayprism.platform.codecs.quantize import from_int8, ranges_from_json
 from rayprism.platform.config import JobConfig
 from tests.conftest import cosines
-from tests.integration.conftest import SAMPLE_FIELDS
+from tests.integration.conftest import SAMPLE_FIELDS, actor_pids
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = [json.loads(line) for line in (DATA / "debian-sample.jsonl").read_text().splitlines()]
@@ -60,13 +62,17 @@ def finished_job(ray_session, tmp_path_factory):
     lines.insert(30, json.dumps({"text": "no id here"}))
     source.write_text("\n".join(lines) + "\n")
     job = job_config(directory, source)
-    summary = execute(plan(job))
-    return job, summary, directory
+    reported = []
+    summary = execute(plan(job), on_unit=reported.append)
+    return job, summary, directory, reported
 
 
 def test_every_good_row_is_written_once_and_bad_rows_are_reported(finished_job):
-    job, summary, directory = finished_job
+    job, summary, directory, reported = finished_job
     assert (summary.rows, summary.errors, summary.units, summary.units_run) == (len(SAMPLE), 3, 4, 4)
+    # the progress heard of every unit once, and its counts add up to what the state directory recorded
+    assert sorted(done.unit for done in reported) == sorted(unit.id for unit in plan(job).units)
+    assert (sum(done.rows for done in reported), sum(done.errors for done in reported)) == (len(SAMPLE), 3)
     table = read_parts(directory / "out")
     assert sorted(table["id"].to_pylist()) == sorted(row["id"] for row in SAMPLE)
     assert set(table.column_names) == {"id", "text", "package", "section", "priority", "installed_size", "float32",
@@ -82,13 +88,13 @@ def test_every_good_row_is_written_once_and_bad_rows_are_reported(finished_job):
 
 def test_the_output_folder_is_a_dataset(finished_job):
     """Sidecar files start with `_`, which dataset readers skip: the folder reads as one table."""
-    _, summary, directory = finished_job
+    _, summary, directory, _ = finished_job
     dataset = pq.read_table(directory / "out")
     assert dataset.num_rows == summary.rows == read_parts(directory / "out").num_rows
 
 
 def test_vectors_equal_the_services(finished_job, service_url):
-    _, _, directory = finished_job
+    _, _, directory, _ = finished_job
     table = read_parts(directory / "out")
     texts = table["text"].to_pylist()[:24]
     response = httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": texts}, timeout=120)
@@ -97,7 +103,7 @@ def test_vectors_equal_the_services(finished_job, service_url):
 
 
 def test_codecs(finished_job):
-    _, _, directory = finished_job
+    _, _, directory, _ = finished_job
     table = read_parts(directory / "out")
     vectors = matrix(table, "float32", np.float32)
     np.testing.assert_array_equal(matrix(table, "binary", np.uint8), np.packbits(vectors > 0, axis=1))
@@ -115,7 +121,7 @@ def test_codecs(finished_job):
 
 
 def test_rerunning_a_finished_job_does_no_work(finished_job):
-    job, _, directory = finished_job
+    job, _, directory, _ = finished_job
     parts = {p: p.stat().st_mtime_ns for p in (directory / "out").glob("part-*.parquet")}
     again = plan(job)
     assert again.todo == [] and again.state.totals() == (len(SAMPLE), 3)
@@ -123,7 +129,7 @@ def test_rerunning_a_finished_job_does_no_work(finished_job):
 
 
 def test_a_changed_job_refuses_the_old_progress(finished_job):
-    job, _, _ = finished_job
+    job, _, _, _ = finished_job
     from rayprism.platform.errors import ConfigError
 
     with pytest.raises(ConfigError, match="different job \\(changed: codecs\\)"):
@@ -165,6 +171,77 @@ def test_on_error_fail_stops_at_the_first_bad_row(ray_session, tmp_path, tiny_mo
 
     with pytest.raises(RayprismError, match="row 1 \\(id 2\\): field 'text' must be a non-empty string"):
         execute(plan(job))
+
+
+UNIT_WORKER = "MapWorker(MapBatches(UnitWorker))"
+"""The class name Ray Data gives the encoder actors of a job."""
+RAY_LINES = ("core_worker", "streaming_executor", "logging_progress", "Dataset dataset_", "INFO", "WARNING")
+"""Fragments of what Ray and Ray Data print on their own: none belongs in `rayprism embed`'s output."""
+
+
+def test_embed_shows_the_jobs_own_progress_and_keeps_rays_logs_in_its_files(ray_session, tmp_path, tiny_model_path):
+    import ray
+
+    rows = 300
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": f"document {i} about packages"}) + "\n" for i in range(rows))
+                      + "{oops\n")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(json.dumps({
+        "input": {"path": "docs.jsonl"}, "model": {"name": "tiny", "source": tiny_model_path},
+        "compute": {"num_cpus": 0.5, "torch_threads": 1, "rows_per_part": 50}, "output": {"parquet": "out"},
+    }))
+    ray_data_log = Path(ray._private.worker._global_node.get_logs_dir_path()) / "ray-data" / "ray-data.log"
+    finished_before = ray_data_log.read_text().count("execution finished") if ray_data_log.exists() else 0
+    result = subprocess.run(
+        [sys.executable, "-m", "rayprism.cli", "embed", str(job_file), "--address", ray.get_runtime_context().gcs_address],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert not [line for line in output.splitlines() if any(fragment in line for fragment in RAY_LINES)], output
+    written = sum(pq.read_metadata(part).num_rows for part in (tmp_path / "out").glob("part-*.parquet"))
+    rejected = len((tmp_path / "out" / "_errors.jsonl").read_text().splitlines())
+    assert (written, rejected) == (rows, 1)
+    lines = [line for line in result.stdout.splitlines() if not re.match(r"\d+/7 units, \d+ rows \(", line)]
+    assert lines[0] == f"7 of 7 units to run; progress in {tmp_path / 'out'}"
+    assert re.fullmatch(rf"embedded {written} rows in [\d.]+ s \([\d.]+ rows/s\), rejected {rejected}; "
+                        rf"all runs: {written} rows, {rejected} rejected", lines[1]), lines[1]
+    assert lines[2:] == [f"  output: {tmp_path / 'out'}", f"  rejected rows: {tmp_path / 'out' / '_errors.jsonl'}"]
+    assert ray_data_log.read_text().count("execution finished") == finished_before + 1  # Ray Data's own lines: here
+
+
+def test_a_lost_encoder_worker_costs_a_redo_of_its_units_only(ray_session, tmp_path):
+    """An encoder actor killed mid-job is not restarted by Ray (the job runs them with max_restarts=0):
+    the job runs the units it left unfinished on a fresh actor, and every row is written once."""
+    documents = [{**row, "id": f"{copy}-{row['id']}"} for copy in range(3) for row in SAMPLE]
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in documents))
+    job = job_config(tmp_path, source, codecs=["float32"], compute={"rows_per_part": 120, "max_actors": 1})
+    earlier = set(actor_pids(UNIT_WORKER))  # another job's actors, were any still alive, are not this one
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=lambda: killed.append(_kill_after_first_unit(tmp_path / "out" / "_done", earlier)), daemon=True)
+    killer.start()
+    summary = execute(plan(job))
+    killer.join(timeout=10)
+    assert killed and summary.worker_deaths == 1
+    ids = read_parts(tmp_path / "out")["id"].to_pylist()
+    assert len(ids) == len(set(ids)) == summary.rows == len(documents)
+
+
+def _kill_after_first_unit(done_dir: Path, earlier: set[int], timeout_s: float = 300) -> int:
+    """SIGKILL the job's encoder actor as soon as it records its first unit: it is then busy with the
+    next one (seconds of MiniLM on 120 rows), whatever the driver has heard so far. Returns its pid."""
+    deadline = time.monotonic() + timeout_s
+    pids: list[int] = []
+    while time.monotonic() < deadline:
+        pids = pids or [pid for pid in actor_pids(UNIT_WORKER) if pid not in earlier]
+        if pids and any(done_dir.glob("*.json")):
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {UNIT_WORKER} actor finished a unit in {timeout_s} s")
 
 
 def store_count(uri: Path, name: str) -> int:

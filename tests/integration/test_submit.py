@@ -17,7 +17,7 @@ import pytest
 from tests.integration.conftest import free_port
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="rp-", dir="/tmp")  # Ray's socket paths must stay short
     dashboard, gcs = free_port(), free_port()
@@ -52,29 +52,36 @@ def ray_head():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_submit_runs_the_job_on_the_cluster_and_streams_its_logs(ray_head, tmp_path, tiny_model_path):
+@pytest.mark.parametrize("job_dir", ["project", "elsewhere"])
+def test_submit_runs_the_job_on_the_cluster_and_streams_its_logs(ray_head, tmp_path, tiny_model_path, job_dir):
+    """The job file inside the working directory, or outside it (shipped as a copy: its relative input
+    path then names the working directory's file)."""
     address, env = ray_head
     project = tmp_path / "project"
     project.mkdir()
+    (tmp_path / job_dir).mkdir(exist_ok=True)
     (project / "docs.jsonl").write_text("\n".join(json.dumps({"id": i, "text": f"doc {i}"}) for i in range(20)) + "\n")
     output = tmp_path / "out"  # an absolute path stands in for shared storage
-    (project / "job.yaml").write_text(json.dumps({
+    job_file = tmp_path / job_dir / "job.yaml"
+    job_file.write_text(json.dumps({
         "input": {"path": "docs.jsonl"},
         "model": {"name": "tiny", "source": tiny_model_path},
         "compute": {"num_cpus": 1, "rows_per_part": 10},
         "output": {"parquet": str(output)},
     }))
     result = subprocess.run(
-        [sys.executable, "-m", "rayprism.cli", "submit", str(project / "job.yaml"),
+        [sys.executable, "-m", "rayprism.cli", "submit", str(job_file),
          "--address", address, "--working-dir", str(project)],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "submitted raysubmit_" in result.stdout
     assert "embedded 20 rows" in result.stdout  # the job's own summary, streamed back
+    assert "core_worker" not in result.stdout and "streaming_executor" not in result.stdout  # not Ray's
     assert result.stdout.rstrip().endswith("SUCCEEDED")
     rows = sum(pq.read_metadata(part).num_rows for part in output.glob("part-*.parquet"))
     assert rows == 20
+    assert sorted(path.name for path in project.iterdir()) == ["docs.jsonl", *(["job.yaml"] * (job_dir == "project"))]
 
 
 def test_submit_refuses_a_bad_job_before_contacting_the_cluster(tmp_path):

@@ -79,6 +79,7 @@ def test_state_records_units_errors_and_refuses_another_job(tmp_path):
     state.mark_done("u1", 5, [{"row": 3, "reason": "bad"}])
     state.mark_done("u2", 2, [])
     assert state.is_done("u1") and state.totals() == (7, 1)
+    assert state.totals(["u2", "never-run"]) == (2, 0)  # one run's units: finished ones only
     assert json.loads(state.merge_errors().read_text()) == {"row": 3, "reason": "bad"}
     with pytest.raises(ConfigError, match="different job \\(changed: job\\)"):
         JobState(tmp_path / "state").claim({"job": 2})
