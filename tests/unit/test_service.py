@@ -29,13 +29,13 @@ def run(service, **body):
 
 
 def test_health_is_503_material_until_loaded_then_ready(tiny_model_path):
-    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="tiny", source=tiny_model_path)]))
+    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="tiny", source=tiny_model_path)]), replica="r1")
     ready, body = service.health()  # loading takes far longer than constructing
-    assert not ready and body == {"status": "loading", "models": {"tiny": "loading"}}
+    assert not ready and body == {"status": "loading", "models": {"tiny": "loading"}, "replica": "r1"}
     with pytest.raises(NotReadyError, match="still loading"):
         run(service, input="x")
     assert service.wait_loaded(120)
-    assert service.health() == (True, {"status": "ok", "models": {"tiny": "ready"}})
+    assert service.health() == (True, {"status": "ok", "models": {"tiny": "ready"}, "replica": "r1"})
     service.close()
 
 
