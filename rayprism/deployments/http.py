@@ -16,7 +16,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi_swagger import patch_fastapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -39,6 +38,7 @@ from rayprism.deployments.schemas import (
     parse_body,
 )
 from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import PayloadTooLargeError, RayprismError, RetryLaterError
 
@@ -155,9 +155,7 @@ def create_app(
 
     app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
-    # /docs with Swagger UI's own files served from here (the fastapi-swagger package), not from a CDN:
-    # it works offline and renders OpenAPI 3.1.
-    patch_fastapi(app, docs_url="/docs", redirect_from_root_to_docs=True)
+    install_swagger_ui(app)  # /docs, its own files served from here with root-relative links
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])

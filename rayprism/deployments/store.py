@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
+import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,9 @@ from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.changes import ChangeLogs, JobRecords
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.routes import Hits
+
+replica_log = logging.getLogger("ray.serve")
+"""Serve's own logger: what a replica logs there lands in its log file with the request's id."""
 
 
 class CollectionMovedError(RayprismError):
@@ -259,10 +266,16 @@ class StoreReplica:
 
         return await asyncio.to_thread(work)
 
-    async def reembed_job(self, job_id: str) -> dict:
-        record = await asyncio.to_thread(self._jobs.get, job_id)
+    def _job(self, job_id: str) -> dict:
+        """A job's record, or a 404. Methods share this rather than call :meth:`reembed_job`: under Serve a
+        public method answers a caller's mistake as a value, not an exception (:func:`answering_caller_mistakes`)."""
+        record = self._jobs.get(job_id)
         if record is None:
             raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
+        return record
+
+    async def reembed_job(self, job_id: str) -> dict:
+        record = await asyncio.to_thread(self._job, job_id)
         return {**record, "changes_pending": self._changes.position(record["source"]) - record["changes_applied"]
                 if record["state"] == "running" else 0}
 
@@ -272,10 +285,7 @@ class StoreReplica:
     async def reembed_update(self, job_id: str, fields: dict) -> dict:
         """Merge ``fields`` into the job's record (its progress, its result)."""
         def work() -> dict:
-            record = self._jobs.get(job_id)
-            if record is None:
-                raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
-            record = self._jobs.put({**record, **fields, "updated": time.time()})
+            record = self._jobs.put({**self._job(job_id), **fields, "updated": time.time()})
             if record["state"] != "running":
                 self._bridge_ends(record)
             return record
@@ -290,9 +300,7 @@ class StoreReplica:
         """Keep a forward job's bridge; from now until the job ends, searches of its source by its
         model go through it. ``quality`` goes into the job's record (``bridge``)."""
         def work() -> dict:
-            record = self._jobs.get(job_id)
-            if record is None:
-                raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
+            record = self._job(job_id)
             self._jobs.put_bridge(job_id, matrix, fit_ids)
             record = self._jobs.put({**record, "bridge": quality, "updated": time.time()})
             if record["state"] == "running":
@@ -309,7 +317,7 @@ class StoreReplica:
 
     async def reembed_bridge_matrix(self, job_id: str) -> dict:
         """A job's bridge: ``matrix`` (new dimensions × old), ``method`` and the ``fit_ids`` it was fitted on."""
-        record = await self.reembed_job(job_id)
+        record = await asyncio.to_thread(self._job, job_id)
         saved = await asyncio.to_thread(self._jobs.bridge, job_id)
         if saved is None or not record.get("bridge"):
             raise NotFoundError(f"re-embedding job {job_id!r} has no bridge")
@@ -317,17 +325,17 @@ class StoreReplica:
 
     async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
         """Ids written to the job's source after the first ``position`` writes of its log (up to ``limit``)."""
-        record = await self.reembed_job(job_id)
+        record = await asyncio.to_thread(self._job, job_id)
         return await asyncio.to_thread(self._changes.since, record["source"], position, limit)
 
     async def reembed_freeze(self, job_id: str, seconds: float) -> None:
         """Hold new writes to the job's source back for at most ``seconds``, so that its last replay
         ends (writes under way still land and are logged: the swap's check stays what decides)."""
-        record = await self.reembed_job(job_id)
+        record = await asyncio.to_thread(self._job, job_id)
         self._frozen[record["source"]] = (asyncio.Event(), time.monotonic() + seconds)
 
     async def reembed_thaw(self, job_id: str) -> None:
-        record = await self.reembed_job(job_id)
+        record = await asyncio.to_thread(self._job, job_id)
         frozen = self._frozen.pop(record["source"], None)
         if frozen is not None:
             frozen[0].set()
@@ -338,7 +346,7 @@ class StoreReplica:
         then gets a log of its own, which a rollback replays into the old collection."""
         def work() -> bool:
             with self._swap_lock.swap():
-                record = self._jobs.get(job_id)
+                record = self._job(job_id)
                 if self._changes.position(record["source"]) > position:
                     return False
                 self._aliases().point(record["alias"], record["target"])
@@ -360,13 +368,53 @@ class StoreReplica:
             self._stores.clear()
 
 
-StoreDeployment = serve.deployment(StoreReplica, name="store")
+@dataclass(frozen=True)
+class CallerMistake:
+    """A caller's mistake (a 4xx :class:`RayprismError`: a missing collection, a bad filter), returned over the
+    store's handle instead of raised.
+
+    Serve logs every exception a replica method raises as "Request failed." with its traceback
+    (``_handle_errors_and_metrics`` in ``ray/serve/_private/replica.py``): right for our own faults, noise that
+    buries them for a caller's mistake, which the store logs as one line instead. :class:`StoreClient` raises
+    the error again on the calling side, so callers of the store see no difference."""
+
+    error: RayprismError
+
+
+def _answering(method):
+    """``method`` returning a caller's mistake as a :class:`CallerMistake`, after one log line; anything else,
+    our own faults, still raises and gets Serve's traceback."""
+
+    @functools.wraps(method)
+    async def answering(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except RayprismError as error:
+            if not error.is_caller_mistake:
+                raise
+            one_line = " ".join(error.message.split())  # Milvus's filter errors draw a caret under the column
+            replica_log.info("%s: %d %s", method.__name__, error.http_status, one_line)
+            return CallerMistake(error)
+
+    return answering
+
+
+def answering_caller_mistakes(replica: type) -> type:
+    """The class Serve runs: ``replica`` with every public coroutine method :func:`_answering`. ``replica`` itself
+    raises as usual where it runs in process (unit tests). A method calling another public one would get the
+    value, not the exception, so methods share private helpers instead (:meth:`StoreReplica._job`)."""
+    methods = {name: _answering(method) for name, method in vars(replica).items()
+               if not name.startswith("_") and inspect.iscoroutinefunction(method)}
+    return type(replica.__name__, (replica,), methods)
+
+
+StoreDeployment = serve.deployment(answering_caller_mistakes(StoreReplica), name="store")
 
 
 class StoreClient:
     """The store deployment's methods, called through its Serve handle, with the store's own
-    errors unwrapped from Ray's, a restarting store reported as 503, and every call's latency
-    and failures in this replica's metrics."""
+    errors unwrapped from Ray's (or raised from a :class:`CallerMistake`), a restarting store
+    reported as 503, and every call's latency and failures in this replica's metrics."""
 
     def __init__(self, handle: Any, metrics: ServiceMetrics | None = None):
         self._handle = handle
@@ -375,11 +423,15 @@ class StoreClient:
     async def _call(self, call: str, response) -> Any:
         started = time.perf_counter()
         try:
-            return await response
+            answer = await response
         except RayActorError:
             error: Exception = NotReadyError("the store is restarting; retry shortly")
         except Exception as failure:  # a deployment call wraps the store's own error: raise that one
             error = unwrap(failure) or failure
+        else:
+            if not isinstance(answer, CallerMistake):
+                return answer
+            error = answer.error
         finally:
             if self._metrics is not None:
                 self._metrics.store_latency(call).observe(time.perf_counter() - started)

@@ -22,6 +22,12 @@ class RayprismError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def is_caller_mistake(self) -> bool:
+        """A 4xx: the request was wrong (or came too soon), not our code, so a log line says enough and a
+        traceback would only bury our own faults."""
+        return 400 <= self.http_status < 500
+
     def to_body(self) -> dict:
         return {
             "error": {

@@ -1,10 +1,16 @@
 """Every caller mistake gets the OpenAI error shape with a useful message, never a stack trace."""
 
+import asyncio
+import re
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.integration.conftest import STORE_REPLICA
 
 
 def assert_openai_error(response: httpx.Response, status: int, fragment: str, param=None):
@@ -100,3 +106,77 @@ def test_a_full_queue_answers_429_with_retry_after(service_url):
     assert first["response"].status_code == 200  # the queued work was not lost
     again = httpx.post(f"{service_url}/v1/embeddings", json={"model": "tiny-queue", "input": "e"}, timeout=30)
     assert again.status_code == 200
+
+
+RECORD_START = re.compile(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d{4}-\d\d-\d\d ", re.MULTILINE)
+"""How each record of a Serve log begins; a traceback's lines follow its record's first line."""
+
+
+def store_replica_log() -> list[str]:
+    """The live store replica's Serve log, one record each, found through this session's own Ray: its replica
+    id from the state API, its file in the session's log folder (Ray's log API needs the dashboard agent's fixed
+    port, which another Ray on the machine may hold)."""
+    import ray
+    from ray.util.state import list_actors
+
+    context = ray.get_runtime_context()
+    (actor,) = list_actors(address=context.gcs_address, detail=True,
+                           filters=[("class_name", "=", STORE_REPLICA), ("state", "=", "ALIVE")])
+    replica_id = actor.name.rsplit("#", 1)[1]  # SERVE_REPLICA::<app>#<deployment>#<replica id>
+    logs = Path(context.get_temp_dir(), context.get_session_name(), "logs", "serve")
+    text = (logs / f"replica_rayprism_store_{replica_id}.log").read_text()
+    starts = [match.start() for match in RECORD_START.finditer(text)]
+    return [text[start:end] for start, end in zip(starts, starts[1:] + [len(text)])]
+
+
+def store_fault(collection: str) -> None:
+    """A fault of ours in the store, reached as only a broken caller inside the service could: the store trusts
+    the serving replica to send rows with ids, and a row without one fails there as a bug would (a KeyError).
+    Called from a Ray task, so that its handle (cached per process, bound to the event loop it first ran on)
+    stays out of this process's Serve client."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def upsert_without_id() -> None:
+        from ray import serve
+
+        from rayprism.deployments.app import APP_NAME
+        from rayprism.deployments.store import StoreDeployment
+
+        async def call():
+            store = serve.get_deployment_handle(StoreDeployment.name, APP_NAME)
+            await store.upsert.remote(collection, [{"text": "a row without an id"}])
+
+        asyncio.run(call())
+
+    with pytest.raises(KeyError):
+        ray.get(upsert_without_id.remote(), timeout=120)
+
+
+def test_a_callers_mistake_is_one_line_in_the_store_log_and_our_fault_keeps_its_traceback(service_url):
+    """Serve logs what a replica method raises with its traceback: for a 404 or a 400 that buries our own faults.
+    Serve holds a replica's INFO records back until its buffer fills or an ERROR comes (1000 records in its
+    throughput-optimised mode), so the fault comes last and brings the lines before it to the file."""
+    marker = uuid.uuid4().hex[:12]
+    missing = f"nowhere_{marker}"
+    response = httpx.post(f"{service_url}/v1/collections/{missing}/search", json={"query": "x"},
+                          headers={"X-Request-ID": f"missing-{marker}"}, timeout=30)
+    assert_openai_error(response, 404, f"{missing!r} does not exist")
+    response = httpx.post(f"{service_url}/v1/collections/debian/search",
+                          json={"query": "x", "filter": f"section >>> '{marker}'"},
+                          headers={"X-Request-ID": f"filter-{marker}"}, timeout=30)
+    assert_openai_error(response, 400, "filter: ", "filter")
+    store_fault(f"faulty_{marker}")
+
+    records = store_replica_log()
+    told = []
+    for request_id, answer in [(f"missing-{marker}", f"resolve: 404 collection {missing!r} does not exist"),
+                               (f"filter-{marker}", "400 filter: ")]:
+        about = [index for index, record in enumerate(records) if f" {request_id} " in record]
+        assert about, f"nothing in the store's log for request {request_id}"
+        assert not any("Traceback" in records[index] for index in about), [records[index] for index in about]
+        assert all(records[index].count("\n") == 1 for index in about)  # one line each
+        assert len([index for index in about if answer in records[index] and marker in records[index]]) == 1
+        told += about
+    fault = [index for index, record in enumerate(records) if "Traceback" in record and "KeyError: 'id'" in record]
+    assert fault and fault[-1] > max(told) and records[fault[-1]].startswith("ERROR"), records[-5:]

@@ -1,9 +1,12 @@
 """A reliability and security campaign's reproductions, against the running service: each answered as the docs say."""
 
+import re
 import socket
 import threading
 import time
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -73,6 +76,36 @@ def test_a_body_longer_than_its_content_length_gets_a_json_400(service_url):
     assert responses, received
     last = responses[-1]
     assert last.startswith(b"400") and b"application/json" in last and b'"error"' in last, received
+
+
+class PageLinks(HTMLParser):
+    """Every ``href`` and ``src`` of a page, as a browser would read them."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.links: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [value for name, value in attrs if name in ("href", "src") and value]
+
+
+def test_docs_link_their_files_relatively_whatever_host_the_caller_names(service_url):
+    """Behind a proxy, a TLS terminator or a port-forward the Host header names an address the server cannot
+    know is right (and any caller can set it): /docs must not build its links from it."""
+    odd_host = "attacker.example:6666"
+    page = httpx.get(f"{service_url}/docs", headers={"Host": odd_host}, timeout=30)
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    links = PageLinks(page.text).links + re.findall(r"url: '([^']*)'", page.text)  # the spec, in the page's script
+    assert len(links) == 4, links  # the stylesheet, the icon, the script, /openapi.json
+    assert "attacker.example" not in page.text and "http://" not in page.text and "https://" not in page.text
+    for link in links:
+        assert link.startswith("/") and not link.startswith("//"), link
+        asset = httpx.get(urljoin(str(page.url), link), headers={"Host": odd_host}, timeout=30)
+        assert asset.status_code == 200 and asset.content, link
+    root = httpx.get(f"{service_url}/", headers={"Host": odd_host}, timeout=30)
+    assert root.status_code == 307 and root.headers["location"] == "/docs"
+    assert httpx.get(f"{service_url}/swagger/__init__.py", timeout=30).status_code == 404  # the listed files only
 
 
 def metric(service_url: str, name: str, **labels) -> float:

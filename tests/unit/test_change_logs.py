@@ -89,3 +89,23 @@ def test_the_store_answers_a_jobs_bridge_until_it_ends_and_after_a_restart(tmp_p
     with pytest.raises(NotFoundError):
         asyncio.run(store.reembed_bridge_matrix("docs-9"))
     store.close()
+
+
+@pytest.mark.slow  # opens Milvus Lite
+def test_the_served_store_answers_a_callers_mistake_and_raises_its_own_faults(tmp_path):
+    """The class Serve runs: a 404 comes back as a value (Serve would log a raised one with its traceback), from
+    every job method too (none may get another's answer in place of its exception); a fault of ours still raises."""
+    from rayprism.deployments.store import CallerMistake, StoreDeployment
+    from rayprism.platform.config import StoreConfig
+
+    store = StoreDeployment.func_or_class(StoreConfig(uri=str(tmp_path / "store.db")).model_dump(), [])
+    calls = [store.resolve("nowhere"), store.reembed_job("no-job"), store.reembed_update("no-job", {}),
+             store.reembed_changes("no-job", 0, 10), store.reembed_freeze("no-job", 1.0), store.reembed_thaw("no-job"),
+             store.reembed_bridge_put("no-job", np.eye(2), [], {}), store.reembed_bridge_matrix("no-job"),
+             store.reembed_swap("no-job", 0)]
+    for call in calls:
+        answer = asyncio.run(call)
+        assert isinstance(answer, CallerMistake) and isinstance(answer.error, NotFoundError), (call, answer)
+    with pytest.raises(KeyError):  # the serving replica always sends ids: a row without one is our bug
+        asyncio.run(store.upsert("docs", [{"text": "no id"}]))
+    store.close()
