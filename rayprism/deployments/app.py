@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ray import serve
 from ray.serve.deployment import Application
@@ -16,6 +17,8 @@ from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreDeployment
 from rayprism.platform.config import ServeConfig, parse_config
 from rayprism.platform.errors import RayprismError
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "rayprism"
 DEPLOYMENT_NAME = "rayprism"
@@ -36,7 +39,7 @@ class ServingReplica(EmbeddingService):
     async def finish_startup(self) -> None:
         """Once local models are loaded: wait for groups that keep replicas (not those that start on
         demand), then create or verify every declared collection, so a failure shows at start-up (in
-        /health, and `rayprism serve` exits) rather than later."""
+        /health, and `rayprism serve` exits) rather than later, and warm each for its first search."""
         await asyncio.to_thread(self.wait_loaded)
         checks = [(f"model {runner.name}", runner.ready()) for runner in self.runners.values()
                   if runner.state == "loading" and runner.load_error is None]
@@ -48,6 +51,12 @@ class ServingReplica(EmbeddingService):
             except Exception as error:  # any failure must reach /health, or start-up would wait forever
                 self.startup_errors[subject] = (
                     error.message if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}")
+        for collection in self.config.collections:
+            if f"collection {collection.name}" not in self.startup_errors:
+                try:
+                    await self.collections.warm(collection.name)  # the first search as fast as the next
+                except Exception:  # only slower first searches: not a reason to refuse to serve
+                    logger.warning("warming collection %r failed", collection.name, exc_info=True)
         self._startup_done = True
 
     def started(self) -> bool:

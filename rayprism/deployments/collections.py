@@ -113,6 +113,10 @@ class CollectionsService:
             return error.message
         return None
 
+    async def warm(self, name: str) -> None:
+        """Have the store pay now for what the first search of ``name`` would (see ``MilvusStore.warm``)."""
+        await self._store.warm(name)
+
     def model_of(self, name: str) -> str | None:
         known = self._known.get(name) or self._known.get(self._reached.get(name, ""))
         return known.model if known else None

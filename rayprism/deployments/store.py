@@ -224,6 +224,10 @@ class StoreReplica:
     async def search(self, name: str, query: SearchQuery) -> list[dict]:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.search, query)
 
+    async def warm(self, name: str) -> None:
+        """Build the collection's in-memory mirror and run one search (see ``MilvusStore.warm``)."""
+        await asyncio.to_thread(self._call_at, name, MilvusStore.warm)
+
     def _call_at(self, name: str, method, *args) -> Any:
         """``method(store, collection, *args)`` on the collection ``name`` reaches, in its store."""
         store, physical = self._at(name)
@@ -515,6 +519,9 @@ class StoreClient:
 
     async def search(self, name: str, query: SearchQuery) -> list[dict]:
         return await self._call("search", self._handle.search.remote(name, query))
+
+    async def warm(self, name: str) -> None:
+        return await self._call("warm", self._handle.warm.remote(name))
 
     async def aliases(self) -> dict[str, str]:
         return await self._call("aliases", self._handle.aliases.remote())

@@ -202,6 +202,26 @@ def test_a_reopened_store_serves_its_collections(tmp_path):
 
 
 @pytest.mark.slow  # starts Milvus Lite
+def test_warming_a_reopened_collection_builds_its_mirror_before_the_first_search(tmp_path):
+    path = str(tmp_path / "warm.db")
+    first = MilvusStore(path)
+    first.ensure(CONFIG, 4)
+    first.upsert("docs", rows(20))
+    first.close()
+    second = MilvusStore(path, cache_max_rows=1000)
+    try:
+        assert second.mirrors.built("docs") is None  # a reopened store mirrors nothing until asked
+        second.warm("docs")
+        second.warm("not-created-yet")  # nothing to warm, no error
+        assert len(second.mirrors.built("docs")) == 20
+        query = rows(20)[7]
+        assert second.search("docs", SearchQuery(mode="hybrid", k=1, dense_vector=query["dense"],
+                                                 text=query["text"]))[0]["id"] == "7"
+    finally:
+        second.close()
+
+
+@pytest.mark.slow  # starts Milvus Lite
 def test_a_lite_file_held_by_another_process_is_a_clear_error(store):
     import subprocess
     import sys

@@ -51,6 +51,9 @@ UNPARSABLE_FILTER = "failed to create query plan"
 
 DENSE, SPARSE = VECTOR_FIELDS
 SERVER_READS = {"consistency_level": "Strong"}
+WARM_TIMEOUT_S = 120.0
+"""How long start-up waits for a collection's in-memory mirror (a large one is built meanwhile, and
+searches go to Milvus until it is)."""
 """How a server is read: after the writes this store made (Lite is always up to date)."""
 SearchMode = Literal["hybrid", "dense", "sparse", "multivector"]
 
@@ -189,6 +192,20 @@ class MilvusStore:
     def multivector(self, name: str) -> bool:
         """Whether the collection is a multi-vector one (its rows carry token vectors)."""
         return self._fixed_layout(name).multivector is not None
+
+    def warm(self, name: str, timeout_s: float = WARM_TIMEOUT_S) -> None:
+        """What the first search of ``name`` would otherwise pay for, paid now: the in-memory mirror
+        built (until then a Lite collection is searched row by row) and one search on each of its routes
+        (their kernels loaded). Blocking; a collection not created yet has nothing to warm."""
+        if not self.exists(name):
+            return
+        self.mirrors.await_mirror(name, timeout_s)
+        layout = self.layout(name)
+        if layout.multivector:
+            return  # its route needs query token vectors: the first real search brings them
+        mode = "hybrid" if layout.bm25 else "dense"
+        self.search(name, SearchQuery(mode=mode, k=1, dense_vector=np.ones(layout.dimensions, dtype=np.float32),
+                                      text="warm up", metric=layout.metric, fusion=None, output_fields=[]))
 
     def memory(self, name: str) -> dict | None:
         """The in-memory mirror's size (rows, dense bytes per document), None while there is none."""

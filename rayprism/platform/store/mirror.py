@@ -218,6 +218,18 @@ class MirrorManager:
         """Whether the collection's mirror is built; starts a build when there is none."""
         return self.mirror(name) is not None
 
+    def await_mirror(self, name: str, timeout_s: float) -> Mirror | None:
+        """Start the collection's mirror and wait (at most ``timeout_s``) until it is built or declined:
+        until then a search goes to Milvus Lite's slow path. Blocking; run in a thread."""
+        deadline = time.monotonic() + timeout_s
+        while (mirror := self.mirror(name)) is None and time.monotonic() < deadline:
+            with self._lock:
+                slot = self._slots.get(name)
+                if slot is None or not slot.building:  # declined (too many rows) or failed: Milvus answers
+                    return None
+            time.sleep(0.05)
+        return mirror
+
     def built(self, name: str) -> Mirror | None:
         """The collection's mirror if it is ready, without starting a build."""
         with self._lock:
