@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayprism.platform.files import staged_directory
 from rayprism.trainers.evaluation import METRICS, evaluation_label
 
 TRAINING_RECORD = "training.json"
@@ -99,17 +99,8 @@ def _shown(value) -> str:
 
 def export_model(model_dir: str | Path, output: str | Path, card: ModelCard) -> Path:
     """Copy the checkpoint's model to ``output`` (replacing what is there) with its card and record."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with staged_directory(output) as staging:
         shutil.copytree(model_dir, staging, dirs_exist_ok=True)
         (staging / "README.md").write_text(card.markdown())
         (staging / TRAINING_RECORD).write_text(json.dumps(card.record(), indent=2))
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output
+    return Path(output)

@@ -66,8 +66,8 @@ def merge_models(models: Sequence[str], output: str | Path, *, base: str | None 
     """Load the models (sentence-transformers directories), merge, save to ``output``."""
     from sentence_transformers import SentenceTransformer
 
+    from rayprism.platform.files import staged_directory
     from rayprism.platform.models.source import resolve_source
-    from rayprism.trainers.convert._files import staged_directory
 
     sources = [resolve_source(model) for model in models]
     loaded = [SentenceTransformer(source, device="cpu") for source in sources]

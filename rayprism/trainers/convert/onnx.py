@@ -43,8 +43,8 @@ def export_onnx(model: str, output: str | Path, *, int8: bool = True, opset: int
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from rayprism.platform.files import staged_directory
     from rayprism.platform.models.source import resolve_source
-    from rayprism.trainers.convert._files import staged_directory
 
     source = resolve_source(model)
     # eager attention exports the classic BERT pattern, which onnxruntime's optimizer fuses into one

@@ -20,8 +20,8 @@ def truncate_model(model: str, output: str | Path, *, dimensions: int, layers: i
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
+    from rayprism.platform.files import staged_directory
     from rayprism.platform.models.source import resolve_source
-    from rayprism.trainers.convert._files import staged_directory
 
     source = resolve_source(model)
     st = SentenceTransformer(source, device="cpu")

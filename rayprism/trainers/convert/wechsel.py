@@ -125,8 +125,8 @@ def transfer_vocabulary(model: str, tokenizer: str, source_vectors: str | Path, 
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from rayprism.platform.files import staged_directory
     from rayprism.platform.models.source import resolve_source
-    from rayprism.trainers.convert._files import staged_directory
 
     if neighbours < 1 or temperature <= 0:
         raise ConfigError(f"wechsel: neighbours must be ≥ 1 and temperature > 0 (got {neighbours}, {temperature})")
