@@ -29,7 +29,9 @@ import numpy as np
 
 from rayprism.platform.bridge import bridge_quality, fit_bridge
 from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.ranking import agreement, first_relevant_ranks, mean_reciprocal_rank
 from rayprism.platform.store.milvus import SearchQuery
+from rayprism.platform.vectors import normalised
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +57,6 @@ def worker_name(app_name: str, job_id: str) -> str:
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start: start + size]
-
-
-def mrr_at_10(ranked: list[list], relevant: list[set]) -> float:
-    total = 0.0
-    for ids, wanted in zip(ranked, relevant):
-        for rank, doc_id in enumerate(ids[:10], start=1):
-            if doc_id in wanted:
-                total += 1 / rank
-                break
-    return total / len(ranked) if ranked else 0.0
 
 
 class ReembedWorker:
@@ -222,7 +214,7 @@ class ReembedWorker:
             for query in queries:
                 ids = await self._service.reembed_search.remote(record[side], query["query"], GATE_K)
                 ranked.append([str(doc_id) for doc_id in ids])
-            scores[side] = mrr_at_10(ranked, relevant)
+            scores[side] = mean_reciprocal_rank(first_relevant_ranks(ranked, relevant))
         threshold = evaluation.get("min_score")
         if threshold is None:
             threshold = DEFAULT_MRR_RATIO * scores["source"]
@@ -251,13 +243,13 @@ class ReembedWorker:
             before = await self._top(record["source"], source.index.metric, old[doc_id], doc_id)
             after = await self._top(record["target"], target.index.metric, new[doc_id], doc_id)
             if before:
-                agreements.append(len(set(before) & set(after)) / len(before))
-        agreement = float(np.mean(agreements)) if agreements else 0.0
+                agreements.append(agreement(before, after))
+        mean_agreement = float(np.mean(agreements)) if agreements else 0.0
         threshold = evaluation.get("min_score")
         if threshold is None:
             threshold = DEFAULT_MIN_AGREEMENT
-        return {"metric": "top10_agreement", "queries": len(agreements), "new": agreement, "threshold": threshold,
-                "passed": agreement >= threshold}
+        return {"metric": "top10_agreement", "queries": len(agreements), "new": mean_agreement, "threshold": threshold,
+                "passed": mean_agreement >= threshold}
 
     @staticmethod
     def _bridge(ids: list, new: list, old: list) -> tuple[np.ndarray, list, dict] | None:
@@ -274,11 +266,10 @@ class ReembedWorker:
         quality = bridge_quality(bridge, held_new, held_old, old_vectors)
         mapped = bridge.apply(held_new)
         k = min(GATE_K, len(new))
-        normalised = new_vectors / np.linalg.norm(new_vectors, axis=1, keepdims=True)
-        old_normalised = old_vectors / np.linalg.norm(old_vectors, axis=1, keepdims=True)
-        by_bridge = np.argsort(-(mapped @ old_normalised.T), axis=1)[:, :k]
-        by_new = np.argsort(-(normalised[cut:] @ normalised.T), axis=1)[:, :k]
-        against_new = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(by_bridge, by_new)]))
+        new_unit = normalised(new_vectors)
+        by_bridge = np.argsort(-(mapped @ normalised(old_vectors).T), axis=1)[:, :k]
+        by_new = np.argsort(-(new_unit[cut:] @ new_unit.T), axis=1)[:, :k]
+        against_new = float(np.mean([agreement(b, a) for a, b in zip(by_bridge, by_new)]))
         return bridge.matrix, ids[:cut], {
             "method": bridge.method, "fit_rows": cut, "against_old": quality.as_dict(),
             "against_new": {"top10_agreement": against_new, "rows": len(held_new)}}

@@ -15,13 +15,15 @@ from typing import Literal
 
 import numpy as np
 
+from rayprism.platform.ranking import agreement
+from rayprism.platform.vectors import normalised
+
 BridgeMethod = Literal["procrustes", "lstsq"]
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    """In float64: the fit's SVD and least squares want the precision."""
+    return normalised(vectors, np.float64)
 
 
 @dataclass(frozen=True)
@@ -70,5 +72,5 @@ def bridge_quality(bridge: Bridge, new_held: np.ndarray, old_held: np.ndarray, o
     k = min(k, len(index))
     by_bridge = np.argsort(-(mapped @ index.T), axis=1)[:, :k]
     by_old = np.argsort(-(old @ index.T), axis=1)[:, :k]
-    agreement = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(by_bridge, by_old)]))
-    return BridgeQuality(cosine, agreement, len(new_held))
+    shared = float(np.mean([agreement(a, b) for a, b in zip(by_old, by_bridge)]))
+    return BridgeQuality(cosine, shared, len(new_held))

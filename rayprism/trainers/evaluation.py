@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rayprism.platform.ranking import first_relevant_ranks, mean_reciprocal_rank
+from rayprism.platform.vectors import normalised
+
 METRICS = ("mrr@10", "recall@1", "recall@10", "ndcg@10")
-
-
-def normalised(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, chunk: int = 1024) -> np.ndarray:
@@ -52,16 +49,12 @@ class RetrievalScores:
 
 def score_rankings(ranked: np.ndarray, relevant: np.ndarray) -> RetrievalScores:
     """``ranked`` (queries, ≥10) corpus rows best first; ``relevant`` each query's one relevant row."""
-    ranked = np.asarray(ranked)[:, :10]
-    hits = ranked == np.asarray(relevant)[:, None]
-    found = hits.any(axis=1)
-    rank = np.where(found, hits.argmax(axis=1) + 1, 0)
-    reciprocal = np.where(found, 1.0 / np.maximum(rank, 1), 0.0)
+    rank = first_relevant_ranks(np.asarray(ranked), [(row,) for row in np.asarray(relevant)])
+    found = rank > 0
     # one relevant document: the ideal DCG is 1, so nDCG@10 is 1 / log2(rank + 1)
     ndcg = np.where(found, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
-    n = len(relevant)
-    return RetrievalScores(float(reciprocal.mean()), float((rank == 1).mean()), float(found.mean()),
-                           float(ndcg.mean()), n)
+    return RetrievalScores(mean_reciprocal_rank(rank), float((rank == 1).mean()), float(found.mean()),
+                           float(ndcg.mean()), len(rank))
 
 
 def evaluate_vectors(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: np.ndarray) -> RetrievalScores:

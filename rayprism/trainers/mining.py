@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rayprism.trainers.evaluation import normalised
+from rayprism.platform.vectors import normalised
 
 
 def select_negatives(query_vectors: np.ndarray, corpus_vectors: np.ndarray, positive_rows: np.ndarray, *,

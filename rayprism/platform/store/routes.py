@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from rayprism.numba_kernels import dot_topk
+from rayprism.platform.vectors import normalised
 
 Hits = list[tuple[Any, float]]
 """``(id, score)`` best first; a higher score is better in every route."""
-
-
-class Route(Protocol):
-    def top_k(self, query: Any, k: int, allowed: np.ndarray | None = None) -> Hits:
-        """The ``k`` best rows for ``query`` among live rows (and ``allowed`` ones, a bool mask over rows)."""
 
 
 def grown(array: np.ndarray, rows: int) -> np.ndarray:
@@ -37,13 +33,6 @@ def grown(array: np.ndarray, rows: int) -> np.ndarray:
     bigger = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
     bigger[: len(array)] = array
     return bigger
-
-
-def normalised(vectors: Any) -> np.ndarray:
-    """float32 rows scaled to unit length (zero rows stay zero)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
 class RowTable:
