@@ -73,12 +73,6 @@ class ServingReplica(EmbeddingService):
     def __serve_build_asgi_app__(self):
         return create_app(self, self.collections, on_startup=self.finish_startup)
 
-    def check_health(self) -> None:
-        """Serve replaces a replica whose model failed to load; /health reports why meanwhile."""
-        failed = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
-        if failed:
-            raise RuntimeError(f"models failed to load: {failed}")
-
 
 def deployment_options(config: ServeConfig) -> dict:
     resources = config.deployment

@@ -64,9 +64,7 @@ class GroupReplica:
         return self.service.metrics.exposition()
 
     def check_health(self) -> None:
-        failed = {name: runner.load_error for name, runner in self.service.runners.items() if runner.load_error}
-        if failed:
-            raise RuntimeError(f"models failed to load: {failed}")
+        self.service.check_health()
 
 
 def group_options(config: ServeConfig, group: GroupConfig) -> dict:

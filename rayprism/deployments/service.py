@@ -61,6 +61,13 @@ class EmbeddingService:
         self._loader.join(timeout_s)
         return not self._loader.is_alive()
 
+    def check_health(self) -> None:
+        """Serve's health hook, for serving and group replicas alike: Serve replaces a replica whose model
+        failed to load; /health reports why meanwhile."""
+        failed = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
+        if failed:
+            raise RuntimeError(f"models failed to load: {failed}")
+
     def runner(self, name: str | None, kind: ModelKind | None = "embedder") -> ModelRunner | RemoteRunner:
         """Model ``name``, or without a name the service's only model of ``kind``; one of another kind is
         refused (None: any kind)."""

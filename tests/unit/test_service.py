@@ -36,6 +36,7 @@ def test_health_is_503_material_until_loaded_then_ready(tiny_model_path):
         run(service, input="x")
     assert service.wait_loaded(120)
     assert service.health() == (True, {"status": "ok", "models": {"tiny": "ready"}, "replica": "r1"})
+    service.check_health()  # Serve's hook passes once every model loaded
     service.close()
 
 
@@ -48,6 +49,8 @@ def test_a_model_that_cannot_load_is_reported(tmp_path):
     assert body["errors"]["broken"]
     with pytest.raises(NotReadyError, match="failed to load"):
         run(service, input="x")
+    with pytest.raises(RuntimeError, match="models failed to load: {'broken': "):
+        service.check_health()  # Serve replaces the replica
 
 
 def test_float_and_base64_carry_the_same_vectors(service):
