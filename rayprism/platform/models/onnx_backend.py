@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from rayprism.platform.config.base import StrictModel
-from rayprism.platform.errors import ConfigError, InvalidInputError, UnprocessableError
-from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
+from rayprism.platform.errors import ConfigError
+from rayprism.platform.models.base import Prepared
+from rayprism.platform.models.text_inputs import TextPreStage, padded
 
 if TYPE_CHECKING:
     from rayprism.platform.config import ModelConfig
@@ -65,9 +66,7 @@ def _read_json(path: Path) -> dict:
         raise ConfigError(f"cannot read {path}: {error}") from error
 
 
-class OnnxTextEncoder:
-    modalities = frozenset({"text"})
-
+class OnnxTextEncoder(TextPreStage):
     def __init__(self, directory: Path, graph: Path, *, max_input_tokens: int | None, forward_batch_size: int,
                  threads: int | None):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -106,50 +105,10 @@ class OnnxTextEncoder:
         self.vocab_size = self._tokenizer.get_vocab_size()
         self.forward_batch_size = forward_batch_size
 
-    def warmup(self) -> None:
-        self.encode(self.prepare(["warm up"]))
+    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared]:
+        return [Prepared(encoding.ids, len(encoding.ids)) for encoding in self._tokenizer.encode_batch(texts)]
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
-        if modality not in self.modalities:
-            raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
-        if not inputs:
-            raise InvalidInputError("input must not be empty", param="input")
-        if all(isinstance(item, str) for item in inputs):
-            return self._prepare_texts(inputs, prompt_name)
-        if all(isinstance(item, list) for item in inputs):
-            if prompt_name is not None:
-                raise UnprocessableError("prompt_name applies to text; token ids are the model's whole input",
-                                         param="prompt_name")
-            return [self._prepare_token_ids(index, ids) for index, ids in enumerate(inputs)]
-        raise InvalidInputError(
-            "input must be a string, a list of strings, a list of token ids or a list of lists of token ids",
-            param="input",
-        )
-
-    def _prepare_texts(self, texts: Sequence[str], prompt_name: str | None) -> list[Prepared]:
-        for index, text in enumerate(texts):
-            if not text.strip():
-                raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
-        limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
-        texts = [text[:limit] for text in texts]
-        if prompt_name is not None:
-            prompt = check_prompt_name(self.prompts, prompt_name)
-        else:
-            prompt = self.prompts.get(self._default_prompt_name) if self._default_prompt_name else None
-        if prompt:
-            texts = [prompt + text for text in texts]
-        return [Prepared(encoding.ids, len(encoding.ids)) for encoding in self._tokenizer.encode_batch(list(texts))]
-
-    def _prepare_token_ids(self, index: int, ids: list) -> Prepared:
-        if not ids:
-            raise InvalidInputError(f"input[{index}] is an empty list of token ids", param=f"input[{index}]")
-        for token in ids:
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
-                raise InvalidInputError(
-                    f"input[{index}] has token id {token!r}; ids must be integers in [0, {self.vocab_size})",
-                    param=f"input[{index}]",
-                )
-        ids = ids[: self.max_input_tokens]
+    def _prepare_token_ids(self, ids: list[int]) -> Prepared:
         return Prepared(ids, len(ids))
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray:
@@ -162,14 +121,5 @@ class OnnxTextEncoder:
         return vectors
 
     def _pad(self, sequences: list[list[int]]) -> dict[str, np.ndarray]:
-        width = max(len(ids) for ids in sequences)
-        input_ids = np.full((len(sequences), width), self._pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
-        for row, ids in enumerate(sequences):
-            columns = slice(width - len(ids), width) if self._pad_left else slice(0, len(ids))
-            input_ids[row, columns] = ids
-            attention_mask[row, columns] = 1
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
-            features["token_type_ids"] = np.zeros_like(input_ids)
-        return features
+        return padded(sequences, self._pad_id, pad_left=self._pad_left,
+                      token_types="token_type_ids" in self._input_names)

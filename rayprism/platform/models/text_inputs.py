@@ -1,11 +1,84 @@
-"""Token ids into model inputs, shared by the text encoder and the cross-encoder: a private copy of the
-fast tokenizer for the pre stage, and padding of one length-sorted forward pass."""
+"""Text into model inputs, shared by the text encoders (torch, onnx) and the cross-encoder: the pre stage's
+checks and prompts, a private copy of the fast tokenizer, and padding of one length-sorted forward pass."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from rayprism.platform.errors import InvalidInputError, UnprocessableError
+from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
+
+
+class TextPreStage:
+    """``prepare`` and ``warmup`` of a text encoder, the same whatever runs the model: inputs checked, texts
+    cut at ``max_input_tokens`` × :data:`MAX_CHARS_PER_TOKEN` and given the model's prompt, token ids taken
+    as the model's whole input. A backend tokenises (:meth:`_prepare_texts`) and shapes its payloads."""
+
+    modalities = frozenset({"text"})
+    max_input_tokens: int
+    vocab_size: int
+    prompts: dict[str, str]
+    _default_prompt_name: str | None
+
+    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared]:
+        """Tokenise checked ``texts``, which already start with ``prompt`` where there is one."""
+        raise NotImplementedError
+
+    def _prepare_token_ids(self, ids: list[int]) -> Prepared:
+        """Checked token ids, cut to ``max_input_tokens``."""
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        self.encode(self.prepare(["warm up"]))
+
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
+        if modality not in self.modalities:
+            raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
+        if not inputs:
+            raise InvalidInputError("input must not be empty", param="input")
+        if all(isinstance(item, str) for item in inputs):
+            limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
+            texts = [_checked_text(index, text)[:limit] for index, text in enumerate(inputs)]
+            prompt = self._prompt(prompt_name)
+            return self._prepare_texts([prompt + text for text in texts] if prompt else texts, prompt)
+        if all(isinstance(item, list) for item in inputs):
+            if prompt_name is not None:
+                raise UnprocessableError("prompt_name applies to text; token ids are the model's whole input",
+                                         param="prompt_name")
+            return [self._prepare_token_ids(self._checked_ids(index, ids)) for index, ids in enumerate(inputs)]
+        raise InvalidInputError(
+            "input must be a string, a list of strings, a list of token ids or a list of lists of token ids",
+            param="input",
+        )
+
+    def _prompt(self, prompt_name: str | None) -> str | None:
+        """As ``SentenceTransformer.encode``: the named prompt, else the model's default one, if any."""
+        if prompt_name is not None:
+            return check_prompt_name(self.prompts, prompt_name)
+        return self.prompts.get(self._default_prompt_name) if self._default_prompt_name else None
+
+    def _checked_ids(self, index: int, ids: list) -> list[int]:
+        """Token ids are the model's full input, special tokens included (as vLLM takes them)."""
+        if not ids:
+            raise InvalidInputError(f"input[{index}] is an empty list of token ids", param=f"input[{index}]")
+        for token in ids:
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
+                raise InvalidInputError(
+                    f"input[{index}] has token id {token!r}; ids must be integers in [0, {self.vocab_size})",
+                    param=f"input[{index}]",
+                )
+        return ids[: self.max_input_tokens]
+
+
+def _checked_text(index: int, text: str) -> str:
+    if not text.strip():
+        raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
+    return text
 
 
 def own_rust_tokenizer(tokenizer: Any, max_tokens: int) -> Any | None:

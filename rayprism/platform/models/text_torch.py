@@ -11,19 +11,16 @@ compute on padding.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from rayprism.platform.errors import InvalidInputError, UnprocessableError
-from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
-from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
+from rayprism.platform.models.base import Prepared
+from rayprism.platform.models.text_inputs import TextPreStage, own_rust_tokenizer, padded
 from rayprism.platform.models.torch_inference import inference
 
 
-class SentenceTransformerEncoder:
-    modalities = frozenset({"text"})
-
+class SentenceTransformerEncoder(TextPreStage):
     def __init__(
         self,
         path: str,
@@ -71,47 +68,13 @@ class SentenceTransformerEncoder:
         self.forward_batch_size = forward_batch_size
         self.device = device
 
-    def warmup(self) -> None:
-        self.encode(self.prepare(["warm up"]))
-
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
-        if modality not in self.modalities:
-            raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
-        if not inputs:
-            raise InvalidInputError("input must not be empty", param="input")
-        if all(isinstance(item, str) for item in inputs):
-            return self._prepare_texts(inputs, prompt_name)
-        if all(isinstance(item, list) for item in inputs):
-            if prompt_name is not None:
-                raise UnprocessableError("prompt_name applies to text; token ids are the model's whole input",
-                                         param="prompt_name")
-            return [self._prepare_token_ids(index, ids) for index, ids in enumerate(inputs)]
-        raise InvalidInputError(
-            "input must be a string, a list of strings, a list of token ids or a list of lists of token ids",
-            param="input",
-        )
-
-    def _prepare_texts(self, texts: Sequence[str], prompt_name: str | None) -> list[Prepared]:
-        for index, text in enumerate(texts):
-            if not text.strip():
-                raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
-        limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
-        texts = [text[:limit] for text in texts]
-        prompt = self._prompt(prompt_name)
-        if prompt:
-            texts = [prompt + text for text in texts]
+    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared]:
         prompt_length = self._prompt_length(prompt) if prompt and self._pooling_skips_prompt else 0
         if self._rust_tokenizer is not None:
-            encoded = [encoding.ids for encoding in self._rust_tokenizer.encode_batch(list(texts))]
+            encoded = [encoding.ids for encoding in self._rust_tokenizer.encode_batch(texts)]
         else:
-            encoded = self._tokenizer(list(texts), truncation=True, max_length=self.max_input_tokens)["input_ids"]
+            encoded = self._tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]
         return [Prepared((ids, prompt_length), len(ids)) for ids in encoded]
-
-    def _prompt(self, prompt_name: str | None) -> str | None:
-        """As ``SentenceTransformer.encode``: the named prompt, else the model's default one, if any."""
-        if prompt_name is not None:
-            return check_prompt_name(self.prompts, prompt_name)
-        return self.prompts.get(self._default_prompt_name) if self._default_prompt_name else None
 
     def _prompt_length(self, prompt: str) -> int:
         """Tokens of the prompt without a trailing special token, as sentence-transformers counts them
@@ -121,17 +84,7 @@ class SentenceTransformerEncoder:
             self._prompt_lengths[prompt] = len(ids) - (ids[-1] in self._tokenizer.all_special_ids)
         return self._prompt_lengths[prompt]
 
-    def _prepare_token_ids(self, index: int, ids: list) -> Prepared:
-        """Token ids are the model's full input, special tokens included (as vLLM takes them)."""
-        if not ids:
-            raise InvalidInputError(f"input[{index}] is an empty list of token ids", param=f"input[{index}]")
-        for token in ids:
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
-                raise InvalidInputError(
-                    f"input[{index}] has token id {token!r}; ids must be integers in [0, {self.vocab_size})",
-                    param=f"input[{index}]",
-                )
-        ids = ids[: self.max_input_tokens]
+    def _prepare_token_ids(self, ids: list[int]) -> Prepared:
         return Prepared((ids, 0), len(ids))
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray:
