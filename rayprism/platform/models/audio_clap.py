@@ -17,7 +17,7 @@ import numpy as np
 
 from rayprism.platform.media import decode_audio
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.text_tower import TextTower, text_limit
+from rayprism.platform.models.text_tower import projected_text_tower
 from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, model_dtype
 
 _ROBERTA_POSITION_OFFSET = 2
@@ -25,13 +25,12 @@ _ROBERTA_POSITION_OFFSET = 2
 
 
 class ClapAudioTower(Tower):
-    def __init__(self, embed: Any, extractor: Any, *, patches: int, max_seconds: float, device: str, dtype: Any):
+    def __init__(self, embed: Any, extractor: Any, *, patches: int, max_seconds: float, runtime: TorchRuntime):
         """``embed(input_features=..., is_longer=...)`` returns the projected audio embeddings."""
+        super().__init__(runtime)
         self._embed = embed
         self._extractor = extractor
         self._max_seconds = min(max_seconds, extractor.nb_max_samples / extractor.sampling_rate)
-        self._device = device
-        self._dtype = dtype
         self.max_input_tokens = patches
 
     def prepare(self, index: int, item: Any) -> Prepared:
@@ -54,24 +53,17 @@ class ClapEncoder(TowerEncoder):
     def __init__(self, location: ModelLocation, runtime: TorchRuntime, limits: InputLimits):
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-        dtype = model_dtype(runtime)
-        model = location.load(ClapModel, dtype=dtype)
+        model = location.load(ClapModel, dtype=model_dtype(runtime))
         model.to(runtime.device).eval()
         config = model.config
-        tokenizer = location.load(AutoTokenizer)
-        positions = config.text_config.max_position_embeddings - _ROBERTA_POSITION_OFFSET
         audio = ClapAudioTower(
             lambda **inputs: model.get_audio_features(**inputs).pooler_output,
             location.load(ClapFeatureExtractor),
             patches=(config.audio_config.spec_size // config.audio_config.patch_size) ** 2,
             max_seconds=limits.max_audio_seconds,
-            device=runtime.device,
-            dtype=dtype,
+            runtime=runtime,
         )
-        text = TextTower(
-            lambda **inputs: model.get_text_features(**inputs).pooler_output,
-            tokenizer,
-            max_tokens=text_limit(tokenizer, positions, limits.max_input_tokens),
-            device=runtime.device,
-        )
+        positions = config.text_config.max_position_embeddings - _ROBERTA_POSITION_OFFSET
+        text = projected_text_tower(model, location.load(AutoTokenizer), positions=positions, limits=limits,
+                                    runtime=runtime)
         super().__init__({"audio": audio, "text": text}, dimensions=config.projection_dim, runtime=runtime)

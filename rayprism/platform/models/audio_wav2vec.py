@@ -30,12 +30,11 @@ from rayprism.platform.models.towers import (
 
 
 class Wav2Vec2Tower(Tower):
-    def __init__(self, model: Any, extractor: Any, *, max_seconds: float, device: str, dtype: Any):
+    def __init__(self, model: Any, extractor: Any, *, max_seconds: float, runtime: TorchRuntime):
+        super().__init__(runtime)
         self._model = model
         self._extractor = extractor
         self._max_seconds = max_seconds
-        self._device = device
-        self._dtype = dtype
         self._masks_padding = bool(extractor.return_attention_mask)
         self._convolutions = list(zip(model.config.conv_kernel, model.config.conv_stride))
         self._min_samples = 1
@@ -84,11 +83,6 @@ class Wav2Vec2Encoder(TowerEncoder):
 
         model = location.load(AutoModel, dtype=model_dtype(runtime), trust_remote_code=runtime.trust_remote_code)
         model.to(runtime.device).eval()
-        tower = Wav2Vec2Tower(
-            model,
-            location.load(AutoFeatureExtractor),
-            max_seconds=limits.max_audio_seconds,
-            device=runtime.device,
-            dtype=model_dtype(runtime),
-        )
+        tower = Wav2Vec2Tower(model, location.load(AutoFeatureExtractor), max_seconds=limits.max_audio_seconds,
+                              runtime=runtime)
         super().__init__({"audio": tower}, dimensions=model.config.hidden_size, runtime=runtime)

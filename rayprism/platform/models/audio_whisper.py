@@ -44,11 +44,10 @@ def trim_silence(samples: np.ndarray, threshold: float = SILENCE_THRESHOLD) -> n
 
 
 class WhisperTower(Tower):
-    def __init__(self, encoder: Any, extractor: Any, *, max_seconds: float, device: str, dtype: Any):
+    def __init__(self, encoder: Any, extractor: Any, *, max_seconds: float, runtime: TorchRuntime):
+        super().__init__(runtime)
         self._encoder = encoder
         self._extractor = extractor
-        self._device = device
-        self._dtype = dtype
         self.max_input_tokens = encoder.config.max_source_positions
         self._samples_per_frame = extractor.hop_length * extractor.nb_max_frames // self.max_input_tokens
         window_seconds = extractor.n_samples / extractor.sampling_rate
@@ -81,11 +80,6 @@ class WhisperEncoder(TowerEncoder):
         # The decoder is loaded with the checkpoint and dropped: only the encoder is kept.
         encoder = location.load(WhisperModel, dtype=model_dtype(runtime)).get_encoder()
         encoder.to(runtime.device).eval()
-        tower = WhisperTower(
-            encoder,
-            location.load(WhisperFeatureExtractor),
-            max_seconds=limits.max_audio_seconds,
-            device=runtime.device,
-            dtype=model_dtype(runtime),
-        )
+        tower = WhisperTower(encoder, location.load(WhisperFeatureExtractor), max_seconds=limits.max_audio_seconds,
+                             runtime=runtime)
         super().__init__({"audio": tower}, dimensions=encoder.config.d_model, runtime=runtime)

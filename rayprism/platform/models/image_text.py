@@ -16,18 +16,17 @@ import numpy as np
 
 from rayprism.platform.media import decode_image
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.text_tower import TextTower, text_limit
+from rayprism.platform.models.text_tower import projected_text_tower
 from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, model_dtype
 
 
 class ImageTower(Tower):
-    def __init__(self, embed: Any, processor: Any, *, patches: int, max_pixels: int, device: str, dtype: Any):
+    def __init__(self, embed: Any, processor: Any, *, patches: int, max_pixels: int, runtime: TorchRuntime):
         """``embed(pixel_values=...)`` returns the projected image embeddings."""
+        super().__init__(runtime)
         self._embed = embed
         self._processor = processor
         self._max_pixels = max_pixels
-        self._device = device
-        self._dtype = dtype
         self.max_input_tokens = patches
 
     def prepare(self, index: int, item: Any) -> Prepared:
@@ -48,27 +47,21 @@ class ImageTextEncoder(TowerEncoder):
     def __init__(self, location: ModelLocation, runtime: TorchRuntime, limits: InputLimits):
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        dtype = model_dtype(runtime)
-        model = location.load(AutoModel, dtype=dtype, trust_remote_code=runtime.trust_remote_code)
+        model = location.load(AutoModel, dtype=model_dtype(runtime), trust_remote_code=runtime.trust_remote_code)
         model.to(runtime.device).eval()
         config = model.config
-        tokenizer = location.load(AutoTokenizer, trust_remote_code=runtime.trust_remote_code)
-        positions = config.text_config.max_position_embeddings
         image = ImageTower(
             lambda **inputs: model.get_image_features(**inputs).pooler_output,
             location.load(AutoImageProcessor),
             patches=(config.vision_config.image_size // config.vision_config.patch_size) ** 2,
             max_pixels=limits.max_image_pixels,
-            device=runtime.device,
-            dtype=dtype,
+            runtime=runtime,
         )
-        text = TextTower(
-            lambda **inputs: model.get_text_features(**inputs).pooler_output,
-            tokenizer,
-            max_tokens=text_limit(tokenizer, positions, limits.max_input_tokens),
-            device=runtime.device,
+        text = projected_text_tower(
+            model, location.load(AutoTokenizer, trust_remote_code=runtime.trust_remote_code),
+            positions=config.text_config.max_position_embeddings, limits=limits, runtime=runtime,
             # SigLIP was trained on texts padded to full length and pools the last position.
-            pad_to=text_limit(tokenizer, positions, None) if config.model_type == "siglip" else None,
+            pad_to_full_length=config.model_type == "siglip",
         )
         # CLIP projects both towers to projection_dim; SigLIP's text head maps to the width both towers share.
         dimensions = config.projection_dim if config.model_type == "clip" else config.text_config.projection_size

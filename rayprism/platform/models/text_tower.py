@@ -11,7 +11,7 @@ import numpy as np
 
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.towers import Tower
+from rayprism.platform.models.towers import InputLimits, TorchRuntime, Tower
 
 
 class TextTower(Tower):
@@ -21,7 +21,7 @@ class TextTower(Tower):
         tokenizer: Any,
         *,
         max_tokens: int,
-        device: str,
+        runtime: TorchRuntime,
         pad_to: int | None = None,
     ):
         """``embed(input_ids=..., attention_mask=...)`` returns the projected text embeddings.
@@ -30,9 +30,9 @@ class TextTower(Tower):
         the last position, so its padding is part of the input). The attention mask is passed when the
         tokenizer returns one, as the model's processor would.
         """
+        super().__init__(runtime)
         self._embed = embed
         self._tokenizer = tokenizer
-        self._device = device
         self._pad_to = pad_to
         self._with_mask = "attention_mask" in tokenizer.model_input_names
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -59,6 +59,19 @@ class TextTower(Tower):
         if self._with_mask:
             features["attention_mask"] = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         return self._embed(**{name: torch.from_numpy(array).to(self._device) for name, array in features.items()})
+
+
+def projected_text_tower(model: Any, tokenizer: Any, *, positions: int, limits: InputLimits, runtime: TorchRuntime,
+                         pad_to_full_length: bool = False) -> TextTower:
+    """The text tower of a two-tower model (CLIP, SigLIP, CLAP): ``model.get_text_features``' projection of
+    at most ``positions`` tokens (fewer where the config says), padded to that length where asked."""
+    return TextTower(
+        lambda **inputs: model.get_text_features(**inputs).pooler_output,
+        tokenizer,
+        max_tokens=text_limit(tokenizer, positions, limits.max_input_tokens),
+        runtime=runtime,
+        pad_to=text_limit(tokenizer, positions, None) if pad_to_full_length else None,
+    )
 
 
 def text_limit(tokenizer: Any, max_positions: int, configured: int | None) -> int:

@@ -58,10 +58,15 @@ class ModelLocation:
 
 
 class Tower:
-    """One modality of a model: its pre stage (``prepare``) and its forward pass (``forward``)."""
+    """One modality of a model: its pre stage (``prepare``) and its forward pass (``forward``), run where
+    and in the precision its runtime says."""
 
     max_input_tokens: int
     """The largest cost (``Prepared.n_tokens``) one input can have."""
+
+    def __init__(self, runtime: TorchRuntime):
+        self._device = runtime.device
+        self._dtype = model_dtype(runtime)
 
     def prepare(self, index: int, item: Any) -> Prepared:
         """Decode and preprocess ``inputs[index]``; raise InvalidInputError naming it if it is bad."""
