@@ -135,7 +135,6 @@ def encode_benchmark(args) -> list[tuple[str, str, float, float, float]]:
     from sentence_transformers import SentenceTransformer
 
     from rayprism.platform.config import DEFAULT_MODEL_SOURCE, BatchingConfig, ModelConfig
-    from rayprism.platform.models import embed
     from rayprism.platform.models.registry import load_encoder
     from rayprism.trainers.convert.onnx import export_onnx
 
@@ -161,7 +160,7 @@ def encode_benchmark(args) -> list[tuple[str, str, float, float, float]]:
         for _ in range(3):
             for name, encoder in encoders.items():
                 began = time.perf_counter()
-                vectors[name] = embed(encoder, texts).vectors
+                vectors[name] = encoder.encode(encoder.prepare(texts))
                 best[name] = min(best[name], time.perf_counter() - began)
             began = time.perf_counter()
             bare.encode(texts, batch_size=32)

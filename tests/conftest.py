@@ -94,6 +94,15 @@ def reference_minilm(minilm_path):
     return SentenceTransformer(minilm_path, device="cpu")
 
 
+def embed(encoder, inputs, modality="text", prompt_name=None):
+    """Both stages in this thread, as a model runner runs them without the batcher between:
+    (vectors, token counts) for one call."""
+    from rayprism.platform.models.base import Embeddings
+
+    prepared = encoder.prepare(inputs, modality, prompt_name)
+    return Embeddings(encoder.encode(prepared), [item.n_tokens for item in prepared])
+
+
 def cosines(a, b):
     import numpy as np
 

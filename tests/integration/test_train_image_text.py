@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from rayprism.platform.config import ModelConfig, load_train_config
-from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
+from tests.conftest import embed
 
 
 def test_digits_clip_classifies_held_out_digits_zero_shot(ray_session, tmp_path):

@@ -13,9 +13,8 @@ import numpy as np
 import yaml
 
 from rayprism.platform.config import ModelConfig, TrainConfig, load_train_config
-from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
-from tests.conftest import cosines
+from tests.conftest import cosines, embed
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TEXTS = ["software to read e-mail", "GNU C library: shared libraries", "a game of ancient warfare"]

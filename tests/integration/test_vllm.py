@@ -26,8 +26,8 @@ VLLM_MODEL = {"name": "minilm-vllm", "backend": "vllm", "options": {"gpu_memory_
 
 def test_the_vllm_backend_gives_the_torch_backends_vectors():
     from rayprism.platform.config import ModelConfig
-    from rayprism.platform.models import embed
     from rayprism.platform.models.registry import load_encoder
+    from tests.conftest import embed
 
     served = load_encoder(ModelConfig.model_validate(VLLM_MODEL))
     reference = load_encoder(ModelConfig(name="minilm"))
@@ -81,8 +81,8 @@ def test_a_batch_job_embeds_with_vllm_in_its_actors(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pq.read_table(tmp_path / "out").sort_by("id")
     from rayprism.platform.config import ModelConfig
-    from rayprism.platform.models import embed
     from rayprism.platform.models.registry import load_encoder
+    from tests.conftest import embed
 
     reference = embed(load_encoder(ModelConfig(name="minilm")), TEXTS).vectors
     assert cosines(table["float32"].to_pylist(), reference).min() >= 0.999

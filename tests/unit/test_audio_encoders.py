@@ -1,5 +1,6 @@
 """Speech and audio encoders (Whisper, wav2vec2, HuBERT, CLAP) against plain transformers, on real speech clips."""
 
+import io
 import math
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
-from tests.conftest import cosines
+from rayprism.platform.models.towers import warmup_input
+from tests.conftest import cosines, embed
 from tests.media_models import digit_pngs, read_clip, speech_clips, wav_bytes
 
 FAMILIES = ["whisper", "wav2vec2", "hubert", "clap"]
@@ -90,7 +91,28 @@ def test_a_44khz_stereo_copy_gets_nearly_the_same_vector(family):
 
 
 def test_warmup_embeds_each_modality(family):
-    family[2].warmup()
+    """Warming up gives each tower's vector of its synthetic input: what plain transformers computes for it."""
+    import soundfile
+    import torch
+
+    model_type, path, encoder = family
+    produced = encoder.warmup()
+    assert set(produced) == encoder.modalities
+    for vectors in produced.values():
+        assert vectors.shape == (1, encoder.dimensions) and np.isfinite(vectors).all()
+    samples, rate = soundfile.read(io.BytesIO(warmup_input("audio")), dtype="float32")
+    assert rate == 16_000
+    with torch.inference_mode():
+        expected = reference(model_type, path)(samples).numpy()[None]
+    assert cosines(produced["audio"], expected)[0] >= 0.9999
+    if model_type == "clap":
+        import transformers
+
+        clap = transformers.ClapModel.from_pretrained(path).eval()
+        tokens = transformers.AutoTokenizer.from_pretrained(path)([warmup_input("text")], return_tensors="pt")
+        with torch.inference_mode():
+            text = clap.get_text_features(**tokens).pooler_output.numpy()
+        assert cosines(produced["text"], text)[0] >= 0.9999
 
 
 def test_whisper_ignores_silence_added_before_and_after_a_clip(media_model_path):

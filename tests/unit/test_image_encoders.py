@@ -10,9 +10,9 @@ import pytest
 
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import ConfigError, InvalidInputError, UnprocessableError
-from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
-from tests.conftest import cosines
+from rayprism.platform.models.towers import warmup_input
+from tests.conftest import cosines, embed
 from tests.media_models import bomb_png, digit_pngs, speech_clips
 
 FAMILIES = ["clip", "siglip"]
@@ -124,8 +124,25 @@ def test_prompts_are_refused_as_the_model_declares_none(family, pngs):
         family[2].prepare(pngs[:1], "image", prompt_name="query")
 
 
-def test_warmup_embeds_each_modality(family):
-    family[2].warmup()
+def test_warmup_embeds_each_modality(family, references):
+    """Warming up gives each tower's vector of its synthetic input: the model's own features of it."""
+    import torch
+    from PIL import Image
+
+    model_type, _, encoder = family
+    model, processor, tokenizer = references
+    produced = encoder.warmup()
+    assert set(produced) == {"image", "text"}
+    for vectors in produced.values():
+        assert vectors.shape == (1, encoder.dimensions) and np.isfinite(vectors).all()
+    image = Image.open(io.BytesIO(warmup_input("image"))).convert("RGB")
+    padding = "max_length" if model_type == "siglip" else True
+    with torch.inference_mode():
+        image_features = model.get_image_features(**processor(images=[image], return_tensors="pt")).pooler_output
+        text_features = model.get_text_features(
+            **tokenizer([warmup_input("text")], padding=padding, truncation=True, return_tensors="pt")).pooler_output
+    assert cosines(produced["image"], image_features.numpy())[0] >= 0.9999
+    assert cosines(produced["text"], text_features.numpy())[0] >= 0.9999
 
 
 # Choosing the encoder from the model directory.

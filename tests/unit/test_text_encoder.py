@@ -5,9 +5,8 @@ import pytest
 
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
-from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
-from tests.conftest import cosines
+from tests.conftest import cosines, embed
 
 TEXTS = [
     "hello world",

@@ -6,9 +6,8 @@ import torch
 
 from rayprism.platform.config import ModelConfig
 from rayprism.platform.errors import ConfigError
-from rayprism.platform.models import embed
 from rayprism.platform.models.registry import load_encoder
-from tests.conftest import cosines
+from tests.conftest import cosines, embed
 
 TEXTS = ["a tool to view package descriptions", "the GNU C library: shared libraries", "x",
          "Debian package descriptions are written by thousands of maintainers, " * 6]

@@ -21,8 +21,8 @@ def test_encode_matches_sentence_transformers_and_the_served_encoder(tiny, tiny_
     from sentence_transformers import SentenceTransformer
 
     from rayprism.platform.config import ModelConfig
-    from rayprism.platform.models import embed
     from rayprism.platform.models.registry import load_encoder
+    from tests.conftest import embed
 
     ours = tiny.encode(TEXTS, "document")
     reference = SentenceTransformer(tiny_model_path, device="cpu").encode(TEXTS, normalize_embeddings=True)
@@ -40,8 +40,8 @@ def test_chunks_are_length_sorted_and_cover_every_row(tiny):
 
 def test_prompts_follow_the_role(prompted_model_path):
     from rayprism.platform.config import ModelConfig
-    from rayprism.platform.models import embed
     from rayprism.platform.models.registry import load_encoder
+    from tests.conftest import embed
 
     model = TrainableModel(prompted_model_path)
     assert model.prompts == {"query": "query: ", "document": "passage: "}

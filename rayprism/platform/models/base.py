@@ -16,14 +16,13 @@ over decoded pixels or waveforms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Protocol, Sequence, get_args, runtime_checkable
+from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from rayprism.platform.errors import UnprocessableError
 
 Modality = Literal["text", "image", "audio"]
-MODALITIES: tuple[str, ...] = get_args(Modality)
 ModelKind = Literal["embedder", "reranker"]
 
 MAX_CHARS_PER_TOKEN = 100
@@ -86,17 +85,11 @@ def token_dimensions(encoder: Any) -> int | None:
 
 @dataclass(frozen=True)
 class Embeddings:
+    """What a model runner answers for one request's inputs."""
+
     vectors: np.ndarray
     """float32, shape (n, dimensions), in input order."""
     token_counts: list[int]
-
-
-def embed(
-    encoder: Encoder, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
-) -> Embeddings:
-    """Run all stages in this thread: for batch jobs and tests, where no scheduler sits between."""
-    prepared = encoder.prepare(inputs, modality, prompt_name)
-    return Embeddings(encoder.encode(prepared), [item.n_tokens for item in prepared])
 
 
 def check_prompt_name(prompts: Mapping[str, str], prompt_name: str) -> str:

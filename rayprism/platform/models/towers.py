@@ -141,13 +141,15 @@ class TowerEncoder:
                 groups[-1].append(index)
         return groups
 
-    def warmup(self) -> None:
-        """One small synthetic input per modality through every stage: an 8×8 image, 0.5 s of a tone, a word."""
-        for modality in sorted(self.modalities):
-            self.encode(self.prepare([_synthetic_input(modality)], modality))
+    def warmup(self) -> dict[str, np.ndarray]:
+        """One small synthetic input per modality (:func:`warmup_input`) through every stage; returns each
+        modality's vector (float32[1, dimensions]), so what warming up produced can be checked."""
+        return {modality: self.encode(self.prepare([warmup_input(modality)], modality))
+                for modality in sorted(self.modalities)}
 
 
-def _synthetic_input(modality: str) -> Any:
+def warmup_input(modality: str) -> Any:
+    """The input :meth:`TowerEncoder.warmup` embeds: an 8×8 PNG, 0.5 s of a 440 Hz tone (16 kHz WAV), a word."""
     if modality == "text":
         return "warm up"
     if modality == "image":
