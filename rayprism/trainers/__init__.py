@@ -1,5 +1,8 @@
-"""Ray Train: contrastive fine-tuning and model conversion (planned; see DESIGN.md, path 3).
+"""Ray Train: ``rayprism train`` fine-tunes bi-encoders (text, image–text) and cross-encoders, and
+``rayprism convert`` turns models into faster or different ones.
 
-Trained models are saved as sentence-transformers directories, so `serve` and `embed`
-load them through the same `source:` as any other model.
+``run`` drives a job (data and hard-negative mining with Ray Data, ``TorchTrainer``, export);
+``loop`` is what each worker runs; ``export`` writes the model directory with its card. Trained
+and converted models are sentence-transformers directories, so ``serve`` and ``embed`` load them
+through the same ``source:`` as any other model.
 """

@@ -15,7 +15,6 @@ from rayprism.platform.codecs.muvera import (
     encode_queries,
     encode_query,
     partition_index,
-    simhash_planes,
 )
 
 rng = np.random.default_rng(3)
@@ -24,6 +23,15 @@ rng = np.random.default_rng(3)
 def unit_rows(count: int, dim: int) -> np.ndarray:
     rows = rng.standard_normal((count, dim)).astype(np.float32)
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def simhash_planes(cfg: FDEConfig) -> np.ndarray:
+    """float32[r_reps, dim, k_sim]: each repetition's hyperplanes (column i is bit i, the most significant
+    first), drawn as the codec documents them: the first of three streams spawned from the seed, one
+    standard-normal (dim, r_reps * k_sim) matrix. Stored encodings depend on this draw staying the same."""
+    stream = np.random.SeedSequence(cfg.seed).spawn(3)[0]
+    planes = np.random.default_rng(stream).standard_normal((cfg.dim, cfg.r_reps * cfg.k_sim), dtype=np.float32)
+    return planes.reshape(cfg.dim, cfg.r_reps, cfg.k_sim).transpose(1, 0, 2)
 
 
 def bits_of(bucket: int, k_sim: int) -> np.ndarray:

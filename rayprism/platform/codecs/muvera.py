@@ -89,13 +89,6 @@ def _randomness(cfg: FDEConfig) -> _Randomness:
     return _Randomness(planes, projections, sketch_index, sketch_sign)
 
 
-def simhash_planes(cfg: FDEConfig) -> np.ndarray:
-    """float32[r_reps, dim, k_sim]: the hyperplanes of each repetition (column i is bit i,
-    the most significant first)."""
-    planes = _randomness(cfg).planes.reshape(cfg.dim, cfg.r_reps, cfg.k_sim)
-    return np.ascontiguousarray(planes.transpose(1, 0, 2))
-
-
 def partition_index(tokens: np.ndarray, cfg: FDEConfig) -> np.ndarray:
     """int64[t, r_reps]: each token's partition in each repetition, the integer whose bit
     ``k_sim - 1 - i`` is 1 where the token is on the positive side of hyperplane i."""
