@@ -15,6 +15,7 @@ from rayprism.platform.config.base import (
     full_match,
     nested_problems,
 )
+from rayprism.platform.models.backends import BACKENDS, backend_options
 from rayprism.platform.models.base import Modality, ModelKind
 
 DEFAULT_MODEL_NAME = "minilm"
@@ -93,8 +94,6 @@ class ModelConfig(StrictModel):
     @field_validator("backend")
     @classmethod
     def _check_backend(cls, backend: str) -> str:
-        from rayprism.platform.models.registry import BACKENDS
-
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend; choose one of {sorted(BACKENDS)}")
         return backend
@@ -110,8 +109,6 @@ class ModelConfig(StrictModel):
     @classmethod
     def _check_options(cls, options, info: ValidationInfo):
         """The backend's own model validates its block; an unknown backend was reported already."""
-        from rayprism.platform.models.registry import backend_options
-
         if "backend" not in info.data:
             return StrictModel()
         options_class = backend_options(info.data["backend"])

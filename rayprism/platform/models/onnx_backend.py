@@ -30,7 +30,7 @@ from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.text_inputs import TextPreStage, padded
 
 if TYPE_CHECKING:
-    from rayprism.platform.config import ModelConfig
+    from rayprism.platform.config.models import ModelConfig
 
 
 class Options(StrictModel):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from rayprism.platform.config.base import StrictModel
 
 if TYPE_CHECKING:
-    from rayprism.platform.config import ModelConfig
+    from rayprism.platform.config.models import ModelConfig
     from rayprism.platform.models.architectures import EncoderChoice
     from rayprism.platform.models.base import Encoder, Reranker
 

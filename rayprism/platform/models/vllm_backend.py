@@ -21,7 +21,7 @@ from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
 
 if TYPE_CHECKING:
-    from rayprism.platform.config import ModelConfig
+    from rayprism.platform.config.models import ModelConfig
 
 
 class Options(StrictModel):
