@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from rayprism.platform.errors import ConfigError
-from rayprism.trainers.loop import TrainerState, Worker
 from rayprism.trainers.model import in_input_order
+from rayprism.trainers.worker import TrainerState, Worker
 
 CROSS_ENCODER_TYPE = "CrossEncoder"
 

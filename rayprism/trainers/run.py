@@ -32,8 +32,9 @@ from rayprism.trainers.data import (
 )
 from rayprism.trainers.evaluation import score_rankings, top_k
 from rayprism.trainers.export import ModelCard, export_model
-from rayprism.trainers.loop import MODEL_DIR, STATE_FILE, RunPlan, TrainerState, train_loop_per_worker
+from rayprism.trainers.loop import train_loop_per_worker
 from rayprism.trainers.mining import cached_vectors, embed_texts, fingerprint, select_negatives
+from rayprism.trainers.worker import MODEL_DIR, STATE_FILE, RunPlan, TrainerState
 
 
 class TrainingFailedError(RayprismError):
