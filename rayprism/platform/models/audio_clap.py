@@ -18,7 +18,7 @@ import numpy as np
 from rayprism.platform.media import decode_audio
 from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.text_tower import projected_text_tower
-from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, model_dtype
+from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder
 
 _ROBERTA_POSITION_OFFSET = 2
 """CLAP's RoBERTa text tower numbers positions after the padding index: two table rows are not positions."""
@@ -53,7 +53,7 @@ class ClapEncoder(TowerEncoder):
     def __init__(self, location: ModelLocation, runtime: TorchRuntime, limits: InputLimits):
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-        model = location.load(ClapModel, dtype=model_dtype(runtime))
+        model = location.load(ClapModel, dtype=runtime.torch_dtype)
         model.to(runtime.device).eval()
         config = model.config
         audio = ClapAudioTower(

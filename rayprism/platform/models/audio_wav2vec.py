@@ -18,15 +18,7 @@ import numpy as np
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.media import decode_audio
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.towers import (
-    InputLimits,
-    ModelLocation,
-    TorchRuntime,
-    Tower,
-    TowerEncoder,
-    masked_mean,
-    model_dtype,
-)
+from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, masked_mean
 
 
 class Wav2Vec2Tower(Tower):
@@ -81,7 +73,7 @@ class Wav2Vec2Encoder(TowerEncoder):
     def __init__(self, location: ModelLocation, runtime: TorchRuntime, limits: InputLimits):
         from transformers import AutoFeatureExtractor, AutoModel
 
-        model = location.load(AutoModel, dtype=model_dtype(runtime), trust_remote_code=runtime.trust_remote_code)
+        model = location.load(AutoModel, dtype=runtime.torch_dtype, trust_remote_code=runtime.trust_remote_code)
         model.to(runtime.device).eval()
         tower = Wav2Vec2Tower(model, location.load(AutoFeatureExtractor), max_seconds=limits.max_audio_seconds,
                               runtime=runtime)

@@ -23,15 +23,7 @@ import numpy as np
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.media import decode_audio
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.towers import (
-    InputLimits,
-    ModelLocation,
-    TorchRuntime,
-    Tower,
-    TowerEncoder,
-    masked_mean,
-    model_dtype,
-)
+from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, masked_mean
 
 SILENCE_THRESHOLD = 1e-4
 """-80 dBFS: three steps of 16-bit audio, so dithered digital silence is trimmed too; speech is far louder."""
@@ -78,7 +70,7 @@ class WhisperEncoder(TowerEncoder):
         from transformers import WhisperFeatureExtractor, WhisperModel
 
         # The decoder is loaded with the checkpoint and dropped: only the encoder is kept.
-        encoder = location.load(WhisperModel, dtype=model_dtype(runtime)).get_encoder()
+        encoder = location.load(WhisperModel, dtype=runtime.torch_dtype).get_encoder()
         encoder.to(runtime.device).eval()
         tower = WhisperTower(encoder, location.load(WhisperFeatureExtractor), max_seconds=limits.max_audio_seconds,
                              runtime=runtime)

@@ -17,7 +17,7 @@ import numpy as np
 from rayprism.platform.media import decode_image
 from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.text_tower import projected_text_tower
-from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, model_dtype
+from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder
 
 
 class ImageTower(Tower):
@@ -47,7 +47,7 @@ class ImageTextEncoder(TowerEncoder):
     def __init__(self, location: ModelLocation, runtime: TorchRuntime, limits: InputLimits):
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-        model = location.load(AutoModel, dtype=model_dtype(runtime), trust_remote_code=runtime.trust_remote_code)
+        model = location.load(AutoModel, dtype=runtime.torch_dtype, trust_remote_code=runtime.trust_remote_code)
         model.to(runtime.device).eval()
         config = model.config
         image = ImageTower(

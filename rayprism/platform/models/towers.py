@@ -34,6 +34,13 @@ class TorchRuntime:
     torch_threads: int | None
     trust_remote_code: bool
 
+    @property
+    def torch_dtype(self) -> Any:
+        """``dtype`` as the torch dtype models are loaded and run in."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
 
 @dataclass(frozen=True, slots=True)
 class InputLimits:
@@ -66,7 +73,7 @@ class Tower:
 
     def __init__(self, runtime: TorchRuntime):
         self._device = runtime.device
-        self._dtype = model_dtype(runtime)
+        self._dtype = runtime.torch_dtype
 
     def prepare(self, index: int, item: Any) -> Prepared:
         """Decode and preprocess ``inputs[index]``; raise InvalidInputError naming it if it is bad."""
@@ -174,9 +181,3 @@ def masked_mean(hidden: Any, lengths: Any) -> Any:
     frames = torch.arange(hidden.shape[1], device=hidden.device)
     mask = (frames[None, :] < lengths.to(hidden.device)[:, None]).to(hidden.dtype)
     return (hidden * mask[:, :, None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
-
-
-def model_dtype(runtime: TorchRuntime) -> Any:
-    import torch
-
-    return getattr(torch, runtime.dtype)
