@@ -188,14 +188,18 @@ class TestFilterCheck:
             check_filter(expression, self.FIELDS)
 
 
-@pytest.mark.slow  # starts Milvus Lite
-def test_a_reopened_store_serves_its_collections(tmp_path):
-    path = str(tmp_path / "reopen.db")
+def reopened(path: str, count: int, **options) -> MilvusStore:
+    """A store file with ``count`` rows in ``docs``, written by one store and opened again by another."""
     first = MilvusStore(path)
     first.ensure(CONFIG, 4)
-    first.upsert("docs", rows(6))
+    first.upsert("docs", rows(count))
     first.close()
-    second = MilvusStore(path)
+    return MilvusStore(path, **options)
+
+
+@pytest.mark.slow  # starts Milvus Lite
+def test_a_reopened_store_serves_its_collections(tmp_path):
+    second = reopened(str(tmp_path / "reopen.db"), 6)
     assert second.count("docs") == 6
     assert second.search("docs", SearchQuery(mode="dense", k=1, dense_vector=rows(6)[2]["dense"]))[0]["id"] == "2"
     second.close()
@@ -203,12 +207,7 @@ def test_a_reopened_store_serves_its_collections(tmp_path):
 
 @pytest.mark.slow  # starts Milvus Lite
 def test_warming_a_reopened_collection_builds_its_mirror_before_the_first_search(tmp_path):
-    path = str(tmp_path / "warm.db")
-    first = MilvusStore(path)
-    first.ensure(CONFIG, 4)
-    first.upsert("docs", rows(20))
-    first.close()
-    second = MilvusStore(path, cache_max_rows=1000)
+    second = reopened(str(tmp_path / "warm.db"), 20, cache_max_rows=1000)
     try:
         assert second.mirrors.built("docs") is None  # a reopened store mirrors nothing until asked
         second.warm("docs")
