@@ -161,26 +161,29 @@ def port_holder(host: str, port: int) -> str | None:
         probe.settimeout(1)
         if probe.connect_ex((connect_address(host), port)) == 0:
             return "in use by another program"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy and Serve's proxy bind
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return None  # nobody listens: a stopped service's closing connections
-            return f"not usable here ({error.strerror})"
-    return None
+    error = bind_error(host, port, reuse_address=True)  # as HAProxy and Serve's proxy bind
+    if error is None or error.errno == errno.EADDRINUSE:  # nobody listens: a stopped service's connections
+        return None
+    return f"not usable here ({error.strerror})"
 
 
 def lingers(host: str, port: int) -> bool:
     """Whether a listener without SO_REUSEADDR (a Serve replica's) cannot bind ``port`` yet: a stopped
     service's closed connections hold it in TIME_WAIT for up to a minute."""
+    error = bind_error(host, port, reuse_address=False)
+    return error is not None and error.errno == errno.EADDRINUSE
+
+
+def bind_error(host: str, port: int, *, reuse_address: bool) -> OSError | None:
+    """Why a TCP socket cannot bind ``host:port`` now, or None when it can."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse_address:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
-            return error.errno == errno.EADDRINUSE
-    return False
+            return error
+    return None
 
 
 def connect_address(host: str) -> str:

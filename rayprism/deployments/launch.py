@@ -210,12 +210,6 @@ def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
         ray.shutdown()
 
 
-def ray_address() -> str:
-    import ray
-
-    return ray.get_runtime_context().gcs_address
-
-
 def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print,
                   verbose: bool = False) -> None:
     import ray.serve  # noqa: F401  (Serve sets its loggers up when imported: before start_ray quiets them)
@@ -235,7 +229,6 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
         start_ray(address, verbose=verbose)
         stop.install()  # again: ray.init replaced the SIGTERM handler
         if home is not None:
-            home.ray_address_file.write_text(ray_address())
             stop.every(REMEMBER_EVERY_S, home.remember_started)
         stop.check()
         start(config, joining=joining, echo=echo, stop=stop)

@@ -57,10 +57,6 @@ class StopSignal:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda number, _: self.received.append(number))
 
-    @property
-    def requested(self) -> bool:
-        return bool(self.received)
-
     def check(self) -> None:
         if self.received:
             raise StopRequested
@@ -158,12 +154,6 @@ class ServiceHome:
     def remember_started(self) -> None:
         """Record the processes this one started, and theirs: after a ``kill -9`` nobody else knows them."""
         self.started.add_all(psutil.Process().children(recursive=True))
-
-    @property
-    def ray_address_file(self) -> Path:
-        """The address of the local Ray this service started (``ray.init(address=…)`` reaches its
-        processes, e.g. its replicas by name, where the state API has no dashboard to ask)."""
-        return self.path / "ray-address"
 
     def release(self) -> None:
         """After a clean stop: nothing of this service is left to clean up."""

@@ -49,6 +49,14 @@ def write_job(path, input_path="docs.jsonl"):
     return path
 
 
+def job_from_elsewhere(tmp_path):
+    """A working directory, and a job file outside it."""
+    working_dir, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    working_dir.mkdir()
+    elsewhere.mkdir()
+    return working_dir, write_job(elsewhere / "job.yaml")
+
+
 def test_a_job_file_inside_the_working_directory_is_shipped_where_it_is(tmp_path):
     job = write_job((tmp_path / "jobs").mkdir() or tmp_path / "jobs" / "job.yaml")
     with shipped_job_file(job, tmp_path, echo=pytest.fail) as relative:
@@ -57,10 +65,7 @@ def test_a_job_file_inside_the_working_directory_is_shipped_where_it_is(tmp_path
 
 
 def test_a_job_file_from_elsewhere_is_copied_in_for_the_upload_and_reads_the_working_directory(tmp_path):
-    working_dir, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    working_dir.mkdir()
-    elsewhere.mkdir()
-    job = write_job(elsewhere / "job.yaml")
+    working_dir, job = job_from_elsewhere(tmp_path)
     lines = []
     with shipped_job_file(job, working_dir, echo=lines.append) as relative:
         shipped = working_dir / relative
@@ -74,10 +79,7 @@ def test_a_job_file_from_elsewhere_is_copied_in_for_the_upload_and_reads_the_wor
 
 
 def test_a_shipped_copy_already_there_is_not_removed(tmp_path):
-    working_dir, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    working_dir.mkdir()
-    elsewhere.mkdir()
-    job = write_job(elsewhere / "job.yaml")
+    working_dir, job = job_from_elsewhere(tmp_path)
     with shipped_job_file(job, working_dir, echo=lambda line: None) as relative:
         (working_dir / "keep").write_bytes((working_dir / relative).read_bytes())
     (working_dir / "keep").rename(working_dir / relative)
@@ -87,10 +89,7 @@ def test_a_shipped_copy_already_there_is_not_removed(tmp_path):
 
 
 def test_a_working_directory_that_takes_no_copy_is_one_sentence(tmp_path):
-    working_dir, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    working_dir.mkdir()
-    elsewhere.mkdir()
-    job = write_job(elsewhere / "job.yaml")
+    working_dir, job = job_from_elsewhere(tmp_path)
     with shipped_job_file(job, working_dir, echo=lambda line: None) as relative:
         pass
     (working_dir / relative).mkdir()  # a directory in the copy's place: the write fails (even as root)

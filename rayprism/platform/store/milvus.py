@@ -205,7 +205,7 @@ class MilvusStore:
             return  # its route needs query token vectors: the first real search brings them
         mode = "hybrid" if layout.bm25 else "dense"
         self.search(name, SearchQuery(mode=mode, k=1, dense_vector=np.ones(layout.dimensions, dtype=np.float32),
-                                      text="warm up", metric=layout.metric, fusion=None, output_fields=[]))
+                                      text="warm up", metric=layout.metric, output_fields=[]))
 
     def memory(self, name: str) -> dict | None:
         """The in-memory mirror's size (rows, dense bytes per document), None while there is none."""
