@@ -29,13 +29,12 @@ import numpy as np
 
 from rayprism.platform.bridge import bridge_quality, fit_bridge
 from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.constants import GATE_SAMPLE, NAMESPACE, reembed_worker_name
 from rayprism.platform.store.milvus import SearchQuery
 
 logger = logging.getLogger(__name__)
 
 DENSE = VECTOR_FIELDS[0]
-NAMESPACE = "rayprism"
-"""The Ray namespace of every job's worker (found by its name there)."""
 DEFAULT_MIN_AGREEMENT = 0.4
 """The gate without a query set: mean share of the old index's top-10 the new index finds."""
 DEFAULT_MRR_RATIO = 0.95
@@ -46,10 +45,6 @@ FREEZE_MAX_S = 30.0
 BRIDGE_SAMPLE = 512
 """Documents copied first and embedded by both models: the bridge is fitted on 80% of them, measured on the rest."""
 BRIDGE_MIN_SAMPLE = 20
-
-
-def worker_name(app_name: str, job_id: str) -> str:
-    return f"reembed:{app_name}:{job_id}"
 
 
 def _chunks(items: list, size: int):
@@ -243,7 +238,7 @@ class ReembedWorker:
         index (itself left out of both); the share of the old top-10 that the new one finds, averaged."""
         target = CollectionConfig.model_validate(await self._store.resolve(record["target"]))
         ids = await self._store.ids(record["target"])
-        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.get("sample", 100)]]
+        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.get("sample", GATE_SAMPLE)]]
         old, new = await self._vectors(record["source"], sample), await self._vectors(record["target"], sample)
         queries = [doc_id for doc_id in sample if doc_id in old and doc_id in new]
         agreements = []
@@ -291,7 +286,7 @@ class ReembedJobs:
         self._names = (app_name, serving_deployment, store_deployment)
 
     def worker(self, job_id: str) -> str:
-        return worker_name(self._names[0], job_id)
+        return reembed_worker_name(self._names[0], job_id)
 
     def start(self, job_id: str) -> None:
         import ray

@@ -19,6 +19,7 @@ from rayprism.platform.config.base import (
 )
 from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig
+from rayprism.platform.constants import API_KEYS_VARIABLE
 from rayprism.platform.errors import ConfigError
 
 DEFAULT_STORE_URI = "./data/rayprism.db"
@@ -86,7 +87,6 @@ class GroupConfig(StrictModel):
         return name
 
 
-API_KEYS_VARIABLE = "RAYPRISM_API_KEYS"
 MIN_API_KEY_LENGTH = 16
 
 
