@@ -11,7 +11,11 @@ from rayprism.platform.config.models import DEFAULT_MODEL_NAME
 from rayprism.platform.models.base import Modality
 
 FieldType = Literal["varchar", "int64", "double", "bool", "json"]
-VECTOR_FIELDS = ("dense", "sparse")
+DENSE_FIELD = "dense"
+"""The FLOAT_VECTOR field holding a document's embedding; also the name of its search route."""
+SPARSE_FIELD = "sparse"
+"""The SPARSE_FLOAT_VECTOR field Milvus fills with BM25 weights of the text field; also a route's name."""
+VECTOR_FIELDS = (DENSE_FIELD, SPARSE_FIELD)
 """Field names a collection's vectors take in Milvus; also the names of its search routes."""
 BITS_FIELD = "dense_bits"
 """The BINARY_VECTOR field a Milvus server keeps a binary-compressed collection's codes in."""
