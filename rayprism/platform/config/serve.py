@@ -9,13 +9,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rayprism.platform.config.base import (
-    NAME,
     NonNegativeFloat,
     PositiveInt,
     StrictModel,
     check_unique,
-    full_match,
     load_config,
+    valid_name,
 )
 from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig
@@ -82,9 +81,7 @@ class GroupConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not full_match(NAME, name):
-            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
-        return name
+        return valid_name(name)
 
 
 MIN_API_KEY_LENGTH = 16
