@@ -186,7 +186,9 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"needs the Debian retrieval set in {DATA}")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rayprism.platform.threads import quiet_tokenizers
+
+    quiet_tokenizers()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     encode_rows = [] if args.skip_onnx else encode_benchmark(args)
     train_rows = [] if args.skip_train else training_benchmark(args)

@@ -21,10 +21,10 @@ from typing import Callable, Iterable, Iterator
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from rayprism.platform.constants import API_KEY_VARIABLE
 from rayprism.platform.errors import RayprismError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-API_KEY_VARIABLE = "RAYPRISM_API_KEY"
 RETRIABLE = (429, 502, 503)
 CONNECT_ATTEMPTS = 3
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rayprism.platform.threads import quiet_tokenizers
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+quiet_tokenizers()
 
 from rayprism.platform.config import DEFAULT_MODEL_SOURCE  # noqa: E402
 from rayprism.platform.models.source import resolve_source  # noqa: E402

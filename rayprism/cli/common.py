@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterator, NoReturn, Optional
 
 import typer
 
+from rayprism.platform.constants import API_KEY_VARIABLE, URL_VARIABLE
 from rayprism.platform.errors import RayprismError
 
 if TYPE_CHECKING:
@@ -46,12 +47,12 @@ def service_client(url: Optional[str], api_key: Optional[str]) -> Iterator[Clien
 
 
 URL_OPTION = typer.Option(
-    None, "--url", envvar="RAYPRISM_URL", help="Service URL. Default: $RAYPRISM_URL, else http://127.0.0.1:8000."
+    None, "--url", envvar=URL_VARIABLE, help="Service URL. Default: $RAYPRISM_URL, else http://127.0.0.1:8000."
 )
 VERBOSE_OPTION = typer.Option(
     False, "--verbose", "-v", help="Also show Ray's own logs (by default they stay in Ray's log folder)."
 )
 API_KEY_OPTION = typer.Option(
-    None, "--api-key", envvar="RAYPRISM_API_KEY", show_envvar=True,
+    None, "--api-key", envvar=API_KEY_VARIABLE, show_envvar=True,
     help="The service's API key, if it has one (sent as Authorization: Bearer). Default: $RAYPRISM_API_KEY.",
 )

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail, service_client
+from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 
 POLL_S = 0.5
 FINISHED = {"done", "refused", "failed", "interrupted"}
@@ -83,7 +84,8 @@ def reembed(
     min_score: Optional[float] = typer.Option(
         None, min=0, max=1, help="Refuse the swap below this gate score. Default: 0.95 × the old MRR@10 with "
         "--queries, 0.4 agreement without."),
-    batch_size: int = typer.Option(64, min=1, max=2048, help="Documents embedded per step."),
+    batch_size: int = typer.Option(
+        REEMBED_BATCH_SIZE, min=1, max=REEMBED_MAX_BATCH_SIZE, help="Documents embedded per step."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job with a progress bar until it ends."),
     url: Optional[str] = URL_OPTION,
     api_key: Optional[str] = API_KEY_OPTION,
@@ -130,7 +132,8 @@ def reembed_status(
 def rollback(
     collection: str = typer.Argument(..., help="The alias to point back."),
     batch_size: Optional[int] = typer.Option(
-        None, min=1, max=2048, help="Writes replayed per step. Default: the batch size of the re-embedding it undoes."),
+        None, min=1, max=REEMBED_MAX_BATCH_SIZE,
+        help="Writes replayed per step. Default: the batch size of the re-embedding it undoes."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
     url: Optional[str] = URL_OPTION,
     api_key: Optional[str] = API_KEY_OPTION,

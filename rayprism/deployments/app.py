@@ -16,12 +16,10 @@ from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreClient, StoreDeployment
 from rayprism.platform.config import ServeConfig, parse_config
+from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
 from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
-
-APP_NAME = "rayprism"
-DEPLOYMENT_NAME = "rayprism"
 
 
 @serve.ingress()
@@ -32,7 +30,7 @@ class ServingReplica(EmbeddingService):
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
-        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, StoreDeployment.name)
+        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME)
         self.collections = CollectionsService(self, StoreClient(store, self.metrics), jobs)
         self._startup_done = False
 

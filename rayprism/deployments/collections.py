@@ -29,7 +29,7 @@ from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import CollectionMovedError, StoreClient, StoreReplica
 from rayprism.platform.bridge import Bridge
 from rayprism.platform.codecs.muvera import FDEConfig, encode_documents, encode_query
-from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.config import DENSE_FIELD, CollectionConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.models.base import PromptRole, prompt_for_role
 from rayprism.platform.store.documents import (
@@ -49,7 +49,6 @@ STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
 """Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
 4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
 STORE_HEALTH_TIMEOUT_S = 2.0
-DENSE = VECTOR_FIELDS[0]
 MAX_BRIDGES = 8
 """Re-embedding bridges a replica keeps (one per job that answered a search by its new model here)."""
 
@@ -370,12 +369,12 @@ class CollectionsService:
                 tokens = await self._embed_token_vectors(config, rows, changed) if changed else 0
             else:
                 changed = await self._changed(config, rows)
-                to_embed = [row for row in changed if DENSE not in row]
+                to_embed = [row for row in changed if DENSE_FIELD not in row]
                 tokens = 0
                 if to_embed:
                     embedded = await self._embed(config.model, [row[config.text_field] for row in to_embed], "document")
                     for row, vector in zip(to_embed, embedded.vectors):
-                        row[DENSE] = vector
+                        row[DENSE_FIELD] = vector
                     tokens = sum(embedded.token_counts)
             count = 0
             for part in _store_calls(changed):
@@ -387,7 +386,7 @@ class CollectionsService:
         """The rows that bring a vector of their own or differ from what the store holds."""
         content = ["id", config.text_field, *config.fields]
         stored = {row["id"]: row for row in await self._store.get(config.name, [row["id"] for row in rows], content)}
-        return [row for row in rows if DENSE in row or stored.get(row["id"]) != {key: row[key] for key in content}]
+        return [row for row in rows if DENSE_FIELD in row or stored.get(row["id"]) != {key: row[key] for key in content}]
 
     async def _embed_token_vectors(self, config: CollectionConfig, rows: list[dict], changed: list[dict]) -> int:
         """Token vectors and their MUVERA encoding for each changed row of a multi-vector collection; a
@@ -403,7 +402,7 @@ class CollectionsService:
         offsets = np.concatenate([[0], np.cumsum([len(matrix) for matrix in embedded.tokens])])
         encodings = encode_documents(np.concatenate(embedded.tokens), offsets, self._fde(config))
         for row, matrix, encoding in zip(changed, embedded.tokens, encodings):
-            row[TOKENS_KEY], row[DENSE] = matrix, encoding
+            row[TOKENS_KEY], row[DENSE_FIELD] = matrix, encoding
         return sum(embedded.token_counts)
 
     async def _embed_media(self, config: CollectionConfig, documents: list, rows: list[dict],
@@ -413,7 +412,7 @@ class CollectionsService:
         then nothing is written."""
         runner = self._embeddings.runner(config.model)
         invalid = {problem.index for problem in problems}
-        pending = [(index, row) for index, row in enumerate(rows) if DENSE not in row and index not in invalid]
+        pending = [(index, row) for index, row in enumerate(rows) if DENSE_FIELD not in row and index not in invalid]
         items = [documents[index][config.media_key] for index, _ in pending]
         try:
             items = await self._embeddings.media_inputs(items, config.modality)
@@ -430,7 +429,7 @@ class CollectionsService:
         if embedded is None:
             return 0
         for (_, row), vector in zip(pending, embedded.vectors):
-            row[DENSE] = vector
+            row[DENSE_FIELD] = vector
         return sum(embedded.token_counts)
 
     async def delete(self, name: str, request: DeleteDocumentsRequest) -> dict:

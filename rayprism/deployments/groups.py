@@ -17,11 +17,8 @@ from rayprism.deployments.runner import ItemErrors, RerankScores
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.config import ServeConfig
 from rayprism.platform.config.serve import DeploymentConfig, GroupConfig
+from rayprism.platform.constants import group_deployment_name
 from rayprism.platform.models.base import Embeddings, Modality
-
-
-def group_deployment_name(group: str) -> str:
-    return f"group-{group}"
 
 
 class GroupReplica:

@@ -30,12 +30,7 @@ import sys
 from pathlib import Path
 
 from rayprism.deployments.processes import ProcessRecord
-
-BINARY_VARIABLE = "RAYPRISM_HAPROXY_BINARY"
-"""The HAProxy this module becomes."""
-HOME_VARIABLE = "RAYPRISM_HAPROXY_HOME"
-"""The service's folder (:class:`rayprism.deployments.lifecycle.ServiceHome`): its error pages, and
-the record of its HAProxy processes."""
+from rayprism.platform.constants import HAPROXY_BINARY_VARIABLE, HAPROXY_HOME_VARIABLE
 
 PIDS_FILE = "haproxy.pids"
 ERROR_PAGES = {502: "500.http", 503: "503.http", 504: "500.http"}
@@ -94,8 +89,8 @@ def config_argument(arguments: list[str]) -> Path:
 
 
 def main(arguments: list[str]) -> None:
-    binary = os.environ[BINARY_VARIABLE]
-    home = Path(os.environ[HOME_VARIABLE])
+    binary = os.environ[HAPROXY_BINARY_VARIABLE]
+    home = Path(os.environ[HAPROXY_HOME_VARIABLE])
     make_private(config_argument(arguments), home)
     die_with_parent()
     ProcessRecord(home / PIDS_FILE).add(os.getpid())

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rayprism.deployments import haproxy_exec
 from rayprism.platform.config import ServeConfig
+from rayprism.platform.constants import HAPROXY_BINARY_VARIABLE, HAPROXY_HOME_VARIABLE
 from rayprism.platform.errors import ConfigError
 
 IngressPath = Literal["direct", "haproxy", "proxy"]
@@ -130,8 +130,8 @@ def ingress_env(config: ServeConfig, scratch: Path) -> dict[str, str]:
         # Prometheus listeners (on every interface, unauthenticated, on fixed ports), answers its
         # errors as the API does and ties HAProxy's life to the process that started it.
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(scratch / "haproxy"),
-        haproxy_exec.BINARY_VARIABLE: real_haproxy_binary(),
-        haproxy_exec.HOME_VARIABLE: str(scratch),
+        HAPROXY_BINARY_VARIABLE: real_haproxy_binary(),
+        HAPROXY_HOME_VARIABLE: str(scratch),
     }
 
 

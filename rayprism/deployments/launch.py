@@ -16,7 +16,7 @@ from typing import Callable
 from rayprism.deployments.ingress import check_ports, ingress_env, ingress_path, lingers, port_plan
 from rayprism.deployments.lifecycle import ServiceHome, StopRequested, StopSignal, run_with_deadline
 from rayprism.platform.config import ServeConfig, is_lite_uri
-from rayprism.platform.config.serve import API_KEYS_VARIABLE
+from rayprism.platform.constants import API_KEYS_VARIABLE, APP_NAME
 from rayprism.platform.errors import NotReadyError
 from rayprism.platform.models.source import resolve_source
 
@@ -77,7 +77,7 @@ def deploy(config: ServeConfig, *, direct_ingress: bool, stop: StopSignal | None
     With direct ingress and one replica, Ray's own proxy moves aside to a free port."""
     from ray import serve
 
-    from rayprism.deployments.app import APP_NAME, build_application
+    from rayprism.deployments.app import build_application
 
     proxy_port = 0 if direct_ingress and ingress_path(config) == "direct" else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
@@ -198,8 +198,6 @@ def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
     applications run on."""
     import ray
     from ray import serve
-
-    from rayprism.deployments.app import APP_NAME
 
     if not ray.is_initialized():
         return

@@ -28,16 +28,14 @@ from typing import Any
 import numpy as np
 
 from rayprism.platform.bridge import bridge_quality, fit_bridge
-from rayprism.platform.config import VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.config import DENSE_FIELD, CollectionConfig
+from rayprism.platform.constants import GATE_SAMPLE, NAMESPACE, reembed_worker_name
 from rayprism.platform.ranking import agreement, first_relevant_ranks, mean_reciprocal_rank
 from rayprism.platform.store.milvus import SearchQuery
 from rayprism.platform.vectors import normalised
 
 logger = logging.getLogger(__name__)
 
-DENSE = VECTOR_FIELDS[0]
-NAMESPACE = "rayprism"
-"""The Ray namespace of every job's worker (found by its name there)."""
 DEFAULT_MIN_AGREEMENT = 0.4
 """The gate without a query set: mean share of the old index's top-10 the new index finds."""
 DEFAULT_MRR_RATIO = 0.95
@@ -48,10 +46,6 @@ FREEZE_MAX_S = 30.0
 BRIDGE_SAMPLE = 512
 """Documents copied first and embedded by both models: the bridge is fitted on 80% of them, measured on the rest."""
 BRIDGE_MIN_SAMPLE = 20
-
-
-def worker_name(app_name: str, job_id: str) -> str:
-    return f"reembed:{app_name}:{job_id}"
 
 
 def _chunks(items: list, size: int):
@@ -115,7 +109,7 @@ class ReembedWorker:
     async def _embed(self, model: str, rows: list[dict], text_field: str) -> None:
         vectors = await self._service.reembed_vectors.remote(model, [row[text_field] for row in rows])
         for row, vector in zip(rows, vectors):
-            row[DENSE] = np.asarray(vector, dtype=np.float32)
+            row[DENSE_FIELD] = np.asarray(vector, dtype=np.float32)
 
     async def _fit_bridge(self, record: dict, source: CollectionConfig) -> dict:
         """Copy a random sample of the source first and fit the bridge on it (its documents' old vectors
@@ -125,11 +119,11 @@ class ReembedWorker:
         sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:BRIDGE_SAMPLE]]
         rows = []
         for batch in _chunks(sample, record["batch_size"]):
-            part = await self._store.get(record["source"], batch, [*self._content, DENSE])
-            old = [np.asarray(row.pop(DENSE), dtype=np.float32) for row in part]
+            part = await self._store.get(record["source"], batch, [*self._content, DENSE_FIELD])
+            old = [np.asarray(row.pop(DENSE_FIELD), dtype=np.float32) for row in part]
             await self._embed(record["model"], part, source.text_field)
             await self._store.upsert(record["target"], part)
-            rows.extend(zip([row["id"] for row in part], old, [row[DENSE] for row in part]))
+            rows.extend(zip([row["id"] for row in part], old, [row[DENSE_FIELD] for row in part]))
         record = await self._update(documents_embedded=record["documents_embedded"] + len(rows),
                                     embedded_this_run=record["embedded_this_run"] + len(rows))
         fitted = self._bridge([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows])
@@ -222,8 +216,8 @@ class ReembedWorker:
                 "threshold": threshold, "passed": scores["target"] >= threshold}
 
     async def _vectors(self, collection: str, ids: list) -> dict:
-        rows = await self._store.get(collection, ids, ["id", DENSE])
-        return {row["id"]: np.asarray(row[DENSE], dtype=np.float32) for row in rows}
+        rows = await self._store.get(collection, ids, ["id", DENSE_FIELD])
+        return {row["id"]: np.asarray(row[DENSE_FIELD], dtype=np.float32) for row in rows}
 
     async def _top(self, collection: str, metric: str, vector: np.ndarray, exclude) -> list:
         query = SearchQuery(mode="dense", k=GATE_K + 1, dense_vector=vector, metric=metric, output_fields=[])
@@ -235,7 +229,7 @@ class ReembedWorker:
         index (itself left out of both); the share of the old top-10 that the new one finds, averaged."""
         target = CollectionConfig.model_validate(await self._store.resolve(record["target"]))
         ids = await self._store.ids(record["target"])
-        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.get("sample", 100)]]
+        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.get("sample", GATE_SAMPLE)]]
         old, new = await self._vectors(record["source"], sample), await self._vectors(record["target"], sample)
         queries = [doc_id for doc_id in sample if doc_id in old and doc_id in new]
         agreements = []
@@ -282,7 +276,7 @@ class ReembedJobs:
         self._names = (app_name, serving_deployment, store_deployment)
 
     def worker(self, job_id: str) -> str:
-        return worker_name(self._names[0], job_id)
+        return reembed_worker_name(self._names[0], job_id)
 
     def start(self, job_id: str) -> None:
         import ray

@@ -29,6 +29,7 @@ from ray.exceptions import RayActorError
 
 from rayprism.deployments.metrics import ServiceMetrics
 from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
+from rayprism.platform.constants import STORE_DEPLOYMENT_NAME
 from rayprism.platform.errors import (
     ConflictError,
     InvalidInputError,
@@ -412,7 +413,7 @@ def answering_caller_mistakes(replica: type) -> type:
     return type(replica.__name__, (replica,), methods)
 
 
-StoreDeployment = serve.deployment(answering_caller_mistakes(StoreReplica), name="store")
+StoreDeployment = serve.deployment(answering_caller_mistakes(StoreReplica), name=STORE_DEPLOYMENT_NAME)
 
 
 class StoreClient:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from rayprism.client import Client, ServiceError
 from rayprism.platform.codecs.wire import to_base64
-from rayprism.platform.config import DOCUMENT_VECTOR_KEY, VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.store.milvus import MilvusStore
-
-DENSE = VECTOR_FIELDS[0]
 
 
 class MilvusSink:
@@ -36,7 +34,7 @@ class MilvusSink:
     def upsert(self, rows: list[dict]) -> int:
         """Created (or checked) on the first write, when the vectors tell their dimension."""
         if not self._ensured:
-            self._store.ensure(self.collection, len(rows[0][DENSE]))
+            self._store.ensure(self.collection, len(rows[0][DENSE_FIELD]))
             self._ensured = True
         return self._store.upsert(self.collection.name, rows)
 
@@ -79,8 +77,8 @@ class ServiceSink:
         return self.collection.model_dump(mode="json")
 
     def upsert(self, rows: list[dict]) -> int:
-        documents = [{**{key: value for key, value in row.items() if key != DENSE},
-                      DOCUMENT_VECTOR_KEY: to_base64(row[DENSE])} for row in rows]
+        documents = [{**{key: value for key, value in row.items() if key != DENSE_FIELD},
+                      DOCUMENT_VECTOR_KEY: to_base64(row[DENSE_FIELD])} for row in rows]
         result = self._client.request("POST", f"/v1/collections/{self.collection.name}/documents",
                                       {"documents": documents})
         return result["upserted"] + result["unchanged"]

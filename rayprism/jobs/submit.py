@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from rayprism.platform.config import load_job_config
+from rayprism.platform.constants import (
+    RAY_AUTH_MODE_VARIABLE,
+    RAY_AUTH_TOKEN_PATH_VARIABLE,
+    RAY_AUTH_TOKEN_VARIABLE,
+)
 from rayprism.platform.errors import ConfigError
 
-AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
-TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
-TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 
 EXCLUDES = [".venv", ".git", "data", "__pycache__", "*.db", "out"]
@@ -45,11 +47,11 @@ def auth_headers() -> dict[str, str]:
     """The bearer token a token-authenticated cluster expects, from where Ray documents it:
     ``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``.
     Empty when ``RAY_AUTH_MODE=disabled`` or no token exists (clusters without auth)."""
-    if os.environ.get(AUTH_MODE_VARIABLE, "").lower() == "disabled":
+    if os.environ.get(RAY_AUTH_MODE_VARIABLE, "").lower() == "disabled":
         return {}
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    token = os.environ.get(RAY_AUTH_TOKEN_VARIABLE, "").strip()
     if not token:
-        path = Path(os.environ.get(TOKEN_PATH_VARIABLE) or DEFAULT_TOKEN_PATH).expanduser()
+        path = Path(os.environ.get(RAY_AUTH_TOKEN_PATH_VARIABLE) or DEFAULT_TOKEN_PATH).expanduser()
         token = path.read_text().strip() if path.is_file() else ""
     return {"Authorization": f"Bearer {token}"} if token else {}
 

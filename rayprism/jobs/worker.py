@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from rayprism.jobs.readers import Unit, read_unit
 from rayprism.jobs.state import JobState
 from rayprism.platform.codecs import build_codecs
-from rayprism.platform.config import CollectionConfig, JobConfig
+from rayprism.platform.config import DENSE_FIELD, CollectionConfig, JobConfig
 from rayprism.platform.errors import InvalidInputError, RayprismError
 from rayprism.platform.files import write_atomically
 from rayprism.platform.models.base import Encoder, Modality, Prepared
@@ -199,7 +199,7 @@ class UnitWorker:
             write_atomically(self.parquet_dir / f"part-{unit.id}.parquet", parquet_bytes(self.job, rows, codec_columns))
         if self.sink is not None and rows.ids:
             for row, vector in zip(rows.collection_rows, vectors):
-                row["dense"] = vector
+                row[DENSE_FIELD] = vector
             ray.get(self.sink.upsert.remote(rows.collection_rows))
         self.state.mark_done(unit.id, len(rows.ids), rows.errors)
         return {"unit": unit.id, "rows": len(rows.ids), "errors": len(rows.errors),

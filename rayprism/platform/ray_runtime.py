@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 
+from rayprism.platform.constants import RAY_ADDRESS_VARIABLE
+
 QUIET_LOGGERS = ("ray", "ray.serve", "ray.data", "ray.train", "ray.tune")
 
 
 def cluster_address(address: str | None) -> str | None:
     """The cluster to join: ``address`` if given, else ``$RAY_ADDRESS``; None means start a local Ray."""
-    return address or os.environ.get("RAY_ADDRESS") or None
+    return address or os.environ.get(RAY_ADDRESS_VARIABLE) or None
 
 
 def quiet_ray_logs() -> None:

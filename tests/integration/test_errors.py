@@ -140,11 +140,10 @@ def store_fault(collection: str) -> None:
     def upsert_without_id() -> None:
         from ray import serve
 
-        from rayprism.deployments.app import APP_NAME
-        from rayprism.deployments.store import StoreDeployment
+        from rayprism.platform.constants import APP_NAME, STORE_DEPLOYMENT_NAME
 
         async def call():
-            store = serve.get_deployment_handle(StoreDeployment.name, APP_NAME)
+            store = serve.get_deployment_handle(STORE_DEPLOYMENT_NAME, APP_NAME)
             await store.upsert.remote(collection, [{"text": "a row without an id"}])
 
         asyncio.run(call())

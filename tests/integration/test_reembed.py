@@ -82,10 +82,10 @@ class Store:
     def __init__(self):
         from ray import serve
 
-        from rayprism.deployments.store import StoreDeployment
+        from rayprism.platform.constants import APP_NAME, STORE_DEPLOYMENT_NAME
 
         async def handle():
-            return serve.get_deployment_handle(StoreDeployment.name, "rayprism")
+            return serve.get_deployment_handle(STORE_DEPLOYMENT_NAME, APP_NAME)
 
         self._loop = asyncio.new_event_loop()
         self._handle = self._loop.run_until_complete(handle())
@@ -228,7 +228,7 @@ def test_the_gate_refuses_a_worse_model_and_leaves_the_alias(service_url):
 def test_a_killed_job_resumes_without_embedding_again_what_it_had_done(service_url, store):
     import ray
 
-    from rayprism.deployments.reembed import NAMESPACE, worker_name
+    from rayprism.platform.constants import APP_NAME, NAMESPACE, reembed_worker_name
 
     url = service_url
     documents = _documents(EXAMPLES / "debian-2k.jsonl")
@@ -239,7 +239,7 @@ def test_a_killed_job_resumes_without_embedding_again_what_it_had_done(service_u
     assert started.status_code == 202, started.text
     job_id = started.json()["id"]
     wait_for_job(url, job_id, until=lambda job: job["documents_done"] >= 10 * batch or job["state"] != "running")
-    ray.kill(ray.get_actor(worker_name("rayprism", job_id), namespace=NAMESPACE))
+    ray.kill(ray.get_actor(reembed_worker_name(APP_NAME, job_id), namespace=NAMESPACE))
     interrupted = wait_for_job(url, job_id, until=lambda job: job["state"] != "running", timeout_s=60)
     assert interrupted["state"] == "interrupted", interrupted
     done = interrupted["documents_done"]
@@ -281,7 +281,7 @@ def test_until_the_swap_a_search_by_the_new_model_goes_through_the_bridge_then_t
     import ray
     from scipy.linalg import orthogonal_procrustes
 
-    from rayprism.deployments.reembed import NAMESPACE, worker_name
+    from rayprism.platform.constants import APP_NAME, NAMESPACE, reembed_worker_name
 
     url = service_url
     documents = _documents(EXAMPLES / "debian-2k.jsonl")[:1000]
@@ -302,7 +302,7 @@ def test_until_the_swap_a_search_by_the_new_model_goes_through_the_bridge_then_t
     assert started.status_code == 202, started.text
     job_id = started.json()["id"]
     fitted = wait_for_job(url, job_id, until=lambda job: job["bridge"] is not None or job["state"] != "running")
-    ray.kill(ray.get_actor(worker_name("rayprism", job_id), namespace=NAMESPACE))  # hold the job before its swap
+    ray.kill(ray.get_actor(reembed_worker_name(APP_NAME, job_id), namespace=NAMESPACE))  # hold the job before its swap
     assert wait_for_job(url, job_id, timeout_s=60)["state"] == "interrupted"
     assert target(url, "rb_bridge") == "rb_bridge_v1" and fitted["bridge"]["against_old"]["rows"] > 0
 

@@ -16,6 +16,7 @@ import pytest
 from rayprism.deployments import haproxy_exec
 from rayprism.deployments.ingress import real_haproxy_binary
 from rayprism.deployments.lifecycle import ServiceHome
+from rayprism.platform.constants import HAPROXY_BINARY_VARIABLE, HAPROXY_HOME_VARIABLE
 
 
 def free_port() -> int:
@@ -48,7 +49,7 @@ def service(tmp_path):
     api = HAProxyApi(config, backend_configs={"app": BackendConfig(name="app", path_prefix="/", servers=[replica])},
                      config_file_path=str(home.path / "haproxy.cfg"))
     api._generate_config_file_internal()
-    env = {**os.environ, haproxy_exec.BINARY_VARIABLE: real_haproxy_binary(), haproxy_exec.HOME_VARIABLE: str(home.path)}
+    env = {**os.environ, HAPROXY_BINARY_VARIABLE: real_haproxy_binary(), HAPROXY_HOME_VARIABLE: str(home.path)}
     return home, launcher, home.path / "haproxy.cfg", ports, env
 
 

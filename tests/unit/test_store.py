@@ -187,6 +187,10 @@ class TestFilterCheck:
         with pytest.raises(InvalidInputError, match=f"unknown field '{name}'; filterable fields are"):
             check_filter(expression, self.FIELDS)
 
+    def test_an_unterminated_string_is_named(self):
+        with pytest.raises(InvalidInputError, match="unterminated string literal at column 12"):
+            check_filter("section == 'net and size > 1", self.FIELDS)
+
 
 def reopened(path: str, count: int, **options) -> MilvusStore:
     """A store file with ``count`` rows in ``docs``, written by one store and opened again by another."""

@@ -13,7 +13,9 @@ from rayprism.platform.config.base import (
 )
 from rayprism.platform.config.collections import (
     BITS_FIELD,
+    DENSE_FIELD,
     DOCUMENT_VECTOR_KEY,
+    SPARSE_FIELD,
     VECTOR_FIELDS,
     CollectionConfig,
     CompressionConfig,
@@ -67,7 +69,8 @@ from rayprism.platform.config.train import (
 )
 
 __all__ = [
-    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DOCUMENT_VECTOR_KEY", "VECTOR_FIELDS",
+    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_VECTOR_KEY",
+    "SPARSE_FIELD", "VECTOR_FIELDS",
     "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FDEOptions", "FieldType", "MultivectorConfig", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",

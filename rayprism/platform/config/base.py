@@ -36,6 +36,24 @@ def full_match(pattern: re.Pattern, value: str) -> bool:
     return pattern.fullmatch(value) is not None
 
 
+NAME_RULE = "must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)"
+IDENTIFIER_RULE = "must start with a letter or '_' and use only letters, digits and '_'"
+
+
+def valid_name(name: str) -> str:
+    """``name`` if it is a :data:`NAME` (a model, group or training run), else the one message for all."""
+    if not full_match(NAME, name):
+        raise ValueError(NAME_RULE)
+    return name
+
+
+def valid_identifier(name: str) -> str:
+    """``name`` if it is an :data:`IDENTIFIER` (a collection or alias), else the one message for all."""
+    if not full_match(IDENTIFIER, name):
+        raise ValueError(IDENTIFIER_RULE)
+    return name
+
+
 def check_unique(kind: str, names: list[str]) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -6,12 +6,23 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rayprism.platform.config.base import IDENTIFIER, StrictModel, full_match, nested_problems
+from rayprism.platform.config.base import (
+    IDENTIFIER,
+    IDENTIFIER_RULE,
+    StrictModel,
+    full_match,
+    nested_problems,
+    valid_identifier,
+)
 from rayprism.platform.config.models import DEFAULT_MODEL_NAME
 from rayprism.platform.models.base import Modality
 
 FieldType = Literal["varchar", "int64", "double", "bool", "json"]
-VECTOR_FIELDS = ("dense", "sparse")
+DENSE_FIELD = "dense"
+"""The FLOAT_VECTOR field holding a document's embedding; also the name of its search route."""
+SPARSE_FIELD = "sparse"
+"""The SPARSE_FLOAT_VECTOR field Milvus fills with BM25 weights of the text field; also a route's name."""
+VECTOR_FIELDS = (DENSE_FIELD, SPARSE_FIELD)
 """Field names a collection's vectors take in Milvus; also the names of its search routes."""
 BITS_FIELD = "dense_bits"
 """The BINARY_VECTOR field a Milvus server keeps a binary-compressed collection's codes in."""
@@ -160,9 +171,7 @@ class CollectionConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_collection_name(cls, name: str) -> str:
-        if not full_match(IDENTIFIER, name):
-            raise ValueError("must start with a letter or '_' and use only letters, digits and '_'")
-        return name
+        return valid_identifier(name)
 
     @field_validator("text_field")
     @classmethod
@@ -219,7 +228,7 @@ class CollectionConfig(StrictModel):
         reserved = ["id", self.text_field, *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY]
         for name in self.fields:
             if not full_match(IDENTIFIER, name):
-                raise ValueError(f"field name {name!r} must start with a letter or '_' and use letters, digits, '_'")
+                raise ValueError(f"field name {name!r} {IDENTIFIER_RULE}")
             if name in reserved:
                 raise ValueError(f"field name {name!r} is reserved ({', '.join(reserved)})")
         return self

@@ -8,12 +8,12 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic.functional_serializers import SerializeAsAny
 
 from rayprism.platform.config.base import (
-    NAME,
     NonNegativeFloat,
     PositiveInt,
     StrictModel,
     full_match,
     nested_problems,
+    valid_name,
 )
 from rayprism.platform.models.backends import BACKENDS, backend_options
 from rayprism.platform.models.base import Modality, ModelKind
@@ -78,9 +78,7 @@ class ModelConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not full_match(NAME, name):
-            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
-        return name
+        return valid_name(name)
 
     @field_validator("source")
     @classmethod

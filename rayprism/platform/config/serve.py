@@ -9,16 +9,16 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rayprism.platform.config.base import (
-    NAME,
     NonNegativeFloat,
     PositiveInt,
     StrictModel,
     check_unique,
-    full_match,
     load_config,
+    valid_name,
 )
 from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig
+from rayprism.platform.constants import API_KEYS_VARIABLE
 from rayprism.platform.errors import ConfigError
 
 DEFAULT_STORE_URI = "./data/rayprism.db"
@@ -81,12 +81,9 @@ class GroupConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not full_match(NAME, name):
-            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
-        return name
+        return valid_name(name)
 
 
-API_KEYS_VARIABLE = "RAYPRISM_API_KEYS"
 MIN_API_KEY_LENGTH = 16
 
 

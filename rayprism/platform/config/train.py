@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rayprism.platform.config.base import NAME, PositiveInt, StrictModel, full_match, load_config
+from rayprism.platform.config.base import PositiveInt, StrictModel, load_config, valid_name
 from rayprism.platform.config.models import DEFAULT_MODEL_SOURCE
 
 TrainFormat = Literal["jsonl", "parquet"]
@@ -287,9 +287,7 @@ class TrainConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not full_match(NAME, name):
-            raise ValueError("must start with a letter and use only letters, digits, '_', '.', '-' (≤ 64 chars)")
-        return name
+        return valid_name(name)
 
     @model_validator(mode="after")
     def _check_together(self) -> TrainConfig:

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 
 from rayprism.platform.codecs.wire import from_base64
-from rayprism.platform.config import DOCUMENT_VECTOR_KEY, VECTOR_FIELDS, CollectionConfig
+from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-DENSE = VECTOR_FIELDS[0]
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ def check_documents(config: CollectionConfig, documents: list[Any], *, dimension
             row[name] = value
         if dimensions and DOCUMENT_VECTOR_KEY in document:
             try:
-                row[DENSE] = decode_vector(document[DOCUMENT_VECTOR_KEY], dimensions)
+                row[DENSE_FIELD] = decode_vector(document[DOCUMENT_VECTOR_KEY], dimensions)
             except ValueError as error:
                 problems.append(DocumentProblem(index, DOCUMENT_VECTOR_KEY, str(error)))
         elif media_key and dimensions:

@@ -31,9 +31,16 @@ import numpy as np
 
 from rayprism.numba_kernels import Cmp, ColumnArrays, FilterProgram, Op, mask_from_columns
 from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.store.filter_grammar import (
+    BOOLEANS,
+    INT64,
+    MAX_NESTING,
+    MILVUS_ONLY,
+    OPERATORS,
+    Token,
+    tokenize,
+)
 
-MAX_NESTING = 128  # Milvus Lite's recursive parser fails somewhere between 120 and 200 levels
-_INT64 = (-(2**63), 2**63 - 1)
 _INT_COLUMNS = ("int64", "bool", "varchar")  # bools as 0/1, strings as dictionary codes
 
 
@@ -161,7 +168,7 @@ class Columns:
         if kind == "bool" and isinstance(value, (bool, np.bool_)):
             return int(value)
         if kind == "int64" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            if _INT64[0] <= value <= _INT64[1]:
+            if INT64[0] <= value <= INT64[1]:
                 return value
         if kind == "double" and isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             return float(value)
@@ -190,75 +197,58 @@ class _Token:
     value: Any = None
 
 
-_KEYWORDS = {"and", "or", "not", "in", "like"}
-_UNSUPPORTED_KEYWORDS = {"is", "null", "exists", "iso", "interval"}  # is null, exists, timestamps
-_BOOLEANS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}  # Milvus Lite's; others it refuses
-_SYMBOLS = ["==", "!=", "<=", ">=", "&&", "||", "<", ">", "!", "(", ")", "[", "]", ",", "-"]
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
 def _tokenize(expression: str) -> list[_Token]:
-    tokens = []
-    at = 0
-    while at < len(expression):
-        char = expression[at]
-        if char in " \t\r\n":
-            at += 1
-        elif char in "\"'":
-            token = _string(expression, at)
-            tokens.append(token)
-            at += len(token.text)
-        elif char.isascii() and char.isdigit():
-            token = _number(expression, at)
-            tokens.append(token)
-            at += len(token.text)
-        elif name := _NAME.match(expression, at):
-            text, lower = name.group(), name.group().lower()
-            if lower in _UNSUPPORTED_KEYWORDS:
-                raise Unsupported(f"{text!r} expressions are evaluated by Milvus")
-            if text in _BOOLEANS:
-                tokens.append(_Token("bool", text, at, _BOOLEANS[text]))
-            else:
-                tokens.append(_Token(lower if lower in _KEYWORDS else "name", text, at))
-            at += len(text)
-        else:
-            symbol = next((s for s in _SYMBOLS if expression.startswith(s, at)), None)
-            if expression.startswith(("<<", ">>", "!~", "=~"), at) or symbol is None and char != "=":
-                raise Unsupported(f"{char!r} at column {at + 1} (arithmetic, bit operators, regular expressions, "
-                                  "$meta and non-ASCII names are evaluated by Milvus)")
-            if symbol is None or expression.startswith("<>", at):
-                wrong, right = ("=", "==") if symbol is None else ("<>", "!=")
-                raise FilterError(f"'{wrong}' is not an operator; use '{right}'", expression, at)
-            tokens.append(_Token({"&&": "and", "||": "or", "!": "not"}.get(symbol, symbol), symbol, at))
-            at += len(symbol)
-    tokens.append(_Token("end", "", len(expression)))
-    return tokens
+    """The grammar's tokens with their meaning here: literals decoded, operators by name; the first
+    token outside the compiled subset raises."""
+    return [_meaning(token, expression) for token in tokenize(expression)]
 
 
-def _string(expression: str, start: int) -> _Token:
-    quote, at, chars = expression[start], start + 1, []
-    while at < len(expression) and expression[at] != quote:
-        char = expression[at]
-        if char in "\r\n" or expression[at:] == "\\":
-            break
-        if char == "\\":
-            escaped = expression[at + 1 : at + 2]
+def _meaning(token: Token, expression: str) -> _Token:
+    text, at = token.text, token.position
+    if token.kind == "string":
+        return _string(token, expression)
+    if token.kind == "number":
+        return _number(expression, at, text)
+    if token.kind == "name":
+        lower = text.lower()
+        if lower in MILVUS_ONLY:
+            raise Unsupported(f"{text!r} expressions are evaluated by Milvus")
+        if text in BOOLEANS:
+            return _Token("bool", text, at, BOOLEANS[text])
+        return _Token(lower if lower in OPERATORS else "name", text, at)
+    if token.kind == "end":
+        return _Token("end", "", at)
+    if expression.startswith(("<<", ">>", "!~", "=~"), at) or token.kind == "other" and text != "=":
+        raise Unsupported(f"{text!r} at column {at + 1} (arithmetic, bit operators, regular expressions, "
+                          "$meta and non-ASCII names are evaluated by Milvus)")
+    if token.kind == "other" or expression.startswith("<>", at):
+        wrong, right = ("=", "==") if token.kind == "other" else ("<>", "!=")
+        raise FilterError(f"'{wrong}' is not an operator; use '{right}'", expression, at)
+    return _Token({"&&": "and", "||": "or", "!": "not"}.get(text, text), text, at)
+
+
+def _string(token: Token, expression: str) -> _Token:
+    body = token.text[1:-1] if token.closed else token.text[1:]
+    chars, at = [], 0
+    while at < len(body):
+        if body[at] == "\\":
+            escaped = body[at + 1: at + 2]
             if escaped not in _ESCAPES:
                 raise Unsupported(f"the escape sequence \\{escaped} (Milvus Lite refuses it, a Milvus server reads it)")
             chars.append(_ESCAPES[escaped])
             at += 2
             continue
-        chars.append(char)
+        chars.append(body[at])
         at += 1
-    if at >= len(expression) or expression[at] != quote:
-        raise FilterError("unterminated string literal", expression, start)
-    return _Token("string", expression[start : at + 1], start, "".join(chars))
+    if not token.closed:
+        raise FilterError("unterminated string literal", expression, token.position)
+    return _Token("string", token.text, token.position, "".join(chars))
 
 
-def _number(expression: str, start: int) -> _Token:
-    text = _NUMBER.match(expression, start).group()
+def _number(expression: str, start: int, text: str) -> _Token:
     following = expression[start + len(text) : start + len(text) + 1]
     if following and (following.isalnum() or following in "._"):
         raise Unsupported(f"the number at column {start + 1} (hexadecimal, '1.' and the like are read differently by "
@@ -399,7 +389,7 @@ class _Parser:
             raise Unsupported("arithmetic negation")
         if token.kind == "int":
             value = sign * token.value
-            if not _INT64[0] <= value <= _INT64[1]:
+            if not INT64[0] <= value <= INT64[1]:
                 self._fail(f"integer literal {value} is outside int64", token.position)
             return _Literal(value, "int", token.position)
         if token.kind in ("float", "string", "bool"):

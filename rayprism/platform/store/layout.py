@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-from rayprism.platform.config import BITS_FIELD, CollectionConfig
+from rayprism.platform.config import BITS_FIELD, DENSE_FIELD, SPARSE_FIELD, CollectionConfig
 
 CONFIG_PROPERTY = "rayprism.config"
 VARCHAR_MAX_BYTES = 65535
@@ -88,26 +88,26 @@ def create_collection(client: MilvusClient, config: CollectionConfig, dimensions
     else:
         schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field(config.text_field, DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES, enable_analyzer=config.bm25)
-    schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dimensions)
+    schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimensions)
     for name, kind in config.fields.items():
         extra = {"max_length": VARCHAR_MAX_BYTES} if kind == "varchar" else {}
         schema.add_field(name, FIELD_TYPES[kind], nullable=True, **extra)
     index_params = client.prepare_index_params()
     index_params.add_index(
-        "dense", index_type=config.index.type, metric_type=config.index.metric, params=dict(config.index.params)
+        DENSE_FIELD, index_type=config.index.type, metric_type=config.index.metric, params=dict(config.index.params)
     )
     if bits_field:
         schema.add_field(BITS_FIELD, DataType.BINARY_VECTOR, dim=dimensions)
         index_params.add_index(BITS_FIELD, index_type="BIN_FLAT", metric_type="HAMMING")
     if config.bm25:
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
         schema.add_function(
             Function(
                 name="bm25", function_type=FunctionType.BM25,
-                input_field_names=[config.text_field], output_field_names=["sparse"],
+                input_field_names=[config.text_field], output_field_names=[SPARSE_FIELD],
             )
         )
-        index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        index_params.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     client.create_collection(
         config.name, schema=schema, index_params=index_params,
         properties={CONFIG_PROPERTY: config.model_dump_json(exclude={"uri"})},
@@ -128,14 +128,14 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
     metadata = {
         field_name: _TYPE_NAMES.get(int(field["type"]), f"type {int(field['type'])}")
         for field_name, field in fields.items()
-        if field_name not in ("id", text_field, "dense", "sparse", BITS_FIELD) and not field.get("is_primary")
+        if field_name not in ("id", text_field, DENSE_FIELD, SPARSE_FIELD, BITS_FIELD) and not field.get("is_primary")
     }
-    index = client.describe_index(name, index_name="dense") or {}
+    index = client.describe_index(name, index_name=DENSE_FIELD) or {}
     return Layout(
         id_type="varchar" if int(primary["type"]) == int(DataType.VARCHAR) else "int64",
         text_field=text_field,
-        dimensions=int(fields["dense"]["params"]["dim"]) if "dense" in fields else 0,
-        bm25="sparse" in fields,
+        dimensions=int(fields[DENSE_FIELD]["params"]["dim"]) if DENSE_FIELD in fields else 0,
+        bm25=SPARSE_FIELD in fields,
         metric=index.get("metric_type", "?"),
         index_type=index.get("index_type", "?"),
         fields=metadata,

@@ -23,7 +23,7 @@ from pymilvus import MilvusClient, MilvusException
 from pymilvus.client.types import Status
 from pymilvus.exceptions import ErrorCode
 
-from rayprism.platform.config import BITS_FIELD, VECTOR_FIELDS, CollectionConfig, is_lite_uri
+from rayprism.platform.config import BITS_FIELD, DENSE_FIELD, SPARSE_FIELD, CollectionConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
@@ -49,7 +49,6 @@ CALLER_MISTAKES = {Status.ILLEGAL_ARGUMENT, Status.ILLEGAL_RANGE, PARAMETER_INVA
 UNPARSABLE_FILTER = "failed to create query plan"
 """How a Milvus 2.3 server refuses a filter it cannot parse: with this message and a generic code."""
 
-DENSE, SPARSE = VECTOR_FIELDS
 SERVER_READS = {"consistency_level": "Strong"}
 WARM_TIMEOUT_S = 120.0
 """How long start-up waits for a collection's in-memory mirror (a large one is built meanwhile, and
@@ -222,7 +221,7 @@ class MilvusStore:
         if not self._lite:
             check_rows_fit(rows, list(self.layout(name).fields), self.server_version)
         if compression and compression["type"] == "binary" and not self._lite:
-            codes = encode_bits(np.asarray([row[DENSE] for row in rows], dtype=np.float32))
+            codes = encode_bits(np.asarray([row[DENSE_FIELD] for row in rows], dtype=np.float32))
             stored = rows = [{**row, BITS_FIELD: code.tobytes()} for row, code in zip(rows, codes)]
         multivector = self.multivector(name)
         if multivector:
@@ -299,13 +298,13 @@ class MilvusStore:
         if mode == "multivector":
             return self._with_fields(name, self._multivector_hits(name, query), query.output_fields)
         limit = query.candidates if mode == "hybrid" else query.k
-        dense = self.hits(name, DENSE, query.dense_vector, limit, filter, metric=query.metric) if mode != "sparse" else []
+        dense = self.hits(name, DENSE_FIELD, query.dense_vector, limit, filter, metric=query.metric) if mode != "sparse" else []
         if mode == "dense":
             sparse = []
         elif query.sparse_hits is not None:
             sparse = [(doc_id, score) for doc_id, score in query.sparse_hits]
         else:
-            sparse = self.hits(name, SPARSE, query.text, limit, filter)
+            sparse = self.hits(name, SPARSE_FIELD, query.text, limit, filter)
         hits = fuse(dense, sparse, query.fusion)[: query.k] if mode == "hybrid" else dense or sparse
         return self._with_fields(name, hits, query.output_fields)
 
@@ -320,19 +319,19 @@ class MilvusStore:
         if mirror is None or mirror.token_route is None:
             raise NotReadyError(f"the token vectors of collection {name!r} are not in memory yet (loading; or the "
                                 "collection has more documents than store.cache_max_rows keeps in memory)")
-        candidates = self.hits(name, DENSE, query.dense_vector, query.candidates, query.filter, metric="IP")
+        candidates = self.hits(name, DENSE_FIELD, query.dense_vector, query.candidates, query.filter, metric="IP")
         return mirror.rerank(query.query_tokens, [doc_id for doc_id, _ in candidates], query.k)
 
     def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
         """BM25 hits as ``(id, score)``, best first."""
-        return self.hits(name, SPARSE, text, limit, filter)
+        return self.hits(name, SPARSE_FIELD, text, limit, filter)
 
     def hits(self, name: str, route: str, query: Any, limit: int, filter: str = "", *, metric: str = "BM25") -> Hits:
         """One route's hits: from the in-memory mirror when it can answer, else from Milvus."""
         mirrored = self.mirrors.hits(name, route, query, limit, filter)
         if mirrored is not None:
             return mirrored
-        compression = self.compression(name) if route == DENSE and not self._lite else None
+        compression = self.compression(name) if route == DENSE_FIELD and not self._lite else None
         if compression:  # a server's binary tier: Hamming candidates from Milvus, rescored here
             coarse = self._call(
                 self._client.search, name, data=[encode_bits(np.asarray(query, dtype=np.float32)[None, :])[0].tobytes()],
@@ -341,7 +340,7 @@ class MilvusStore:
             )
             return exact_rescore(query, [hit["id"] for hit in coarse[0]], limit, self._vectors(name),
                                  normalise=metric == "COSINE")
-        metric = "BM25" if route == SPARSE else metric
+        metric = "BM25" if route == SPARSE_FIELD else metric
         results = self._call(
             self._client.search, name, data=[query], anns_field=route, limit=limit,
             search_params={"metric_type": metric}, filter=filter, filtered=bool(filter), **self._reads,
@@ -356,8 +355,8 @@ class MilvusStore:
     def _vectors(self, name: str) -> FetchVectors:
         """The collection's float vectors by id, read from Milvus (for rescoring a compressed tier)."""
         def fetch(ids: list) -> dict:
-            rows = self._call(self._client.get, name, ids=ids, output_fields=[DENSE], **self._reads)
-            return {row["id"]: row[DENSE] for row in rows}
+            rows = self._call(self._client.get, name, ids=ids, output_fields=[DENSE_FIELD], **self._reads)
+            return {row["id"]: row[DENSE_FIELD] for row in rows}
 
         return fetch
 

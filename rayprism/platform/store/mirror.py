@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from pymilvus import MilvusClient
 
-from rayprism.platform.config import VECTOR_FIELDS
+from rayprism.platform.config import DENSE_FIELD, SPARSE_FIELD
 from rayprism.platform.store.compressed import CodeFiles, CodeRoute, FetchVectors, SavedCodes
 from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, filter_mask
 from rayprism.platform.store.flushing import FlushGate
@@ -31,7 +31,6 @@ from rayprism.platform.store.tokens import TOKENS_KEY, TokenRoute
 
 logger = logging.getLogger(__name__)
 
-DENSE, SPARSE = VECTOR_FIELDS
 RETRY_S = 60.0
 """After a failed or declined build, the next attempt waits this long."""
 
@@ -60,12 +59,12 @@ class Mirror:
         self.routes: dict[str, DenseRoute | CodeRoute | Bm25Route | TokenRoute] = {}
         normalise = layout.metric == "COSINE"
         if layout.compression is not None:
-            self.routes[DENSE] = CodeRoute(self.rows, layout.dimensions, layout.compression["type"],
+            self.routes[DENSE_FIELD] = CodeRoute(self.rows, layout.dimensions, layout.compression["type"],
                                            layout.compression["rescore_multiplier"], normalise=normalise)
         elif layout.index_type == "FLAT" and layout.metric in ("COSINE", "IP"):
-            self.routes[DENSE] = DenseRoute(self.rows, layout.dimensions, normalise=normalise)
+            self.routes[DENSE_FIELD] = DenseRoute(self.rows, layout.dimensions, normalise=normalise)
         if bm25_scoring is not None:
-            self.routes[SPARSE] = Bm25Route(self.rows, **bm25_scoring)
+            self.routes[SPARSE_FIELD] = Bm25Route(self.rows, **bm25_scoring)
         if layout.multivector is not None:
             self.routes[TOKENS_KEY] = TokenRoute(self.rows)
         self.columns = Columns({"id": layout.id_type, **layout.fields})
@@ -78,7 +77,7 @@ class Mirror:
 
     @property
     def code_route(self) -> CodeRoute | None:
-        route = self.routes.get(DENSE)
+        route = self.routes.get(DENSE_FIELD)
         return route if isinstance(route, CodeRoute) else None
 
     @property
@@ -88,19 +87,19 @@ class Mirror:
 
     def _sources(self) -> dict[str, str]:
         """The record key each route is built from (token vectors are no Milvus field: see build_mirror)."""
-        return {DENSE: DENSE, SPARSE: self.text_field, TOKENS_KEY: TOKENS_KEY}
+        return {DENSE_FIELD: DENSE_FIELD, SPARSE_FIELD: self.text_field, TOKENS_KEY: TOKENS_KEY}
 
     def output_fields(self, *, with_vectors: bool = True) -> list[str]:
         """The stored fields a build reads: every route's source and the filterable fields."""
         sources = [self._sources()[name] for name in self.routes
-                   if (with_vectors or name != DENSE) and name != TOKENS_KEY]
+                   if (with_vectors or name != DENSE_FIELD) and name != TOKENS_KEY]
         return list(dict.fromkeys([*sources, *(name for name in self.columns.field_types if name != "id")]))
 
     def upsert(self, records: list[dict], codes: np.ndarray | None = None) -> None:
         """Write ``records``; ``codes``: the compressed tier's codes for them, already encoded."""
         sources = self._sources()
         prepared = {
-            name: codes if codes is not None and name == DENSE else route.prepare([record[sources[name]] for record in records])
+            name: codes if codes is not None and name == DENSE_FIELD else route.prepare([record[sources[name]] for record in records])
             for name, route in self.routes.items()
         }
         with self.rows.lock:
@@ -127,7 +126,7 @@ class Mirror:
 
     def memory(self) -> dict:
         """What the dense tier costs per document, for the collection's description."""
-        dense = self.routes.get(DENSE)
+        dense = self.routes.get(DENSE_FIELD)
         kind = self.code_route.kind if self.code_route else "float32"
         memory = {"rows": len(self.rows), "dense": None if dense is None else
                   {"kind": kind, "bytes_per_document": dense.bytes_per_document}}
@@ -378,7 +377,7 @@ def lite_bm25_scoring(client: MilvusClient, name: str, text_field: str) -> dict:
     if isinstance(analyzer_params, str):
         analyzer_params = json.loads(analyzer_params)
     analyzer = create_analyzer(analyzer_params)
-    index_params = client.describe_index(name, SPARSE)
+    index_params = client.describe_index(name, SPARSE_FIELD)
     return {
         "analyze": lambda value: compute_tf(analyzer.analyze(value)),
         "k1": float(index_params.get("bm25_k1", 1.5)),  # Milvus Lite's defaults
