@@ -43,8 +43,8 @@ from rayprism.platform.store.filters import check_filter
 from rayprism.platform.store.fusion import weighted
 from rayprism.platform.store.milvus import SearchQuery
 from rayprism.platform.store.tokens import TOKENS_KEY, fde_config
+from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES
 
-DEFAULT_CANDIDATES = 50
 STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
 """Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
 4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""

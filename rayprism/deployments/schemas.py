@@ -12,27 +12,57 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
+    StrictFloat,
     StrictStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from rayprism.platform.config.base import IDENTIFIER, full_match
+from rayprism.platform.config.base import Identifier
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
-from rayprism.platform.store.fusion import DEFAULT_WEIGHTS
+from rayprism.platform.store.documents import INT64_MAX, INT64_MIN
+from rayprism.platform.store.fusion import DEFAULT_WEIGHTS, MAX_RRF_K, MAX_WEIGHT, RRF_K
+from rayprism.platform.store.layout import ID_MAX_BYTES
+from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, SearchMode
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
 
 
+def _whole(value: Any) -> bool:
+    """A JSON integer: 3 and 3.0 alike (JSON Schema's ``integer``), never a bool or a string."""
+    return not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer())
+
+
+def _number_only(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_number_only)]
+"""An integer field as JSON Schema has it: 3 and 3.0, not true or "3" (pydantic's lax int takes both,
+its strict int refuses 3.0). Bounds go on the field (``Field(gt=0)``) or through :func:`bounded`."""
+
+
+def bounded(**bounds: int) -> Any:
+    """:data:`Integer` within ``bounds`` where no field carries them (a list's items): bounds placed
+    after the validator would reach the schema as unknown ``ge``/``le`` keywords."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_number_only)]
+
+
 def _is_token_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(token, int) and not isinstance(token, bool) for token in value
-    )
+    return isinstance(value, list) and bool(value) and all(_whole(token) for token in value)
+
+
+INT32_MAX = 2**31 - 1
+TokenIds = Annotated[list[bounded(ge=0, le=INT32_MAX)], Field(min_length=1)]
+"""One input as token ids: non-negative, and int32 as tokenizers and torch embeddings index them."""
+Inputs = Annotated[list[StrictStr], Field(min_length=1)] | Annotated[list[TokenIds], Field(min_length=1)]
 
 
 class EmbeddingRequest(BaseModel):
@@ -40,16 +70,16 @@ class EmbeddingRequest(BaseModel):
 
     model: str | None = None
     """Optional when the service has exactly one model."""
-    input: list[str] | list[list[int]]
+    input: Inputs
     """Normalised to a list: one string or one token-id list becomes a list of one."""
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: bounded(gt=0) | None = None
     modality: Modality = "text"
     prompt_name: str | None = None
     """One of the model's prompts (``GET /v1/models`` lists them); default: the model's default prompt."""
     user: str | None = None
 
-    @field_validator("input", mode="before")
+    @field_validator("input", mode="before", json_schema_input_type=StrictStr | TokenIds | Inputs)
     @classmethod
     def _normalise_input(cls, value: Any) -> list:
         if isinstance(value, str):
@@ -73,7 +103,7 @@ class RerankRequest(BaseModel):
     """Optional when the service has exactly one reranker."""
     query: Annotated[str, Field(min_length=1)]
     documents: list[StrictStr] = Field(min_length=1)
-    top_n: int | None = Field(default=None, gt=0)
+    top_n: bounded(gt=0) | None = None
     """Return the best ``top_n``; default: every document."""
     return_documents: bool = False
     """Return each document's text with its score."""
@@ -110,32 +140,40 @@ def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
         raise UnprocessableError(f"{location or 'body'}: {message}", param=location or None) from None
 
 
+Weight = Annotated[StrictFloat, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
+"""A fusion weight: finite and bounded, so no weighted sum can overflow (fusion is safe beyond it too)."""
+DocumentId = Annotated[StrictStr, Field(min_length=1, max_length=ID_MAX_BYTES)] | bounded(ge=INT64_MIN, le=INT64_MAX)
+"""A varchar id (at most ``ID_MAX_BYTES`` bytes: the schema can only say characters) or an int64 one."""
+
+
 class RRFFusion(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["rrf"] = "rrf"
-    k: int = Field(default=60, gt=0)
+    type: Literal["rrf"]
+    """Required, as the discriminator of ``fusion`` (the schema's ``oneOf`` cannot pick a member without it)."""
+    k: Integer = Field(default=RRF_K, gt=0, lt=MAX_RRF_K)
 
 
 class FusionWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dense: float = Field(default=DEFAULT_WEIGHTS["dense"], ge=0)
-    sparse: float = Field(default=DEFAULT_WEIGHTS["sparse"], ge=0)
+    dense: Weight = DEFAULT_WEIGHTS["dense"]
+    sparse: Weight = DEFAULT_WEIGHTS["sparse"]
 
 
 class WeightedFusion(BaseModel):
     """Each list's scores min-max normalised over its own hits, then a weighted sum (the default)."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["weighted"] = "weighted"
+    type: Literal["weighted"]
     weights: FusionWeights = FusionWeights()
 
 
 class MediaQuery(BaseModel):
     """Search by example: one image or one audio item (a ``data:`` URI)."""
 
-    model_config = ConfigDict(extra="forbid")
-    image: str | None = Field(default=None, min_length=1)
-    audio: str | None = Field(default=None, min_length=1)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["image"]},
+                                                                         {"required": ["audio"]}]})
+    image: str = Field(default=None, min_length=1)  # type: ignore[assignment]  # absent, never null
+    audio: str = Field(default=None, min_length=1)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> MediaQuery:
@@ -159,9 +197,9 @@ class RerankStage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
     """A ``kind: reranker`` model; optional when the service has exactly one."""
-    candidates: int = Field(default=50, gt=0, le=1000)
+    candidates: Integer = Field(default=DEFAULT_CANDIDATES, gt=0, le=1000)
     """Hits rescored (at least k are)."""
-    weight: float = Field(default=1.0, ge=0, le=1)
+    weight: StrictFloat = Field(default=1.0, ge=0, le=1)
     """The reranker's share of the final score. 1: the reranker's order alone. Below 1, the reranker's
     and the first stage's scores over the candidates are fused as ``weighted`` fusion fuses routes
     (each min-max normalised, weights ``weight`` and ``1 - weight``): a reranker trained on little
@@ -173,15 +211,16 @@ class SearchRequest(BaseModel):
 
     query: Annotated[str, Field(min_length=1)] | MediaQuery
     """Text, or ``{"image": "data:..."}`` / ``{"audio": "data:..."}`` to search a media collection by example."""
-    k: int = Field(default=10, gt=0, le=1000)
-    mode: Literal["hybrid", "dense", "sparse", "multivector"] | None = None
+    k: Integer = Field(default=10, gt=0, le=1000)
+    mode: SearchMode | None = None
     """Default: multivector for a multi-vector collection, else hybrid when the collection has BM25, else dense."""
     filter: str | None = None
-    fusion: RRFFusion | WeightedFusion = Field(default_factory=WeightedFusion, discriminator="type")
-    candidates: int | None = Field(default=None, gt=0, le=16384)
-    """Hits taken from each of dense and sparse before fusion, default max(50, k); in mode multivector the
+    fusion: RRFFusion | WeightedFusion = Field(default_factory=lambda: WeightedFusion(type="weighted"),
+                                               discriminator="type")
+    candidates: bounded(gt=0, le=16384) | None = None
+    """Hits taken from each of dense and sparse before fusion, default max(DEFAULT_CANDIDATES (50), k); in mode multivector the
     documents reranked by MaxSim, default the collection's ``multivector.candidates`` (or k if larger)."""
-    output_fields: list[str] | None = None
+    output_fields: list[Identifier] | None = None
     """Fields returned with each hit; default: the text and every metadata field."""
     rerank: RerankStage | None = None
     """Rescore the best ``rerank.candidates`` hits with a reranker (a cross-encoder), after fusion."""
@@ -198,13 +237,13 @@ class DocumentsRequest(BaseModel):
 
 class DeleteDocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[StrictStr | StrictInt] = Field(min_length=1)
+    ids: list[DocumentId] = Field(min_length=1)
 
 
 class EvaluationQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: StrictStr = Field(min_length=1)
-    relevant: list[StrictStr | StrictInt] = Field(min_length=1)
+    relevant: list[StrictStr | Integer] = Field(min_length=1)
     """Ids of the documents that answer ``query``."""
 
 
@@ -218,7 +257,7 @@ class Evaluation(BaseModel):
     min_score: float | None = Field(default=None, ge=0, le=1)
     """Refuse the swap below this score. Default: 0.95 × the old collection's MRR@10 with queries,
     0.4 top-10 agreement without."""
-    sample: int = Field(default=100, ge=1, le=5_000)
+    sample: Integer = Field(default=100, ge=1, le=5_000)
     """Stored documents used as queries by the agreement gate."""
 
 
@@ -230,7 +269,7 @@ class ReembedRequest(BaseModel):
     model: StrictStr
     """An embedding model the service serves."""
     evaluation: Evaluation = Evaluation()
-    batch_size: int = Field(default=64, ge=1, le=2048)
+    batch_size: Integer = Field(default=64, ge=1, le=2048)
     """Documents read, embedded and written per step (and change-log ids replayed per step)."""
 
 
@@ -238,7 +277,7 @@ class RollbackRequest(BaseModel):
     """``POST /v1/collections/{alias}/rollback`` (the body may be left out: every field has a default)."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: int | None = Field(default=None, ge=1, le=2048)
+    batch_size: bounded(ge=1, le=2048) | None = None
     """Change-log ids replayed per step. Default: the batch size of the re-embedding it undoes."""
 
 
@@ -246,12 +285,5 @@ class AliasRequest(BaseModel):
     """``POST /v1/aliases``: create ``name`` pointing at ``collection``, or repoint it there."""
 
     model_config = ConfigDict(extra="forbid")
-    name: StrictStr
-    collection: StrictStr
-
-    @field_validator("name", "collection")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not full_match(IDENTIFIER, value):
-            raise ValueError("must start with a letter or '_' and use only letters, digits and '_'")
-        return value
+    name: Identifier
+    collection: Identifier

@@ -1,4 +1,5 @@
 import itertools
+import math
 import time
 
 import numpy as np
@@ -232,3 +233,23 @@ def test_sparse_scores_are_positive_and_hybrid_fuses(stores):
     assert rrf[0]["score"] > 1 / 61  # so both lists contributed
     default = store.search("docs", SearchQuery(mode="hybrid", k=5, dense_vector=rows[3]["dense"], text="word3"))
     assert default[0]["id"] == "3" and 0.5 < default[0]["score"] <= 1.0  # weighted 0.5/0.5: dense's best + its BM25 share
+
+
+@pytest.mark.parametrize("weights", [[1.06e308, 1.5e40], [1.7e308, 1.7e308], [3.0, 1.0], [0.0, 0.0]])
+def test_weighted_ranks_as_exact_arithmetic_does_for_any_finite_weights(weights):
+    """1.7e308 + 1.7e308 overflows a float; the order must still be the exact weighted sum's (Fractions)."""
+    from fractions import Fraction
+
+    dense = [("a", 0.9), ("b", 0.6), ("d", 0.3), ("c", 0.1)]
+    sparse = [("c", 30.0), ("e", 22.0), ("a", 10.0), ("f", 5.0)]  # no two documents tie at these weights
+    exact: dict = {}
+    for hits, weight in zip([dense, sparse], weights):
+        low, high = min(s for _, s in hits), max(s for _, s in hits)
+        for doc, score in hits:
+            share = (Fraction(score) - Fraction(low)) / (Fraction(high) - Fraction(low))
+            exact[doc] = exact.get(doc, 0) + Fraction(weight) * share
+    fused = weighted([dense, sparse], weights)
+    assert not any(math.isnan(score) for _, score in fused)
+    assert [exact[doc] for doc, _ in fused] == sorted(exact.values(), reverse=True)
+    if math.isfinite(sum(weights)):
+        assert dict(fused) == pytest.approx({doc: float(value) for doc, value in exact.items()})

@@ -1,6 +1,17 @@
+import json
+
+import jsonschema
+import pydantic
 import pytest
 
-from rayprism.deployments.schemas import EmbeddingRequest, parse_body
+from rayprism.deployments.schemas import (
+    AliasRequest,
+    DeleteDocumentsRequest,
+    EmbeddingRequest,
+    SearchRequest,
+    parse_body,
+)
+from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 
 
@@ -44,3 +55,68 @@ def test_bad_bodies_get_a_pointed_error(body, error, fragment):
         parse_body(EmbeddingRequest, body)
     assert type(caught.value) is error
     assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "model, body",
+    [
+        (EmbeddingRequest, {"input": []}),
+        (EmbeddingRequest, {"input": [[]]}),
+        (EmbeddingRequest, {"input": [[1.0, 2]]}),
+        (EmbeddingRequest, {"input": [[-1]]}),
+        (EmbeddingRequest, {"input": "one"}),
+        (EmbeddingRequest, {"input": [[2**31]]}),
+        (SearchRequest, {"query": {}}),
+        (SearchRequest, {"query": {"image": "x", "audio": "y"}}),
+        (SearchRequest, {"query": {"image": None, "audio": "y"}}),
+        (SearchRequest, {"query": {"audio": "y"}}),
+        (SearchRequest, {"query": "x", "fusion": {"weights": {"dense": 1}}}),
+        (SearchRequest, {"query": "x", "fusion": {"type": "weighted", "weights": {"dense": 1.06e308}}}),
+        (SearchRequest, {"query": "x", "fusion": {"type": "rrf", "k": 16384}}),
+        (SearchRequest, {"query": "x", "rerank": {"weight": False}}),
+        (SearchRequest, {"query": "x", "k": "3"}),
+        (SearchRequest, {"query": "x", "k": 3.0}),
+        (SearchRequest, {"query": "x", "output_fields": [""]}),
+        (DeleteDocumentsRequest, {"ids": [""]}),
+        (DeleteDocumentsRequest, {"ids": [-(2**53)]}),
+        (DeleteDocumentsRequest, {"ids": [-16018.0, "a"]}),
+        (AliasRequest, {"name": "", "collection": "c"}),
+        (AliasRequest, {"name": "9live", "collection": "c"}),
+        (AliasRequest, {"name": "live", "collection": "c_2"}),
+        (CollectionConfig, {"name": ""}),
+        (CollectionConfig, {"name": "c", "text_field": ""}),
+        (CollectionConfig, {"name": "c", "media_field": "", "modality": "image"}),
+    ],
+)
+def test_the_json_schema_and_the_model_agree(model, body):
+    """jsonschema (an independent validator of the document /openapi.json serves) and pydantic
+    give the same verdict: the request model is the schema."""
+    schema = model.model_json_schema()
+    by_schema = jsonschema.Draft202012Validator(schema).is_valid(body)
+    try:
+        model.model_validate_json(json.dumps(body))
+        by_model = True
+    except pydantic.ValidationError:
+        by_model = False
+    assert by_schema == by_model
+
+
+def keywords(schema) -> set[str]:
+    """Every key used anywhere in a JSON schema (property names included: none is called ge or le)."""
+    if isinstance(schema, dict):
+        return set(schema) | {key for value in schema.values() for key in keywords(value)}
+    if isinstance(schema, list):
+        return {key for value in schema for key in keywords(value)}
+    return set()
+
+
+def test_every_bound_reaches_the_schema_as_a_json_schema_keyword():
+    """pydantic writes a bound it cannot translate (one placed after a validator) as ``ge``/``le``,
+    which no JSON Schema validator reads: the schema would then be looser than the model."""
+    from rayprism.deployments import schemas
+
+    models = [value for value in vars(schemas).values()
+              if isinstance(value, type) and issubclass(value, pydantic.BaseModel) and value.__module__ == schemas.__name__]
+    assert len(models) >= 10
+    for model in models:
+        assert not {"ge", "le", "gt", "lt"} & keywords(model.model_json_schema()), model.__name__

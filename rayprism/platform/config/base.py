@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from rayprism.platform.errors import ConfigError
 
@@ -29,6 +29,8 @@ NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 """Model names: also used as metric labels and in URLs."""
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 """Collection and field names, as Milvus accepts them."""
+Identifier = Annotated[str, StringConstraints(pattern=f"^{IDENTIFIER.pattern}$")]
+"""A field of that kind: checked by pydantic and shown as ``pattern`` in the HTTP schema (one rule, both)."""
 
 
 def full_match(pattern: re.Pattern, value: str) -> bool:
@@ -44,13 +46,6 @@ def valid_name(name: str) -> str:
     """``name`` if it is a :data:`NAME` (a model, group or training run), else the one message for all."""
     if not full_match(NAME, name):
         raise ValueError(NAME_RULE)
-    return name
-
-
-def valid_identifier(name: str) -> str:
-    """``name`` if it is an :data:`IDENTIFIER` (a collection or alias), else the one message for all."""
-    if not full_match(IDENTIFIER, name):
-        raise ValueError(IDENTIFIER_RULE)
     return name
 
 

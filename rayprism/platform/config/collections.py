@@ -9,10 +9,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from rayprism.platform.config.base import (
     IDENTIFIER,
     IDENTIFIER_RULE,
+    Identifier,
     StrictModel,
     full_match,
     nested_problems,
-    valid_identifier,
 )
 from rayprism.platform.config.models import DEFAULT_MODEL_NAME
 from rayprism.platform.models.base import Modality
@@ -138,13 +138,13 @@ class CollectionConfig(StrictModel):
     ``POST /v1/collections``.
     """
 
-    name: str
+    name: Identifier
     model: str = DEFAULT_MODEL_NAME
     uri: str | None = None
     """A Milvus Lite file or ``http://host:19530``; default: the service's ``store.uri``."""
-    text_field: str = "text"
+    text_field: Identifier = "text"
     id_type: Literal["varchar", "int64"] = "varchar"
-    fields: dict[str, FieldType] = Field(default_factory=dict)
+    fields: dict[Identifier, FieldType] = Field(default_factory=dict)
     """Typed metadata fields, filterable in search; documents may omit them (stored as null)."""
     bm25: bool = True
     """Also index the text for BM25 (needed by the ``sparse`` and ``hybrid`` search modes)."""
@@ -158,7 +158,7 @@ class CollectionConfig(StrictModel):
     are kept beside the collection, and a search reranks the encoding's candidates by exact MaxSim."""
     modality: Modality = "text"
     """What a document's vector is made from: its text, or an image or audio item."""
-    media_field: str | None = None
+    media_field: Identifier | None = None
     """Image and audio collections: the document key that carries the item (a ``data:`` URI); default:
     the modality's name. The item is embedded, not stored: keep e.g. a ``uri`` field to find the original.
     The text field then holds an optional caption (searchable with BM25)."""
@@ -168,15 +168,10 @@ class CollectionConfig(StrictModel):
         """The document key holding the item to embed; None for text collections."""
         return None if self.modality == "text" else self.media_field or self.modality
 
-    @field_validator("name")
-    @classmethod
-    def _check_collection_name(cls, name: str) -> str:
-        return valid_identifier(name)
-
     @field_validator("text_field")
     @classmethod
     def _check_text_field(cls, name: str) -> str:
-        if not full_match(IDENTIFIER, name) or name in ("id", *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY):
+        if name in ("id", *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY):
             raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}, {BITS_FIELD}, "
                              f"{DOCUMENT_VECTOR_KEY}")
         return name

@@ -16,7 +16,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pymilvus import MilvusClient, MilvusException
@@ -35,6 +35,7 @@ from rayprism.platform.store.routes import Hits
 from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY
+from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, SearchMode
 
 logger = logging.getLogger(__name__)
 # pymilvus logs every failed RPC with a traceback; the errors raised here carry the message.
@@ -50,11 +51,10 @@ UNPARSABLE_FILTER = "failed to create query plan"
 """How a Milvus 2.3 server refuses a filter it cannot parse: with this message and a generic code."""
 
 SERVER_READS = {"consistency_level": "Strong"}
+"""How a server is read: after the writes this store made (Lite is always up to date)."""
 WARM_TIMEOUT_S = 120.0
 """How long start-up waits for a collection's in-memory mirror (a large one is built meanwhile, and
 searches go to Milvus until it is)."""
-"""How a server is read: after the writes this store made (Lite is always up to date)."""
-SearchMode = Literal["hybrid", "dense", "sparse", "multivector"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SearchQuery:
     text: str | None = None
     metric: str = "COSINE"
     """The collection's dense metric."""
-    candidates: int = 50
+    candidates: int = DEFAULT_CANDIDATES
     """Hits taken from each route before fusion (hybrid mode), or reranked (multivector mode)."""
     filter: str = ""
     fusion: dict | None = None
