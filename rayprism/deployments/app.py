@@ -8,13 +8,13 @@ import logging
 from ray import serve
 from ray.serve.deployment import Application
 
-from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.groups import GroupReplica, group_options
 from rayprism.deployments.http import create_app
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
-from rayprism.deployments.store import StoreClient, StoreDeployment
+from rayprism.deployments.store_client import StoreClient, StoreDeployment
 from rayprism.platform.config import ServeConfig, parse_config
 from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
 from rayprism.platform.errors import RayprismError
@@ -31,7 +31,7 @@ class ServingReplica(EmbeddingService):
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
         jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME)
-        self.collections = CollectionsService(self, StoreClient(store, self.metrics), jobs)
+        self.stored = CollectionServices.build(self, StoreClient(store, self.metrics), jobs)
         self._startup_done = False
 
     async def finish_startup(self) -> None:
@@ -41,7 +41,7 @@ class ServingReplica(EmbeddingService):
         await asyncio.to_thread(self.wait_loaded)
         checks = [(f"model {runner.name}", runner.ready()) for runner in self.runners.values()
                   if runner.state == "loading" and runner.load_error is None]
-        checks += [(f"collection {collection.name}", self.collections.collection(collection.name))
+        checks += [(f"collection {collection.name}", self.stored.collections.collection(collection.name))
                    for collection in self.config.collections if self.runners[collection.model].load_error is None]
         for subject, check in checks:
             try:
@@ -52,7 +52,7 @@ class ServingReplica(EmbeddingService):
         for collection in self.config.collections:
             if f"collection {collection.name}" not in self.startup_errors:
                 try:
-                    await self.collections.warm(collection.name)  # the first search as fast as the next
+                    await self.stored.collections.warm(collection.name)  # the first search as fast as the next
                 except Exception:  # only slower first searches: not a reason to refuse to serve
                     logger.warning("warming collection %r failed", collection.name, exc_info=True)
         self._startup_done = True
@@ -62,14 +62,14 @@ class ServingReplica(EmbeddingService):
 
     async def reembed_vectors(self, model: str, texts: list[str]):
         """For a re-embedding's worker (through this deployment's handle): documents embedded here."""
-        return await self.collections.reembed_vectors(model, texts)
+        return await self.stored.reembed.vectors(model, texts)
 
     async def reembed_search(self, collection: str, query: str, k: int) -> list:
         """For a re-embedding's evaluation gate: the ids a search answers."""
-        return await self.collections.reembed_search(collection, query, k)
+        return await self.stored.reembed.search_ids(collection, query, k)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self, self.collections, on_startup=self.finish_startup)
+        return create_app(self, self.stored, on_startup=self.finish_startup)
 
 
 def deployment_options(config: ServeConfig) -> dict:

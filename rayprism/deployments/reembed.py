@@ -12,7 +12,7 @@ restarted on the same record: documents already in the new collection are not em
 A forward job copies a random sample of documents first and fits its bridge on them (their old
 vectors against the new): until the swap, a search of the alias that asks for the new model is
 embedded by it and mapped into the old space, so it searches the old index
-(:meth:`~rayprism.deployments.collections.CollectionsService.search`).
+(:class:`~rayprism.deployments.search.SearchService`).
 
 A rollback is the same worker in the other direction: the writes made to the new collection since
 the swap (logged from the swap on) are replayed into the old one with its model, then the alias
@@ -59,7 +59,7 @@ class ReembedWorker:
     def __init__(self, app_name: str, serving_deployment: str, store_deployment: str, job_id: str):
         from ray import serve
 
-        from rayprism.deployments.store import StoreClient
+        from rayprism.deployments.store_client import StoreClient
 
         self._store = StoreClient(serve.get_deployment_handle(store_deployment, app_name))
         self._service = serve.get_deployment_handle(serving_deployment, app_name)

@@ -21,7 +21,7 @@ from rayprism.platform.codecs.matryoshka import truncate
 from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import ServeConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, RayprismError
-from rayprism.platform.models.base import ModelKind
+from rayprism.platform.models.base import Embeddings, ModelKind, PromptRole, prompt_for_role
 
 _KIND_NAMES = {"embedder": "embedding model", "reranker": "reranker"}
 _A_KIND = {"embedder": "an embedding model", "reranker": "a reranker"}
@@ -139,6 +139,11 @@ class EmbeddingService:
         total_tokens = sum(result.token_counts)
         return {"object": "rerank", "model": runner.name, "results": results,
                 "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens}}
+
+    async def embed_texts(self, model: str, texts: list[str], role: PromptRole) -> Embeddings:
+        """Texts embedded by ``model`` with the prompt it declares for ``role`` (query or document), if any."""
+        runner = self.runner(model)
+        return await runner.embed(texts, "text", prompt_for_role(runner.encoder.prompts, role))
 
     async def media_inputs(self, inputs: list, modality: str) -> list:
         """Image and audio URLs fetched where the operator allows it; otherwise refused by the encoder."""

@@ -95,7 +95,7 @@ def test_the_store_answers_a_jobs_bridge_until_it_ends_and_after_a_restart(tmp_p
 def test_the_served_store_answers_a_callers_mistake_and_raises_its_own_faults(tmp_path):
     """The class Serve runs: a 404 comes back as a value (Serve would log a raised one with its traceback), from
     every job method too (none may get another's answer in place of its exception); a fault of ours still raises."""
-    from rayprism.deployments.store import CallerMistake, StoreDeployment
+    from rayprism.deployments.store_client import CallerMistake, StoreDeployment
     from rayprism.platform.config import StoreConfig
 
     store = StoreDeployment.func_or_class(StoreConfig(uri=str(tmp_path / "store.db")).model_dump(), [])

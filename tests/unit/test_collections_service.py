@@ -1,10 +1,10 @@
-"""CollectionsService without Ray or HTTP: a real store replica (Milvus Lite) in this process and a tiny model."""
+"""The collection services without Ray or HTTP: a real store replica (Milvus Lite) in this process and a tiny model."""
 
 import asyncio
 
 import pytest
 
-from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreReplica
@@ -27,7 +27,7 @@ def embeddings(tiny_model_path):
 @pytest.fixture()
 def parts(embeddings, tmp_path):
     store = StoreReplica(StoreConfig(uri=str(tmp_path / "store.db"), flush_after_s=0.1).model_dump(), [])
-    yield CollectionsService(embeddings, store), store
+    yield CollectionServices.build(embeddings, store), store
     store.close()
 
 
@@ -40,7 +40,7 @@ DOCS = [{"id": "a", "text": "apples and pears", "kind": "fruit"}, {"id": "b", "t
 
 def create(service, **overrides):
     config = CollectionConfig(**{"name": "things", "model": "tiny", "fields": {"kind": "varchar"}, **overrides})
-    return run(service.create(config))
+    return run(service.collections.create(config))
 
 
 def test_create_is_idempotent_and_names_each_difference(parts):
@@ -69,18 +69,18 @@ def test_documents_are_validated_before_anything_is_embedded_or_written(parts):
     service, store = parts
     create(service)
     with pytest.raises(InvalidDocumentsError) as invalid:
-        run(service.upsert("things", DocumentsRequest(documents=[DOCS[0], {"id": "c", "text": " ", "shape": 1}])))
+        run(service.documents.upsert("things", DocumentsRequest(documents=[DOCS[0], {"id": "c", "text": " ", "shape": 1}])))
     assert [(p.index, p.field) for p in invalid.value.problems] == [(1, "text"), (1, "shape")]
     assert run(store.describe("things"))["count"] == 0
     with pytest.raises(PayloadTooLargeError, match="too many documents: 4"):
-        run(service.upsert("things", DocumentsRequest(documents=DOCS * 2)))
-    assert run(service.upsert("things", DocumentsRequest(documents=DOCS)))["upserted"] == 2
+        run(service.documents.upsert("things", DocumentsRequest(documents=DOCS * 2)))
+    assert run(service.documents.upsert("things", DocumentsRequest(documents=DOCS)))["upserted"] == 2
 
 
 def test_search_checks_its_arguments(parts):
     service, _ = parts
     create(service, bm25=False)
-    run(service.upsert("things", DocumentsRequest(documents=DOCS)))
+    run(service.documents.upsert("things", DocumentsRequest(documents=DOCS)))
     cases = [
         ({"mode": "sparse"}, "needs BM25"),
         ({"output_fields": ["colour"]}, "unknown field 'colour'"),
@@ -97,12 +97,12 @@ def test_search_checks_its_arguments(parts):
 def test_a_collection_dropped_behind_the_services_back_is_forgotten(parts):
     service, store = parts
     create(service)
-    run(service.upsert("things", DocumentsRequest(documents=DOCS)))
-    assert service.model_of("things") == "tiny"
+    run(service.documents.upsert("things", DocumentsRequest(documents=DOCS)))
+    assert service.collections.model_of("things") == "tiny"
     run(store.drop("things"))  # as another replica would
     with pytest.raises(NotFoundError):
-        run(service.delete("things", DeleteDocumentsRequest(ids=["a"])))
-    assert service.model_of("things") is None
+        run(service.documents.delete("things", DeleteDocumentsRequest(ids=["a"])))
+    assert service.collections.model_of("things") is None
     with pytest.raises(NotFoundError):
         run(service.search("things", SearchRequest(query="fruit")))
     _, created = create(service)  # made again from scratch, not from the forgotten config
@@ -118,9 +118,9 @@ def test_documents_and_queries_get_the_models_prompts(prompted_model_path, tmp_p
     embeddings = EmbeddingService(config)
     assert embeddings.wait_loaded(120)
     store = StoreReplica(StoreConfig(uri=str(tmp_path / "store.db")).model_dump(), [])
-    service = CollectionsService(embeddings, store)
-    run(service.create(CollectionConfig(name="prompted", model="prompted", bm25=False, fields={"kind": "varchar"})))
-    run(service.upsert("prompted", DocumentsRequest(documents=DOCS)))
+    service = CollectionServices.build(embeddings, store)
+    run(service.collections.create(CollectionConfig(name="prompted", model="prompted", bm25=False, fields={"kind": "varchar"})))
+    run(service.documents.upsert("prompted", DocumentsRequest(documents=DOCS)))
     reference = SentenceTransformer(prompted_model_path, device="cpu")
     stored = run(store.get("prompted", ["a"], ["dense"]))[0]["dense"]
     expected = reference.encode_document([DOCS[0]["text"]])[0]
@@ -137,14 +137,14 @@ def test_documents_and_queries_get_the_models_prompts(prompted_model_path, tmp_p
 def test_a_repeated_upsert_embeds_only_what_changed(parts):
     service, store = parts
     create(service)
-    first = run(service.upsert("things", DocumentsRequest(documents=DOCS)))
+    first = run(service.documents.upsert("things", DocumentsRequest(documents=DOCS)))
     assert (first["upserted"], first["unchanged"]) == (2, 0) and first["tokens"] > 0
-    again = run(service.upsert("things", DocumentsRequest(documents=DOCS)))
+    again = run(service.documents.upsert("things", DocumentsRequest(documents=DOCS)))
     assert (again["upserted"], again["unchanged"], again["tokens"]) == (0, 2, 0)
     edited = [DOCS[0], {**DOCS[1], "kind": "vehicle"}]
-    changed = run(service.upsert("things", DocumentsRequest(documents=edited)))
+    changed = run(service.documents.upsert("things", DocumentsRequest(documents=edited)))
     assert (changed["upserted"], changed["unchanged"]) == (1, 1) and changed["tokens"] > 0
-    assert run(service.get_document("things", "b"))["kind"] == "vehicle"
+    assert run(service.documents.get_document("things", "b"))["kind"] == "vehicle"
 
 
 def test_documents_may_bring_their_own_vectors(parts, embeddings):
@@ -157,14 +157,14 @@ def test_documents_may_bring_their_own_vectors(parts, embeddings):
     dimensions = embeddings.runner("tiny").encoder.dimensions
     own = np.linspace(-1, 1, dimensions, dtype=np.float32)
     documents = [{**DOCS[0], "vector": own.tolist()}, {**DOCS[1], "vector": to_base64(-own)}]
-    result = run(service.upsert("things", DocumentsRequest(documents=documents)))
+    result = run(service.documents.upsert("things", DocumentsRequest(documents=documents)))
     assert (result["upserted"], result["tokens"]) == (2, 0)  # nothing embedded
     stored = {row["id"]: row["dense"] for row in run(store.get("things", ["a", "b"], ["dense"]))}
     assert np.allclose(stored["a"], own) and np.allclose(stored["b"], -own)
     bad = [{**DOCS[0], "vector": own[:-1].tolist()}, {**DOCS[1], "vector": "not base64!"},
            {"id": "c", "text": "x", "vector": [float("nan")] * dimensions}]
     with pytest.raises(InvalidDocumentsError) as invalid:
-        run(service.upsert("things", DocumentsRequest(documents=bad)))
+        run(service.documents.upsert("things", DocumentsRequest(documents=bad)))
     messages = {p.index: p.message for p in invalid.value.problems if p.field == "vector"}
     assert f"has {dimensions - 1} values; the collection's model has {dimensions}" in messages[0]
     assert "base64" in messages[1] and "finite" in messages[2]

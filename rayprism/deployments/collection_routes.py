@@ -1,0 +1,174 @@
+"""The collection, document, search, alias and re-embedding routes, over the services that answer them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from rayprism.deployments import responses
+from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.documents import DocumentsService
+from rayprism.deployments.http_io import Observed, cancelled_if_client_leaves, json_response, parsed_body, read_body
+from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, request_body
+from rayprism.deployments.reembed import ReembedJobs
+from rayprism.deployments.reembed_jobs import ReembedService
+from rayprism.deployments.schemas import (
+    AliasRequest,
+    DeleteDocumentsRequest,
+    DocumentsRequest,
+    ReembedRequest,
+    RollbackRequest,
+    SearchRequest,
+    parse_body,
+)
+from rayprism.deployments.search import SearchService
+from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store_client import Store
+from rayprism.platform.config import CollectionConfig
+
+
+@dataclass(frozen=True)
+class CollectionServices:
+    """What answers the collection routes of one replica; they share the replica's models and store."""
+
+    collections: CollectionsService
+    documents: DocumentsService
+    search: SearchService
+    reembed: ReembedService
+
+    @classmethod
+    def build(cls, embeddings: EmbeddingService, store: Store, jobs: ReembedJobs | None = None) -> CollectionServices:
+        """``store``: the store deployment's client, or a replica in this process. ``jobs``: where re-embedding
+        workers start (none: this service cannot re-embed)."""
+        collections = CollectionsService(embeddings, store)
+        search = SearchService(embeddings, collections, store)
+        return cls(collections, DocumentsService(embeddings, collections, store), search,
+                   ReembedService(embeddings, collections, search, store, jobs))
+
+
+def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices) -> None:
+    collections = services.collections
+    body_limit = service.config.server.max_request_bytes
+
+    async def observed_call(endpoint: str, name: str, request: Request, schema: type, method) -> Response:
+        """Parse the body into ``schema``, run ``method(name, parsed)``, record it under the collection's model."""
+        with Observed(service, endpoint, lambda: service.metrics_label(collections.model_of(name))):
+            parsed = await parsed_body(request, schema, body_limit)
+            async with cancelled_if_client_leaves(request):
+                return json_response(await method(name, parsed))
+
+    async def created_or_existing(endpoint: str, request: Request, schema: type, method, model_of) -> Response:
+        """Parse the body, run ``method(parsed) -> (description, created)``: 201 when something was made,
+        200 when it existed; recorded under ``model_of(parsed)`` (read after the call)."""
+        parsed = None
+        with Observed(service, endpoint, lambda: service.metrics_label(model_of(parsed) if parsed else None)):
+            parsed = await parsed_body(request, schema, body_limit)
+            description, created = await method(parsed)
+            return json_response(description, 201 if created else 200)
+
+    @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
+    async def list_collections() -> Response:
+        """Every collection with its schema and size."""
+        return json_response(await collections.list())
+
+    @app.post("/v1/collections", status_code=201, openapi_extra=request_body(CollectionConfig), responses={
+        **answers(responses.CollectionDescription, status=201, description="Created", errors={
+            **CALLER_ERRORS, 409: "A collection of that name exists with a different config", **RETRY_LATER}),
+        200: {"model": responses.CollectionDescription, "description": "It exists already, identical"}})
+    async def create_collection(request: Request) -> Response:
+        """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
+        return await created_or_existing("collections.create", request, CollectionConfig, collections.create,
+                                         lambda config: config.model)
+
+    @app.get("/v1/collections/{name}", responses=answers(responses.CollectionDescription))
+    async def get_collection(name: str) -> Response:
+        """One collection: schema, model, document count."""
+        return json_response(await collections.describe(name))
+
+    @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted, errors={
+        **CALLER_ERRORS, 409: "An alias reaches it: remove or repoint the alias first", **RETRY_LATER}))
+    async def drop_collection(name: str) -> Response:
+        """Drop a collection and its documents."""
+        model = collections.model_of(name)  # known before the drop forgets it
+        with Observed(service, "collections.drop", lambda: service.metrics_label(model)):
+            return json_response(await collections.drop(name))
+
+    @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted),
+              openapi_extra=request_body(DocumentsRequest))
+    async def upsert_documents(name: str, request: Request) -> Response:
+        """Embed and upsert documents by id; a batch with any invalid document is refused whole."""
+        return await observed_call("documents.upsert", name, request, DocumentsRequest, services.documents.upsert)
+
+    @app.get("/v1/collections/{name}/documents/{document_id}", responses=answers(responses.Document))
+    async def get_document(name: str, document_id: str) -> Response:
+        """One document by id."""
+        return json_response(await services.documents.get_document(name, document_id))
+
+    @app.delete("/v1/collections/{name}/documents", responses=answers(responses.DocumentsDeleted),
+                openapi_extra=request_body(DeleteDocumentsRequest))
+    async def delete_documents(name: str, request: Request) -> Response:
+        """Delete documents by id."""
+        return await observed_call("documents.delete", name, request, DeleteDocumentsRequest, services.documents.delete)
+
+    @app.post("/v1/collections/{name}/search", responses=answers(responses.SearchResults),
+              openapi_extra=request_body(SearchRequest))
+    async def search(name: str, request: Request) -> Response:
+        """Dense, BM25 or hybrid search, with an optional Milvus filter."""
+        return await observed_call("search", name, request, SearchRequest, services.search)
+
+    @app.post("/v1/collections/{name}/reembed", status_code=202, openapi_extra=request_body(ReembedRequest),
+              responses={**answers(responses.ReembedJob, status=202, description="Started", errors={
+                  **CALLER_ERRORS, 409: "A job of this alias is running, or one of another model was interrupted",
+                  **RETRY_LATER}),
+                  200: {"model": responses.ReembedJob, "description": "An interrupted job of this model: resumed"}})
+    async def reembed(name: str, request: Request) -> Response:
+        """Embed an alias's collection again with another served model into a new physical collection, following
+        the writes made meanwhile; once the evaluation gate passes, the alias moves there atomically. Answers
+        the job at once: `GET /v1/reembed/{id}` follows it."""
+        with Observed(service, "collections.reembed", lambda: service.metrics_label(collections.model_of(name))):
+            parsed = await parsed_body(request, ReembedRequest, body_limit)
+            job, started = await services.reembed.start(name, parsed)
+            return json_response(job, 202 if started else 200)
+
+    @app.get("/v1/collections/{name}/reembed", responses=answers(responses.ReembedJobList))
+    async def list_reembed_jobs(name: str) -> Response:
+        """The re-embedding jobs of an alias, oldest first (rollbacks included)."""
+        return json_response(await services.reembed.jobs_of(name))
+
+    @app.get("/v1/reembed/{job_id}", responses=answers(responses.ReembedJob))
+    async def get_reembed_job(job_id: str) -> Response:
+        """One re-embedding job: its state, progress, gate and bridge."""
+        return json_response(await services.reembed.job(job_id))
+
+    @app.post("/v1/collections/{name}/rollback", status_code=202,
+              openapi_extra=request_body(RollbackRequest, required=False), responses=answers(
+                  responses.ReembedJob, status=202, description="Started", errors={
+                      **CALLER_ERRORS, 409: "A job of this alias has not finished", **RETRY_LATER}))
+    async def rollback(name: str, request: Request) -> Response:
+        """Point the alias back at the collection its last re-embedding moved it from, after replaying the
+        writes made since into that collection (a job, followed like a re-embedding). The body may be left out."""
+        with Observed(service, "collections.rollback", lambda: service.metrics_label(collections.model_of(name))):
+            body = await read_body(request, body_limit)
+            parsed = parse_body(RollbackRequest, body) if body.strip() else RollbackRequest()
+            return json_response(await services.reembed.rollback(name, parsed), 202)
+
+    @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
+    async def list_aliases() -> Response:
+        """Every alias and the collection it reaches."""
+        return json_response(await collections.list_aliases())
+
+    @app.post("/v1/aliases", status_code=201, openapi_extra=request_body(AliasRequest), responses={
+        **answers(responses.Alias, status=201, description="Created", errors={
+            **CALLER_ERRORS, 409: "The name is a collection's, or the target is an alias", **RETRY_LATER}),
+        200: {"model": responses.Alias, "description": "It existed: repointed (atomically)"}})
+    async def point_alias(request: Request) -> Response:
+        """Create an alias, or repoint it: every collection route accepts the alias as a collection name."""
+        return await created_or_existing("aliases.point", request, AliasRequest, collections.point_alias,
+                                         lambda alias: collections.model_of(alias.name))
+
+    @app.delete("/v1/aliases/{name}", responses=answers(responses.AliasDeleted))
+    async def drop_alias(name: str) -> Response:
+        """Remove an alias; the collection it reached stays."""
+        return json_response(await collections.drop_alias(name))

@@ -1,0 +1,185 @@
+"""Documents on the serving replica: validated and embedded here, then written, read or deleted by the store.
+
+Text is embedded by this replica's own model runners (the same batching as ``/v1/embeddings``); only
+vectors and rows travel to the store deployment.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import numpy as np
+
+from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.runner import ItemErrors
+from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest
+from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store import CollectionMovedError
+from rayprism.deployments.store_client import Store
+from rayprism.platform.codecs.muvera import encode_documents
+from rayprism.platform.config import DENSE_FIELD, CollectionConfig
+from rayprism.platform.errors import InvalidInputError, NotFoundError
+from rayprism.platform.models.base import prompt_for_role
+from rayprism.platform.store.documents import (
+    DocumentProblem,
+    InvalidDocumentsError,
+    check_documents,
+    normalise_id,
+    validate_documents,
+)
+from rayprism.platform.store.tokens import TOKENS_KEY
+
+STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
+"""Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
+4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
+
+
+def _media_problem(config: CollectionConfig, index: int, error: InvalidInputError) -> DocumentProblem:
+    """A media error (about ``input[k]``) as the problem of the document at ``index``."""
+    return DocumentProblem(index, config.media_key, re.sub(r"^input\[\d+\]:? ", "", error.message))
+
+
+def _store_calls(rows: list[dict]) -> Iterator[list[dict]]:
+    """``rows`` in consecutive parts whose token vectors fit one store call (all of them at once without)."""
+    part: list[dict] = []
+    size = 0
+    for row in rows:
+        row_size = row[TOKENS_KEY].nbytes if TOKENS_KEY in row else 0
+        if part and size + row_size > STORE_CALL_MAX_TOKEN_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += row_size
+    if part:
+        yield part
+
+
+class DocumentsService:
+    """Upsert, read and delete a collection's documents, as ``/v1/collections/{name}/documents``."""
+
+    def __init__(self, embeddings: EmbeddingService, collections: CollectionsService, store: Store):
+        self._embeddings = embeddings
+        self._collections = collections
+        self._store = store
+
+    async def upsert(self, name: str, request: DocumentsRequest) -> dict:
+        """Write what changed: text documents stored with the same text and fields are left alone (a
+        re-run costs no embedding), documents with their own ``vector`` are not embedded. A media
+        document's item is embedded, not stored, so media documents are always written. A write whose
+        alias moved (a re-embedding's swap) before it reached the store is made again where it points now."""
+        self._embeddings.check_input_count(len(request.documents), "documents", "documents")
+        try:
+            return await self._upsert(name, request)
+        except CollectionMovedError:
+            return await self._upsert(name, request)
+
+    async def _upsert(self, name: str, request: DocumentsRequest) -> dict:
+        config = await self._collections.collection(name)
+        dimensions = self._embeddings.runner(config.model).encoder.dimensions
+        if config.media_key:  # media problems are listed together with the others
+            rows, problems = check_documents(config, request.documents, dimensions=dimensions)
+        else:  # a multi-vector document cannot bring its own vector: it has no token vectors
+            rows = validate_documents(config, request.documents, dimensions=None if config.multivector else dimensions)
+        with self._collections.forgotten_if_gone(config.name):
+            if config.media_key:
+                changed = rows
+                tokens = await self._embed_media(config, request.documents, rows, problems)
+            elif config.multivector:
+                changed = await self._changed(config, rows)
+                tokens = await self._embed_token_vectors(config, rows, changed) if changed else 0
+            else:
+                changed = await self._changed(config, rows)
+                to_embed = [row for row in changed if DENSE_FIELD not in row]
+                tokens = 0
+                if to_embed:
+                    embedded = await self._embeddings.embed_texts(config.model, [row[config.text_field] for row in to_embed], "document")
+                    for row, vector in zip(to_embed, embedded.vectors):
+                        row[DENSE_FIELD] = vector
+                    tokens = sum(embedded.token_counts)
+            count = 0
+            for part in _store_calls(changed):
+                count += await self._store.upsert(config.name, part, name)
+        return {"object": "documents.upserted", "collection": name, "upserted": count,
+                "unchanged": len(rows) - len(changed), "tokens": tokens}
+
+    async def _changed(self, config: CollectionConfig, rows: list[dict]) -> list[dict]:
+        """The rows that bring a vector of their own or differ from what the store holds."""
+        content = ["id", config.text_field, *config.fields]
+        stored = {row["id"]: row for row in await self._store.get(config.name, [row["id"] for row in rows], content)}
+        return [row for row in rows if DENSE_FIELD in row or stored.get(row["id"]) != {key: row[key] for key in content}]
+
+    async def _embed_token_vectors(self, config: CollectionConfig, rows: list[dict], changed: list[dict]) -> int:
+        """Token vectors and their MUVERA encoding for each changed row of a multi-vector collection; a
+        document whose text gives no token vector (only special tokens, such as [UNK]) is a problem."""
+        runner = self._embeddings.runner(config.model)
+        embedded = await runner.embed_tokens([row[config.text_field] for row in changed],
+                                             prompt_for_role(runner.encoder.prompts, "document"))
+        index_of = {row["id"]: index for index, row in enumerate(rows)}
+        empty = [DocumentProblem(index_of[row["id"]], config.text_field, "gives no token vectors (only special tokens)")
+                 for row, matrix in zip(changed, embedded.tokens) if not len(matrix)]
+        if empty:
+            raise InvalidDocumentsError(empty)
+        offsets = np.concatenate([[0], np.cumsum([len(matrix) for matrix in embedded.tokens])])
+        encodings = encode_documents(np.concatenate(embedded.tokens), offsets, self._collections.fde(config))
+        for row, matrix, encoding in zip(changed, embedded.tokens, encodings):
+            row[TOKENS_KEY], row[DENSE_FIELD] = matrix, encoding
+        return sum(embedded.token_counts)
+
+    async def _embed_media(self, config: CollectionConfig, documents: list, rows: list[dict],
+                           problems: list[DocumentProblem]) -> int:
+        """Vectors for the rows without one, from their documents' media items. The items of documents
+        without other problems are decoded; every problem is reported with its document's index, and
+        then nothing is written."""
+        runner = self._embeddings.runner(config.model)
+        invalid = {problem.index for problem in problems}
+        pending = [(index, row) for index, row in enumerate(rows) if DENSE_FIELD not in row and index not in invalid]
+        items = [documents[index][config.media_key] for index, _ in pending]
+        try:
+            items = await self._embeddings.media_inputs(items, config.modality)
+        except InvalidInputError as error:  # a URL that could not be fetched: param is input[k]
+            position = int(error.param.strip("input[]"))
+            problems = [*problems, _media_problem(config, pending[position][0], error)]
+            raise InvalidDocumentsError(sorted(problems, key=lambda problem: problem.index)) from None
+        embedded = await runner.embed_each(items, config.modality) if items else None
+        if isinstance(embedded, ItemErrors):
+            problems = [*problems, *(_media_problem(config, pending[position][0], error)
+                                     for position, error in embedded.errors.items())]
+        if problems:
+            raise InvalidDocumentsError(sorted(problems, key=lambda problem: problem.index))
+        if embedded is None:
+            return 0
+        for (_, row), vector in zip(pending, embedded.vectors):
+            row[DENSE_FIELD] = vector
+        return sum(embedded.token_counts)
+
+    async def delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
+        try:
+            return await self._delete(name, request)
+        except CollectionMovedError:
+            return await self._delete(name, request)
+
+    async def _delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
+        config = await self._collections.collection(name)
+        ids = []
+        for index, value in enumerate(request.ids):
+            try:
+                ids.append(normalise_id(config, value))
+            except ValueError as error:
+                raise InvalidInputError(f"ids[{index}] {error}", param=f"ids[{index}]") from None
+        with self._collections.forgotten_if_gone(config.name):
+            count = await self._store.delete(config.name, ids, name)
+        return {"object": "documents.deleted", "collection": name, "deleted": count}
+
+    async def get_document(self, name: str, document_id: str) -> dict:
+        config = await self._collections.collection(name)
+        try:
+            key = normalise_id(config, int(document_id) if config.id_type == "int64" else document_id)
+        except ValueError as error:
+            raise InvalidInputError(f"id {error}", param="id") from None
+        with self._collections.forgotten_if_gone(config.name):
+            found = await self._store.get(config.name, [key], ["id", config.text_field, *config.fields])
+        if not found:
+            raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
+        return {"object": "document", **found[0]}
+

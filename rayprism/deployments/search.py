@@ -1,0 +1,196 @@
+"""Search on the serving replica: the query embedded here (or mapped by a re-embedding's bridge), the
+store's hits, then an optional rerank stage that rescored them with a cross-encoder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.schemas import MediaQuery, SearchRequest
+from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store_client import Store
+from rayprism.platform.bridge import Bridge
+from rayprism.platform.codecs.muvera import encode_query
+from rayprism.platform.config import CollectionConfig
+from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.models.base import prompt_for_role
+from rayprism.platform.store.filters import check_filter
+from rayprism.platform.store.fusion import weighted
+from rayprism.platform.store.milvus import SearchQuery
+from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES
+
+MAX_BRIDGES = 8
+"""Re-embedding bridges a replica keeps (one per job that answered a search by its new model here)."""
+
+
+class SearchService:
+    """``await search(name, request)``: one collection's search, as ``POST /v1/collections/{name}/search``."""
+
+    def __init__(self, embeddings: EmbeddingService, collections: CollectionsService, store: Store):
+        self._embeddings = embeddings
+        self._collections = collections
+        self._store = store
+        self._bridges: dict[str, Bridge] = {}
+        """Re-embedding jobs' bridges by job id (a job fits its bridge once), fetched on first use."""
+
+    async def __call__(self, name: str, request: SearchRequest) -> dict:
+        started = time.perf_counter()
+        config = await self._collections.collection(name)
+        example = request.query if isinstance(request.query, MediaQuery) else None
+        default_mode = "multivector" if config.multivector else "hybrid" if config.bm25 and example is None else "dense"
+        mode = request.mode or default_mode
+        self._check_multivector_mode(config, mode)
+        if mode in ("hybrid", "sparse") and not config.bm25:
+            raise InvalidInputError(f"mode {mode!r} needs BM25, which collection {name!r} does not have", param="mode")
+        if mode != "dense" and example is not None:
+            raise InvalidInputError(f"a search by example is dense; mode {mode!r} needs text", param="mode")
+        self._check_query_modality(config, example, mode)
+        bridge = await self._search_bridge(name, config, request)
+        reranker = self._reranker(config, request)
+        readable = ["id", config.text_field, *config.fields]
+        output_fields = request.output_fields if request.output_fields is not None else readable[1:]
+        for field in output_fields:
+            if field not in readable:
+                raise InvalidInputError(f"output_fields: unknown field {field!r}; fields are {readable}", param="output_fields")
+        filter_expression = check_filter(request.filter, readable) if request.filter else ""
+        # hits the store answers: those the rerank stage rescores, or the answer itself
+        first_k = max(request.k, request.rerank.candidates) if reranker else request.k
+        default_candidates = config.multivector.candidates if mode == "multivector" else DEFAULT_CANDIDATES
+        candidates = request.candidates or max(default_candidates, first_k)
+        if candidates < first_k:
+            raise InvalidInputError(f"candidates ({candidates}) must be ≥ k ({request.k}) and rerank.candidates",
+                                    param="candidates")
+        dense_vector = sparse_hits = query_tokens = None
+        with self._collections.forgotten_if_gone(config.name):
+            if mode == "hybrid":  # BM25 runs in the store while this replica embeds the query
+                dense_vector, sparse_hits = await asyncio.gather(
+                    self._query_vector(config, request, bridge),
+                    self._store.sparse_hits(config.name, request.query, candidates, filter_expression),
+                )
+            elif mode == "dense":
+                dense_vector = await self._query_vector(config, request, bridge)
+            elif mode == "multivector":
+                query_tokens = await self._query_tokens(config, request.query)
+                dense_vector = encode_query(query_tokens, self._collections.fde(config))
+            query = SearchQuery(
+                mode=mode, k=first_k, dense_vector=dense_vector, query_tokens=query_tokens,
+                text=None if example else request.query,
+                metric=config.index.metric,
+                candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
+                output_fields=sorted({*output_fields, config.text_field}) if reranker else output_fields,
+                sparse_hits=sparse_hits,
+            )
+            results = await self._store.search(config.name, query)
+        if reranker is not None and results:
+            results = await self._reranked(reranker, config, request, results, output_fields)
+        self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
+        answer = {"object": "search.results", "collection": name, "mode": mode, "results": results}
+        if bridge is not None:
+            answer["bridge"] = {"job": bridge[0], "model": request.model, "method": bridge[1].method}
+        return answer
+
+    async def _search_bridge(self, name: str, config: CollectionConfig,
+                             request: SearchRequest) -> tuple[str, Bridge] | None:
+        """(job id, bridge) when the search asks for a model other than the collection's: the model a
+        re-embedding of the collection moves it to, whose bridge maps that model's query vectors into the
+        collection's space. Any other model is refused, saying which ones the collection can be searched by."""
+        model = request.model
+        if model is None or model == config.model:
+            return None
+        self._embeddings.runner(model)  # 404 unless the service serves it
+        reached = f" (reached by {name!r})" if name != config.name else ""
+        if isinstance(request.query, MediaQuery):
+            raise InvalidInputError(f"model {model!r}: a search by example is embedded by the collection's own "
+                                    f"model ({config.model!r})", param="model")
+        job_id = await self._store.reembed_bridge(config.name, model)
+        if job_id is None:
+            raise InvalidInputError(
+                f"collection {config.name!r}{reached} is embedded by model {config.model!r}; a query embedded by "
+                f"{model!r} can search it only while a re-embedding moves it to {model!r} (its bridge maps the "
+                f"query), and none does now: leave model out, or set it to {config.model!r}", param="model")
+        bridge = self._bridges.get(job_id)
+        if bridge is None:
+            saved = await self._store.reembed_bridge_matrix(job_id)
+            bridge = Bridge(np.asarray(saved["matrix"], dtype=np.float32), saved["method"])
+            if len(self._bridges) >= MAX_BRIDGES:
+                self._bridges.pop(next(iter(self._bridges)))
+            self._bridges[job_id] = bridge
+        return job_id, bridge
+
+    async def _query_vector(self, config: CollectionConfig, request: SearchRequest,
+                            bridge: tuple[str, Bridge] | None) -> np.ndarray:
+        """The query's vector in the collection's space: embedded by its model, or by the re-embedding's new
+        model (``request.model``) and mapped by that job's bridge."""
+        if bridge is None:
+            return await self._embed_query(config, request.query)
+        embedded = await self._embeddings.embed_texts(request.model, [request.query], "query")
+        return bridge[1].apply(embedded.vectors)[0]
+
+    def _reranker(self, config: CollectionConfig, request: SearchRequest):
+        """The runner of the search's rerank stage, if it has one: a reranker reads the query and stored text."""
+        if request.rerank is None:
+            return None
+        if config.modality != "text" or not isinstance(request.query, str):
+            raise InvalidInputError("rerank scores a text query against stored text: it needs a text collection "
+                                    "and a text query", param="rerank")
+        return self._embeddings.runner(request.rerank.model, "reranker")
+
+    @staticmethod
+    async def _reranked(reranker, config: CollectionConfig, request: SearchRequest, hits: list[dict],
+                        output_fields: list[str]) -> list[dict]:
+        """The k best of ``hits`` by the reranker's score (or, its ``weight`` below 1, by that score fused
+        with the first one), each keeping its first score as ``retrieval_score``."""
+        texts = [hit["fields"][config.text_field] for hit in hits]
+        rescored = await reranker.rerank(request.query, texts)
+        weight = request.rerank.weight
+        if weight == 1:
+            best = [(index, float(rescored.scores[index])) for index in rescored.best_first(request.k)]
+        else:
+            routes = [list(enumerate(rescored.scores.tolist())), [(index, hit["score"]) for index, hit in enumerate(hits)]]
+            best = weighted(routes, [weight, 1 - weight])[: request.k]
+        reranked = []
+        for index, score in best:
+            hit = hits[index]
+            fields = {name: value for name, value in hit["fields"].items() if name in output_fields}
+            reranked.append({"id": hit["id"], "score": score, "fields": fields, "retrieval_score": hit["score"],
+                             "rerank_score": float(rescored.scores[index])})
+        return reranked
+
+    async def _embed_query(self, config: CollectionConfig, query: str | MediaQuery):
+        if isinstance(query, MediaQuery):  # search by example: the item, as documents are embedded
+            runner = self._embeddings.runner(config.model)
+            items = await self._embeddings.media_inputs([query.item], query.modality)
+            return (await runner.embed(items, query.modality)).vectors[0]
+        return (await self._embeddings.embed_texts(config.model, [query], "query")).vectors[0]
+
+    async def _query_tokens(self, config: CollectionConfig, query: str) -> np.ndarray:
+        runner = self._embeddings.runner(config.model)
+        tokens = (await runner.embed_tokens([query], prompt_for_role(runner.encoder.prompts, "query"))).tokens[0]
+        if not len(tokens):
+            raise InvalidInputError("query gives no token vectors (only special tokens)", param="query")
+        return tokens
+
+    @staticmethod
+    def _check_multivector_mode(config: CollectionConfig, mode: str) -> None:
+        """Mode multivector needs a multi-vector collection, whose dense field (MUVERA encodings) only it reads."""
+        if mode == "multivector" and config.multivector is None:
+            raise InvalidInputError(f"mode 'multivector' needs a collection made with the multivector option; "
+                                    f"collection {config.name!r} has none", param="mode")
+        if config.multivector is not None and mode in ("dense", "hybrid"):
+            raise InvalidInputError(f"collection {config.name!r} is multivector: its dense field holds MUVERA "
+                                    f"encodings, searched with mode multivector (or sparse), not {mode}", param="mode")
+
+    def _check_query_modality(self, config: CollectionConfig, example: MediaQuery | None, mode: str) -> None:
+        """Text queries need a model that embeds text (a CLIP model does: cross-modal search); an example
+        must be of the collection's own modality."""
+        modalities = self._embeddings.runner(config.model).encoder.modalities
+        if example is not None and example.modality != config.modality:
+            raise InvalidInputError(f"collection {config.name!r} holds {config.modality}; search it with text or "
+                                    f"an {config.modality} example, not {example.modality}", param="query")
+        if example is None and mode != "sparse" and "text" not in modalities:
+            raise InvalidInputError(f"model {config.model!r} embeds no text: search collection {config.name!r} by "
+                                    f"example ({{\"{config.modality}\": \"data:...\"}}) or with mode sparse",
+                                    param="query")

@@ -1,0 +1,170 @@
+"""The store's side of re-embedding: job records, change logs, bridges, and the write freeze and swap.
+
+What must be single for a re-embedding (the lock a swap takes against writes, the change logs, the job
+records) lives in the store process, beside the writes it follows. :class:`ReembedLedger` is mixed into
+:class:`~rayprism.deployments.store.StoreReplica` so its methods are the store deployment's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from rayprism.platform.config import is_lite_uri
+from rayprism.platform.errors import ConflictError, NotFoundError
+from rayprism.platform.gates import SharedExclusiveGate
+from rayprism.platform.store.changes import ChangeLogs, JobRecords
+
+
+class SwapLock(SharedExclusiveGate):
+    """Writes hold it together; the swap at the end of a re-embedding holds it alone, so it sees every
+    write either wholly before it (written and logged) or wholly after (reaching the new collection)."""
+
+    write = SharedExclusiveGate.shared
+    swap = SharedExclusiveGate.exclusive
+
+
+def reembed_directory(uri: str) -> Path:
+    """Where a store keeps its re-embedding jobs and change logs: beside a Lite file, else ``./data/reembed``."""
+    return Path(f"{uri}.reembed") if is_lite_uri(uri) else Path("data", "reembed").resolve()
+
+
+class ReembedLedger:
+    """Re-embedding jobs as the store keeps them; the host (the store replica) provides ``_aliases()``,
+    ``_physical(name)`` and ``_job(job_id)``'s records through :meth:`_open_ledger`."""
+
+    def _open_ledger(self, uri: str) -> None:
+        """Open the job records and change logs kept for the store at ``uri``."""
+        self._swap_lock = SwapLock()
+        self._frozen: dict[str, tuple[asyncio.Event, float]] = {}
+        """Sources whose writes wait while a job replays its last writes: collection → (thawed, until)."""
+        directory = reembed_directory(uri)
+        self._changes = ChangeLogs(directory)
+        self._jobs = JobRecords(directory)
+        self._bridges: dict[tuple[str, str], str] = {
+            (job["source"], job["model"]): job["id"] for job in self._jobs.all()
+            if job["state"] == "running" and job["direction"] == "forward" and job.get("bridge")}
+        """(source collection, new model) → the running job whose bridge answers that model's searches there."""
+
+    async def _thawed(self, name: str) -> None:
+        """Wait while a job replays the last writes of ``name`` before its swap (at most until the freeze
+        ends by itself: a worker that died frozen holds no write for long)."""
+        frozen = self._frozen.get(self._physical(name))
+        if frozen is not None:
+            thawed, until = frozen
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(thawed.wait(), max(0.0, until - time.monotonic()))
+
+    async def reembed_begin(self, record: dict) -> dict:
+        """Record a new job and open the change log of its source, with no write in flight: every
+        write after this is logged, every write before it is in what the job will read."""
+        def work() -> dict:
+            with self._swap_lock.swap():
+                running = [job["id"] for job in self._jobs.all()
+                           if job["alias"] == record["alias"] and job["state"] == "running"]
+                if running:
+                    raise ConflictError(f"{record['alias']!r} is being re-embedded already (job {running[0]})")
+                if not self._changes.is_open(record["source"]):  # a rollback replays the log its swap opened
+                    self._changes.open(record["source"])
+                start = 0 if record["direction"] == "rollback" else self._changes.position(record["source"])
+                return self._jobs.put({**record, "changes_start": start, "changes_applied": start})
+
+        return await asyncio.to_thread(work)
+
+    def _job(self, job_id: str) -> dict:
+        """A job's record, or a 404. Methods share this rather than call :meth:`reembed_job`: under Serve a
+        public method answers a caller's mistake as a value, not an exception (:func:`answering_caller_mistakes`)."""
+        record = self._jobs.get(job_id)
+        if record is None:
+            raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
+        return record
+
+    async def reembed_job(self, job_id: str) -> dict:
+        record = await asyncio.to_thread(self._job, job_id)
+        return {**record, "changes_pending": self._changes.position(record["source"]) - record["changes_applied"]
+                if record["state"] == "running" else 0}
+
+    async def reembed_jobs(self) -> list[dict]:
+        return await asyncio.to_thread(self._jobs.all)
+
+    async def reembed_update(self, job_id: str, fields: dict) -> dict:
+        """Merge ``fields`` into the job's record (its progress, its result)."""
+        def work() -> dict:
+            record = self._jobs.put({**self._job(job_id), **fields, "updated": time.time()})
+            if record["state"] != "running":
+                self._bridge_ends(record)
+            return record
+
+        return await asyncio.to_thread(work)
+
+    def _bridge_ends(self, record: dict) -> None:
+        if self._bridges.get((record["source"], record["model"])) == record["id"]:
+            del self._bridges[(record["source"], record["model"])]
+
+    async def reembed_bridge_put(self, job_id: str, matrix: Any, fit_ids: list, quality: dict) -> dict:
+        """Keep a forward job's bridge; from now until the job ends, searches of its source by its
+        model go through it. ``quality`` goes into the job's record (``bridge``)."""
+        def work() -> dict:
+            record = self._job(job_id)
+            self._jobs.put_bridge(job_id, matrix, fit_ids)
+            record = self._jobs.put({**record, "bridge": quality, "updated": time.time()})
+            if record["state"] == "running":
+                self._bridges[(record["source"], record["model"])] = job_id
+            return record
+
+        return await asyncio.to_thread(work)
+
+    async def reembed_bridge(self, collection: str, model: str) -> str | None:
+        """The job whose bridge answers searches of the collection ``collection`` reaches by ``model``
+        (a re-embedding of it to that model, not swapped yet), or None."""
+        physical = await asyncio.to_thread(self._physical, collection)
+        return self._bridges.get((physical, model))
+
+    async def reembed_bridge_matrix(self, job_id: str) -> dict:
+        """A job's bridge: ``matrix`` (new dimensions × old), ``method`` and the ``fit_ids`` it was fitted on."""
+        record = await asyncio.to_thread(self._job, job_id)
+        saved = await asyncio.to_thread(self._jobs.bridge, job_id)
+        if saved is None or not record.get("bridge"):
+            raise NotFoundError(f"re-embedding job {job_id!r} has no bridge")
+        return {"matrix": saved[0], "fit_ids": saved[1], "method": record["bridge"]["method"]}
+
+    async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
+        """Ids written to the job's source after the first ``position`` writes of its log (up to ``limit``)."""
+        record = await asyncio.to_thread(self._job, job_id)
+        return await asyncio.to_thread(self._changes.since, record["source"], position, limit)
+
+    async def reembed_freeze(self, job_id: str, seconds: float) -> None:
+        """Hold new writes to the job's source back for at most ``seconds``, so that its last replay
+        ends (writes under way still land and are logged: the swap's check stays what decides)."""
+        record = await asyncio.to_thread(self._job, job_id)
+        self._frozen[record["source"]] = (asyncio.Event(), time.monotonic() + seconds)
+
+    async def reembed_thaw(self, job_id: str) -> None:
+        record = await asyncio.to_thread(self._job, job_id)
+        frozen = self._frozen.pop(record["source"], None)
+        if frozen is not None:
+            frozen[0].set()
+
+    async def reembed_swap(self, job_id: str, position: int) -> bool:
+        """Point the job's alias at its target, atomically, if the job has replayed every write of its
+        source's log (``position``); False (nothing done) if writes came since. A forward job's target
+        then gets a log of its own, which a rollback replays into the old collection."""
+        def work() -> bool:
+            with self._swap_lock.swap():
+                record = self._job(job_id)
+                if self._changes.position(record["source"]) > position:
+                    return False
+                self._aliases().point(record["alias"], record["target"])
+                self._changes.close(record["source"])
+                if record["direction"] == "forward":
+                    self._changes.open(record["target"])
+                self._jobs.put({**record, "state": "done", "phase": "swapped", "changes_applied": position,
+                                "updated": time.time()})
+                self._bridge_ends(record)
+                return True
+
+        return await asyncio.to_thread(work)
+
