@@ -20,7 +20,6 @@ with the bi-encoder's metrics (:mod:`rayprism.trainers.evaluation`).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from rayprism.platform.errors import ConfigError
+from rayprism.platform.threads import quiet_tokenizers
 from rayprism.trainers.model import in_input_order
 from rayprism.trainers.worker import TrainerState, Worker
 
@@ -97,7 +97,7 @@ class TrainableCrossEncoder:
 
     def __init__(self, path: str, *, device: str = "cpu", trust_remote_code: bool = False,
                  forward_batch_size: int = 32, gradient_checkpointing: bool = False):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_tokenizers()
         from sentence_transformers import CrossEncoder
 
         from rayprism.platform.models.cross_encoder import CrossEncoderScorer

@@ -12,12 +12,13 @@ query is not padded to the longest document of the batch.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from rayprism.platform.threads import quiet_tokenizers
 
 Layer = int | None
 """A transformer layer whose pooled output is wanted (1-based); None: the model's own output."""
@@ -83,7 +84,7 @@ class TrainableModel:
     def __init__(self, path: str, *, device: str = "cpu", trust_remote_code: bool = False,
                  max_query_tokens: int = 64, max_document_tokens: int | None = None, forward_batch_size: int = 32,
                  gradient_checkpointing: bool = False):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_tokenizers()
         from sentence_transformers import SentenceTransformer
 
         from rayprism.platform.models.base import prompt_for_role

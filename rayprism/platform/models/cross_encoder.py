@@ -9,7 +9,6 @@ any number of requests.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Prepared
 from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
 from rayprism.platform.models.torch_inference import inference
+from rayprism.platform.threads import quiet_tokenizers
 
 
 class CrossEncoderScorer:
@@ -29,7 +29,7 @@ class CrossEncoderScorer:
         import torch
         from sentence_transformers import CrossEncoder
 
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its pool would fight torch's threads
+        quiet_tokenizers()
         model = CrossEncoder(path, device=device, trust_remote_code=trust_remote_code,
                              model_kwargs={"dtype": getattr(torch, dtype)})
         model.eval()

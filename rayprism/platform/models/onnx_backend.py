@@ -18,7 +18,6 @@ models:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -28,6 +27,7 @@ from rayprism.platform.config.base import StrictModel
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.text_inputs import TextPreStage, padded
+from rayprism.platform.threads import quiet_tokenizers
 
 if TYPE_CHECKING:
     from rayprism.platform.config.models import ModelConfig
@@ -69,7 +69,7 @@ def _read_json(path: Path) -> dict:
 class OnnxTextEncoder(TextPreStage):
     def __init__(self, directory: Path, graph: Path, *, max_input_tokens: int | None, forward_batch_size: int,
                  threads: int | None):
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_tokenizers()
         import onnxruntime
         from tokenizers import Tokenizer
 

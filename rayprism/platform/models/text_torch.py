@@ -10,7 +10,6 @@ compute on padding.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.text_inputs import TextPreStage, own_rust_tokenizer, padded
 from rayprism.platform.models.torch_inference import inference
+from rayprism.platform.threads import quiet_tokenizers
 
 
 class SentenceTransformerEncoder(TextPreStage):
@@ -32,9 +32,7 @@ class SentenceTransformerEncoder(TextPreStage):
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ):
-        # The Rust tokenizer's thread pool would fight torch's threads for the same cores
-        # (measured: 32-sentence requests served at 0.67x instead of 0.86x of bare encode).
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_tokenizers()
         import torch
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
