@@ -9,7 +9,7 @@ import pytest
 
 from rayprism.numba_kernels import mask_from_columns
 from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, compile_filter, filter_mask
-from rayprism.platform.store.filter_grammar import MAX_NESTING
+from rayprism.platform.store.filters import MAX_NESTING
 
 FIELDS = {"name": "varchar", "size": "int64", "ratio": "double", "flag": "bool", "meta": "json"}
 ROWS = [

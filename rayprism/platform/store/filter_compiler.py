@@ -31,7 +31,7 @@ import numpy as np
 
 from rayprism.numba_kernels import Cmp, ColumnArrays, FilterProgram, Op, mask_from_columns
 from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.store.filter_grammar import (
+from rayprism.platform.store.filters import (
     BOOLEANS,
     INT64,
     MAX_NESTING,
