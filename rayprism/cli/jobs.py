@@ -14,7 +14,7 @@ from rayprism.cli.common import VERBOSE_OPTION, app, fail
 from rayprism.platform.errors import RayprismError
 
 if TYPE_CHECKING:
-    from rayprism.jobs.embed import UnitDone
+    from rayprism.jobs.records import UnitReport
 
 LINE_EVERY_S = 10.0
 """Away from a terminal (a log file, `rayprism submit`), `rayprism embed` prints its progress at most this often."""
@@ -29,7 +29,7 @@ class UnitTally:
     rows: int = 0
     errors: int = 0
 
-    def add(self, done: UnitDone) -> None:
+    def add(self, done: UnitReport) -> None:
         self.units += 1
         self.rows += done.rows
         self.errors += done.errors
@@ -68,7 +68,7 @@ class EmbedProgress:
         if self._bar is not None:
             self._bar.stop()
 
-    def unit_done(self, done: UnitDone) -> None:
+    def unit_done(self, done: UnitReport) -> None:
         self.tally.add(done)
         now = time.monotonic()
         if self._bar is not None:

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,9 +27,10 @@ from rayprism.jobs.readers import (
     read_unit,
     write_manifest,
 )
+from rayprism.jobs.records import UnitReport, WorkerSetup
 from rayprism.jobs.state import JobState
 from rayprism.platform.codecs.quantize import calibrate_int8, ranges_from_json, ranges_to_json
-from rayprism.platform.config import CollectionConfig, JobConfig
+from rayprism.platform.config import CollectionConfig, JobConfig, JobModelConfig
 from rayprism.platform.config.jobs import MEDIA_FORMATS
 from rayprism.platform.errors import ConfigError, RayprismError, unwrap
 from rayprism.platform.files import write_atomically
@@ -142,17 +143,14 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
     inputs = _calibration_inputs(job, job_plan.units, job.int8_calibration_rows)
 
     @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus)
-    def calibrate(model: dict, inputs: list, modality: str) -> np.ndarray:
+    def calibrate(model: JobModelConfig, inputs: list, modality: str) -> np.ndarray:
         from rayprism.jobs.worker import prepare_inputs
-        from rayprism.platform.config import JobModelConfig
         from rayprism.platform.models.registry import load_encoder
 
-        config = JobModelConfig.model_validate(model)
-        encoder = load_encoder(config)
-        return calibrate_int8(encoder.encode(prepare_inputs(encoder, inputs, modality, config.prompt_name)[0]))
+        encoder = load_encoder(model)
+        return calibrate_int8(encoder.encode(prepare_inputs(encoder, inputs, modality, model.prompt_name)[0]))
 
-    model = encoder_config(job).model_dump()
-    ranges = ray.get(calibrate.remote(model, inputs, job.input.resolved_modality()))
+    ranges = ray.get(calibrate.remote(encoder_config(job), inputs, job.input.resolved_modality()))
     write_atomically(job_plan.state.int8_ranges_path, ranges_to_json(ranges))
     return ranges
 
@@ -171,16 +169,6 @@ def _check_collection(job: JobConfig, collection: CollectionConfig) -> None:
 class JobFailedError(RayprismError):
     """A unit could not be finished: a bad row with ``on_error: fail``, the store refused, or the
     encoder workers kept dying."""
-
-
-@dataclass(frozen=True)
-class UnitDone:
-    """One unit a worker has finished, as it reported it: what the command's progress counts."""
-
-    unit: str
-    rows: int
-    errors: int
-    seconds: float
 
 
 WORKER_DEATHS_TOLERATED = 3
@@ -215,7 +203,7 @@ def quiet_ray_data() -> None:
             logger.removeHandler(handler)
 
 
-def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitDone], None] | None = None) -> JobSummary:
+def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitReport], None] | None = None) -> JobSummary:
     """Run the unfinished units on the Ray this process is connected to; ``on_unit`` hears of each
     unit as it finishes. The counts returned are read back from the state directory, so a unit that
     finished just before a worker died is counted once, as it was written."""
@@ -226,11 +214,8 @@ def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitDone], None] | None = N
     sink, collection = _open_sink(job)
     collection_count = None
     try:
-        worker_arguments = {
-            "job": job.model_dump(mode="json"), "state_dir": str(state.directory),
-            "int8_ranges": int8_ranges(job_plan), "collection": collection, "sink": sink,
-        }
-        worker_deaths = _embed_units(job_plan, worker_arguments, on_unit or (lambda done: None))
+        setup = WorkerSetup(job, str(state.directory), int8_ranges(job_plan), collection, sink)
+        worker_deaths = _embed_units(job_plan, setup, on_unit or (lambda report: None))
     finally:
         if sink is not None:
             collection_count = ray.get(sink.close.remote())
@@ -249,7 +234,7 @@ def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitDone], None] | None = N
     )
 
 
-def _open_sink(job: JobConfig):
+def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
     """The actor that writes the job's collection and the collection's config (both None without one);
     a collection the job's rows do not fit is refused here, before any unit runs."""
     import ray
@@ -259,19 +244,19 @@ def _open_sink(job: JobConfig):
     output = job.output
     if output.collection is None:
         return None, None
-    spec = None if isinstance(output.collection, str) else output.collection.model_dump(mode="json")
+    spec = None if isinstance(output.collection, str) else output.collection
     sink_class, target = (ServiceSink, output.service_url) if output.service_url else (MilvusSink, output.store_uri)
     sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
     try:
         collection = ray.get(sink.open.remote())
-        _check_collection(job, CollectionConfig.model_validate(collection))
+        _check_collection(job, collection)
     except Exception as error:
         ray.kill(sink)
         raise unwrap(error) or error from None
     return sink, collection
 
 
-def _embed_units(job_plan: JobPlan, worker_arguments: dict, on_unit: Callable[[UnitDone], None]) -> int:
+def _embed_units(job_plan: JobPlan, setup: WorkerSetup, on_unit: Callable[[UnitReport], None]) -> int:
     """Stream the unfinished units through the encoder actors; returns how many were lost on the way.
     Ray does not restart them (see :func:`_unit_dataset`): a death ends the dataset, and the units the
     state directory does not record as finished run again on fresh actors."""
@@ -280,7 +265,7 @@ def _embed_units(job_plan: JobPlan, worker_arguments: dict, on_unit: Callable[[U
     todo, deaths = job_plan.todo, 0
     while todo:
         try:
-            for row in _unit_dataset(job_plan.job, todo, worker_arguments).iter_rows():
+            for row in _unit_dataset(todo, setup).iter_rows():
                 on_unit(_unit_done(row))
             return deaths
         except ray.exceptions.RayActorError as error:  # died, or unreachable: either way not restarted
@@ -295,8 +280,8 @@ def _embed_units(job_plan: JobPlan, worker_arguments: dict, on_unit: Callable[[U
     return deaths
 
 
-def _unit_dataset(job: JobConfig, units: list[Unit], worker_arguments: dict):
-    """One row per unit, mapped by an autoscaling pool of :class:`UnitWorker` actors into one summary row
+def _unit_dataset(units: list[Unit], setup: WorkerSetup):
+    """One row per unit, mapped by an autoscaling pool of :class:`UnitWorker` actors into one report row
     per unit. The actors run with ``max_restarts=0``: Ray Data hands them their constructor arguments (its
     own map function and context, whatever the job passes) as object-store references, and for such a
     restartable actor Ray logs an ERROR line on every job, since its restart fails once those objects are
@@ -310,7 +295,7 @@ def _unit_dataset(job: JobConfig, units: list[Unit], worker_arguments: dict):
 
     from rayprism.jobs.worker import UnitWorker
 
-    compute = job.compute
+    compute = setup.job.compute
     dataset = ray.data.from_items([unit.to_dict() for unit in units], override_num_blocks=len(units))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
@@ -320,14 +305,14 @@ def _unit_dataset(job: JobConfig, units: list[Unit], worker_arguments: dict):
             compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
             num_cpus=compute.num_cpus,
             num_gpus=compute.num_gpus,
-            fn_constructor_kwargs=worker_arguments,
+            fn_constructor_args=(setup,),
             max_restarts=0,
         )
 
 
-def _unit_done(row: dict) -> UnitDone:
-    """A worker's summary row as a record; a unit that had to stop the job (``on_error: fail``) stops it here."""
-    if row["failure"]:
-        raise JobFailedError(str(row["failure"]))
-    return UnitDone(unit=str(row["unit"]), rows=int(row["rows"]), errors=int(row["errors"]),
-                    seconds=float(row["seconds"]))
+def _unit_done(row: dict) -> UnitReport:
+    """A worker's report row as a record; a unit that had to stop the job (``on_error: fail``) stops it here."""
+    report = UnitReport.from_row(row)
+    if report.failure:
+        raise JobFailedError(report.failure)
+    return report

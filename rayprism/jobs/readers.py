@@ -38,7 +38,14 @@ class Unit:
         return f"{Path(self.path).stem}-{digest}-{self.start:010d}"
 
     def to_dict(self) -> dict:
+        """The unit as a Ray Data row; :meth:`from_batch` reads such rows back."""
         return asdict(self)
+
+    @classmethod
+    def from_batch(cls, batch: dict) -> list[Unit]:
+        """The units of a batch of :meth:`to_dict` rows, which Ray Data hands over as columns."""
+        return [cls(str(path), int(start), int(stop))
+                for path, start, stop in zip(batch["path"], batch["start"], batch["stop"])]
 
 
 @dataclass(frozen=True)

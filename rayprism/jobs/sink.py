@@ -14,22 +14,22 @@ from rayprism.platform.store.milvus import MilvusStore
 
 
 class MilvusSink:
-    def __init__(self, uri: str, name: str, spec: dict | None, model: str):
+    def __init__(self, uri: str, name: str, spec: CollectionConfig | None, model: str):
         self._arguments = (uri, name, spec, model)
         self._ensured = False
 
-    def open(self) -> dict:
+    def open(self) -> CollectionConfig:
         """Open the store and settle the collection's config (returned). ``spec`` None (the job named
         only the collection): adopt the existing collection's schema, or create one with no metadata
         fields; a full spec must match what exists. Errors surface here, as the job's own."""
         uri, name, spec, model = self._arguments
         self._store = MilvusStore(uri)
         if spec is not None:
-            self.collection = CollectionConfig.model_validate(spec)
+            self.collection = spec
         else:
             existing = self._store.config_of(name) if self._store.exists(name) else None
             self.collection = existing or CollectionConfig(name=name, model=model)
-        return self.collection.model_dump(mode="json")
+        return self.collection
 
     def upsert(self, rows: list[dict]) -> int:
         """Created (or checked) on the first write, when the vectors tell their dimension."""
@@ -52,16 +52,16 @@ class ServiceSink:
     """Upserts into a running service's collection through its documents API, each document with
     its ``vector``: the service stores without embedding again, and searches see the rows at once."""
 
-    def __init__(self, url: str, name: str, spec: dict | None, model: str):
+    def __init__(self, url: str, name: str, spec: CollectionConfig | None, model: str):
         self._arguments = (url, name, spec, model)
 
-    def open(self) -> dict:
+    def open(self) -> CollectionConfig:
         """The service's collection (created from ``spec`` if missing; an existing one must match it and
         be embedded by the job's model)."""
         url, name, spec, model = self._arguments
         self._client = Client(url)
-        if spec is not None:
-            self._client.request("POST", "/v1/collections", spec)  # 201 new, 200 identical, 409 different
+        if spec is not None:  # 201 new, 200 identical, 409 different
+            self._client.request("POST", "/v1/collections", spec.model_dump(mode="json"))
         try:
             description = self._client.collection(name)
         except ServiceError as error:
@@ -74,7 +74,7 @@ class ServiceSink:
                               f"this job's model is {model!r}: its vectors would not match")
         self.collection = CollectionConfig.model_validate(
             {key: value for key, value in description.items() if key in CollectionConfig.model_fields})
-        return self.collection.model_dump(mode="json")
+        return self.collection
 
     def upsert(self, rows: list[dict]) -> int:
         documents = [{**{key: value for key, value in row.items() if key != DENSE_FIELD},

@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayprism.jobs.readers import Unit, read_unit
+from rayprism.jobs.records import UnitReport, WorkerSetup
 from rayprism.jobs.state import JobState
 from rayprism.platform.codecs import build_codecs
-from rayprism.platform.config import DENSE_FIELD, CollectionConfig, JobConfig
+from rayprism.platform.config import DENSE_FIELD, CollectionConfig, JobConfig, JobModelConfig
 from rayprism.platform.errors import InvalidInputError, RayprismError
 from rayprism.platform.files import write_atomically
 from rayprism.platform.models.base import Encoder, Modality, Prepared
@@ -57,7 +58,7 @@ class UnitRows:
                 setattr(self, name, [value for position, value in enumerate(values) if position not in positions])
 
 
-def encoder_config(job: JobConfig):
+def encoder_config(job: JobConfig) -> JobModelConfig:
     """The serving model spec with the job's forward batch size and thread count."""
     compute = job.compute
     batching = job.model.batching.model_copy(update={"forward_batch_size": compute.batch_size})
@@ -161,22 +162,21 @@ def parquet_bytes(job: JobConfig, rows: UnitRows, codec_columns: dict[str, np.nd
 
 
 class UnitWorker:
-    """Ray Data actor: called with a batch of unit descriptions, returns one summary row per unit."""
+    """Ray Data actor: called with a batch of unit descriptions, returns one report row per unit."""
 
-    def __init__(self, job: dict, state_dir: str, int8_ranges: np.ndarray | None, collection: dict | None, sink=None):
-        self.job = JobConfig.model_validate(job)
-        self.state = JobState(state_dir)
-        self.collection = CollectionConfig.model_validate(collection) if collection else None
-        self.sink = sink
+    def __init__(self, setup: WorkerSetup):
+        self.job = setup.job
+        self.state = JobState(setup.state_dir)
+        self.collection = setup.collection
+        self.sink = setup.sink
         self.encoder = load_encoder(encoder_config(self.job))
-        self.codecs = build_codecs(self.job.codecs, dimensions=self.encoder.dimensions, int8_ranges=int8_ranges)
+        self.codecs = build_codecs(self.job.codecs, dimensions=self.encoder.dimensions, int8_ranges=setup.int8_ranges)
         self.parquet_dir = Path(self.job.output.parquet) if self.job.output.parquet else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        summaries = [self.process(Unit(str(p), int(a), int(b))) for p, a, b in zip(batch["path"], batch["start"], batch["stop"])]
-        return {key: np.array([summary[key] for summary in summaries]) for key in summaries[0]}
+        return UnitReport.columns([self.process(unit) for unit in Unit.from_batch(batch)])
 
-    def process(self, unit: Unit) -> dict:
+    def process(self, unit: Unit) -> UnitReport:
         """Finish the unit; a failure the job should stop on is returned, not raised (Ray's
         wrappers would bury it), and the unit stays unfinished."""
         import ray
@@ -189,7 +189,7 @@ class UnitWorker:
             rows.errors.extend(_error(self.job, unit, rows.rows[position], rows.ids[position], reason)
                                for position, reason in refused.items())
         except RowError as error:
-            return {"unit": unit.id, "rows": 0, "errors": 0, "seconds": 0.0, "failure": error.message}
+            return UnitReport(unit.id, failure=error.message)
         rows.drop(set(refused))
         vectors = np.zeros((0, self.encoder.dimensions), dtype=np.float32)
         if prepared:
@@ -202,5 +202,4 @@ class UnitWorker:
                 row[DENSE_FIELD] = vector
             ray.get(self.sink.upsert.remote(rows.collection_rows))
         self.state.mark_done(unit.id, len(rows.ids), rows.errors)
-        return {"unit": unit.id, "rows": len(rows.ids), "errors": len(rows.errors),
-                "seconds": time.perf_counter() - started, "failure": ""}
+        return UnitReport(unit.id, len(rows.ids), len(rows.errors), time.perf_counter() - started)

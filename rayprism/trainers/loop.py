@@ -20,18 +20,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayprism.trainers.worker import MODEL_DIR, OPTIMIZER_FILE, STATE_FILE, RunPlan, TrainerState, Worker
+from rayprism.trainers.worker import (
+    LOOP_INPUTS,
+    MODEL_DIR,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    LoopInputs,
+    TrainerState,
+    Worker,
+)
 
 
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import torch
 
-    from rayprism.platform.config import TrainConfig
-
-    job = TrainConfig.model_validate(config["job"])
-    plan = RunPlan(**config["plan"])
-    progress = config.get("progress")
+    inputs: LoopInputs = config[LOOP_INPUTS]
+    job, plan, progress, evaluation = inputs.job, inputs.plan, inputs.progress, inputs.evaluation
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(job.threads)
@@ -54,7 +59,6 @@ def train_loop_per_worker(config: dict) -> None:
     worker.say(f"worker group of {size} started (attempt {state.attempts}) at step {state.step} of "
                f"{plan.total_steps}" + (f", from {checkpoint.path}" if checkpoint is not None else ""))
 
-    evaluation = config.get("evaluation")
     if evaluation is not None and job.evaluation.at_start and state.step == 0 and not state.evaluations:
         worker.evaluate(state, evaluation, epoch=0)
         worker.report(state, with_checkpoint=False)

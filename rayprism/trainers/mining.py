@@ -16,11 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from rayprism.platform.vectors import normalised
+
+if TYPE_CHECKING:
+    from rayprism.platform.config import ModelConfig
+    from rayprism.platform.models.base import Prepared
 
 
 def select_negatives(query_vectors: np.ndarray, corpus_vectors: np.ndarray, positive_rows: np.ndarray, *,
@@ -87,18 +91,17 @@ class _EmbedActor:
     """Ray Data actor: the service's Encoder for the base model, one batch of texts at a time, each
     with its role's prompt (queries and documents may take different prompts)."""
 
-    def __init__(self, model: dict):
-        from rayprism.platform.config import ModelConfig
+    def __init__(self, model: ModelConfig):
         from rayprism.platform.models.base import prompt_for_role
         from rayprism.platform.models.registry import load_encoder
 
-        self._encoder = load_encoder(ModelConfig.model_validate(model))
+        self._encoder = load_encoder(model)
         self._prompts = {role: prompt_for_role(self._encoder.prompts, role) for role in ("query", "document")}
 
     def __call__(self, batch: dict) -> dict:
-        from rayprism.platform.models.base import Prepared
+        from rayprism.platform.models.text_torch import TokenIds, truncated
 
-        prepared: list[Prepared] = [None] * len(batch["text"])
+        prepared: list[Prepared[TokenIds]] = [None] * len(batch["text"])
         for role in ("query", "document"):
             rows = [i for i, value in enumerate(batch["role"]) if value == role]
             if not rows:
@@ -106,8 +109,7 @@ class _EmbedActor:
             limit = int(batch["max_tokens"][rows[0]])
             items = self._encoder.prepare([batch["text"][i] for i in rows], "text", self._prompts[role])
             for row, item in zip(rows, items):
-                ids, prompt_length = item.payload
-                prepared[row] = Prepared((ids[:limit], prompt_length), min(item.n_tokens, limit))
+                prepared[row] = truncated(item, limit)
         return {"index": batch["index"], "vector": list(self._encoder.encode(prepared))}
 
 
@@ -127,13 +129,12 @@ def embed_texts(groups: Sequence[tuple[str, Sequence[str], int]], *, source: str
             rows.append({"index": len(rows), "role": role, "text": text, "max_tokens": max_tokens})
     blocks = max(workers * 4, len(rows) // (batch_size * 16) or 1)
     dataset = ray.data.from_items(rows, override_num_blocks=min(blocks, max(1, len(rows))))
-    settings = model.model_dump()
 
     class EmbedActor(_EmbedActor):
-        # the settings travel with the class, not as constructor arguments in the object store
+        # the model travels with the class, not as a constructor argument in the object store
         # (which Ray warns an actor that may restart could lose)
         def __init__(self):
-            super().__init__(settings)
+            super().__init__(model)
 
     dataset = dataset.map_batches(
         EmbedActor, batch_size=batch_size * 8, num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0,

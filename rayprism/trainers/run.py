@@ -34,7 +34,7 @@ from rayprism.trainers.evaluation import score_rankings, top_k
 from rayprism.trainers.export import ModelCard, export_model
 from rayprism.trainers.loop import train_loop_per_worker
 from rayprism.trainers.mining import cached_vectors, embed_texts, fingerprint, select_negatives
-from rayprism.trainers.worker import MODEL_DIR, STATE_FILE, RunPlan, TrainerState
+from rayprism.trainers.worker import LOOP_INPUTS, MODEL_DIR, STATE_FILE, LoopInputs, RunPlan, TrainerState
 
 
 class TrainingFailedError(RayprismError):
@@ -139,10 +139,8 @@ def execute(config: TrainConfig, *, echo: Callable[[str], None] = print) -> Trai
     progress = ray.remote(num_cpus=0)(ProgressLog).remote()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "job": config.model_dump(mode="json"), "plan": plan.__dict__, "progress": progress,
-            "evaluation": ray.put(evaluation) if evaluation is not None else None,
-        },
+        train_loop_config={LOOP_INPUTS: LoopInputs(
+            config, plan, progress, ray.put(evaluation) if evaluation is not None else None)},
         scaling_config=ScalingConfig(num_workers=compute.num_workers, use_gpu=compute.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

@@ -14,7 +14,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rayprism.platform.config import TrainConfig
 
 MODEL_DIR = "model"
 STATE_FILE = "trainer_state.json"
@@ -45,6 +48,22 @@ class RunPlan:
         return cls(model_path, pairs, per_worker, steps_per_epoch, epochs, total, negatives_per_query, base_model)
 
 
+@dataclass(frozen=True)
+class LoopInputs:
+    """What the driver hands every worker: ``train_loop_config[LOOP_INPUTS]`` (Ray Train takes a dict,
+    and pickles what it holds, so the records travel as they are)."""
+
+    job: TrainConfig
+    plan: RunPlan
+    progress: Any
+    """The driver's :class:`~rayprism.trainers.progress.ProgressLog` actor, where progress lines go."""
+    evaluation: Any
+    """An object ref of the evaluation data; None when the run does not evaluate."""
+
+
+LOOP_INPUTS = "inputs"
+
+
 @dataclass
 class TrainerState:
     """Saved with every checkpoint: where training stands and what it measured."""
@@ -72,7 +91,7 @@ class Worker:
     subclass loads its model (:meth:`load`), wraps its forward module (:meth:`prepare`), and defines
     :meth:`step` and :meth:`evaluate`; the optimizer, schedule, checkpoints and progress lines are here."""
 
-    def __init__(self, job, plan: RunPlan, rank: int, size: int, source: str, progress):
+    def __init__(self, job: TrainConfig, plan: RunPlan, rank: int, size: int, source: str, progress):
         import ray.train.torch
 
         self.job, self.plan, self.rank, self.size, self.progress = job, plan, rank, size, progress

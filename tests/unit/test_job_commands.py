@@ -10,14 +10,14 @@ from typer.testing import CliRunner
 from rayprism.cli import app
 from rayprism.cli import jobs as job_commands
 from rayprism.cli.jobs import EmbedProgress, UnitTally
-from rayprism.jobs.embed import UnitDone
+from rayprism.jobs.records import UnitReport
 from rayprism.jobs.submit import SHIPPED_JOB_PREFIX, shipped_job_file
 from rayprism.platform.config import load_job_config
 from rayprism.platform.errors import ConfigError
 
 runner = CliRunner()
-UNITS = [UnitDone("a", rows=50, errors=0, seconds=1.0), UnitDone("b", rows=49, errors=1, seconds=1.0),
-         UnitDone("c", rows=21, errors=0, seconds=0.5)]
+UNITS = [UnitReport("a", rows=50, errors=0, seconds=1.0), UnitReport("b", rows=49, errors=1, seconds=1.0),
+         UnitReport("c", rows=21, errors=0, seconds=0.5)]
 
 
 def test_the_tally_counts_what_the_workers_report():

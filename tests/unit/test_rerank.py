@@ -64,8 +64,8 @@ def test_pairs_are_cut_at_the_models_limit_as_the_tokenizer_cuts_them(tiny_reran
     tokenizer = reference.tokenizer
     for item, document in zip(prepared, DOCUMENTS):
         expected = tokenizer(QUERY, document, truncation=True, max_length=reference.max_seq_length)
-        assert item.payload[0] == expected["input_ids"]
-        assert item.payload[1] == expected["token_type_ids"]
+        assert item.payload.ids == expected["input_ids"]
+        assert item.payload.type_ids == expected["token_type_ids"]
     assert max(item.n_tokens for item in prepared) == reference.max_seq_length == 64
 
 

@@ -11,7 +11,7 @@ for every clip); for text, its token count.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,7 +24,16 @@ _ROBERTA_POSITION_OFFSET = 2
 """CLAP's RoBERTa text tower numbers positions after the padding index: two table rows are not positions."""
 
 
-class ClapAudioTower(Tower):
+class ClapFeatures(NamedTuple):
+    """A clip as CLAP's audio tower takes it."""
+
+    features: np.ndarray
+    """The feature extractor's ``input_features`` for the clip."""
+    is_longer: bool
+    """The extractor's ``is_longer``: the clip outlasts the tower's window."""
+
+
+class ClapAudioTower(Tower[ClapFeatures]):
     def __init__(self, embed: Any, extractor: Any, *, patches: int, max_seconds: float, runtime: TorchRuntime):
         """``embed(input_features=..., is_longer=...)`` returns the projected audio embeddings."""
         super().__init__(runtime)
@@ -33,17 +42,18 @@ class ClapAudioTower(Tower):
         self._max_seconds = min(max_seconds, extractor.nb_max_samples / extractor.sampling_rate)
         self.max_input_tokens = patches
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any) -> Prepared[ClapFeatures]:
         rate = self._extractor.sampling_rate
         samples = decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds)
         features = self._extractor(samples, sampling_rate=rate, return_tensors="np")
-        return Prepared((features["input_features"][0], bool(features["is_longer"][0][0])), self.max_input_tokens)
+        return Prepared(ClapFeatures(features["input_features"][0], bool(features["is_longer"][0][0])),
+                        self.max_input_tokens)
 
-    def forward(self, payloads: list[tuple[np.ndarray, bool]]) -> Any:
+    def forward(self, payloads: list[ClapFeatures]) -> Any:
         import torch
 
-        features = torch.from_numpy(np.stack([features for features, _ in payloads])).to(self._device, self._dtype)
-        is_longer = torch.tensor([[longer] for _, longer in payloads], device=self._device)
+        features = torch.from_numpy(np.stack([clip.features for clip in payloads])).to(self._device, self._dtype)
+        is_longer = torch.tensor([[clip.is_longer] for clip in payloads], device=self._device)
         return self._embed(input_features=features, is_longer=is_longer)
 
 

@@ -21,7 +21,9 @@ from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder, masked_mean
 
 
-class Wav2Vec2Tower(Tower):
+class Wav2Vec2Tower(Tower[np.ndarray]):
+    """Payload: the feature extractor's ``input_values`` for the clip (float32)."""
+
     def __init__(self, model: Any, extractor: Any, *, max_seconds: float, runtime: TorchRuntime):
         super().__init__(runtime)
         self._model = model
@@ -40,7 +42,7 @@ class Wav2Vec2Tower(Tower):
             samples = (samples - kernel) // stride + 1
         return samples
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any) -> Prepared[np.ndarray]:
         rate = self._extractor.sampling_rate
         samples = decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds)
         if samples.size < self._min_samples:

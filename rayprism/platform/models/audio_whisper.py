@@ -16,7 +16,7 @@ full window whatever its length, and that is what a forward pass spends.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +35,16 @@ def trim_silence(samples: np.ndarray, threshold: float = SILENCE_THRESHOLD) -> n
     return samples[loud[0] : loud[-1] + 1] if loud.size else samples[:0]
 
 
-class WhisperTower(Tower):
+class WhisperFeatures(NamedTuple):
+    """A clip as Whisper's encoder takes it."""
+
+    features: np.ndarray
+    """The feature extractor's log-mel ``input_features``, the clip padded to Whisper's window."""
+    frames: int
+    """Encoder frames the clip fills: the mean pools these, not the padding's."""
+
+
+class WhisperTower(Tower[WhisperFeatures]):
     def __init__(self, encoder: Any, extractor: Any, *, max_seconds: float, runtime: TorchRuntime):
         super().__init__(runtime)
         self._encoder = encoder
@@ -45,7 +54,7 @@ class WhisperTower(Tower):
         window_seconds = extractor.n_samples / extractor.sampling_rate
         self._max_seconds = min(max_seconds, window_seconds)
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any) -> Prepared[WhisperFeatures]:
         rate = self._extractor.sampling_rate
         samples = trim_silence(decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds))
         if not samples.size:
@@ -53,13 +62,13 @@ class WhisperTower(Tower):
                                     param=f"input[{index}]")
         features = self._extractor(samples, sampling_rate=rate, return_tensors="np")["input_features"][0]
         frames = min(math.ceil(samples.size / self._samples_per_frame), self.max_input_tokens)
-        return Prepared((features, frames), self.max_input_tokens)
+        return Prepared(WhisperFeatures(features, frames), self.max_input_tokens)
 
-    def forward(self, payloads: list[tuple[np.ndarray, int]]) -> Any:
+    def forward(self, payloads: list[WhisperFeatures]) -> Any:
         import torch
 
-        features = torch.from_numpy(np.stack([features for features, _ in payloads])).to(self._device, self._dtype)
-        frames = torch.tensor([frames for _, frames in payloads])
+        features = torch.from_numpy(np.stack([clip.features for clip in payloads])).to(self._device, self._dtype)
+        frames = torch.tensor([clip.frames for clip in payloads])
         return masked_mean(self._encoder(input_features=features).last_hidden_state, frames)
 
 

@@ -16,7 +16,7 @@ over decoded pixels or waveforms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Generic, Literal, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -36,11 +36,15 @@ _PROMPTS_BY_ROLE: dict[str, tuple[str, ...]] = {"query": ("query",), "document":
 """Prompt names a role takes, first present wins: sentence-transformers' ``encode_query``/``encode_document``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """One input after the pre stage: what the core stage consumes and what it costs."""
+P = TypeVar("P")
 
-    payload: Any
+
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[P]):
+    """One input after the pre stage: what the core stage consumes and what it costs. The payload's type is
+    its backend's own (token ids, pixels, features...); only the backend that made it reads it."""
+
+    payload: P
     n_tokens: int
 
 

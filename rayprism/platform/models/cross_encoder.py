@@ -9,7 +9,7 @@ any number of requests.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -18,6 +18,14 @@ from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Prepared
 from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
 from rayprism.platform.models.torch_inference import inference
 from rayprism.platform.threads import quiet_tokenizers
+
+
+class PairIds(NamedTuple):
+    """A (query, document) pair as the scorer's forward pass takes it: one sequence of both."""
+
+    ids: list[int]
+    type_ids: list[int]
+    """Each id's segment: 0 for the query's, 1 for the document's (for models that read segments)."""
 
 
 class CrossEncoderScorer:
@@ -70,7 +78,7 @@ class CrossEncoderScorer:
     def warmup(self) -> None:
         self.score(self.prepare_pairs("warm up", ["a document"]))
 
-    def prepare_pairs(self, query: str, documents: Sequence[str]) -> list[Prepared]:
+    def prepare_pairs(self, query: str, documents: Sequence[str]) -> list[Prepared[PairIds]]:
         if not query.strip():
             raise InvalidInputError("query is empty or only whitespace", param="query")
         if not documents:
@@ -86,9 +94,9 @@ class CrossEncoderScorer:
             features = self._tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True,
                                        max_length=self.max_input_tokens, return_token_type_ids=True)
             encoded = list(zip(features["input_ids"], features["token_type_ids"]))
-        return [Prepared((ids, type_ids), len(ids)) for ids, type_ids in encoded]
+        return [Prepared(PairIds(ids, type_ids), len(ids)) for ids, type_ids in encoded]
 
-    def score(self, items: Sequence[Prepared]) -> np.ndarray:
+    def score(self, items: Sequence[Prepared[PairIds]]) -> np.ndarray:
         scores = np.empty(len(items), dtype=np.float32)
         with inference(self._torch, self._torch_threads):
             for rows, features in self.forward_passes(items):
@@ -98,15 +106,15 @@ class CrossEncoderScorer:
                 scores[rows] = output.cpu().numpy()
         return scores
 
-    def forward_passes(self, items: Sequence[Prepared]) -> list[tuple[list[int], dict]]:
+    def forward_passes(self, items: Sequence[Prepared[PairIds]]) -> list[tuple[list[int], dict]]:
         """Length-sorted forward passes of ``forward_batch_size`` pairs: each pass's rows of ``items``
         and its model inputs (tensors on the device)."""
         order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
         passes = []
         for start in range(0, len(order), self.forward_batch_size):
             rows = order[start:start + self.forward_batch_size]
-            ids = [items[i].payload[0] for i in rows]
-            type_ids = [items[i].payload[1] for i in rows] if self._with_token_types else None
+            ids = [items[i].payload.ids for i in rows]
+            type_ids = [items[i].payload.type_ids for i in rows] if self._with_token_types else None
             arrays = padded(ids, self._pad_id, pad_left=self._pad_left, token_types=self._with_token_types,
                             type_ids=type_ids)
             passes.append((rows, {name: self._torch.from_numpy(array).to(self.device) for name, array in arrays.items()}))

@@ -20,7 +20,9 @@ from rayprism.platform.models.text_tower import projected_text_tower
 from rayprism.platform.models.towers import InputLimits, ModelLocation, TorchRuntime, Tower, TowerEncoder
 
 
-class ImageTower(Tower):
+class ImageTower(Tower[np.ndarray]):
+    """Payload: the image's pixel values, as the model's processor makes them."""
+
     def __init__(self, embed: Any, processor: Any, *, patches: int, max_pixels: int, runtime: TorchRuntime):
         """``embed(pixel_values=...)`` returns the projected image embeddings."""
         super().__init__(runtime)
@@ -29,7 +31,7 @@ class ImageTower(Tower):
         self._max_pixels = max_pixels
         self.max_input_tokens = patches
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any) -> Prepared[np.ndarray]:
         image = decode_image(item, index, max_pixels=self._max_pixels)
         pixels = self._processor(images=[image], return_tensors="np")["pixel_values"][0]
         return Prepared(pixels, self.max_input_tokens)

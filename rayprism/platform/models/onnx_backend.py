@@ -105,13 +105,13 @@ class OnnxTextEncoder(TextPreStage):
         self.vocab_size = self._tokenizer.get_vocab_size()
         self.forward_batch_size = forward_batch_size
 
-    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared]:
+    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared[list[int]]]:
         return [Prepared(encoding.ids, len(encoding.ids)) for encoding in self._tokenizer.encode_batch(texts)]
 
-    def _prepare_token_ids(self, ids: list[int]) -> Prepared:
+    def _prepare_token_ids(self, ids: list[int]) -> Prepared[list[int]]:
         return Prepared(ids, len(ids))
 
-    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+    def encode(self, items: Sequence[Prepared[list[int]]]) -> np.ndarray:
         vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
         order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
         for start in range(0, len(order), self.forward_batch_size):

@@ -10,7 +10,7 @@ compute on padding.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -18,6 +18,20 @@ from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.text_inputs import TextPreStage, own_rust_tokenizer, padded
 from rayprism.platform.models.torch_inference import inference
 from rayprism.platform.threads import quiet_tokenizers
+
+
+class TokenIds(NamedTuple):
+    """A text as this encoder's forward pass takes it."""
+
+    ids: list[int]
+    prompt_length: int
+    """Leading ids that are the prompt, which the model's pooling leaves out; 0 where it pools them all."""
+
+
+def truncated(item: Prepared[TokenIds], max_tokens: int) -> Prepared[TokenIds]:
+    """``item`` with its first ``max_tokens`` ids only: a limit lower than the model's (a role's, in training)."""
+    ids, prompt_length = item.payload.ids[:max_tokens], item.payload.prompt_length
+    return Prepared(TokenIds(ids, prompt_length), min(item.n_tokens, max_tokens))
 
 
 class SentenceTransformerEncoder(TextPreStage):
@@ -66,13 +80,13 @@ class SentenceTransformerEncoder(TextPreStage):
         self.forward_batch_size = forward_batch_size
         self.device = device
 
-    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared]:
+    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared[TokenIds]]:
         prompt_length = self._prompt_length(prompt) if prompt and self._pooling_skips_prompt else 0
         if self._rust_tokenizer is not None:
             encoded = [encoding.ids for encoding in self._rust_tokenizer.encode_batch(texts)]
         else:
             encoded = self._tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]
-        return [Prepared((ids, prompt_length), len(ids)) for ids in encoded]
+        return [Prepared(TokenIds(ids, prompt_length), len(ids)) for ids in encoded]
 
     def _prompt_length(self, prompt: str) -> int:
         """Tokens of the prompt without a trailing special token, as sentence-transformers counts them
@@ -82,10 +96,10 @@ class SentenceTransformerEncoder(TextPreStage):
             self._prompt_lengths[prompt] = len(ids) - (ids[-1] in self._tokenizer.all_special_ids)
         return self._prompt_lengths[prompt]
 
-    def _prepare_token_ids(self, ids: list[int]) -> Prepared:
-        return Prepared((ids, 0), len(ids))
+    def _prepare_token_ids(self, ids: list[int]) -> Prepared[TokenIds]:
+        return Prepared(TokenIds(ids, 0), len(ids))
 
-    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+    def encode(self, items: Sequence[Prepared[TokenIds]]) -> np.ndarray:
         vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
 
         def read(group: list[int], output: dict) -> None:
@@ -94,7 +108,7 @@ class SentenceTransformerEncoder(TextPreStage):
         self._forward(items, read)
         return vectors
 
-    def encode_tokens(self, items: Sequence[Prepared]) -> list[np.ndarray]:
+    def encode_tokens(self, items: Sequence[Prepared[TokenIds]]) -> list[np.ndarray]:
         """Each input's token vectors, float32[t, token_dimensions] at unit length: the model's output
         before pooling (``token_embeddings``, as ``SentenceTransformer.encode`` gives it), without
         padding and special tokens ([CLS], [SEP], [UNK], ...), which carry no term of the text."""
@@ -111,25 +125,25 @@ class SentenceTransformerEncoder(TextPreStage):
         self._forward(items, read)
         return matrices
 
-    def _forward(self, items: Sequence[Prepared], read: Callable[[list[int], dict], None]) -> None:
+    def _forward(self, items: Sequence[Prepared[TokenIds]], read: Callable[[list[int], dict], None]) -> None:
         """The model over ``items`` in length-sorted forward passes; ``read(positions, output)`` takes
         each pass's output (the features of every module) for the items at those positions."""
         # Longest first; where pooling skips the prompt, one forward pass holds one prompt length.
-        order = sorted(range(len(items)), key=lambda i: (items[i].payload[1], -items[i].n_tokens))
+        order = sorted(range(len(items)), key=lambda i: (items[i].payload.prompt_length, -items[i].n_tokens))
         with inference(self._torch, self._torch_threads):
             for group in self._forward_groups(order, items):
-                features = self._pad([items[i].payload[0] for i in group])
-                prompt_length = items[group[0]].payload[1]
+                features = self._pad([items[i].payload.ids for i in group])
+                prompt_length = items[group[0]].payload.prompt_length
                 if prompt_length:
                     features["prompt_length"] = prompt_length
                 read(group, self._model.forward(features))
 
-    def _forward_groups(self, order: list[int], items: Sequence[Prepared]) -> list[list[int]]:
+    def _forward_groups(self, order: list[int], items: Sequence[Prepared[TokenIds]]) -> list[list[int]]:
         groups: list[list[int]] = []
         for index in order:
             group = groups[-1] if groups else None
             if (group is None or len(group) == self.forward_batch_size
-                    or items[group[0]].payload[1] != items[index].payload[1]):
+                    or items[group[0]].payload.prompt_length != items[index].payload.prompt_length):
                 groups.append([index])
             else:
                 group.append(index)

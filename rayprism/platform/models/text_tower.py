@@ -14,7 +14,9 @@ from rayprism.platform.models.base import Prepared
 from rayprism.platform.models.towers import InputLimits, TorchRuntime, Tower
 
 
-class TextTower(Tower):
+class TextTower(Tower[list[int]]):
+    """Payload: the text's token ids."""
+
     def __init__(
         self,
         embed: Callable[..., Any],
@@ -38,7 +40,7 @@ class TextTower(Tower):
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_input_tokens = max_tokens
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any) -> Prepared[list[int]]:
         if not isinstance(item, str):
             raise InvalidInputError(f"input[{index}] is of type {type(item).__name__}; text inputs are strings",
                                     param=f"input[{index}]")

@@ -15,12 +15,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Generic, Mapping, Sequence
 
 import numpy as np
 
 from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.models.base import Modality, Prepared, check_prompt_name
+from rayprism.platform.models.base import Modality, P, Prepared, check_prompt_name
 from rayprism.platform.models.torch_inference import inference
 
 
@@ -64,9 +64,9 @@ class ModelLocation:
         return loader.from_pretrained(self.source, subfolder=self.subfolder, **kwargs)
 
 
-class Tower:
+class Tower(Generic[P]):
     """One modality of a model: its pre stage (``prepare``) and its forward pass (``forward``), run where
-    and in the precision its runtime says."""
+    and in the precision its runtime says. ``P`` is its payload: what the one becomes and the other takes."""
 
     max_input_tokens: int
     """The largest cost (``Prepared.n_tokens``) one input can have."""
@@ -75,21 +75,23 @@ class Tower:
         self._device = runtime.device
         self._dtype = runtime.torch_dtype
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any) -> Prepared[P]:
         """Decode and preprocess ``inputs[index]``; raise InvalidInputError naming it if it is bad."""
         raise NotImplementedError
 
-    def forward(self, payloads: list[Any]) -> Any:
+    def forward(self, payloads: list[P]) -> Any:
         """Embeddings (a torch tensor, one row per payload) for payloads of one forward pass."""
         raise NotImplementedError
 
-    def batch_key(self, payload: Any) -> int:
+    def batch_key(self, payload: P) -> int:
         """Payloads with different keys never share a forward pass (for models that cannot mask padding)."""
         return 0
 
 
 @dataclass(frozen=True, slots=True)
 class _Routed:
+    """A tower encoder's payload: its tower's, with the modality that picks the tower."""
+
     modality: str
     data: Any
 
@@ -109,7 +111,8 @@ class TowerEncoder:
         self.dimensions = dimensions
         self.max_input_tokens = max(tower.max_input_tokens for tower in self._towers.values())
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
+                ) -> list[Prepared[_Routed]]:
         tower = self._towers.get(modality)
         if tower is None:
             raise InvalidInputError(f"this model embeds {' and '.join(sorted(self.modalities))}, not {modality}",
@@ -123,7 +126,7 @@ class TowerEncoder:
         prepared = (tower.prepare(index, item) for index, item in enumerate(inputs))
         return [Prepared(_Routed(modality, item.payload), item.n_tokens) for item in prepared]
 
-    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+    def encode(self, items: Sequence[Prepared[_Routed]]) -> np.ndarray:
         vectors = np.empty((len(items), self.dimensions), dtype=np.float32)
         with inference(self._torch, self._runtime.torch_threads):
             for group in self._forward_groups(items):
@@ -133,7 +136,7 @@ class TowerEncoder:
                 vectors[group] = output.cpu().numpy()
         return vectors
 
-    def _forward_groups(self, items: Sequence[Prepared]) -> list[list[int]]:
+    def _forward_groups(self, items: Sequence[Prepared[_Routed]]) -> list[list[int]]:
         """Indices of each forward pass: one modality and batch key per pass, costliest first."""
 
         def key(i: int) -> tuple:

@@ -69,7 +69,8 @@ class VllmEncoder:
     def warmup(self) -> None:
         self.encode(self.prepare(["warm up"]))
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
+                ) -> list[Prepared[list[int]]]:
         if modality != "text":
             raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
         if not inputs:
@@ -93,14 +94,14 @@ class VllmEncoder:
             prepared.append(Prepared(ids, len(ids)))
         return prepared
 
-    def _token_ids(self, index: int, ids: list) -> Prepared:
+    def _token_ids(self, index: int, ids: list) -> Prepared[list[int]]:
         if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.vocab_size for t in ids):
             raise InvalidInputError(f"input[{index}] must be a non-empty list of token ids in [0, {self.vocab_size})",
                                     param=f"input[{index}]")
         ids = ids[: self.max_input_tokens]
         return Prepared(ids, len(ids))
 
-    def encode(self, items: Sequence[Prepared]) -> np.ndarray:
+    def encode(self, items: Sequence[Prepared[list[int]]]) -> np.ndarray:
         from vllm.inputs import TokensPrompt
 
         outputs = self._llm.embed([TokensPrompt(prompt_token_ids=item.payload) for item in items], use_tqdm=False)

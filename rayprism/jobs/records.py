@@ -1,0 +1,48 @@
+"""The records a batch job's driver and its encoder actors (:class:`~rayprism.jobs.worker.UnitWorker`)
+exchange: typed on both sides, and light to import, so planning a job does not load the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from rayprism.platform.config import CollectionConfig, JobConfig
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every encoder actor of a job is built from, handed to it whole (Ray pickles it)."""
+
+    job: JobConfig
+    state_dir: str
+    int8_ranges: np.ndarray | None
+    collection: CollectionConfig | None
+    """The collection the job writes, as its sink settled it; None without one."""
+    sink: Any = None
+    """The sink actor's handle, with a collection."""
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    """What a worker reports of one unit: what it finished, or why the job must stop (``failure``).
+    Ray Data carries reports as rows of columns; :meth:`columns` and :meth:`from_row` are that crossing."""
+
+    unit: str
+    rows: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    failure: str = ""
+
+    @staticmethod
+    def columns(reports: list[UnitReport]) -> dict[str, np.ndarray]:
+        return {name: np.array([getattr(report, name) for report in reports]) for name in _REPORT_FIELDS}
+
+    @classmethod
+    def from_row(cls, row: dict) -> UnitReport:
+        return cls(unit=str(row["unit"]), rows=int(row["rows"]), errors=int(row["errors"]),
+                   seconds=float(row["seconds"]), failure=str(row["failure"]))
+
+
+_REPORT_FIELDS = tuple(report_field.name for report_field in fields(UnitReport))
