@@ -111,6 +111,8 @@ def test_the_embedded_text_fits_the_models_limit_with_context_and_special_tokens
         totals = [_tokens(tokenizer, piece.embed_text, special=True) for piece in pieces]
         assert max(totals) <= 128
         assert sum(totals) / len(totals) > 64  # the budget is used, not thrown away
+    untitled = chunker.split(_long_plain_text())  # no context: the piece alone must fit
+    assert max(_tokens(tokenizer, piece.embed_text, special=True) for piece in untitled) <= 128
 
 
 def test_overlap_is_about_overlap_tokens(minilm_tokenizer):

@@ -120,11 +120,12 @@ class Chunker:
         if not text.strip():
             return [Piece(0, "", 0, 0, contexts[()])]
         capacity = self.config.max_tokens
-        if self.model_max_tokens is None:
-            spans = self._spans(text, markdown, capacity)
-        else:
+        if self.model_max_tokens is not None:
             context_tokens = max(self._context_tokens(context) for context in contexts.values())
             capacity = min(capacity, self.model_max_tokens - self.n_special_tokens - context_tokens)
+        if self.model_max_tokens is None or not any(contexts.values()):  # a piece alone fits by construction
+            spans = self._spans(text, markdown, capacity)
+        else:
             while True:  # once for tokenizers whose counts add up (WordPiece, byte-level BPE)
                 spans = self._spans(text, markdown, capacity)
                 excess = self._excess_tokens(spans, sections, contexts)
