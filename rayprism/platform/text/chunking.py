@@ -33,6 +33,8 @@ from pydantic import Field, model_validator
 
 from rayprism.platform.config.base import StrictModel
 
+__all__ = ["Chunker", "ChunkingConfig", "Piece"]
+
 CONTEXT_SEPARATOR = " > "
 """Between the title and the section headings of a piece's context."""
 EMBED_SEPARATOR = "\n\n"

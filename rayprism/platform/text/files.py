@@ -24,10 +24,10 @@ What is read, and how:
 Ids are the file's path relative to the argument it was found through (a folder, a glob's fixed
 prefix, a file's own folder), in POSIX form, or relative to ``root`` when one is given: the same
 folder read from another machine gives the same ids. Hidden files and folders (a name starting with
-".") are not entered, and in a folder, files of other types are left out silently. A file that cannot
-be read, a file named explicitly whose type is not supported, an argument that names nothing, or two
-files that would share one id: each is a :class:`FileProblem` (path and a one-line reason), and the
-rest is read.
+".") are not entered, and files of other types in a folder or among a glob's matches are left out
+silently. A file that cannot be read, a file named explicitly whose type is not supported, an
+argument that names nothing, or two files that would share one id: each is a :class:`FileProblem`
+(path and a one-line reason), and the rest is read.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
+
+__all__ = ["FileDocument", "FileFormat", "FileProblem", "SourceFile", "content_hash", "find_files",
+           "read_documents", "read_file"]
 
 FileFormat = Literal["markdown", "text", "html", "pdf"]
 
