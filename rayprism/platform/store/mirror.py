@@ -26,9 +26,10 @@ from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupp
 from rayprism.platform.store.flushing import FlushGate
 from rayprism.platform.store.layout import Layout
 from rayprism.platform.store.mirror_memory import DenseTierMemory, MirrorMemory, TokenMemory
-from rayprism.platform.store.routes import Bm25Route, DenseRoute, Hits, RowTable
+from rayprism.platform.store.routes import Bm25Route, DenseRoute, RowTable
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY, TokenRoute
+from rayprism.platform.store.vocabulary import Hits
 
 logger = logging.getLogger(__name__)
 
