@@ -1,11 +1,13 @@
 """Response bodies of the HTTP API: each shape defined once, as a TypedDict that handlers build their
-bodies with and from which pydantic derives ``/openapi.json`` and ``/docs``.
+bodies with and from which pydantic derives ``/openapi.json`` and ``/docs`` (and so the API fuzzer's
+check that every answer fits it).
 
-A TypedDict builds a plain dict, which orjson serialises as fast as a dict literal: building and
-serialising an embeddings answer of 32 × 384 floats costs the same through these types as through a
-literal, 35% more through pydantic models made with ``model_construct``, 13 times as much through
-validated ones. A key a body may leave out is ``NotRequired``; one typed ``T | None`` is always there,
-null at times. Extra keys are allowed, as in OpenAI's own schema.
+A TypedDict makes a plain dict, which orjson serialises as fast as any: building and serialising an
+embeddings answer of 32 × 384 floats through pydantic models costs 35% more made with
+``model_construct``, 13 times as much validated. Calling a TypedDict costs 0.25 µs more than a dict
+literal, so the items of the two long lists (an embeddings answer's ``data``, a search's ``results``)
+are literals annotated with their type instead. A key a body may leave out is ``NotRequired``; one typed
+``T | None`` is always there, null at times. Extra keys are allowed, as in OpenAI's own schema.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ class SearchService:
             found = await self._store.search(config.name, query)
         if reranker is not None and found:
             results = await self._reranked(reranker, config, request, found, output_fields)
-        else:
-            results = [Hit(id=doc_id, score=score, fields=fields)
+        else:  # typed literals: see responses.py
+            results = [{"id": doc_id, "score": score, "fields": fields}
                        for doc_id, score, fields in zip(found.ids, found.scores, found.fields)]
         self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
         answer = SearchResults(object="search.results", collection=name, mode=mode, results=results)

@@ -131,12 +131,9 @@ class EmbeddingService:
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)
         as_wire = to_base64 if request.encoding_format == "base64" else (lambda row: row)
-        return EmbeddingResponse(
-            object="list",
-            data=[Embedding(object="embedding", index=index, embedding=as_wire(row)) for index, row in enumerate(vectors)],
-            model=runner.name,
-            usage=_usage(result.token_counts),
-        )
+        data: list[Embedding] = [{"object": "embedding", "index": index, "embedding": as_wire(row)}
+                                 for index, row in enumerate(vectors)]  # typed literals: see responses.py
+        return EmbeddingResponse(object="list", data=data, model=runner.name, usage=_usage(result.token_counts))
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:
         self.check_input_count(len(request.documents), "documents", "documents")
