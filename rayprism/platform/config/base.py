@@ -27,7 +27,6 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 def _number_only(value: Any) -> Any:
-    """JSON integers only: a bool or a string is refused before pydantic's lax int would take it."""
     if isinstance(value, (bool, str)):
         raise ValueError("must be an integer")
     return value
