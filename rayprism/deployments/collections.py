@@ -7,6 +7,14 @@ import asyncio
 import contextlib
 from typing import Iterator
 
+from rayprism.deployments.responses import (
+    Alias,
+    AliasDeleted,
+    AliasList,
+    CollectionDeleted,
+    CollectionDescription,
+    CollectionList,
+)
 from rayprism.deployments.schemas import AliasRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
@@ -99,14 +107,14 @@ class CollectionsService:
 
     # --- collections -------------------------------------------------------------------
 
-    async def list(self) -> dict:
+    async def list(self) -> CollectionList:
         names = await self._store.names()
-        return {"object": "list", "data": [await self.describe(name) for name in names]}
+        return CollectionList(object="list", data=[await self.describe(name) for name in names])
 
-    async def describe(self, name: str) -> dict:
-        return {"object": "collection", **(await self._store.describe(name))}
+    async def describe(self, name: str) -> CollectionDescription:
+        return CollectionDescription(object="collection", **(await self._store.describe(name)))
 
-    async def create(self, config: CollectionConfig) -> tuple[dict, bool]:
+    async def create(self, config: CollectionConfig) -> tuple[CollectionDescription, bool]:
         """(description, created): an identical existing collection is fine, a different one a 409.
 
         Collections made over the API live in the service's own store: which file or server a
@@ -131,28 +139,30 @@ class CollectionsService:
             if differences:
                 raise ConflictError(f"collection {config.name!r} exists with a different config: {'; '.join(differences)}")
         await self.ensure(config)
-        return {**(await self.describe(config.name)), "created": not existed}, not existed
+        description = await self.describe(config.name)
+        description["created"] = not existed
+        return description, not existed
 
-    async def drop(self, name: str) -> dict:
+    async def drop(self, name: str) -> CollectionDeleted:
         self._known.pop(name, None)
         await self._store.drop(name)
-        return {"object": "collection.deleted", "name": name, "deleted": True}
+        return CollectionDeleted(object="collection.deleted", name=name, deleted=True)
 
     # --- aliases -----------------------------------------------------------------------
 
-    async def list_aliases(self) -> dict:
+    async def list_aliases(self) -> AliasList:
         table = await self._store.aliases()
-        return {"object": "list", "data": [{"object": "alias", "name": alias, "collection": table[alias]}
-                                           for alias in sorted(table)]}
+        return AliasList(object="list", data=[Alias(object="alias", name=alias, collection=table[alias])
+                                              for alias in sorted(table)])
 
-    async def point_alias(self, request: AliasRequest) -> tuple[dict, bool]:
+    async def point_alias(self, request: AliasRequest) -> tuple[Alias, bool]:
         """(description, created): the alias made, or repointed in one step (a search in flight
         answers wholly from the collection it resolved)."""
         previous = await self._store.point_alias(request.name, request.collection)
         self._reached[request.name] = (await self.collection(request.collection)).name  # for its metrics label
-        return {"object": "alias", "name": request.name, "collection": request.collection,
-                "previous": previous}, previous is None
+        return Alias(object="alias", name=request.name, collection=request.collection,
+                     previous=previous), previous is None
 
-    async def drop_alias(self, name: str) -> dict:
+    async def drop_alias(self, name: str) -> AliasDeleted:
         collection = await self._store.drop_alias(name)
-        return {"object": "alias.deleted", "name": name, "collection": collection, "deleted": True}
+        return AliasDeleted(object="alias.deleted", name=name, collection=collection, deleted=True)

@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.responses import Document, DocumentsDeleted, DocumentsUpserted
 from rayprism.deployments.runner import ItemErrors
 from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest
 from rayprism.deployments.service import EmbeddingService
@@ -63,7 +64,7 @@ class DocumentsService:
         self._collections = collections
         self._store = store
 
-    async def upsert(self, name: str, request: DocumentsRequest) -> dict:
+    async def upsert(self, name: str, request: DocumentsRequest) -> DocumentsUpserted:
         """Write what changed: text documents stored with the same text and fields are left alone (a
         re-run costs no embedding), documents with their own ``vector`` are not embedded. A media
         document's item is embedded, not stored, so media documents are always written. A write whose
@@ -74,7 +75,7 @@ class DocumentsService:
         except CollectionMovedError:
             return await self._upsert(name, request)
 
-    async def _upsert(self, name: str, request: DocumentsRequest) -> dict:
+    async def _upsert(self, name: str, request: DocumentsRequest) -> DocumentsUpserted:
         config = await self._collections.collection(name)
         dimensions = self._embeddings.runner(config.model).encoder.dimensions
         if config.media_key:  # media problems are listed together with the others
@@ -100,8 +101,8 @@ class DocumentsService:
             count = 0
             for part in _store_calls(changed):
                 count += await self._store.upsert(config.name, part, name)
-        return {"object": "documents.upserted", "collection": name, "upserted": count,
-                "unchanged": len(rows) - len(changed), "tokens": tokens}
+        return DocumentsUpserted(object="documents.upserted", collection=name, upserted=count,
+                                 unchanged=len(rows) - len(changed), tokens=tokens)
 
     async def _changed(self, config: CollectionConfig, rows: list[dict]) -> list[dict]:
         """The rows that bring a vector of their own or differ from what the store holds."""
@@ -153,13 +154,13 @@ class DocumentsService:
             row[DENSE_FIELD] = vector
         return sum(embedded.token_counts)
 
-    async def delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
+    async def delete(self, name: str, request: DeleteDocumentsRequest) -> DocumentsDeleted:
         try:
             return await self._delete(name, request)
         except CollectionMovedError:
             return await self._delete(name, request)
 
-    async def _delete(self, name: str, request: DeleteDocumentsRequest) -> dict:
+    async def _delete(self, name: str, request: DeleteDocumentsRequest) -> DocumentsDeleted:
         config = await self._collections.collection(name)
         ids = []
         for index, value in enumerate(request.ids):
@@ -169,9 +170,9 @@ class DocumentsService:
                 raise InvalidInputError(f"ids[{index}] {error}", param=f"ids[{index}]") from None
         with self._collections.forgotten_if_gone(config.name):
             count = await self._store.delete(config.name, ids, name)
-        return {"object": "documents.deleted", "collection": name, "deleted": count}
+        return DocumentsDeleted(object="documents.deleted", collection=name, deleted=count)
 
-    async def get_document(self, name: str, document_id: str) -> dict:
+    async def get_document(self, name: str, document_id: str) -> Document:
         config = await self._collections.collection(name)
         try:
             key = normalise_id(config, int(document_id) if config.id_type == "int64" else document_id)
@@ -181,5 +182,5 @@ class DocumentsService:
             found = await self._store.get(config.name, [key], ["id", config.text_field, *config.fields])
         if not found:
             raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
-        return {"object": "document", **found[0]}
+        return Document(object="document", **found[0])
 

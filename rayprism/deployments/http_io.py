@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from rayprism.deployments.schemas import RequestT, parse_body
 from rayprism.deployments.service import EmbeddingService
-from rayprism.platform.errors import PayloadTooLargeError, RayprismError, RetryLaterError
+from rayprism.platform.errors import ErrorDetail, ErrorResponse, PayloadTooLargeError, RayprismError, RetryLaterError
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -28,10 +28,10 @@ def error_response(error: RayprismError) -> Response:
     return json_response(error.to_body(), error.http_status, headers)
 
 
-def http_error_body(status: int, message: str) -> dict:
+def http_error_body(status: int, message: str) -> ErrorResponse:
     error_type = "invalid_request_error" if status < 500 else "server_error"
     code = {404: "not_found", 405: "method_not_allowed"}.get(status)
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return ErrorResponse(error=ErrorDetail(message=message, type=error_type, param=None, code=code))
 
 
 async def read_body(request: Request, limit_bytes: int) -> bytes:

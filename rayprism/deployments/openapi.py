@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from rayprism.deployments.responses import ErrorResponse
+from rayprism.platform.errors import ErrorResponse
 
 REF = "#/components/schemas/{model}"
 

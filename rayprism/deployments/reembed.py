@@ -221,8 +221,8 @@ class ReembedWorker:
 
     async def _top(self, collection: str, metric: str, vector: np.ndarray, exclude) -> list:
         query = SearchQuery(mode="dense", k=GATE_K + 1, dense_vector=vector, metric=metric, output_fields=[])
-        hits = await self._store.search(collection, query)
-        return [hit["id"] for hit in hits if hit["id"] != exclude][:GATE_K]
+        found = await self._store.search(collection, query)
+        return [doc_id for doc_id in found.ids if doc_id != exclude][:GATE_K]
 
     async def _agreement_gate(self, record: dict, source: CollectionConfig, evaluation: dict) -> dict:
         """Stored documents as queries: each one's old vector searches the old index, its new vector the new

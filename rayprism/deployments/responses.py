@@ -1,71 +1,71 @@
-"""Response bodies of the HTTP API, as models for ``/openapi.json`` and ``/docs``.
+"""Response bodies of the HTTP API: each shape defined once, as a TypedDict that handlers build their
+bodies with and from which pydantic derives ``/openapi.json`` and ``/docs`` (and so the API fuzzer's
+check that every answer fits it).
 
-Handlers build their bodies as plain dicts and serialise them with orjson (the fast
-path); these models describe those bodies so clients can be generated and API fuzzers
-can check every answer against them. Extra keys are allowed, as in OpenAI's own schema.
+A TypedDict makes a plain dict, which orjson serialises as fast as any: building and serialising an
+embeddings answer of 32 × 384 floats through pydantic models costs 35% more made with
+``model_construct``, 13 times as much validated. Calling a TypedDict costs 0.25 µs more than a dict
+literal, so the items of the two long lists (an embeddings answer's ``data``, a search's ``results``)
+are literals annotated with their type instead. A key a body may leave out is ``NotRequired``; one typed
+``T | None`` is always there, null at times. Extra keys are allowed, as in OpenAI's own schema.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, with_config
+from typing_extensions import NotRequired, TypedDict
+
+from rayprism.platform.store.mirror_memory import MirrorMemory
+
+documented = with_config(ConfigDict(use_attribute_docstrings=True))
+"""A body's attribute docstrings become its schema's descriptions."""
 
 
 class _Response(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
 
-class ErrorDetail(_Response):
-    message: str
-    type: str
-    """``invalid_request_error``, ``rate_limit_error``, ``service_unavailable`` or ``server_error``."""
-    param: str | None
-    """The request field at fault, when one is."""
-    code: str | None
-    errors: list[dict[str, Any]] | None = None
-    """For a batch of documents refused whole: one ``{index, field, message}`` per problem."""
-
-
-class ErrorResponse(_Response):
-    """Every error, from every route: OpenAI's error shape."""
-
-    error: ErrorDetail
-
-
-class Embedding(_Response):
+@documented
+class Embedding(TypedDict):
     object: Literal["embedding"]
     index: int
     embedding: list[float] | str
     """Floats, or base64 of little-endian float32 with ``encoding_format: base64``."""
 
 
-class Usage(_Response):
+@documented
+class Usage(TypedDict):
     prompt_tokens: int
     total_tokens: int
 
 
-class EmbeddingResponse(_Response):
+@documented
+class EmbeddingResponse(TypedDict):
     object: Literal["list"]
     data: list[Embedding]
     model: str
     usage: Usage
 
 
-class RerankDocument(_Response):
+@documented
+class RerankDocument(TypedDict):
     text: str
 
 
-class RerankResult(_Response):
+@documented
+class RerankResult(TypedDict):
     index: int
     """The document's position in the request's ``documents``."""
     relevance_score: float
     """The model's score of (query, document), its activation applied (for most rerankers a probability)."""
-    document: RerankDocument | None = None
+    document: NotRequired[RerankDocument]
     """With ``return_documents: true``."""
 
 
-class RerankResponse(_Response):
+@documented
+class RerankResponse(TypedDict):
     """Cohere's, Jina's and TEI's shape: results best first."""
 
     object: Literal["rerank"]
@@ -74,7 +74,8 @@ class RerankResponse(_Response):
     usage: Usage
 
 
-class ModelDescription(_Response):
+@documented
+class ModelDescription(TypedDict):
     id: str
     object: Literal["model"]
     created: int
@@ -84,54 +85,39 @@ class ModelDescription(_Response):
     """``idle``: in a model group scaled to zero, started by the first request."""
     modality: str
     backend: str
-    dimensions: int | None = None
-    """Once the model is loaded."""
-    max_input_tokens: int | None = None
-    prompts: list[str] | None = None
-    """Names accepted as ``prompt_name``."""
-    modalities: list[str] | None = None
+    max_input_tokens: NotRequired[int]
+    """Once the model is loaded, as the three keys below."""
+    modalities: NotRequired[list[str]]
     """What the model embeds (``text``, ``image``, ``audio``), into one space."""
+    dimensions: NotRequired[int]
+    """An embedding model's."""
+    prompts: NotRequired[list[str]]
+    """An embedding model's names accepted as ``prompt_name``."""
 
 
-class ModelList(_Response):
+@documented
+class ModelList(TypedDict):
     object: Literal["list"]
     data: list[ModelDescription]
 
 
-class Health(_Response):
+@documented
+class Health(TypedDict):
     status: Literal["ok", "loading", "unavailable", "error"]
     """``error``: start-up failed (a model, a declared collection); ``unavailable``: a part is down and
     coming back (the store restarting)."""
     models: dict[str, str]
-    store: Literal["ok", "unavailable"] | None = None
-    """The collections' store, where the service has one."""
-    errors: dict[str, str] | None = None
-    """What keeps the service from being ready, by subject."""
     replica: str
     """The serving replica that answered (several may share the port): start-up waits until each has
     said it is ready."""
+    errors: NotRequired[dict[str, str]]
+    """What keeps the service from being ready, by subject."""
+    store: NotRequired[Literal["ok", "unavailable"]]
+    """The collections' store, where the service has one."""
 
 
-class DenseTierMemory(_Response):
-    kind: Literal["float32", "binary", "int8"]
-    bytes_per_document: int
-    """What each document's dense vector costs in memory (float vectors of a compressed tier stay in Milvus)."""
-
-
-class TokenMemory(_Response):
-    kind: Literal["float32"]
-    bytes_per_document: int
-    """What a multi-vector document's token vectors cost in memory, on average."""
-
-
-class MirrorMemory(_Response):
-    rows: int
-    dense: DenseTierMemory | None
-    tokens: TokenMemory | None = None
-    """A multi-vector collection's token vectors, kept for the MaxSim rerank."""
-
-
-class CollectionDescription(_Response):
+@documented
+class CollectionDescription(TypedDict):
     object: Literal["collection"]
     name: str
     model: str
@@ -140,30 +126,33 @@ class CollectionDescription(_Response):
     fields: dict[str, str]
     bm25: bool
     index: dict[str, Any]
-    compression: dict[str, Any] | None = None
-    multivector: dict[str, Any] | None = None
+    compression: dict[str, Any] | None
+    multivector: dict[str, Any] | None
     count: int
     dimensions: int | None
     created: bool
     """Whether the collection exists in the store (a declared one is created on first use); in the
     answer to a create: whether that call created it."""
-    mirror: MirrorMemory | None = None
-    """The in-memory mirror that answers searches of a Milvus Lite collection (absent until it is
-    built, and for a Milvus server)."""
+    mirror: NotRequired[MirrorMemory | None]
+    """The in-memory mirror that answers searches of a Milvus Lite collection (null until it is built,
+    and for a Milvus server; absent until the collection is created)."""
 
 
-class CollectionList(_Response):
+@documented
+class CollectionList(TypedDict):
     object: Literal["list"]
     data: list[CollectionDescription]
 
 
-class CollectionDeleted(_Response):
+@documented
+class CollectionDeleted(TypedDict):
     object: Literal["collection.deleted"]
     name: str
     deleted: bool
 
 
-class DocumentsUpserted(_Response):
+@documented
+class DocumentsUpserted(TypedDict):
     object: Literal["documents.upserted"]
     collection: str
     upserted: int
@@ -174,33 +163,36 @@ class DocumentsUpserted(_Response):
     """Tokens embedded (documents with their own ``vector`` cost none)."""
 
 
-class DocumentsDeleted(_Response):
+@documented
+class DocumentsDeleted(TypedDict):
     object: Literal["documents.deleted"]
     collection: str
     deleted: int
 
 
-class Document(_Response):
+@with_config(ConfigDict(use_attribute_docstrings=True, extra="allow"))
+class Document(TypedDict):
     """The document's id, its text and its metadata fields."""
 
-    model_config = ConfigDict(extra="allow")
     object: Literal["document"]
     id: str | int
 
 
-class Hit(_Response):
+@documented
+class Hit(TypedDict):
     id: str | int
     score: float
     """The fused (or single route's) score; with a ``rerank`` stage, the reranker's relevance score (its
     ``weight`` below 1: that score fused with ``retrieval_score``)."""
     fields: dict[str, Any]
-    retrieval_score: float | None = None
+    retrieval_score: NotRequired[float]
     """With a ``rerank`` stage: the score the hit had before it (fused, or its route's)."""
-    rerank_score: float | None = None
+    rerank_score: NotRequired[float]
     """With a ``rerank`` stage: the reranker's relevance score."""
 
 
-class SearchBridge(_Response):
+@documented
+class SearchBridge(TypedDict):
     job: str
     """The re-embedding job whose bridge mapped the query."""
     model: str
@@ -208,30 +200,34 @@ class SearchBridge(_Response):
     method: str
 
 
-class SearchResults(_Response):
+@documented
+class SearchResults(TypedDict):
     object: Literal["search.results"]
     collection: str
     mode: str
     results: list[Hit]
-    bridge: SearchBridge | None = None
+    bridge: NotRequired[SearchBridge]
     """Present when the query, embedded by a re-embedding's new model, searched the old index through its bridge."""
 
 
-class Alias(_Response):
+@documented
+class Alias(TypedDict):
     object: Literal["alias"]
     name: str
     collection: str
     """The physical collection the alias reaches."""
-    previous: str | None = None
-    """In the answer to a repoint: the collection it reached before (None when it was created)."""
+    previous: NotRequired[str | None]
+    """In the answer to a repoint: the collection it reached before (null when it was created)."""
 
 
-class AliasList(_Response):
+@documented
+class AliasList(TypedDict):
     object: Literal["list"]
     data: list[Alias]
 
 
-class AliasDeleted(_Response):
+@documented
+class AliasDeleted(TypedDict):
     object: Literal["alias.deleted"]
     name: str
     collection: str

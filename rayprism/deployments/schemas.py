@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictFloat,
@@ -22,11 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from rayprism.platform.config.base import Identifier
+from rayprism.platform.config.base import Identifier, Integer, bounded
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
 from rayprism.platform.store.documents import INT64_MAX, INT64_MIN
-from rayprism.platform.store.fusion import DEFAULT_WEIGHTS, MAX_RRF_K, MAX_WEIGHT, RRF_K
+from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion
 from rayprism.platform.store.layout import ID_MAX_BYTES
 from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, SearchMode
 
@@ -36,23 +35,6 @@ _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of 
 def _whole(value: Any) -> bool:
     """A JSON integer: 3 and 3.0 alike (JSON Schema's ``integer``), never a bool or a string."""
     return not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and value.is_integer())
-
-
-def _number_only(value: Any) -> Any:
-    if isinstance(value, (bool, str)):
-        raise ValueError("must be an integer")
-    return value
-
-
-Integer = Annotated[int, BeforeValidator(_number_only)]
-"""An integer field as JSON Schema has it: 3 and 3.0, not true or "3" (pydantic's lax int takes both,
-its strict int refuses 3.0). Bounds go on the field (``Field(gt=0)``) or through :func:`bounded`."""
-
-
-def bounded(**bounds: int) -> Any:
-    """:data:`Integer` within ``bounds`` where no field carries them (a list's items): bounds placed
-    after the validator would reach the schema as unknown ``ge``/``le`` keywords."""
-    return Annotated[int, Field(**bounds), BeforeValidator(_number_only)]
 
 
 def _is_token_ids(value: Any) -> bool:
@@ -140,31 +122,8 @@ def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
         raise UnprocessableError(f"{location or 'body'}: {message}", param=location or None) from None
 
 
-Weight = Annotated[StrictFloat, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
-"""A fusion weight: finite and bounded, so no weighted sum can overflow (fusion is safe beyond it too)."""
 DocumentId = Annotated[StrictStr, Field(min_length=1, max_length=ID_MAX_BYTES)] | bounded(ge=INT64_MIN, le=INT64_MAX)
 """A varchar id (at most ``ID_MAX_BYTES`` bytes: the schema can only say characters) or an int64 one."""
-
-
-class RRFFusion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["rrf"]
-    """Required, as the discriminator of ``fusion`` (the schema's ``oneOf`` cannot pick a member without it)."""
-    k: Integer = Field(default=RRF_K, gt=0, lt=MAX_RRF_K)
-
-
-class FusionWeights(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dense: Weight = DEFAULT_WEIGHTS["dense"]
-    sparse: Weight = DEFAULT_WEIGHTS["sparse"]
-
-
-class WeightedFusion(BaseModel):
-    """Each list's scores min-max normalised over its own hits, then a weighted sum (the default)."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["weighted"]
-    weights: FusionWeights = FusionWeights()
 
 
 class MediaQuery(BaseModel):
@@ -215,8 +174,7 @@ class SearchRequest(BaseModel):
     mode: SearchMode | None = None
     """Default: multivector for a multi-vector collection, else hybrid when the collection has BM25, else dense."""
     filter: str | None = None
-    fusion: RRFFusion | WeightedFusion = Field(default_factory=lambda: WeightedFusion(type="weighted"),
-                                               discriminator="type")
+    fusion: Fusion = Field(default_factory=lambda: DEFAULT_FUSION)
     candidates: bounded(gt=0, le=16384) | None = None
     """Hits taken from each of dense and sparse before fusion, default max(DEFAULT_CANDIDATES (50), k); in mode multivector the
     documents reranked by MaxSim, default the collection's ``multivector.candidates`` (or k if larger)."""

@@ -1,5 +1,8 @@
 """Search on the serving replica: the query embedded here (or mapped by a re-embedding's bridge), the
-store's hits, then an optional rerank stage that rescored them with a cross-encoder."""
+store's hits, then an optional rerank stage that rescored them with a cross-encoder.
+
+What crosses to the store is typed (:class:`SearchQuery`, BM25 :data:`Hits`, the fusion model) and so is
+its answer (:class:`SearchHits`), which becomes the answer's JSON hits here."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import time
 import numpy as np
 
 from rayprism.deployments.collections import CollectionsService
+from rayprism.deployments.responses import Hit, SearchBridge, SearchResults
 from rayprism.deployments.schemas import MediaQuery, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
@@ -19,7 +23,7 @@ from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import prompt_for_role
 from rayprism.platform.store.filters import check_filter
 from rayprism.platform.store.fusion import weighted
-from rayprism.platform.store.milvus import SearchQuery
+from rayprism.platform.store.milvus import SearchHits, SearchQuery
 from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES
 
 MAX_BRIDGES = 8
@@ -36,7 +40,7 @@ class SearchService:
         self._bridges: dict[str, Bridge] = {}
         """Re-embedding jobs' bridges by job id (a job fits its bridge once), fetched on first use."""
 
-    async def __call__(self, name: str, request: SearchRequest) -> dict:
+    async def __call__(self, name: str, request: SearchRequest) -> SearchResults:
         started = time.perf_counter()
         config = await self._collections.collection(name)
         example = request.query if isinstance(request.query, MediaQuery) else None
@@ -79,17 +83,20 @@ class SearchService:
                 mode=mode, k=first_k, dense_vector=dense_vector, query_tokens=query_tokens,
                 text=None if example else request.query,
                 metric=config.index.metric,
-                candidates=candidates, filter=filter_expression, fusion=request.fusion.model_dump(),
+                candidates=candidates, filter=filter_expression, fusion=request.fusion,
                 output_fields=sorted({*output_fields, config.text_field}) if reranker else output_fields,
                 sparse_hits=sparse_hits,
             )
-            results = await self._store.search(config.name, query)
-        if reranker is not None and results:
-            results = await self._reranked(reranker, config, request, results, output_fields)
+            found = await self._store.search(config.name, query)
+        if reranker is not None and found:
+            results = await self._reranked(reranker, config, request, found, output_fields)
+        else:  # typed literals: see responses.py
+            results = [{"id": doc_id, "score": score, "fields": fields}
+                       for doc_id, score, fields in zip(found.ids, found.scores, found.fields)]
         self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
-        answer = {"object": "search.results", "collection": name, "mode": mode, "results": results}
+        answer = SearchResults(object="search.results", collection=name, mode=mode, results=results)
         if bridge is not None:
-            answer["bridge"] = {"job": bridge[0], "model": request.model, "method": bridge[1].method}
+            answer["bridge"] = SearchBridge(job=bridge[0], model=request.model, method=bridge[1].method)
         return answer
 
     async def _search_bridge(self, name: str, config: CollectionConfig,
@@ -139,25 +146,21 @@ class SearchService:
         return self._embeddings.runner(request.rerank.model, "reranker")
 
     @staticmethod
-    async def _reranked(reranker, config: CollectionConfig, request: SearchRequest, hits: list[dict],
-                        output_fields: list[str]) -> list[dict]:
-        """The k best of ``hits`` by the reranker's score (or, its ``weight`` below 1, by that score fused
+    async def _reranked(reranker, config: CollectionConfig, request: SearchRequest, found: SearchHits,
+                        output_fields: list[str]) -> list[Hit]:
+        """The k best of ``found`` by the reranker's score (or, its ``weight`` below 1, by that score fused
         with the first one), each keeping its first score as ``retrieval_score``."""
-        texts = [hit["fields"][config.text_field] for hit in hits]
-        rescored = await reranker.rerank(request.query, texts)
+        rescored = await reranker.rerank(request.query, [fields[config.text_field] for fields in found.fields])
         weight = request.rerank.weight
         if weight == 1:
             best = [(index, float(rescored.scores[index])) for index in rescored.best_first(request.k)]
         else:
-            routes = [list(enumerate(rescored.scores.tolist())), [(index, hit["score"]) for index, hit in enumerate(hits)]]
+            routes = [list(enumerate(rescored.scores.tolist())), list(enumerate(found.scores))]
             best = weighted(routes, [weight, 1 - weight])[: request.k]
-        reranked = []
-        for index, score in best:
-            hit = hits[index]
-            fields = {name: value for name, value in hit["fields"].items() if name in output_fields}
-            reranked.append({"id": hit["id"], "score": score, "fields": fields, "retrieval_score": hit["score"],
-                             "rerank_score": float(rescored.scores[index])})
-        return reranked
+        return [Hit(id=found.ids[index], score=score,
+                    fields={name: value for name, value in found.fields[index].items() if name in output_fields},
+                    retrieval_score=found.scores[index], rerank_score=float(rescored.scores[index]))
+                for index, score in best]
 
     async def _embed_query(self, config: CollectionConfig, query: str | MediaQuery):
         if isinstance(query, MediaQuery):  # search by example: the item, as documents are embedded

@@ -15,6 +15,17 @@ from typing import Any
 from rayprism.deployments.metrics import ServiceMetrics, merged_exposition
 from rayprism.deployments.remote_media import RemoteMedia
 from rayprism.deployments.remote_runner import RemoteRunner
+from rayprism.deployments.responses import (
+    Embedding,
+    EmbeddingResponse,
+    Health,
+    ModelDescription,
+    ModelList,
+    RerankDocument,
+    RerankResponse,
+    RerankResult,
+    Usage,
+)
 from rayprism.deployments.runner import ModelRunner
 from rayprism.deployments.schemas import EmbeddingRequest, RerankRequest
 from rayprism.platform.codecs.matryoshka import truncate
@@ -26,6 +37,12 @@ from rayprism.platform.models.base import Embeddings, ModelKind, PromptRole, pro
 _KIND_NAMES = {"embedder": "embedding model", "reranker": "reranker"}
 _A_KIND = {"embedder": "an embedding model", "reranker": "a reranker"}
 _KIND_ROUTES = {"embedder": "POST /v1/embeddings", "reranker": "POST /v1/rerank"}
+
+
+def _usage(token_counts: list[int]) -> Usage:
+    """Tokens read by a request: all of them prompt tokens (an encoder writes none)."""
+    total_tokens = sum(token_counts)
+    return Usage(prompt_tokens=total_tokens, total_tokens=total_tokens)
 
 
 class EmbeddingService:
@@ -99,7 +116,7 @@ class EmbeddingService:
         if count > limit:
             raise PayloadTooLargeError(f"too many {what}: {count} (at most {limit} per request)", param=param)
 
-    async def create_embeddings(self, request: EmbeddingRequest) -> dict:
+    async def create_embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         self.check_input_count(len(request.input), "inputs", "input")
         runner = self.runner(request.model)
         await runner.ready()
@@ -114,31 +131,22 @@ class EmbeddingService:
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)
         as_wire = to_base64 if request.encoding_format == "base64" else (lambda row: row)
-        total_tokens = sum(result.token_counts)
-        return {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": index, "embedding": as_wire(row)}
-                for index, row in enumerate(vectors)
-            ],
-            "model": runner.name,
-            "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens},
-        }
+        data: list[Embedding] = [{"object": "embedding", "index": index, "embedding": as_wire(row)}
+                                 for index, row in enumerate(vectors)]  # typed literals: see responses.py
+        return EmbeddingResponse(object="list", data=data, model=runner.name, usage=_usage(result.token_counts))
 
-    async def rerank(self, request: RerankRequest) -> dict:
+    async def rerank(self, request: RerankRequest) -> RerankResponse:
         self.check_input_count(len(request.documents), "documents", "documents")
         runner = self.runner(request.model, "reranker")
         await runner.ready()
         result = await runner.rerank(request.query, request.documents)
         results = []
         for index in result.best_first(request.top_n):
-            answer = {"index": index, "relevance_score": float(result.scores[index])}
+            answer = RerankResult(index=index, relevance_score=float(result.scores[index]))
             if request.return_documents:
-                answer["document"] = {"text": request.documents[index]}
+                answer["document"] = RerankDocument(text=request.documents[index])
             results.append(answer)
-        total_tokens = sum(result.token_counts)
-        return {"object": "rerank", "model": runner.name, "results": results,
-                "usage": {"prompt_tokens": total_tokens, "total_tokens": total_tokens}}
+        return RerankResponse(object="rerank", model=runner.name, results=results, usage=_usage(result.token_counts))
 
     async def embed_texts(self, model: str, texts: list[str], role: PromptRole) -> Embeddings:
         """Texts embedded by ``model`` with the prompt it declares for ``role`` (query or document), if any."""
@@ -151,17 +159,17 @@ class EmbeddingService:
             return inputs
         return await self.remote_media.resolve(inputs)
 
-    def describe_model(self, runner: ModelRunner | RemoteRunner) -> dict:
-        description = {
-            "id": runner.name,
-            "object": "model",
-            "created": self.created,
-            "owned_by": "rayprism",
-            "kind": runner.config.kind,
-            "state": runner.state,
-            "modality": runner.config.modality,
-            "backend": runner.config.backend,
-        }
+    def describe_model(self, runner: ModelRunner | RemoteRunner) -> ModelDescription:
+        description = ModelDescription(
+            id=runner.name,
+            object="model",
+            created=self.created,
+            owned_by="rayprism",
+            kind=runner.config.kind,
+            state=runner.state,
+            modality=runner.config.modality,
+            backend=runner.config.backend,
+        )
         if runner.state == "ready":
             description["max_input_tokens"] = runner.encoder.max_input_tokens
             description["modalities"] = sorted(runner.encoder.modalities)
@@ -170,16 +178,15 @@ class EmbeddingService:
                 description["prompts"] = sorted(runner.encoder.prompts)
         return description
 
-    def list_models(self) -> dict:
-        return {"object": "list", "data": [self.describe_model(runner) for runner in self.runners.values()]}
+    def list_models(self) -> ModelList:
+        return ModelList(object="list", data=[self.describe_model(runner) for runner in self.runners.values()])
 
-    def health(self) -> tuple[bool, dict]:
+    def health(self) -> tuple[bool, Health]:
         states = {name: runner.state for name, runner in self.runners.items()}
         errors = {name: runner.load_error for name, runner in self.runners.items() if runner.load_error}
         errors.update(self.startup_errors)
         ready = all(state in ("ready", "idle") for state in states.values()) and not errors and self.started()
-        body = {"status": "ok" if ready else ("error" if errors else "loading"), "models": states,
-                "replica": self.replica}
+        body = Health(status="ok" if ready else ("error" if errors else "loading"), models=states, replica=self.replica)
         if errors:
             body["errors"] = errors
         return ready, body

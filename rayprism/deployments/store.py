@@ -21,8 +21,8 @@ from rayprism.deployments.store_reembed import ReembedLedger
 from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.store.aliases import Aliases
-from rayprism.platform.store.milvus import MilvusStore, SearchQuery
-from rayprism.platform.store.routes import Hits
+from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery
+from rayprism.platform.store.vocabulary import Hits
 
 
 class CollectionMovedError(RayprismError):
@@ -168,7 +168,7 @@ class StoreReplica(ReembedLedger):
     async def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.sparse_hits, text, limit, filter)
 
-    async def search(self, name: str, query: SearchQuery) -> list[dict]:
+    async def search(self, name: str, query: SearchQuery) -> SearchHits:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.search, query)
 
     async def warm(self, name: str) -> None:

@@ -8,6 +8,32 @@ else is our fault and becomes a 500 without details.
 
 from __future__ import annotations
 
+from typing import Any
+
+from typing_extensions import NotRequired, TypedDict
+
+
+class ErrorDetail(TypedDict):
+    message: str
+    type: str
+    """``invalid_request_error``, ``rate_limit_error``, ``service_unavailable`` or ``server_error``."""
+    param: str | None
+    """The request field at fault, when one is."""
+    code: str | None
+    errors: NotRequired[list[dict[str, Any]]]
+    """For a batch of documents refused whole: one ``{index, field, message}`` per problem."""
+
+
+class ErrorResponse(TypedDict):
+    """Every error, from every route: OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+# pydantic's ``with_config``, without importing pydantic here (``import rayprism`` stays light): the
+# attribute docstrings above become the descriptions of the HTTP schema's error shape.
+ErrorDetail.__pydantic_config__ = ErrorResponse.__pydantic_config__ = {"use_attribute_docstrings": True}
+
 
 class RayprismError(Exception):
     http_status: int = 500
@@ -28,15 +54,9 @@ class RayprismError(Exception):
         traceback would only bury our own faults."""
         return 400 <= self.http_status < 500
 
-    def to_body(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+    def to_body(self) -> ErrorResponse:
+        return ErrorResponse(error=ErrorDetail(message=self.message, type=self.error_type, param=self.param,
+                                               code=self.code))
 
 
 class ConfigError(RayprismError):

@@ -104,11 +104,11 @@ def test_compressed_search_returns_exact_scores_and_a_smaller_footprint(tmp_path
         mirror = wait_for_mirror(store, "docs")
         for query in clustered(5, seed=4):
             hits = store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query))
-            assert [hit["id"] for hit in hits] == exact_top(vectors, query, 10)
-            assert [hit["score"] for hit in hits] == pytest.approx(
-                [float(unit(vectors[int(hit["id"])]) @ unit(query)) for hit in hits], abs=1e-5)
+            assert hits.ids == exact_top(vectors, query, 10)
+            assert hits.scores == pytest.approx(
+                [float(unit(vectors[int(doc_id)]) @ unit(query)) for doc_id in hits.ids], abs=1e-5)
             filtered = store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query, filter="n >= 600"))
-            assert [hit["id"] for hit in filtered] == exact_top(vectors, query, 10, np.arange(1000) >= 600)
+            assert filtered.ids == exact_top(vectors, query, 10, np.arange(1000) >= 600)
         float_bytes = DIMENSIONS * 4
         assert mirror.memory() == {"rows": 1000, "dense": {
             "kind": kind, "bytes_per_document": float_bytes // 32 if kind == "binary" else float_bytes // 4}}
@@ -130,8 +130,7 @@ def test_codes_are_read_back_after_a_restart_unless_a_write_missed_them(tmp_path
     store = MilvusStore(uri, cache_max_rows=10_000, flush_after_s=60)
     assert wait_for_mirror(store, "docs").codes_read_back
     query = clustered(1, seed=5)[0]
-    assert [hit["id"] for hit in store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query))] == \
-        exact_top(vectors, query, 10)
+    assert store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query)).ids == exact_top(vectors, query, 10)
     extra = clustered(50, seed=6)
     fill(store, "docs", extra, start=800)  # written, then the process dies before the codes are saved
     store._client.close()
@@ -141,7 +140,7 @@ def test_codes_are_read_back_after_a_restart_unless_a_write_missed_them(tmp_path
         mirror = wait_for_mirror(store, "docs")
         assert not mirror.codes_read_back and len(mirror) == 850  # stale codes were not trusted
         everything = np.vstack([vectors, extra])
-        assert [hit["id"] for hit in store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=extra[7]))] == \
+        assert store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=extra[7])).ids == \
             exact_top(everything, extra[7], 10)
     finally:
         store.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rayprism.platform.config import CollectionConfig
-from rayprism.platform.store.fusion import fuse, reciprocal_rank, weighted
+from rayprism.platform.store.fusion import FusionWeights, RRFFusion, WeightedFusion, fuse, reciprocal_rank, weighted
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.routes import Bm25Route, DenseRoute, RowTable
 
@@ -23,7 +23,10 @@ def test_weighted_min_max_normalises_each_list():
     fused = dict(weighted([dense, sparse], [0.5, 0.5]))
     assert fused == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5})
     assert [d for d, _ in weighted([dense, sparse], [1, 0])] == ["a", "b", "c"]
-    assert fuse(dense, sparse, {"type": "weighted", "weights": {"dense": 0, "sparse": 1}})[0][0] == "c"
+    sparse_only = WeightedFusion(type="weighted", weights=FusionWeights(dense=0, sparse=1))
+    assert fuse(dense, sparse, sparse_only)[0][0] == "c"
+    assert fuse(dense, sparse) == weighted([dense, sparse], [0.5, 0.5])
+    assert fuse(dense, sparse, RRFFusion(type="rrf", k=10)) == reciprocal_rank([dense, sparse], k=10)
     assert weighted([[("only", 3.0)], []], [1, 1]) == [("only", 1.0)]
 
 
@@ -113,9 +116,9 @@ def test_cached_dense_search_equals_milvus(stores):
     milvus = store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query, filter="n >= 0"))
     wait_for_mirror(store, "docs")
     cached = store.search("docs", SearchQuery(mode="dense", k=10, dense_vector=query, output_fields=["n"]))
-    assert [h["id"] for h in cached] == [h["id"] for h in milvus]
-    assert [h["score"] for h in cached] == pytest.approx([h["score"] for h in milvus], abs=1e-5)
-    assert cached[0]["id"] == "17" and cached[0]["fields"] == {"n": 17}
+    assert cached.ids == milvus.ids
+    assert cached.scores == pytest.approx(milvus.scores, abs=1e-5)
+    assert cached.ids[0] == "17" and cached.fields[0] == {"n": 17}
 
 
 FILTERS = ['n >= 100 and n < 140', 'tag == "t3"', 'tag in ["t1", "t4"] and even', 'not even or n < 10',
@@ -156,7 +159,7 @@ def test_filters_the_mirror_cannot_evaluate_go_to_milvus(stores):
     for filter in ('n + 1 > 5', 'tag is null', 'n +'):  # Milvus evaluates these, and refuses a malformed one
         assert store.mirrors.hits("docs", "dense", rows[0]["dense"], 5, filter) is None
     hits = store.search("docs", SearchQuery(mode="dense", k=50, dense_vector=rows[0]["dense"], filter="tag is null"))
-    assert sorted(int(hit["id"]) for hit in hits) == [row["n"] for row in rows if row["tag"] is None]
+    assert sorted(int(doc_id) for doc_id in hits.ids) == [row["n"] for row in rows if row["tag"] is None]
 
 
 @slow
@@ -169,7 +172,7 @@ def test_writes_reach_the_cache_even_while_it_builds(stores):
     from_milvus = store.sparse_hits("docs", "fresh", 5, filter="n < 1000")
     wait_for_mirror(store, "docs")
     hits = store.search("docs", SearchQuery(mode="dense", k=300, dense_vector=target))
-    assert hits[0]["id"] == "new" and "3" not in [h["id"] for h in hits]
+    assert hits.ids[0] == "new" and "3" not in hits.ids
     mirrored = store.sparse_hits("docs", "fresh", 5)
     assert [doc for doc, _ in mirrored] == [doc for doc, _ in from_milvus] == ["new"]
     assert "3" not in [doc for doc, _ in store.sparse_hits("docs", "word3", 300)]
@@ -225,14 +228,14 @@ def test_bm25_route_state_does_not_depend_on_its_history():
 def test_sparse_scores_are_positive_and_hybrid_fuses(stores):
     store, rows = stores
     sparse = store.search("docs", SearchQuery(mode="sparse", k=5, text="word3", output_fields=["text"]))
-    assert sparse and all(h["score"] > 0 and "word3" in h["fields"]["text"] for h in sparse)
-    assert [h["score"] for h in sparse] == sorted((h["score"] for h in sparse), reverse=True)
+    assert sparse and all(score > 0 for score in sparse.scores) and all("word3" in f["text"] for f in sparse.fields)
+    assert sparse.scores == sorted(sparse.scores, reverse=True)
     rrf = store.search("docs", SearchQuery(mode="hybrid", k=5, dense_vector=rows[3]["dense"], text="word3",
-                                           fusion={"type": "rrf", "k": 60}))
-    assert rrf[0]["id"] == "3"  # first in dense, and it contains word3
-    assert rrf[0]["score"] > 1 / 61  # so both lists contributed
+                                           fusion=RRFFusion(type="rrf", k=60)))
+    assert rrf.ids[0] == "3"  # first in dense, and it contains word3
+    assert rrf.scores[0] > 1 / 61  # so both lists contributed
     default = store.search("docs", SearchQuery(mode="hybrid", k=5, dense_vector=rows[3]["dense"], text="word3"))
-    assert default[0]["id"] == "3" and 0.5 < default[0]["score"] <= 1.0  # weighted 0.5/0.5: dense's best + its BM25 share
+    assert default.ids[0] == "3" and 0.5 < default.scores[0] <= 1.0  # weighted 0.5/0.5: dense's best + its BM25 share
 
 
 @pytest.mark.parametrize("weights", [[1.06e308, 1.5e40], [1.7e308, 1.7e308], [3.0, 1.0], [0.0, 0.0]])

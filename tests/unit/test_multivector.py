@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rayprism.platform.codecs.muvera import encode_documents, encode_query
 from rayprism.platform.config import CollectionConfig, DenseIndexConfig
 from rayprism.platform.errors import NotReadyError
-from rayprism.platform.store.milvus import MilvusStore, SearchQuery
+from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery
 from rayprism.platform.store.routes import RowTable
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY, TokenRoute, fde_config
@@ -141,7 +141,7 @@ def rows_of(sets: list[np.ndarray], start: int = 0) -> list[dict]:
             for i, (tokens, encoding) in enumerate(zip(sets, encodings))]
 
 
-def search(store: MilvusStore, query: np.ndarray, *, candidates: int, k: int = 10, filter: str = "") -> list[dict]:
+def search(store: MilvusStore, query: np.ndarray, *, candidates: int, k: int = 10, filter: str = "") -> SearchHits:
     request = SearchQuery(mode="multivector", k=k, dense_vector=encode_query(query, FDE), query_tokens=query,
                           candidates=candidates, filter=filter, output_fields=["n"])
     deadline = time.monotonic() + 60
@@ -167,21 +167,19 @@ def test_multivector_search_reranks_encoding_candidates_and_survives_a_restart(t
             assert store.upsert("late", rows[start : start + 100]) == 100
         for query in queries:
             hits = search(store, query, candidates=400)  # every document reranked: the exact ranking
-            assert [hit["id"] for hit in hits] == exact_ranking(query, documents, 10)
-            assert [hit["score"] for hit in hits] == pytest.approx(
-                [chamfer(query, documents[hit["id"]]) for hit in hits], abs=1e-4)
-            assert hits[0]["fields"] == {"n": int(hits[0]["id"])}
+            assert hits.ids == exact_ranking(query, documents, 10)
+            assert hits.scores == pytest.approx([chamfer(query, documents[doc_id]) for doc_id in hits.ids], abs=1e-4)
+            assert hits.fields[0] == {"n": int(hits.ids[0])}
             # 30 candidates: those with the best encoding inner products, reranked
             encodings = np.stack([row["dense"] for row in rows])
             best = np.argsort(-(encodings @ encode_query(query, FDE)), kind="stable")[:30]
             few = search(store, query, candidates=30)
-            assert [hit["id"] for hit in few] == exact_ranking(query, {str(i): sets[i] for i in best}, 10)
+            assert few.ids == exact_ranking(query, {str(i): sets[i] for i in best}, 10)
             # a filter the mirror evaluates, and one Milvus evaluates (is not null): the same hits
             even = {doc: tokens for doc, tokens in documents.items() if int(doc) % 2 == 0 and int(doc) >= 100}
             listed = "n in [" + ", ".join(even) + "]"
             for filter in (listed, f"n is not null and {listed}"):
-                assert [hit["id"] for hit in search(store, query, candidates=400, filter=filter)] == \
-                    exact_ranking(query, even, 10)
+                assert search(store, query, candidates=400, filter=filter).ids == exact_ranking(query, even, 10)
         store.delete("late", ["0", "1"])
         store.upsert("late", rows_of(token_sets(2, seed=3), start=2))  # documents 2 and 3 get new tokens
         documents.update({str(i): tokens for i, tokens in zip((2, 3), token_sets(2, seed=3))})
@@ -196,7 +194,7 @@ def test_multivector_search_reranks_encoding_candidates_and_survives_a_restart(t
     store = MilvusStore(uri, cache_max_rows=10_000, flush_after_s=60)
     try:
         for query in queries:
-            assert [hit["id"] for hit in search(store, query, candidates=400)] == exact_ranking(query, documents, 10)
+            assert search(store, query, candidates=400).ids == exact_ranking(query, documents, 10)
         store.drop("late")
         assert not (tmp_path / "store.db.tokens" / "late").exists()
     finally:

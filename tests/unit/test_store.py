@@ -7,6 +7,7 @@ from rayprism.platform.config import CollectionConfig, DenseIndexConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError
 from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
 from rayprism.platform.store.filters import check_filter
+from rayprism.platform.store.fusion import FusionWeights, WeightedFusion
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 
 CONFIG = CollectionConfig(name="docs", fields={"section": "varchar", "size": "int64", "score": "double",
@@ -77,15 +78,15 @@ def test_search_modes_fusions_and_filters(store):
     store.flush("docs")
     target = data[6]
     common = {"k": 3, "dense_vector": target["dense"], "text": "cherry", "output_fields": ["section"]}
-    assert store.search("docs", SearchQuery(mode="dense", **common))[0]["id"] == "6"
-    assert {hit["fields"]["section"] for hit in store.search("docs", SearchQuery(mode="sparse", **common))} == {"cherry"}
+    assert store.search("docs", SearchQuery(mode="dense", **common)).ids[0] == "6"
+    assert {fields["section"] for fields in store.search("docs", SearchQuery(mode="sparse", **common)).fields} == {"cherry"}
     hybrid = store.search("docs", SearchQuery(mode="hybrid", **common))
-    assert hybrid[0]["id"] == "6" and len(hybrid) == 3
-    dense_only = {"type": "weighted", "weights": {"dense": 1, "sparse": 0}}
+    assert hybrid.ids[0] == "6" and len(hybrid) == 3 == len(hybrid.scores) == len(hybrid.fields)
+    dense_only = WeightedFusion(type="weighted", weights=FusionWeights(dense=1, sparse=0))
     weighted = store.search("docs", SearchQuery(mode="hybrid", fusion=dense_only, **common))
-    assert [h["id"] for h in weighted] == [h["id"] for h in store.search("docs", SearchQuery(mode="dense", **common))]
+    assert weighted.ids == store.search("docs", SearchQuery(mode="dense", **common)).ids
     filtered = store.search("docs", SearchQuery(mode="hybrid", filter="size >= 10 and ok == true", **common))
-    assert filtered and all(int(h["id"]) >= 10 and int(h["id"]) % 2 == 0 for h in filtered)
+    assert filtered and all(int(doc_id) >= 10 and int(doc_id) % 2 == 0 for doc_id in filtered.ids)
     with pytest.raises(InvalidInputError, match="filter: "):
         store.search("docs", SearchQuery(mode="dense", filter="size >>> 3", **common))
 
@@ -205,7 +206,7 @@ def reopened(path: str, count: int, **options) -> MilvusStore:
 def test_a_reopened_store_serves_its_collections(tmp_path):
     second = reopened(str(tmp_path / "reopen.db"), 6)
     assert second.count("docs") == 6
-    assert second.search("docs", SearchQuery(mode="dense", k=1, dense_vector=rows(6)[2]["dense"]))[0]["id"] == "2"
+    assert second.search("docs", SearchQuery(mode="dense", k=1, dense_vector=rows(6)[2]["dense"])).ids == ["2"]
     second.close()
 
 
@@ -219,7 +220,7 @@ def test_warming_a_reopened_collection_builds_its_mirror_before_the_first_search
         assert len(second.mirrors.built("docs")) == 20
         query = rows(20)[7]
         assert second.search("docs", SearchQuery(mode="hybrid", k=1, dense_vector=query["dense"],
-                                                 text=query["text"]))[0]["id"] == "7"
+                                                 text=query["text"])).ids == ["7"]
     finally:
         second.close()
 

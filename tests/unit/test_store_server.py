@@ -74,15 +74,15 @@ def test_dense_search_with_and_without_a_filter_matches_numpy(store):
     sections = np.array([SECTIONS[i % 3] for i in range(300)])
     for query in np.random.default_rng(7).standard_normal((3, DIMENSIONS)).astype(np.float32):
         hits = store.search("search", SearchQuery(mode="dense", k=10, dense_vector=query, output_fields=["section"]))
-        assert [hit["id"] for hit in hits] == cosine_top(vectors, query, 10)
-        expected = vectors[[int(hit["id"]) for hit in hits]] @ query / np.linalg.norm(query)
-        assert [hit["score"] for hit in hits] == pytest.approx(
-            list(expected / np.linalg.norm(vectors[[int(hit["id"]) for hit in hits]], axis=1)), abs=1e-5)
-        assert [hit["fields"]["section"] for hit in hits] == [sections[int(hit["id"])] for hit in hits]
+        assert hits.ids == cosine_top(vectors, query, 10)
+        found = vectors[[int(doc_id) for doc_id in hits.ids]]
+        expected = found @ query / np.linalg.norm(query)
+        assert hits.scores == pytest.approx(list(expected / np.linalg.norm(found, axis=1)), abs=1e-5)
+        assert [fields["section"] for fields in hits.fields] == [sections[int(doc_id)] for doc_id in hits.ids]
         filtered = store.search("search", SearchQuery(mode="dense", k=10, dense_vector=query,
                                                       filter='section == "libs" and size >= 100'))
         allowed = (sections == "libs") & (sizes >= 100)
-        assert [hit["id"] for hit in filtered] == cosine_top(vectors, query, 10, allowed)
+        assert filtered.ids == cosine_top(vectors, query, 10, allowed)
     with pytest.raises(InvalidInputError, match="filter: "):
         store.search("search", SearchQuery(mode="dense", k=3, dense_vector=vectors[0], filter="size >>> 3"))
 
@@ -100,7 +100,7 @@ def test_a_reopened_store_finds_its_collection_and_rows(milvus_server_uri):
         assert reopened.config_of("kept") == config and reopened.ensure(config, DIMENSIONS).bm25 is False
         assert reopened.count("kept") == 50
         hits = reopened.search("kept", SearchQuery(mode="dense", k=5, dense_vector=vectors[17]))
-        assert [hit["id"] for hit in hits] == cosine_top(vectors, vectors[17], 5)
+        assert hits.ids == cosine_top(vectors, vectors[17], 5)
     finally:
         reopened.drop("kept")
         reopened.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from rayprism.platform.errors import ConfigError
 
@@ -24,6 +24,24 @@ class StrictModel(BaseModel):
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+def _number_only(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_number_only)]
+"""An integer field as JSON Schema has it: 3 and 3.0, not true or "3" (pydantic's lax int takes both,
+its strict int refuses 3.0). Bounds go on the field (``Field(gt=0)``) or through :func:`bounded`."""
+
+
+def bounded(**bounds: int) -> Any:
+    """:data:`Integer` within ``bounds`` where no field carries them (a list's items): bounds placed
+    after the validator would reach the schema as unknown ``ge``/``le`` keywords."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_number_only)]
+
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 """Model names: also used as metric labels and in URLs."""

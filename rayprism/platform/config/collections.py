@@ -16,6 +16,7 @@ from rayprism.platform.config.base import (
 )
 from rayprism.platform.config.models import DEFAULT_MODEL_NAME
 from rayprism.platform.models.base import Modality
+from rayprism.platform.store.vocabulary import Metric
 
 FieldType = Literal["varchar", "int64", "double", "bool", "json"]
 DENSE_FIELD = "dense"
@@ -51,7 +52,7 @@ _INDEX_PARAMS: dict[str, type[StrictModel]] = {
 
 class DenseIndexConfig(StrictModel):
     type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
-    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    metric: Metric = "COSINE"
     params: dict[str, Any] = Field(default_factory=dict)
     """Build parameters, checked against the index type: ``{M, efConstruction}`` for HNSW, ``{nlist}``
     for IVF_FLAT, none for FLAT and AUTOINDEX; Milvus's defaults for those left out."""

@@ -27,7 +27,8 @@ import numpy as np
 
 from rayprism.numba_kernels import hamming_topk, int8_dot_topk, pack_bits
 from rayprism.platform.codecs.quantize import calibrate_int8, to_int8
-from rayprism.platform.store.routes import Hits, RowTable, grown
+from rayprism.platform.store.routes import RowTable, grown
+from rayprism.platform.store.vocabulary import Hits
 from rayprism.platform.store.write_counts import WriteCounts
 from rayprism.platform.vectors import normalised
 

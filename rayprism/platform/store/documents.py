@@ -15,7 +15,7 @@ import numpy as np
 
 from rayprism.platform.codecs.wire import from_base64
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
-from rayprism.platform.errors import InvalidInputError
+from rayprism.platform.errors import ErrorResponse, InvalidInputError
 from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -43,7 +43,7 @@ class InvalidDocumentsError(InvalidInputError):
         super().__init__(f"{where}: {first.message}{more}; nothing was written", param="documents")
         self.problems = problems
 
-    def to_body(self) -> dict:
+    def to_body(self) -> ErrorResponse:
         body = super().to_body()
         body["error"]["errors"] = [problem.to_dict() for problem in self.problems]
         return body

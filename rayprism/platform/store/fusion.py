@@ -1,24 +1,56 @@
-"""Fusing ranked lists from dense and sparse search into one.
+"""Fusing ranked lists from dense and sparse search into one, and the fusions a search may ask for.
 
-Both take lists of ``(id, score)``, best first, where a higher score is better.
+Both take lists of ``(id, score)``, best first, where a higher score is better. The fusion
+models are the HTTP schema's ``fusion`` and what the store fuses by: one definition, read by
+attribute on both sides of the hop.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-Hits = list[tuple[Any, float]]
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+
+from rayprism.platform.config.base import Integer
+from rayprism.platform.store.vocabulary import Hits
 
 RRF_K = 60
 """Reciprocal rank fusion's constant, as in the RRF paper and Milvus's ``RRFRanker``."""
 MAX_RRF_K = 16384
 """Milvus's ``RRFRanker`` takes k in [1, 16384); a larger k ranks by list membership alone."""
-DEFAULT_WEIGHTS = {"dense": 0.5, "sparse": 0.5}
-DEFAULT_FUSION = {"type": "weighted", "weights": DEFAULT_WEIGHTS}
-"""Equal-weight min-max fusion: on the Debian dev queries it beat RRF (k=60) by 0.03 MRR@10
-and both single modes by 0.04+ (docs/benchmarks.md); RRF stays one option away."""
 MAX_WEIGHT = 1e6
 """Weights are relative (only their ratio ranks); a million to one is as lopsided as fusion gets."""
+
+Weight = Annotated[StrictFloat, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
+"""A fusion weight: finite and bounded, so no weighted sum can overflow (fusion is safe beyond it too)."""
+
+
+class RRFFusion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["rrf"]
+    """Required, as the discriminator of ``fusion`` (the schema's ``oneOf`` cannot pick a member without it)."""
+    k: Integer = Field(default=RRF_K, gt=0, lt=MAX_RRF_K)
+
+
+class FusionWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dense: Weight = 0.5
+    sparse: Weight = 0.5
+
+
+class WeightedFusion(BaseModel):
+    """Each list's scores min-max normalised over its own hits, then a weighted sum (the default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["weighted"]
+    weights: FusionWeights = FusionWeights()
+
+
+Fusion = Annotated[RRFFusion | WeightedFusion, Field(discriminator="type")]
+
+DEFAULT_FUSION = WeightedFusion(type="weighted")
+"""Equal-weight min-max fusion: on the Debian dev queries it beat RRF (k=60) by 0.03 MRR@10
+and both single modes by 0.04+ (docs/benchmarks.md); RRF stays one option away."""
 
 
 def reciprocal_rank(routes: list[Hits], k: int = RRF_K) -> Hits:
@@ -60,8 +92,7 @@ def weighted(routes: list[Hits], weights: list[float]) -> Hits:
     return [(doc_id, share * largest * rest) for doc_id, share in ranked]
 
 
-def fuse(dense: Hits, sparse: Hits, fusion: dict | None) -> Hits:
-    fusion = fusion or DEFAULT_FUSION
-    if fusion["type"] == "weighted":
-        return weighted([dense, sparse], [fusion["weights"]["dense"], fusion["weights"]["sparse"]])
-    return reciprocal_rank([dense, sparse], fusion.get("k", RRF_K))
+def fuse(dense: Hits, sparse: Hits, fusion: Fusion = DEFAULT_FUSION) -> Hits:
+    if isinstance(fusion, WeightedFusion):
+        return weighted([dense, sparse], [fusion.weights.dense, fusion.weights.sparse])
+    return reciprocal_rank([dense, sparse], fusion.k)

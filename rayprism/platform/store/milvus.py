@@ -28,14 +28,14 @@ from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundE
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
-from rayprism.platform.store.fusion import fuse
+from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion, fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
 from rayprism.platform.store.mirror import MirrorManager
-from rayprism.platform.store.routes import Hits
+from rayprism.platform.store.mirror_memory import MirrorMemory
 from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY
-from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, SearchMode
+from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, Hits, Metric, SearchMode
 
 logger = logging.getLogger(__name__)
 # pymilvus logs every failed RPC with a traceback; the errors raised here carry the message.
@@ -63,20 +63,34 @@ class SearchQuery:
 
     mode: SearchMode
     k: int
-    dense_vector: Any = None
+    dense_vector: np.ndarray | None = None
     """The query's vector: a multi-vector search's is the query's MUVERA encoding."""
-    query_tokens: Any = None
+    query_tokens: np.ndarray | None = None
     """A multi-vector search's query token vectors (float32[t, width]), for the MaxSim rerank."""
     text: str | None = None
-    metric: str = "COSINE"
+    metric: Metric = "COSINE"
     """The collection's dense metric."""
     candidates: int = DEFAULT_CANDIDATES
     """Hits taken from each route before fusion (hybrid mode), or reranked (multivector mode)."""
     filter: str = ""
-    fusion: dict | None = None
+    fusion: Fusion = DEFAULT_FUSION
     output_fields: list[str] | None = None
     sparse_hits: Hits | None = None
     """BM25 hits computed earlier (the replica starts them while it embeds the query)."""
+
+
+@dataclass(frozen=True)
+class SearchHits:
+    """The store's answer to a :class:`SearchQuery`, best first, in columns: ``ids[i]`` scored ``scores[i]``
+    (higher is better in every mode) and has ``fields[i]`` (those asked for). One record crosses the process
+    boundary, not one per hit: a named tuple per hit pickles about four times slower than these lists."""
+
+    ids: list
+    scores: list[float]
+    fields: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class MilvusStore:
@@ -206,7 +220,7 @@ class MilvusStore:
         self.search(name, SearchQuery(mode=mode, k=1, dense_vector=np.ones(layout.dimensions, dtype=np.float32),
                                       text="warm up", metric=layout.metric, output_fields=[]))
 
-    def memory(self, name: str) -> dict | None:
+    def memory(self, name: str) -> MirrorMemory | None:
         """The in-memory mirror's size (rows, dense bytes per document), None while there is none."""
         mirror = self.mirrors.built(name)
         return mirror.memory() if mirror is not None else None
@@ -287,7 +301,7 @@ class MilvusStore:
 
     # --- search ------------------------------------------------------------------------
 
-    def search(self, name: str, query: SearchQuery) -> list[dict]:
+    def search(self, name: str, query: SearchQuery) -> SearchHits:
         """Hits best first, ``score`` higher is better in every mode.
 
         Hybrid search runs the dense and the sparse search (``candidates`` each) and fuses
@@ -302,15 +316,16 @@ class MilvusStore:
         if mode == "dense":
             sparse = []
         elif query.sparse_hits is not None:
-            sparse = [(doc_id, score) for doc_id, score in query.sparse_hits]
+            sparse = query.sparse_hits
         else:
             sparse = self.hits(name, SPARSE_FIELD, query.text, limit, filter)
         hits = fuse(dense, sparse, query.fusion)[: query.k] if mode == "hybrid" else dense or sparse
         return self._with_fields(name, hits, query.output_fields)
 
-    def _with_fields(self, name: str, hits: Hits, output_fields: list[str] | None) -> list[dict]:
-        fields = self._fields(name, [doc_id for doc_id, _ in hits], output_fields) if output_fields else {}
-        return [{"id": doc_id, "score": score, "fields": fields.get(doc_id, {})} for doc_id, score in hits]
+    def _with_fields(self, name: str, hits: Hits, output_fields: list[str] | None) -> SearchHits:
+        ids = [doc_id for doc_id, _ in hits]
+        fields = self._fields(name, ids, output_fields) if output_fields else {}
+        return SearchHits(ids, [score for _, score in hits], [fields.get(doc_id, {}) for doc_id in ids])
 
     def _multivector_hits(self, name: str, query: SearchQuery) -> Hits:
         """``candidates`` documents by their MUVERA encodings (the mirror's, or Milvus's for a filter the

@@ -25,9 +25,11 @@ from rayprism.platform.store.compressed import CodeFiles, CodeRoute, FetchVector
 from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, filter_mask
 from rayprism.platform.store.flushing import FlushGate
 from rayprism.platform.store.layout import Layout
-from rayprism.platform.store.routes import Bm25Route, DenseRoute, Hits, RowTable
+from rayprism.platform.store.mirror_memory import DenseTierMemory, MirrorMemory, TokenMemory
+from rayprism.platform.store.routes import Bm25Route, DenseRoute, RowTable
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY, TokenRoute
+from rayprism.platform.store.vocabulary import Hits
 
 logger = logging.getLogger(__name__)
 
@@ -124,14 +126,14 @@ class Mirror:
                 route.compact(keep)
             self.columns = self.columns.take(keep)
 
-    def memory(self) -> dict:
+    def memory(self) -> MirrorMemory:
         """What the dense tier costs per document, for the collection's description."""
         dense = self.routes.get(DENSE_FIELD)
         kind = self.code_route.kind if self.code_route else "float32"
-        memory = {"rows": len(self.rows), "dense": None if dense is None else
-                  {"kind": kind, "bytes_per_document": dense.bytes_per_document}}
+        memory = MirrorMemory(rows=len(self.rows), dense=None if dense is None else
+                              DenseTierMemory(kind=kind, bytes_per_document=dense.bytes_per_document))
         if self.token_route is not None:
-            memory["tokens"] = {"kind": "float32", "bytes_per_document": self.token_route.bytes_per_document}
+            memory["tokens"] = TokenMemory(kind="float32", bytes_per_document=self.token_route.bytes_per_document)
         return memory
 
     def hits(self, route: str, query: Any, k: int, filter: str = "") -> Hits | None:

@@ -20,10 +20,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from rayprism.numba_kernels import dot_topk
+from rayprism.platform.store.vocabulary import Hits
 from rayprism.platform.vectors import normalised
-
-Hits = list[tuple[Any, float]]
-"""``(id, score)`` best first; a higher score is better in every route."""
 
 
 def grown(array: np.ndarray, rows: int) -> np.ndarray:

@@ -15,7 +15,8 @@ import numpy as np
 
 from rayprism.numba_kernels import maxsim
 from rayprism.platform.codecs.muvera import FDEConfig
-from rayprism.platform.store.routes import Hits, RowTable, grown
+from rayprism.platform.store.routes import RowTable, grown
+from rayprism.platform.store.vocabulary import Hits
 
 TOKENS_KEY = "tokens"
 """The row key carrying a document's token vectors (float32[t, width]) from the serving replica to the

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 SearchMode = Literal["hybrid", "dense", "sparse", "multivector"]
+Metric = Literal["COSINE", "IP", "L2"]
+"""A dense index's metric (BM25 scores the sparse route)."""
+
+Hits = list[tuple[Any, float]]
+"""``(id, score)`` best first, a higher score better: what every route, fusion and rerank answer."""
 
 DEFAULT_CANDIDATES = 50
 """Hits taken from each of dense and sparse before fusion (at least k), and hits a rerank stage
