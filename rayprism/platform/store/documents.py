@@ -16,6 +16,7 @@ import numpy as np
 from rayprism.platform.codecs.wire import from_base64
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
 from rayprism.platform.errors import ErrorResponse, InvalidInputError
+from rayprism.platform.store.filters import UNQUOTABLE
 from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -83,6 +84,8 @@ def normalise_id(config: CollectionConfig, value: Any) -> str | int:
         return str(value)
     if not isinstance(value, str) or not value or len(value.encode()) > ID_MAX_BYTES:
         raise ValueError(f"must be a non-empty string of at most {ID_MAX_BYTES} bytes, got {value!r}")
+    if UNQUOTABLE.search(value):
+        raise ValueError(f"must not hold control characters other than tab and line breaks, got {value!r}")
     return value
 
 

@@ -16,6 +16,7 @@ literals and function calls must name a filterable field, brackets must balance 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -126,3 +127,20 @@ def check_filter(expression: str, fields: list[str]) -> str:
     if open_brackets:
         raise _refuse(f"{len(open_brackets)} unclosed {open_brackets[-1]!r}")
     return expression
+
+
+UNQUOTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+"""Characters a Milvus string literal cannot hold: JSON writes them as ``\\uXXXX``, an escape Milvus lacks."""
+
+
+def string_literal(value: str) -> str:
+    """``value`` as a Milvus string literal. JSON's escapes (``\\"``, ``\\\\``, ``\\n``, ``\\t`` …) are Milvus's own, except
+    ``\\uXXXX``: a value with a character of :data:`UNQUOTABLE` is never written (ids refuse them)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def ids_filter(ids: list) -> str:
+    """``id in [...]`` for these ids, each quoted safely: pymilvus's ``get(ids=...)`` and ``delete(ids=...)``
+    quote strings without escaping, so an id holding a quote or a backslash is refused or, worse, missed."""
+    return f"id in [{', '.join(string_literal(i) if isinstance(i, str) else str(int(i)) for i in ids)}]"
+

@@ -27,6 +27,7 @@ from rayprism.platform.config import BITS_FIELD, DENSE_FIELD, SPARSE_FIELD, Coll
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
+from rayprism.platform.store.filters import ids_filter
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion, fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
@@ -250,14 +251,14 @@ class MilvusStore:
 
     def delete(self, name: str, ids: list) -> int:
         """How many of ``ids`` existed (Milvus counts every id it was given)."""
-        found = self._call(self._client.get, name, ids=ids, output_fields=["id"], **self._reads)
+        found = self._by_ids(name, ids, ["id"])
         existing = [row["id"] for row in found]
         if existing:
             multivector = self.multivector(name)
             with self._writing(name, self.compression(name), multivector):
                 if multivector:
                     self.tokens.delete(name, existing)
-                self._call(self._client.delete, name, ids=existing)
+                self._call(self._client.delete, name, filter=ids_filter(existing))
                 self._flushes.schedule(name)
                 self.mirrors.delete(name, existing)
         return len(existing)
@@ -286,7 +287,14 @@ class MilvusStore:
         return ids
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
-        return list(self._call(self._client.get, name, ids=ids, output_fields=output_fields, **self._reads))
+        return self._by_ids(name, ids, output_fields)
+
+    def _by_ids(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
+        """The rows of these ids (those that exist), read with a filter that quotes each id safely."""
+        if not ids:
+            return []
+        return list(self._call(self._client.query, name, filter=ids_filter(ids), output_fields=output_fields,
+                               **self._reads))
 
     def flush(self, name: str) -> None:
         """Seal fresh rows, and save a compressed collection's codes once its writes pause."""
@@ -370,13 +378,13 @@ class MilvusStore:
     def _vectors(self, name: str) -> FetchVectors:
         """The collection's float vectors by id, read from Milvus (for rescoring a compressed tier)."""
         def fetch(ids: list) -> dict:
-            rows = self._call(self._client.get, name, ids=ids, output_fields=[DENSE_FIELD], **self._reads)
+            rows = self._by_ids(name, ids, [DENSE_FIELD])
             return {row["id"]: row[DENSE_FIELD] for row in rows}
 
         return fetch
 
     def _fields(self, name: str, ids: list, output_fields: list[str]) -> dict:
-        found = self._call(self._client.get, name, ids=ids, output_fields=output_fields, **self._reads) if ids else []
+        found = self._by_ids(name, ids, output_fields)
         return {row["id"]: {field: row.get(field) for field in output_fields} for row in found}
 
     # --- plumbing ----------------------------------------------------------------------
