@@ -7,7 +7,7 @@ vectors and rows travel to the store deployment.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Awaitable, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
 """Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
 4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
 
+RequestT = TypeVar("RequestT")
+AnswerT = TypeVar("AnswerT")
+
 
 def _media_problem(config: CollectionConfig, index: int, error: InvalidInputError) -> DocumentProblem:
     """A media error (about ``input[k]``) as the problem of the document at ``index``."""
@@ -56,6 +59,15 @@ def _store_calls(rows: list[dict]) -> Iterator[list[dict]]:
         yield part
 
 
+async def _again_if_moved(write: Callable[[str, RequestT], Awaitable[AnswerT]], name: str, request: RequestT) -> AnswerT:
+    """``write(name, request)``, made once more if the alias ``name`` moved (a re-embedding's swap) between
+    resolving it and reaching the store: the second time it resolves to where the alias points now."""
+    try:
+        return await write(name, request)
+    except CollectionMovedError:
+        return await write(name, request)
+
+
 class DocumentsService:
     """Upsert, read and delete a collection's documents, as ``/v1/collections/{name}/documents``."""
 
@@ -70,10 +82,7 @@ class DocumentsService:
         document's item is embedded, not stored, so media documents are always written. A write whose
         alias moved (a re-embedding's swap) before it reached the store is made again where it points now."""
         self._embeddings.check_input_count(len(request.documents), "documents", "documents")
-        try:
-            return await self._upsert(name, request)
-        except CollectionMovedError:
-            return await self._upsert(name, request)
+        return await _again_if_moved(self._upsert, name, request)
 
     async def _upsert(self, name: str, request: DocumentsRequest) -> DocumentsUpserted:
         config = await self._collections.collection(name)
@@ -155,10 +164,7 @@ class DocumentsService:
         return sum(embedded.token_counts)
 
     async def delete(self, name: str, request: DeleteDocumentsRequest) -> DocumentsDeleted:
-        try:
-            return await self._delete(name, request)
-        except CollectionMovedError:
-            return await self._delete(name, request)
+        return await _again_if_moved(self._delete, name, request)
 
     async def _delete(self, name: str, request: DeleteDocumentsRequest) -> DocumentsDeleted:
         config = await self._collections.collection(name)
