@@ -5,15 +5,25 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail, service_client
 from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 
+if TYPE_CHECKING:
+    from rayprism.deployments.responses import ReembedJob
+
 POLL_S = 0.5
-FINISHED = {"done", "refused", "failed", "interrupted"}
+
+
+def typed(body: dict) -> ReembedJob:
+    """A job as the service answered it, read by the model that built the body (its states and phases are
+    the service's own ``Literal``\ s). Imported here: the CLI starts without pydantic."""
+    from rayprism.deployments.responses import ReembedJob
+
+    return ReembedJob.model_validate(body)
 
 
 def read_queries(path: Path) -> list[dict]:
@@ -31,46 +41,45 @@ def read_queries(path: Path) -> list[dict]:
     return queries
 
 
-def follow(client, job: dict) -> dict:
+def follow(client, job: ReembedJob) -> ReembedJob:
     """Show the job's progress until it ends; returns its last state."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(f"{job['source']} → {job['target']} ({job['model']})", total=None)
-        while job["state"] == "running":
-            pending = f", {job.get('changes_pending', 0)} writes to replay" if job["phase"] != "copying" else ""
-            progress.update(task, total=job["documents_total"], completed=job["documents_done"],
-                            description=f"{job['phase']}{pending}: {job['source']} → {job['target']}")
+        task = progress.add_task(f"{job.source} → {job.target} ({job.model})", total=None)
+        while job.state == "running":
+            pending = f", {job.changes_pending} writes to replay" if job.phase != "copying" else ""
+            progress.update(task, total=job.documents_total, completed=job.documents_done,
+                            description=f"{job.phase}{pending}: {job.source} → {job.target}")
             time.sleep(POLL_S)
-            job = client.reembed_job(job["id"])
-        progress.update(task, total=job["documents_total"], completed=job["documents_done"],
-                        description=f"{job['state']}: {job['source']} → {job['target']}")
+            job = typed(client.reembed_job(job.id))
+        progress.update(task, total=job.documents_total, completed=job.documents_done,
+                        description=f"{job.state}: {job.source} → {job.target}")
     return job
 
 
-def report(job: dict) -> None:
-    gate = job.get("gate")
-    if gate:
-        old = f"old {gate['old']:.3f}, " if gate.get("old") is not None else ""
-        typer.echo(f"gate {gate['metric']}: {old}new {gate['new']:.3f}, threshold {gate['threshold']:.3f} → "
-                   f"{'passed' if gate['passed'] else 'refused'}")
-    bridge = job.get("bridge")
-    if bridge:
-        typer.echo(f"bridge ({bridge['method']}): cosine to old {bridge['against_old']['mean_cosine']:.3f}, "
-                   f"top-10 vs old {bridge['against_old']['top10_agreement']:.3f}, "
-                   f"vs new {bridge['against_new']['top10_agreement']:.3f}")
-    if job["state"] == "done":
-        typer.echo(f"{job['alias']} → {job['target']} ({job['model']}); {job['source']} is kept "
-                   f"(`rayprism rollback {job['alias']}` points back)" if job["direction"] == "forward"
-                   else f"{job['alias']} → {job['target']} again ({job['model']})")
-    elif job["state"] == "refused":
-        fail(f"the swap was refused by the evaluation gate; {job['alias']} still reaches {job['source']}, "
-             f"and {job['target']} is left for inspection", code=1)
-    elif job["state"] == "interrupted":
-        fail(f"job {job['id']} was interrupted; run the same command again to resume it", code=1)
-    elif job["state"] == "failed":
-        fail(f"job {job['id']} failed: {job['error']}", code=1)
+def report(job: ReembedJob) -> None:
+    gate, bridge = job.gate, job.bridge
+    if gate is not None:
+        old = f"old {gate.old:.3f}, " if gate.old is not None else ""
+        typer.echo(f"gate {gate.metric}: {old}new {gate.new:.3f}, threshold {gate.threshold:.3f} → "
+                   f"{'passed' if gate.passed else 'refused'}")
+    if bridge is not None:
+        typer.echo(f"bridge ({bridge.method}): cosine to old {bridge.against_old.mean_cosine:.3f}, "
+                   f"top-10 vs old {bridge.against_old.top10_agreement:.3f}, "
+                   f"vs new {bridge.against_new.top10_agreement:.3f}")
+    if job.state == "done":
+        typer.echo(f"{job.alias} → {job.target} ({job.model}); {job.source} is kept "
+                   f"(`rayprism rollback {job.alias}` points back)" if job.direction == "forward"
+                   else f"{job.alias} → {job.target} again ({job.model})")
+    elif job.state == "refused":
+        fail(f"the swap was refused by the evaluation gate; {job.alias} still reaches {job.source}, "
+             f"and {job.target} is left for inspection", code=1)
+    elif job.state == "interrupted":
+        fail(f"job {job.id} was interrupted; run the same command again to resume it", code=1)
+    elif job.state == "failed":
+        fail(f"job {job.id} failed: {job.error}", code=1)
 
 
 @app.command()
@@ -104,15 +113,14 @@ def reembed(
     if min_score is not None:
         evaluation["min_score"] = min_score
     with service_client(url, api_key) as client:
-        job = client.reembed(collection, model, evaluation=evaluation, batch_size=batch_size)
-        typer.echo(f"job {job['id']}: {job['source']} → {job['target']} with {model}"
-                   + (" (resumed)" if job["runs"] else ""))
+        job = typed(client.reembed(collection, model, evaluation=evaluation, batch_size=batch_size))
+        typer.echo(f"job {job.id}: {job.source} → {job.target} with {model}" + (" (resumed)" if job.runs else ""))
         if not wait:
             return
         try:
             job = follow(client, job)
         except KeyboardInterrupt:
-            typer.echo(f"\nstopped following; the job runs on: rayprism reembed-status {job['id']}", err=True)
+            typer.echo(f"\nstopped following; the job runs on: rayprism reembed-status {job.id}", err=True)
             raise typer.Exit(130) from None
     report(job)
 
@@ -144,8 +152,8 @@ def rollback(
     written in between is lost.
     """
     with service_client(url, api_key) as client:
-        job = client.rollback(collection, batch_size=batch_size)
-        typer.echo(f"job {job['id']}: {job['source']} → {job['target']} ({job['model']})")
+        job = typed(client.rollback(collection, batch_size=batch_size))
+        typer.echo(f"job {job.id}: {job.source} → {job.target} ({job.model})")
         if wait:
             job = follow(client, job)
     report(job)

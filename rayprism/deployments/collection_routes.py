@@ -130,17 +130,17 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         with Observed(service, "collections.reembed", lambda: service.metrics_label(collections.model_of(name))):
             parsed = await parsed_body(request, ReembedRequest, body_limit)
             job, started = await services.reembed.start(name, parsed)
-            return json_response(job, 202 if started else 200)
+            return json_response(job.model_dump(mode="json"), 202 if started else 200)
 
     @app.get("/v1/collections/{name}/reembed", responses=answers(responses.ReembedJobList))
     async def list_reembed_jobs(name: str) -> Response:
         """The re-embedding jobs of an alias, oldest first (rollbacks included)."""
-        return json_response(await services.reembed.jobs_of(name))
+        return json_response((await services.reembed.jobs_of(name)).model_dump(mode="json"))
 
     @app.get("/v1/reembed/{job_id}", responses=answers(responses.ReembedJob))
     async def get_reembed_job(job_id: str) -> Response:
         """One re-embedding job: its state, progress, gate and bridge."""
-        return json_response(await services.reembed.job(job_id))
+        return json_response((await services.reembed.job(job_id)).model_dump(mode="json"))
 
     @app.post("/v1/collections/{name}/rollback", status_code=202,
               openapi_extra=request_body(RollbackRequest, required=False), responses=answers(
@@ -152,7 +152,7 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         with Observed(service, "collections.rollback", lambda: service.metrics_label(collections.model_of(name))):
             body = await read_body(request, body_limit)
             parsed = parse_body(RollbackRequest, body) if body.strip() else RollbackRequest()
-            return json_response(await services.reembed.rollback(name, parsed), 202)
+            return json_response((await services.reembed.rollback(name, parsed)).model_dump(mode="json"), 202)
 
     @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
     async def list_aliases() -> Response:

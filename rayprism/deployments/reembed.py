@@ -22,15 +22,22 @@ moves back.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
 
 from rayprism.platform.bridge import bridge_quality, fit_bridge
 from rayprism.platform.config import DENSE_FIELD, CollectionConfig
-from rayprism.platform.constants import GATE_SAMPLE, NAMESPACE, reembed_worker_name
+from rayprism.platform.constants import NAMESPACE, reembed_worker_name
 from rayprism.platform.ranking import agreement, first_relevant_ranks, mean_reciprocal_rank
+from rayprism.platform.reembed_record import (
+    BridgeAgreement,
+    BridgeReport,
+    Evaluation,
+    EvaluationQuery,
+    Gate,
+    ReembedRecord,
+)
 from rayprism.platform.store.milvus import SearchQuery
 from rayprism.platform.vectors import normalised
 
@@ -65,28 +72,28 @@ class ReembedWorker:
         self._service = serve.get_deployment_handle(serving_deployment, app_name)
         self._job_id = job_id
 
-    async def _update(self, **fields: Any) -> dict:
-        return await self._store.reembed_update(self._job_id, fields)
+    async def _update(self, **fields: Any) -> ReembedRecord:
+        return await self._store.reembed_update(self._job_id, **fields)
 
     async def run(self) -> None:
         import ray
 
         try:
             record = await self._store.reembed_job(self._job_id)
-            record = await self._update(runs=record["runs"] + 1, embedded_this_run=0, error=None)
-            source = CollectionConfig.model_validate(await self._store.resolve(record["source"]))
+            record = await self._update(runs=record.runs + 1, embedded_this_run=0, error=None)
+            source = CollectionConfig.model_validate(await self._store.resolve(record.source))
             self._content = ["id", source.text_field, *source.fields]
-            if record["phase"] == "copying":
-                if record["direction"] == "forward" and not record.get("bridge"):
+            if record.phase == "copying":
+                if record.direction == "forward" and record.bridge is None:
                     record = await self._fit_bridge(record, source)
                 record = await self._copy(record, source)
             record = await self._update(phase="following")
-            applied = await self._follow(record, source)
-            if record["direction"] == "forward":
+            applied = await self._follow(source)
+            if record.direction == "forward":
                 record = await self._update(phase="evaluating")
                 gate = await self._gate(record, source)
                 record = await self._update(gate=gate)
-                if not gate["passed"]:
+                if not gate.passed:
                     await self._update(state="refused", phase="evaluated")
                     return
             await self._catch_up(source)  # what came in during the gate, while writes flow freely
@@ -94,7 +101,7 @@ class ReembedWorker:
             try:  # writes keep coming: hold new ones back while the last are replayed, then swap
                 while True:
                     await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)  # (again: a freeze ends by itself)
-                    applied = await self._follow(await self._store.reembed_job(self._job_id), source)
+                    applied = await self._follow(source)
                     if await self._store.reembed_swap(self._job_id, applied):
                         break
             finally:
@@ -111,65 +118,63 @@ class ReembedWorker:
         for row, vector in zip(rows, vectors):
             row[DENSE_FIELD] = np.asarray(vector, dtype=np.float32)
 
-    async def _fit_bridge(self, record: dict, source: CollectionConfig) -> dict:
+    async def _fit_bridge(self, record: ReembedRecord, source: CollectionConfig) -> ReembedRecord:
         """Copy a random sample of the source first and fit the bridge on it (its documents' old vectors
         against the new ones just embedded), so that searches by the new model are answered through it
         for the rest of the job; the copy then skips the sample."""
-        ids = await self._store.ids(record["source"])
+        ids = await self._store.ids(record.source)
         sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[:BRIDGE_SAMPLE]]
         rows = []
-        for batch in _chunks(sample, record["batch_size"]):
-            part = await self._store.get(record["source"], batch, [*self._content, DENSE_FIELD])
+        for batch in _chunks(sample, record.batch_size):
+            part = await self._store.get(record.source, batch, [*self._content, DENSE_FIELD])
             old = [np.asarray(row.pop(DENSE_FIELD), dtype=np.float32) for row in part]
-            await self._embed(record["model"], part, source.text_field)
-            await self._store.upsert(record["target"], part)
+            await self._embed(record.model, part, source.text_field)
+            await self._store.upsert(record.target, part)
             rows.extend(zip([row["id"] for row in part], old, [row[DENSE_FIELD] for row in part]))
-        record = await self._update(documents_embedded=record["documents_embedded"] + len(rows),
-                                    embedded_this_run=record["embedded_this_run"] + len(rows))
+        record = await self._update(documents_embedded=record.documents_embedded + len(rows),
+                                    embedded_this_run=record.embedded_this_run + len(rows))
         fitted = self._bridge([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows])
         if fitted is None:  # too few documents to fit a map on: searches by the new model wait for the swap
             return record
         return await self._store.reembed_bridge_put(self._job_id, *fitted)
 
-    async def _copy(self, record: dict, source: CollectionConfig) -> dict:
+    async def _copy(self, record: ReembedRecord, source: CollectionConfig) -> ReembedRecord:
         """Every document of the source that the target does not hold yet, embedded by the new model."""
-        batch_size = record["batch_size"]
-        source_ids = await self._store.ids(record["source"])
-        held = set(await self._store.ids(record["target"]))
+        source_ids = await self._store.ids(record.source)
+        held = set(await self._store.ids(record.target))
         todo = [doc_id for doc_id in source_ids if doc_id not in held]
         done = len(source_ids) - len(todo)
-        embedded, this_run = record["documents_embedded"], record["embedded_this_run"]
+        embedded, this_run = record.documents_embedded, record.embedded_this_run
         record = await self._update(documents_total=len(source_ids), documents_done=done)
-        for batch in _chunks(todo, batch_size):
-            rows = await self._store.get(record["source"], batch, self._content)  # deleted meanwhile: logged
+        for batch in _chunks(todo, record.batch_size):
+            rows = await self._store.get(record.source, batch, self._content)  # deleted meanwhile: logged
             if rows:
-                await self._embed(record["model"], rows, source.text_field)
-                await self._store.upsert(record["target"], rows)
+                await self._embed(record.model, rows, source.text_field)
+                await self._store.upsert(record.target, rows)
             done += len(batch)
             embedded += len(rows)
             this_run += len(rows)
             record = await self._update(documents_done=done, documents_embedded=embedded, embedded_this_run=this_run)
         return record
 
-    async def _follow(self, record: dict, source: CollectionConfig) -> int:
+    async def _follow(self, source: CollectionConfig) -> int:
         """Replay the source's change log into the target up to where it was when this began (a stream of
         writes faster than the replay would never let it end otherwise); returns the position reached."""
         record = await self._store.reembed_job(self._job_id)
-        applied, batch_size = record["changes_applied"], record["batch_size"]
-        stop = applied + record["changes_pending"]
-        embedded, this_run = record["documents_embedded"], record["embedded_this_run"]
+        applied, stop = record.changes_applied, record.changes_applied + record.changes_pending
+        embedded, this_run = record.documents_embedded, record.embedded_this_run
         while applied < stop:
-            end, ids = await self._store.reembed_changes(self._job_id, applied, batch_size)
+            end, ids = await self._store.reembed_changes(self._job_id, applied, record.batch_size)
             if end == applied:
                 return applied
-            rows = await self._store.get(record["source"], ids, self._content)
+            rows = await self._store.get(record.source, ids, self._content)
             present = {row["id"] for row in rows}
             gone = [doc_id for doc_id in ids if doc_id not in present]
             if rows:
-                await self._embed(record["model"], rows, source.text_field)
-                await self._store.upsert(record["target"], rows)
+                await self._embed(record.model, rows, source.text_field)
+                await self._store.upsert(record.target, rows)
             if gone:
-                await self._store.delete(record["target"], gone)
+                await self._store.delete(record.target, gone)
             applied = end
             embedded += len(rows)
             this_run += len(rows)
@@ -182,38 +187,36 @@ class ReembedWorker:
         would flow again and the swap never find the log still). Stops early while the backlog does not
         shrink: writes come faster than they are replayed, and only the freeze can hold them."""
         record = await self._store.reembed_job(self._job_id)
-        while record["changes_pending"] > record["batch_size"]:
-            before = record["changes_pending"]
-            await self._follow(record, source)
+        while record.changes_pending > record.batch_size:
+            before = record.changes_pending
+            await self._follow(source)
             record = await self._store.reembed_job(self._job_id)
-            if record["changes_pending"] >= before:
+            if record.changes_pending >= before:
                 return
 
     # --- the evaluation gate ---------------------------------------------------------------
 
-    async def _gate(self, record: dict, source: CollectionConfig) -> dict:
-        evaluation = record["evaluation"]
-        if evaluation.get("queries"):
-            gate = await self._mrr_gate(record, evaluation)
-        else:
-            gate = await self._agreement_gate(record, source, evaluation)
-        return gate
+    async def _gate(self, record: ReembedRecord, source: CollectionConfig) -> Gate:
+        evaluation = record.evaluation
+        if evaluation.queries:
+            return await self._mrr_gate(record, evaluation.queries, evaluation.min_score)
+        return await self._agreement_gate(record, source, evaluation)
 
-    async def _mrr_gate(self, record: dict, evaluation: dict) -> dict:
-        queries = evaluation["queries"]
-        relevant = [{str(doc_id) for doc_id in query["relevant"]} for query in queries]
-        scores = {}
-        for side in ("source", "target"):
-            ranked = []
-            for query in queries:
-                ids = await self._service.reembed_search.remote(record[side], query["query"], GATE_K)
-                ranked.append([str(doc_id) for doc_id in ids])
-            scores[side] = mean_reciprocal_rank(first_relevant_ranks(ranked, relevant))
-        threshold = evaluation.get("min_score")
-        if threshold is None:
-            threshold = DEFAULT_MRR_RATIO * scores["source"]
-        return {"metric": "mrr@10", "queries": len(queries), "old": scores["source"], "new": scores["target"],
-                "threshold": threshold, "passed": scores["target"] >= threshold}
+    async def _mrr_gate(self, record: ReembedRecord, queries: list[EvaluationQuery], min_score: float | None) -> Gate:
+        relevant = [{str(doc_id) for doc_id in query.relevant} for query in queries]
+        old = await self._mrr(record.source, queries, relevant)
+        new = await self._mrr(record.target, queries, relevant)
+        threshold = DEFAULT_MRR_RATIO * old if min_score is None else min_score
+        return Gate(metric="mrr@10", queries=len(queries), old=old, new=new, threshold=threshold,
+                    passed=new >= threshold)
+
+    async def _mrr(self, collection: str, queries: list[EvaluationQuery], relevant: list[set[str]]) -> float:
+        """MRR@10 of ``queries`` searching ``collection`` as callers search it."""
+        ranked = []
+        for query in queries:
+            ids = await self._service.reembed_search.remote(collection, query.query, GATE_K)
+            ranked.append([str(doc_id) for doc_id in ids])
+        return mean_reciprocal_rank(first_relevant_ranks(ranked, relevant))
 
     async def _vectors(self, collection: str, ids: list) -> dict:
         rows = await self._store.get(collection, ids, ["id", DENSE_FIELD])
@@ -224,29 +227,27 @@ class ReembedWorker:
         found = await self._store.search(collection, query)
         return [doc_id for doc_id in found.ids if doc_id != exclude][:GATE_K]
 
-    async def _agreement_gate(self, record: dict, source: CollectionConfig, evaluation: dict) -> dict:
+    async def _agreement_gate(self, record: ReembedRecord, source: CollectionConfig, evaluation: Evaluation) -> Gate:
         """Stored documents as queries: each one's old vector searches the old index, its new vector the new
         index (itself left out of both); the share of the old top-10 that the new one finds, averaged."""
-        target = CollectionConfig.model_validate(await self._store.resolve(record["target"]))
-        ids = await self._store.ids(record["target"])
-        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.get("sample", GATE_SAMPLE)]]
-        old, new = await self._vectors(record["source"], sample), await self._vectors(record["target"], sample)
+        target = CollectionConfig.model_validate(await self._store.resolve(record.target))
+        ids = await self._store.ids(record.target)
+        sample = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))[: evaluation.sample]]
+        old, new = await self._vectors(record.source, sample), await self._vectors(record.target, sample)
         queries = [doc_id for doc_id in sample if doc_id in old and doc_id in new]
         agreements = []
         for doc_id in queries:
-            before = await self._top(record["source"], source.index.metric, old[doc_id], doc_id)
-            after = await self._top(record["target"], target.index.metric, new[doc_id], doc_id)
+            before = await self._top(record.source, source.index.metric, old[doc_id], doc_id)
+            after = await self._top(record.target, target.index.metric, new[doc_id], doc_id)
             if before:
                 agreements.append(agreement(before, after))
         mean_agreement = float(np.mean(agreements)) if agreements else 0.0
-        threshold = evaluation.get("min_score")
-        if threshold is None:
-            threshold = DEFAULT_MIN_AGREEMENT
-        return {"metric": "top10_agreement", "queries": len(agreements), "new": mean_agreement, "threshold": threshold,
-                "passed": mean_agreement >= threshold}
+        threshold = DEFAULT_MIN_AGREEMENT if evaluation.min_score is None else evaluation.min_score
+        return Gate(metric="top10_agreement", queries=len(agreements), new=mean_agreement, threshold=threshold,
+                    passed=mean_agreement >= threshold)
 
     @staticmethod
-    def _bridge(ids: list, new: list, old: list) -> tuple[np.ndarray, list, dict] | None:
+    def _bridge(ids: list, new: list, old: list) -> tuple[np.ndarray, list, BridgeReport] | None:
         """(matrix, the ids it was fitted on, its quality): a Procrustes map from the new space to the old,
         fitted on 80% of the sample, measured on the rest against the old endpoint (cosine to the old
         vectors, the old model's own top-10 in the old index) and the new one (the new model's top-10
@@ -264,9 +265,9 @@ class ReembedWorker:
         by_bridge = np.argsort(-(mapped @ normalised(old_vectors).T), axis=1)[:, :k]
         by_new = np.argsort(-(new_unit[cut:] @ new_unit.T), axis=1)[:, :k]
         against_new = float(np.mean([agreement(b, a) for a, b in zip(by_bridge, by_new)]))
-        return bridge.matrix, ids[:cut], {
-            "method": bridge.method, "fit_rows": cut, "against_old": quality.as_dict(),
-            "against_new": {"top10_agreement": against_new, "rows": len(held_new)}}
+        return bridge.matrix, ids[:cut], BridgeReport(
+            method=bridge.method, fit_rows=cut, against_old=quality,
+            against_new=BridgeAgreement(top10_agreement=against_new, rows=len(held_new)))
 
 
 class ReembedJobs:
@@ -295,15 +296,3 @@ class ReembedJobs:
             return False
         return True
 
-
-def new_record(job_id: str, alias: str, source: str, target: str, model: str, source_model: str, *,
-               direction: str, evaluation: dict, batch_size: int, worker: str) -> dict:
-    now = time.time()
-    return {
-        "object": "reembed.job", "id": job_id, "alias": alias, "source": source, "target": target,
-        "model": model, "source_model": source_model, "direction": direction, "state": "running",
-        "phase": "copying" if direction == "forward" else "following", "created": now, "updated": now,
-        "documents_total": None, "documents_done": 0, "documents_embedded": 0, "embedded_this_run": 0,
-        "changes_applied": 0, "evaluation": evaluation, "gate": None, "bridge": None, "error": None,
-        "batch_size": batch_size, "runs": 0, "worker": worker,
-    }

@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from rayprism.deployments.collections import CollectionsService
-from rayprism.deployments.reembed import ReembedJobs, new_record
+from rayprism.deployments.reembed import ReembedJobs
+from rayprism.deployments.responses import ReembedJob, ReembedJobList
 from rayprism.deployments.schemas import ReembedRequest, RollbackRequest, SearchRequest
 from rayprism.deployments.search import SearchService
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
 from rayprism.platform.errors import ConflictError, InvalidInputError
+from rayprism.platform.reembed_record import ReembedRecord
 
 
 class ReembedService:
@@ -26,13 +28,10 @@ class ReembedService:
         self._store = store
         self._jobs = jobs
 
-    def _job_view(self, record: dict) -> dict:
-        """A job's record as callers see it: a running job whose worker is gone is ``interrupted``."""
-        view = {key: value for key, value in record.items()
-                if key not in ("evaluation", "batch_size", "worker", "changes_start")}
-        if record["state"] == "running" and self._jobs is not None and not self._jobs.alive(record["id"]):
-            view["state"] = "interrupted"
-        return view
+    def _job_view(self, record: ReembedRecord) -> ReembedJob:
+        """A job as callers see it: a running job whose worker is gone is ``interrupted``."""
+        gone = record.state == "running" and self._jobs is not None and not self._jobs.alive(record.id)
+        return ReembedJob.of(record, interrupted=gone)
 
     def _jobs_or_refuse(self) -> ReembedJobs:
         if self._jobs is None:
@@ -50,25 +49,25 @@ class ReembedService:
             f'{{"name": "{name}_live", "collection": "{name}"}} (or `rayprism alias set {name}_live {name}`)',
             param="name")
 
-    async def _alias_jobs(self, alias: str) -> list[dict]:
-        return [job for job in await self._store.reembed_jobs() if job["alias"] == alias]
+    async def _alias_jobs(self, alias: str) -> list[ReembedRecord]:
+        return [job for job in await self._store.reembed_jobs() if job.alias == alias]
 
-    async def _resumable(self, jobs: list[dict], model: str) -> dict | None:
+    async def _resumable(self, jobs: list[ReembedRecord], model: str) -> ReembedRecord | None:
         """The alias's unfinished job: its worker still running is a 409; an interrupted one of
         ``model`` is the one to resume; of another model, a 409 that says so."""
         for job in jobs:
-            if job["state"] != "running":
+            if job.state != "running":
                 continue
-            if self._jobs.alive(job["id"]):
-                raise ConflictError(f"{job['alias']!r} is being re-embedded already: job {job['id']} "
-                                    f"(GET /v1/reembed/{job['id']})")
-            if job["model"] == model:
+            if self._jobs.alive(job.id):
+                raise ConflictError(f"{job.alias!r} is being re-embedded already: job {job.id} "
+                                    f"(GET /v1/reembed/{job.id})")
+            if job.model == model:
                 return job
-            raise ConflictError(f"job {job['id']} moving {job['alias']!r} to model {job['model']!r} was "
-                                f"interrupted: resume it (reembed with model {job['model']!r}) first")
+            raise ConflictError(f"job {job.id} moving {job.alias!r} to model {job.model!r} was "
+                                f"interrupted: resume it (reembed with model {job.model!r}) first")
         return None
 
-    async def start(self, name: str, request: ReembedRequest) -> tuple[dict, bool]:
+    async def start(self, name: str, request: ReembedRequest) -> tuple[ReembedJob, bool]:
         """(the job, started): a new job, or an interrupted one of the same model resumed (not started)."""
         jobs = self._jobs_or_refuse()
         alias = await self._alias_of(name)
@@ -76,8 +75,8 @@ class ReembedService:
         previous = await self._alias_jobs(alias)
         interrupted = await self._resumable(previous, request.model)
         if interrupted is not None:
-            jobs.start(interrupted["id"])
-            return self._job_view(await self._store.reembed_job(interrupted["id"])), False
+            jobs.start(interrupted.id)
+            return self._job_view(await self._store.reembed_job(interrupted.id)), False
         self._embeddings.runner(request.model)  # 404 unless the service serves it
         if source.modality != "text" or source.multivector is not None:
             raise InvalidInputError(f"collection {source.name!r} is {'multivector' if source.multivector else source.modality}: "
@@ -93,48 +92,46 @@ class ReembedService:
         target = source.model_copy(update={"name": f"{alias}_v{number}", "model": request.model, "uri": None})
         await self._collections.ensure(target)
         job_id = f"{alias}-{len(previous) + 1}"
-        record = new_record(job_id, alias, source.name, target.name, request.model, source.model,
-                            direction="forward", evaluation=request.evaluation.model_dump(mode="json"),
-                            batch_size=request.batch_size, worker=jobs.worker(job_id))
-        record = await self._store.reembed_begin(record)
+        record = await self._store.reembed_begin(ReembedRecord(
+            id=job_id, alias=alias, source=source.name, target=target.name, model=request.model,
+            source_model=source.model, direction="forward", evaluation=request.evaluation,
+            batch_size=request.batch_size, worker=jobs.worker(job_id)))
         jobs.start(job_id)
         return self._job_view(record), True
 
-    async def rollback(self, name: str, request: RollbackRequest | None = None) -> dict:
+    async def rollback(self, name: str, request: RollbackRequest | None = None) -> ReembedJob:
         """Replay the writes made since the last swap into the collection the alias reached before, with
         that collection's model, then point the alias back (a job, like a re-embedding)."""
         jobs = self._jobs_or_refuse()
         alias = await self._alias_of(name)
         previous = await self._alias_jobs(alias)
         current = await self._store.target(alias)
-        swapped = [job for job in previous if job["direction"] == "forward" and job["state"] == "done"
-                   and job["target"] == current]
-        unfinished = [job for job in previous if job["state"] == "running"]
+        swapped = [job for job in previous if job.direction == "forward" and job.state == "done"
+                   and job.target == current]
+        unfinished = [job for job in previous if job.state == "running"]
         if unfinished:
-            if jobs.alive(unfinished[0]["id"]) or unfinished[0]["direction"] == "forward":
-                raise ConflictError(f"job {unfinished[0]['id']} of {alias!r} has not finished", param="name")
-            jobs.start(unfinished[0]["id"])  # an interrupted rollback: resume it
-            return self._job_view(await self._store.reembed_job(unfinished[0]["id"]))
+            if jobs.alive(unfinished[0].id) or unfinished[0].direction == "forward":
+                raise ConflictError(f"job {unfinished[0].id} of {alias!r} has not finished", param="name")
+            jobs.start(unfinished[0].id)  # an interrupted rollback: resume it
+            return self._job_view(await self._store.reembed_job(unfinished[0].id))
         if not swapped:
             raise InvalidInputError(f"no re-embedding moved {alias!r} to {current!r}: nothing to roll back",
                                     param="name")
         last = swapped[-1]
-        await self._collections.collection(last["source"])  # 404 if the old collection was dropped since
+        await self._collections.collection(last.source)  # 404 if the old collection was dropped since
         job_id = f"{alias}-{len(previous) + 1}"
-        record = new_record(job_id, alias, current, last["source"], last["source_model"], last["model"],
-                            direction="rollback", evaluation={},
-                            batch_size=(request.batch_size if request else None) or last["batch_size"],
-                            worker=jobs.worker(job_id))
-        record = await self._store.reembed_begin({**record, "rolls_back": last["id"]})
+        record = await self._store.reembed_begin(ReembedRecord(
+            id=job_id, alias=alias, source=current, target=last.source, model=last.source_model,
+            source_model=last.model, direction="rollback", rolls_back=last.id,
+            batch_size=(request.batch_size if request else None) or last.batch_size, worker=jobs.worker(job_id)))
         jobs.start(job_id)
         return self._job_view(record)
 
-    async def job(self, job_id: str) -> dict:
+    async def job(self, job_id: str) -> ReembedJob:
         return self._job_view(await self._store.reembed_job(job_id))
 
-    async def jobs_of(self, name: str) -> dict:
-        jobs = [self._job_view(job) for job in await self._store.reembed_jobs() if job["alias"] == name]
-        return {"object": "list", "data": jobs}
+    async def jobs_of(self, name: str) -> ReembedJobList:
+        return ReembedJobList(object="list", data=[self._job_view(job) for job in await self._alias_jobs(name)])
 
     async def vectors(self, model: str, texts: list[str]) -> np.ndarray:
         """Documents' vectors by ``model`` (its document prompt), for a re-embedding's worker."""

@@ -8,15 +8,18 @@ embeddings answer of 32 × 384 floats through pydantic models costs 35% more mad
 literal, so the items of the two long lists (an embeddings answer's ``data``, a search's ``results``)
 are literals annotated with their type instead. A key a body may leave out is ``NotRequired``; one typed
 ``T | None`` is always there, null at times. Extra keys are allowed, as in OpenAI's own schema.
+A re-embedding job's body is built by a pydantic model instead (:meth:`ReembedJob.of`): from the job's record,
+which holds more than callers see.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, with_config
+from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
+from rayprism.platform.reembed_record import BridgeReport, Direction, Gate, Phase, ReembedRecord, State
 from rayprism.platform.store.mirror_memory import MirrorMemory
 
 documented = with_config(ConfigDict(use_attribute_docstrings=True))
@@ -235,6 +238,9 @@ class AliasDeleted(TypedDict):
 
 
 class ReembedJob(_Response):
+    """A re-embedding job as callers see it: the public part of its record (the evaluation asked for, the batch
+    size, the worker's name and where the change log started stay inside)."""
+
     object: Literal["reembed.job"]
     id: str
     alias: str
@@ -245,10 +251,10 @@ class ReembedJob(_Response):
     model: str
     """The model the target is embedded by."""
     source_model: str
-    direction: Literal["forward", "rollback"]
-    state: Literal["running", "interrupted", "done", "refused", "failed"]
+    direction: Direction
+    state: State
     """``interrupted``: its worker is gone; POST the same reembed again to resume it."""
-    phase: str
+    phase: Phase
     """copying, following (replaying writes made meanwhile), evaluating, swapping, swapped or evaluated."""
     documents_total: int | None
     documents_done: int
@@ -258,15 +264,24 @@ class ReembedJob(_Response):
     changes_applied: int
     changes_pending: int = 0
     """Writes logged since the job began that it has not replayed yet."""
-    gate: dict[str, Any] | None
+    gate: Gate | None
     """The evaluation: metric, old and new score, threshold, passed."""
-    bridge: dict[str, Any] | None
+    bridge: BridgeReport | None
     """A linear map from the new space to the old, fitted on sampled documents, and its quality; until the
     swap it answers searches that ask for the new model (``"model"`` in the search body)."""
     error: str | None
     runs: int
     created: float
     updated: float
+    rolls_back: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """A rollback's: the re-embedding it undoes."""
+
+    @classmethod
+    def of(cls, record: ReembedRecord, *, interrupted: bool = False) -> ReembedJob:
+        """The body for ``record``: the fields declared here; ``interrupted``: its worker is gone while the record
+        still says running."""
+        return cls.model_validate({**dict(record), "object": "reembed.job",
+                                   "state": "interrupted" if interrupted else record.state})
 
 
 class ReembedJobList(_Response):

@@ -24,6 +24,7 @@ from pydantic import (
 from rayprism.platform.config.base import Identifier, Integer, bounded
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
+from rayprism.platform.reembed_record import Evaluation
 from rayprism.platform.store.documents import INT64_MAX, INT64_MIN
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion
 from rayprism.platform.store.layout import ID_MAX_BYTES
@@ -196,27 +197,6 @@ class DocumentsRequest(BaseModel):
 class DeleteDocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[DocumentId] = Field(min_length=1)
-
-
-class EvaluationQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    query: StrictStr = Field(min_length=1)
-    relevant: list[StrictStr | Integer] = Field(min_length=1)
-    """Ids of the documents that answer ``query``."""
-
-
-class Evaluation(BaseModel):
-    """The gate a re-embedding passes before its alias moves."""
-
-    model_config = ConfigDict(extra="forbid")
-    queries: list[EvaluationQuery] | None = Field(default=None, min_length=1, max_length=10_000)
-    """Queries with known relevant ids: the gate is MRR@10 of the new collection. Without: the mean share
-    of the old index's top-10 that the new one finds, with sampled stored documents as queries."""
-    min_score: float | None = Field(default=None, ge=0, le=1)
-    """Refuse the swap below this score. Default: 0.95 × the old collection's MRR@10 with queries,
-    0.4 top-10 agreement without."""
-    sample: Integer = Field(default=100, ge=1, le=5_000)
-    """Stored documents used as queries by the agreement gate."""
 
 
 class ReembedRequest(BaseModel):

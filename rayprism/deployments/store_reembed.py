@@ -16,6 +16,7 @@ from typing import Any
 from rayprism.platform.config import is_lite_uri
 from rayprism.platform.errors import ConflictError, NotFoundError
 from rayprism.platform.gates import SharedExclusiveGate
+from rayprism.platform.reembed_record import BridgeReport, ReembedRecord
 from rayprism.platform.store.changes import ChangeLogs, JobRecords
 
 
@@ -45,8 +46,8 @@ class ReembedLedger:
         self._changes = ChangeLogs(directory)
         self._jobs = JobRecords(directory)
         self._bridges: dict[tuple[str, str], str] = {
-            (job["source"], job["model"]): job["id"] for job in self._jobs.all()
-            if job["state"] == "running" and job["direction"] == "forward" and job.get("bridge")}
+            (job.source, job.model): job.id for job in self._jobs.all()
+            if job.state == "running" and job.direction == "forward" and job.bridge is not None}
         """(source collection, new model) → the running job whose bridge answers that model's searches there."""
 
     async def _thawed(self, name: str) -> None:
@@ -58,23 +59,29 @@ class ReembedLedger:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(thawed.wait(), max(0.0, until - time.monotonic()))
 
-    async def reembed_begin(self, record: dict) -> dict:
+    async def reembed_begin(self, record: ReembedRecord) -> ReembedRecord:
         """Record a new job and open the change log of its source, with no write in flight: every
         write after this is logged, every write before it is in what the job will read."""
-        def work() -> dict:
+        def work() -> ReembedRecord:
             with self._swap_lock.swap():
-                running = [job["id"] for job in self._jobs.all()
-                           if job["alias"] == record["alias"] and job["state"] == "running"]
+                running = [job.id for job in self._jobs.all() if job.alias == record.alias and job.state == "running"]
                 if running:
-                    raise ConflictError(f"{record['alias']!r} is being re-embedded already (job {running[0]})")
-                if not self._changes.is_open(record["source"]):  # a rollback replays the log its swap opened
-                    self._changes.open(record["source"])
-                start = 0 if record["direction"] == "rollback" else self._changes.position(record["source"])
-                return self._jobs.put({**record, "changes_start": start, "changes_applied": start})
+                    raise ConflictError(f"{record.alias!r} is being re-embedded already (job {running[0]})")
+                if not self._changes.is_open(record.source):  # a rollback replays the log its swap opened
+                    self._changes.open(record.source)
+                start = 0 if record.direction == "rollback" else self._changes.position(record.source)
+                begun = self._jobs.put(record.model_copy(update={"changes_start": start, "changes_applied": start}))
+                return self._with_pending(begun)
 
         return await asyncio.to_thread(work)
 
-    def _job(self, job_id: str) -> dict:
+    def _with_pending(self, record: ReembedRecord) -> ReembedRecord:
+        """``record`` with the writes logged that it has not replayed yet counted (none once it ended)."""
+        if record.state == "running":
+            record.changes_pending = self._changes.position(record.source) - record.changes_applied
+        return record
+
+    def _job(self, job_id: str) -> ReembedRecord:
         """A job's record, or a 404. Methods share this rather than call :meth:`reembed_job`: under Serve a
         public method answers a caller's mistake as a value, not an exception (:func:`answering_caller_mistakes`)."""
         record = self._jobs.get(job_id)
@@ -82,38 +89,41 @@ class ReembedLedger:
             raise NotFoundError(f"re-embedding job {job_id!r} does not exist")
         return record
 
-    async def reembed_job(self, job_id: str) -> dict:
-        record = await asyncio.to_thread(self._job, job_id)
-        return {**record, "changes_pending": self._changes.position(record["source"]) - record["changes_applied"]
-                if record["state"] == "running" else 0}
+    async def reembed_job(self, job_id: str) -> ReembedRecord:
+        return self._with_pending(await asyncio.to_thread(self._job, job_id))
 
-    async def reembed_jobs(self) -> list[dict]:
-        return await asyncio.to_thread(self._jobs.all)
+    async def reembed_jobs(self) -> list[ReembedRecord]:
+        """Every job, oldest first."""
+        return [self._with_pending(job) for job in await asyncio.to_thread(self._jobs.all)]
 
-    async def reembed_update(self, job_id: str, fields: dict) -> dict:
-        """Merge ``fields`` into the job's record (its progress, its result)."""
-        def work() -> dict:
-            record = self._jobs.put({**self._job(job_id), **fields, "updated": time.time()})
-            if record["state"] != "running":
+    async def reembed_update(self, job_id: str, **fields: Any) -> ReembedRecord:
+        """Set fields of the job's record (its progress, its result), each checked by :class:`ReembedRecord`:
+        a name the record does not have, or a value it does not take, fails here rather than where it is read."""
+        def work() -> ReembedRecord:
+            record = self._job(job_id)
+            for name, value in {**fields, "updated": time.time()}.items():
+                setattr(record, name, value)
+            self._jobs.put(record)
+            if record.state != "running":
                 self._bridge_ends(record)
-            return record
+            return self._with_pending(record)
 
         return await asyncio.to_thread(work)
 
-    def _bridge_ends(self, record: dict) -> None:
-        if self._bridges.get((record["source"], record["model"])) == record["id"]:
-            del self._bridges[(record["source"], record["model"])]
+    def _bridge_ends(self, record: ReembedRecord) -> None:
+        if self._bridges.get((record.source, record.model)) == record.id:
+            del self._bridges[(record.source, record.model)]
 
-    async def reembed_bridge_put(self, job_id: str, matrix: Any, fit_ids: list, quality: dict) -> dict:
+    async def reembed_bridge_put(self, job_id: str, matrix: Any, fit_ids: list, report: BridgeReport) -> ReembedRecord:
         """Keep a forward job's bridge; from now until the job ends, searches of its source by its
-        model go through it. ``quality`` goes into the job's record (``bridge``)."""
-        def work() -> dict:
+        model go through it. ``report`` (its quality) goes into the job's record (``bridge``)."""
+        def work() -> ReembedRecord:
             record = self._job(job_id)
             self._jobs.put_bridge(job_id, matrix, fit_ids)
-            record = self._jobs.put({**record, "bridge": quality, "updated": time.time()})
-            if record["state"] == "running":
-                self._bridges[(record["source"], record["model"])] = job_id
-            return record
+            record = self._jobs.put(record.model_copy(update={"bridge": report, "updated": time.time()}))
+            if record.state == "running":
+                self._bridges[(record.source, record.model)] = job_id
+            return self._with_pending(record)
 
         return await asyncio.to_thread(work)
 
@@ -127,24 +137,24 @@ class ReembedLedger:
         """A job's bridge: ``matrix`` (new dimensions × old), ``method`` and the ``fit_ids`` it was fitted on."""
         record = await asyncio.to_thread(self._job, job_id)
         saved = await asyncio.to_thread(self._jobs.bridge, job_id)
-        if saved is None or not record.get("bridge"):
+        if saved is None or record.bridge is None:
             raise NotFoundError(f"re-embedding job {job_id!r} has no bridge")
-        return {"matrix": saved[0], "fit_ids": saved[1], "method": record["bridge"]["method"]}
+        return {"matrix": saved[0], "fit_ids": saved[1], "method": record.bridge.method}
 
     async def reembed_changes(self, job_id: str, position: int, limit: int) -> tuple[int, list]:
         """Ids written to the job's source after the first ``position`` writes of its log (up to ``limit``)."""
         record = await asyncio.to_thread(self._job, job_id)
-        return await asyncio.to_thread(self._changes.since, record["source"], position, limit)
+        return await asyncio.to_thread(self._changes.since, record.source, position, limit)
 
     async def reembed_freeze(self, job_id: str, seconds: float) -> None:
         """Hold new writes to the job's source back for at most ``seconds``, so that its last replay
         ends (writes under way still land and are logged: the swap's check stays what decides)."""
         record = await asyncio.to_thread(self._job, job_id)
-        self._frozen[record["source"]] = (asyncio.Event(), time.monotonic() + seconds)
+        self._frozen[record.source] = (asyncio.Event(), time.monotonic() + seconds)
 
     async def reembed_thaw(self, job_id: str) -> None:
         record = await asyncio.to_thread(self._job, job_id)
-        frozen = self._frozen.pop(record["source"], None)
+        frozen = self._frozen.pop(record.source, None)
         if frozen is not None:
             frozen[0].set()
 
@@ -155,14 +165,14 @@ class ReembedLedger:
         def work() -> bool:
             with self._swap_lock.swap():
                 record = self._job(job_id)
-                if self._changes.position(record["source"]) > position:
+                if self._changes.position(record.source) > position:
                     return False
-                self._aliases().point(record["alias"], record["target"])
-                self._changes.close(record["source"])
-                if record["direction"] == "forward":
-                    self._changes.open(record["target"])
-                self._jobs.put({**record, "state": "done", "phase": "swapped", "changes_applied": position,
-                                "updated": time.time()})
+                self._aliases().point(record.alias, record.target)
+                self._changes.close(record.source)
+                if record.direction == "forward":
+                    self._changes.open(record.target)
+                self._jobs.put(record.model_copy(update={"state": "done", "phase": "swapped",
+                                                         "changes_applied": position, "updated": time.time()}))
                 self._bridge_ends(record)
                 return True
 

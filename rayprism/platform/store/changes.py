@@ -20,11 +20,11 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from rayprism.platform.files import write_atomically
+from rayprism.platform.reembed_record import ReembedRecord
 
 
 class ChangeLogs:
@@ -97,16 +97,17 @@ JOB_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*-[0-9]+")
 
 
 class JobRecords:
-    """Each re-embedding job's record (a JSON object), by job id."""
+    """Each re-embedding job's record, by job id: a JSON object on disk (its fields by name), typed
+    everywhere else."""
 
     def __init__(self, directory: Path):
         self._directory = directory / "jobs"
         self._lock = threading.Lock()
 
-    def put(self, record: dict[str, Any]) -> dict[str, Any]:
+    def put(self, record: ReembedRecord) -> ReembedRecord:
+        text = json.dumps(record.model_dump(mode="json"), indent=1, sort_keys=True)
         with self._lock:
-            write_atomically(self._directory / f"{record['id']}.json",
-                             json.dumps(record, indent=1, sort_keys=True).encode())
+            write_atomically(self._directory / f"{record.id}.json", text.encode())
         return record
 
     def put_bridge(self, job_id: str, matrix: np.ndarray, fit_ids: list) -> None:
@@ -124,14 +125,18 @@ class JobRecords:
         with np.load(path, allow_pickle=False) as saved:
             return saved["matrix"], json.loads(str(saved["fit_ids"]))
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _read(path: Path) -> ReembedRecord:
+        return ReembedRecord.model_validate_json(path.read_bytes())
+
+    def get(self, job_id: str) -> ReembedRecord | None:
         if not JOB_ID.fullmatch(job_id):
             return None
         path = self._directory / f"{job_id}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self._read(path) if path.is_file() else None
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[ReembedRecord]:
+        """Every job, oldest first."""
         if not self._directory.is_dir():
             return []
-        return sorted((json.loads(path.read_text()) for path in self._directory.glob("*.json")),
-                      key=lambda record: record["created"])
+        return sorted(map(self._read, self._directory.glob("*.json")), key=lambda record: record.created)
