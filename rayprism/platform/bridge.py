@@ -58,9 +58,6 @@ class BridgeQuality:
     """Share of the old model's own top-10 (in the old index) that the mapped query finds."""
     rows: int
 
-    def as_dict(self) -> dict:
-        return {"mean_cosine": self.mean_cosine, "top10_agreement": self.top10_agreement, "rows": self.rows}
-
 
 def bridge_quality(bridge: Bridge, new_held: np.ndarray, old_held: np.ndarray, old_index: np.ndarray,
                    k: int = 10) -> BridgeQuality:
