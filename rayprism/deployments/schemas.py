@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from rayprism.platform.config.base import Identifier, Integer, bounded
+from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
 from rayprism.platform.reembed_record import Evaluation
@@ -207,7 +208,7 @@ class ReembedRequest(BaseModel):
     model: StrictStr
     """An embedding model the service serves."""
     evaluation: Evaluation = Evaluation()
-    batch_size: Integer = Field(default=64, ge=1, le=2048)
+    batch_size: Integer = Field(default=REEMBED_BATCH_SIZE, ge=1, le=REEMBED_MAX_BATCH_SIZE)
     """Documents read, embedded and written per step (and change-log ids replayed per step)."""
 
 
@@ -215,7 +216,7 @@ class RollbackRequest(BaseModel):
     """``POST /v1/collections/{alias}/rollback`` (the body may be left out: every field has a default)."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: bounded(ge=1, le=2048) | None = None
+    batch_size: bounded(ge=1, le=REEMBED_MAX_BATCH_SIZE) | None = None
     """Change-log ids replayed per step. Default: the batch size of the re-embedding it undoes."""
 
 

@@ -150,7 +150,9 @@ class ReembedLedger:
         """Hold new writes to the job's source back for at most ``seconds``, so that its last replay
         ends (writes under way still land and are logged: the swap's check stays what decides)."""
         record = await asyncio.to_thread(self._job, job_id)
-        self._frozen[record.source] = (asyncio.Event(), time.monotonic() + seconds)
+        frozen = self._frozen.get(record.source)  # frozen again: writes held since the first freeze wait on
+        thawed = frozen[0] if frozen is not None else asyncio.Event()  # the same event, which the thaw sets
+        self._frozen[record.source] = (thawed, time.monotonic() + seconds)
 
     async def reembed_thaw(self, job_id: str) -> None:
         record = await asyncio.to_thread(self._job, job_id)
