@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from rayprism.platform.reembed_record import BridgeReport, Direction, Gate, Phase, ReembedRecord, State
+from rayprism.platform.reembed_record import JobProgress, ReembedRecord, State
 from rayprism.platform.store.mirror_memory import MirrorMemory
 
 documented = with_config(ConfigDict(use_attribute_docstrings=True))
@@ -237,42 +237,16 @@ class AliasDeleted(TypedDict):
     deleted: bool
 
 
-class ReembedJob(_Response):
-    """A re-embedding job as callers see it: the public part of its record (the evaluation asked for, the batch
-    size, the worker's name and where the change log started stay inside)."""
+class ReembedJob(JobProgress):
+    """A re-embedding job as callers see it: its progress (the evaluation asked for, the batch size, the
+    worker's name and where the change log started stay inside the record)."""
 
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always in the body
     object: Literal["reembed.job"]
-    id: str
-    alias: str
-    source: str
-    """The physical collection read (the one the alias reached when the job began)."""
-    target: str
-    """The physical collection written, where the alias moves on success."""
-    model: str
-    """The model the target is embedded by."""
-    source_model: str
-    direction: Direction
     state: State
     """``interrupted``: its worker is gone; POST the same reembed again to resume it."""
-    phase: Phase
-    """copying, following (replaying writes made meanwhile), evaluating, swapping, swapped or evaluated."""
-    documents_total: int | None
-    documents_done: int
-    documents_embedded: int
-    """Documents embedded by the new model over every run (copies and replayed writes)."""
-    embedded_this_run: int
-    changes_applied: int
     changes_pending: int = 0
     """Writes logged since the job began that it has not replayed yet."""
-    gate: Gate | None
-    """The evaluation: metric, old and new score, threshold, passed."""
-    bridge: BridgeReport | None
-    """A linear map from the new space to the old, fitted on sampled documents, and its quality; until the
-    swap it answers searches that ask for the new model (``"model"`` in the search body)."""
-    error: str | None
-    runs: int
-    created: float
-    updated: float
     rolls_back: str | None = Field(default=None, exclude_if=lambda value: value is None)
     """A rollback's: the re-embedding it undoes."""
 

@@ -97,39 +97,53 @@ def _created(fields: dict[str, Any]) -> float:
     return fields["created"]
 
 
-class ReembedRecord(_Typed):
-    """One job as the store keeps it: what it moves where, how far it got, and how it ended. The worker
-    changes it through the store (``reembed_update``), each change checked here; callers see the part
-    :class:`~rayprism.deployments.responses.ReembedJob` declares (and documents)."""
+class JobProgress(_Typed):
+    """What a job moves where and how far it got: the part of its record callers see, which the HTTP body
+    (:class:`~rayprism.deployments.responses.ReembedJob`) declares by extending it."""
 
     id: str
     alias: str
     source: str
+    """The physical collection read (the one the alias reached when the job began)."""
     target: str
+    """The physical collection written, where the alias moves on success."""
     model: str
+    """The model the target is embedded by."""
     source_model: str
     direction: Direction
-    state: RecordState = "running"
     phase: Phase = Field(default_factory=_first_phase)
-    created: float = Field(default_factory=time.time)
-    updated: float = Field(default_factory=_created)
+    """copying, following (replaying writes made meanwhile), evaluating, swapping, swapped or evaluated."""
     documents_total: int | None = None
     documents_done: int = 0
     documents_embedded: int = 0
+    """Documents embedded by the new model over every run (copies and replayed writes)."""
     embedded_this_run: int = 0
-    changes_start: int = 0
-    """The position of the source's change log when the job began."""
     changes_applied: int = 0
     """The position up to which the job has replayed the source's change log."""
+    gate: Gate | None = None
+    """The evaluation: metric, old and new score, threshold, passed."""
+    bridge: BridgeReport | None = None
+    """A linear map from the new space to the old, fitted on sampled documents, and its quality; until the
+    swap it answers searches that ask for the new model (``"model"`` in the search body)."""
+    error: str | None = None
+    runs: int = 0
+    """Times a worker took the job up (an interrupted job resumed runs again)."""
+    created: float = Field(default_factory=time.time)
+    updated: float = Field(default_factory=_created)
+    rolls_back: str | None = None
+    """A rollback's: the re-embedding it undoes."""
+
+
+class ReembedRecord(JobProgress):
+    """One job as the store keeps it: its progress, and what only the store and the worker read. The worker
+    changes it through the store (``reembed_update``), each change checked here."""
+
+    state: RecordState = "running"
+    changes_start: int = 0
+    """The position of the source's change log when the job began."""
     changes_pending: int = Field(default=0, exclude=True)
     """Counted by the store when it answers, never kept."""
     evaluation: Evaluation = Evaluation()
-    gate: Gate | None = None
-    bridge: BridgeReport | None = None
-    error: str | None = None
     batch_size: int
-    runs: int = 0
-    """Times a worker took the job up (an interrupted job resumed runs again)."""
     worker: str
     """The name of the detached actor that runs it."""
-    rolls_back: str | None = None
