@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as every rayprism process runs its tokenizers
+from rayprism.platform.threads import quiet_tokenizers
+
+quiet_tokenizers()  # as every rayprism process runs its tokenizers
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "manpages" / "corpus.jsonl"
 
