@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rayprism.platform.config.base import (
     IDENTIFIER,
@@ -50,17 +50,7 @@ _INDEX_PARAMS: dict[str, type[StrictModel]] = {
 """Build parameters each index type takes, with the ranges Milvus accepts."""
 
 
-def _params_by_type(schema: dict[str, Any]) -> None:
-    """The schema states which ``params`` each index ``type`` takes, from the same models the check uses."""
-    schema["allOf"] = [
-        {"if": {"properties": {"type": {"const": kind}}, **({} if kind == "FLAT" else {"required": ["type"]})},
-         "then": {"properties": {"params": params.model_json_schema()}}}
-        for kind, params in _INDEX_PARAMS.items()
-    ]  # FLAT is the default: its rule holds also where type is left out
-
-
 class DenseIndexConfig(StrictModel):
-    model_config = ConfigDict(json_schema_extra=_params_by_type)
     type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
     metric: Metric = "COSINE"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -142,47 +132,12 @@ class MultivectorConfig(StrictModel):
     (``candidates``): 200 hold the exact-Chamfer top-1 document for ≥ 90% of the Debian dev queries."""
 
 
-RESERVED_NAMES = ("id", *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY)
-"""Names no text, media or metadata field may take: Milvus's own fields and a document's ``vector`` key."""
-
-
-def _rules_between_fields(schema: dict[str, Any]) -> None:
-    """The rules between a collection's keys, stated in its schema as well as checked by the validators below,
-    so that ``/openapi.json`` allows only what validation accepts. Two kinds JSON Schema cannot state stay
-    with the validators alone: a name equal to the value another key chose (a field named like a chosen
-    ``text_field`` or ``media_field``), and MUVERA's width (a product of three options)."""
-    not_reserved = {"not": {"enum": list(RESERVED_NAMES)}}
-    properties = schema["properties"]
-    properties["text_field"] |= not_reserved
-    properties["fields"]["propertyNames"] = {**properties["fields"].get("propertyNames", {}), **not_reserved}
-    properties["media_field"] |= not_reserved
-    default_text = {"not": {"const": "text"}}
-    schema["allOf"] = [
-        {"if": {"required": ["multivector"], "properties": {"multivector": {"type": "object"}}},
-         "then": {"properties": {"modality": {"const": "text"}, "compression": {"type": "null"},
-                                 "index": {"properties": {"metric": {"const": "IP"}}}}}},
-        {"if": {"required": ["compression"], "properties": {"compression": {"type": "object"}}},
-         "then": {"properties": {"index": {"properties": {"metric": {"enum": ["COSINE", "IP"]}}}}}},
-        {"if": {"required": ["media_field"], "properties": {"media_field": {"type": "string"}}},
-         "then": {"required": ["modality"], "properties": {"modality": {"enum": ["image", "audio"]}}}},
-        {"if": {"not": {"required": ["text_field"]}},  # the text field is "text": no other field may be
-         "then": {"properties": {"fields": {"propertyNames": default_text}, "media_field": default_text}}},
-        *({"if": {"required": ["modality"], "properties": {"modality": {"const": modality}},
-                  "not": {"required": ["media_field"]}},  # the media key is the modality's name
-           "then": {"properties": {"text_field": {"not": {"const": modality}},
-                                   "fields": {"propertyNames": {"not": {"const": modality}}}}}}
-          for modality in ("image", "audio")),
-    ]
-
-
 class CollectionConfig(StrictModel):
     """A Milvus collection: its documents, its metadata fields and the model that embeds them.
 
     The same keys make up a ``collections:`` entry in serve.yaml and the body of
     ``POST /v1/collections``.
     """
-
-    model_config = ConfigDict(json_schema_extra=_rules_between_fields)
 
     name: Identifier
     model: str = DEFAULT_MODEL_NAME
@@ -217,8 +172,9 @@ class CollectionConfig(StrictModel):
     @field_validator("text_field")
     @classmethod
     def _check_text_field(cls, name: str) -> str:
-        if name in RESERVED_NAMES:
-            raise ValueError(f"must be a field name other than {', '.join(RESERVED_NAMES)}")
+        if name in ("id", *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY):
+            raise ValueError(f"must be a field name other than id, {', '.join(VECTOR_FIELDS)}, {BITS_FIELD}, "
+                             f"{DOCUMENT_VECTOR_KEY}")
         return name
 
     @model_validator(mode="after")
@@ -226,8 +182,8 @@ class CollectionConfig(StrictModel):
         if self.modality == "text" and self.media_field is not None:
             raise ValueError("media_field is for image and audio collections (set modality)")
         key = self.media_key
-        if key is not None and (not full_match(IDENTIFIER, key) or key in (*RESERVED_NAMES, self.text_field,
-                                                                            *self.fields)):
+        if key is not None and (not full_match(IDENTIFIER, key) or key in ("id", self.text_field, *VECTOR_FIELDS,
+                                                                            BITS_FIELD, DOCUMENT_VECTOR_KEY, *self.fields)):
             raise ValueError(f"media_field {key!r} must be a field name of its own")
         return self
 
@@ -265,7 +221,7 @@ class CollectionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_field_names(self) -> CollectionConfig:
-        reserved = [*RESERVED_NAMES, self.text_field]
+        reserved = ["id", self.text_field, *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY]
         for name in self.fields:
             if not full_match(IDENTIFIER, name):
                 raise ValueError(f"field name {name!r} {IDENTIFIER_RULE}")
