@@ -6,6 +6,7 @@ vectors and rows travel to the store deployment.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Awaitable, Callable, Iterator, TypeVar
 
@@ -19,7 +20,7 @@ from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import CollectionMovedError
 from rayprism.deployments.store_client import Store
 from rayprism.platform.codecs.muvera import encode_documents
-from rayprism.platform.config import DENSE_FIELD, CollectionConfig
+from rayprism.platform.config import DENSE_FIELD, DOCUMENT_ID_FIELD, ChunkingConfig, CollectionConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError
 from rayprism.platform.models.base import prompt_for_role
 from rayprism.platform.store.documents import (
@@ -29,11 +30,14 @@ from rayprism.platform.store.documents import (
     normalise_id,
     validate_documents,
 )
+from rayprism.platform.store.pieces import document_hash, piece_rows, tiling
 from rayprism.platform.store.tokens import TOKENS_KEY
+from rayprism.platform.text.chunking import TITLE_FIELD, Chunker, load_chunker
 
-STORE_CALL_MAX_TOKEN_BYTES = 3 << 20
-"""Token vectors sent to the store in one call: Serve's gRPC between replicas refuses messages over
-4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``), and 60 MiniLM documents take about 8."""
+STORE_CALL_MAX_BYTES = 3 << 20
+"""Rows sent to the store in one call, about: Serve's gRPC between replicas refuses messages over 4 MiB
+(``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``); the token vectors of 60 MiniLM documents take about 8,
+a 1 MB document's pieces about 3."""
 
 RequestT = TypeVar("RequestT")
 AnswerT = TypeVar("AnswerT")
@@ -45,12 +49,13 @@ def _media_problem(config: CollectionConfig, index: int, error: InvalidInputErro
 
 
 def _store_calls(rows: list[dict]) -> Iterator[list[dict]]:
-    """``rows`` in consecutive parts whose token vectors fit one store call (all of them at once without)."""
+    """``rows`` in consecutive parts whose vectors and text fit one store call."""
     part: list[dict] = []
     size = 0
     for row in rows:
-        row_size = row[TOKENS_KEY].nbytes if TOKENS_KEY in row else 0
-        if part and size + row_size > STORE_CALL_MAX_TOKEN_BYTES:
+        row_size = sum(value.nbytes if isinstance(value, np.ndarray) else len(value) if isinstance(value, str) else 8
+                       for value in row.values())
+        if part and size + row_size > STORE_CALL_MAX_BYTES:
             yield part
             part, size = [], 0
         part.append(row)
@@ -75,6 +80,7 @@ class DocumentsService:
         self._embeddings = embeddings
         self._collections = collections
         self._store = store
+        self._chunkers: dict[tuple[str, ChunkingConfig], Chunker] = {}
 
     async def upsert(self, name: str, request: DocumentsRequest) -> DocumentsUpserted:
         """Write what changed: text documents stored with the same text and fields are left alone (a
@@ -89,9 +95,17 @@ class DocumentsService:
         dimensions = self._embeddings.runner(config.model).encoder.dimensions
         if config.media_key:  # media problems are listed together with the others
             rows, problems = check_documents(config, request.documents, dimensions=dimensions)
-        else:  # a multi-vector document cannot bring its own vector: it has no token vectors
-            rows = validate_documents(config, request.documents, dimensions=None if config.multivector else dimensions)
+        else:  # a multi-vector or chunked document cannot bring its own vector: it has token vectors, or pieces
+            own_vectors = not (config.multivector or config.chunking)
+            rows = validate_documents(config, request.documents, dimensions=dimensions if own_vectors else None)
         with self._collections.forgotten_if_gone(config.name):
+            if config.chunking:
+                changed, tokens = await self._pieces_to_write(config, rows)
+                for part in _store_calls(changed):
+                    await self._store.upsert(config.name, part, name)
+                count = len({row[DOCUMENT_ID_FIELD] for row in changed})
+                return DocumentsUpserted(object="documents.upserted", collection=name, upserted=count,
+                                         unchanged=len(rows) - count, tokens=tokens)
             if config.media_key:
                 changed = rows
                 tokens = await self._embed_media(config, request.documents, rows, problems)
@@ -112,6 +126,47 @@ class DocumentsService:
                 count += await self._store.upsert(config.name, part, name)
         return DocumentsUpserted(object="documents.upserted", collection=name, upserted=count,
                                  unchanged=len(rows) - len(changed), tokens=tokens)
+
+    async def _pieces_to_write(self, config: CollectionConfig, rows: list[dict]) -> tuple[list[dict], int]:
+        """The embedded pieces of the documents that changed (those not stored whole with the same text and
+        fields), in document order, and the tokens embedded."""
+        content = [config.text_field, *sorted(config.fields)]
+        digests = [document_hash([row[key] for key in content]) for row in rows]
+        stored = await self._store.document_hashes(config.name, [row["id"] for row in rows])
+        changed = [(row, digest) for row, digest in zip(rows, digests) if stored.get(row["id"]) != digest]
+        if not changed:
+            return [], 0
+        chunker = await self._chunker(config)
+        title = TITLE_FIELD if config.fields.get(TITLE_FIELD) == "varchar" else None
+
+        def cut() -> list[dict]:
+            pieces = []
+            for row, digest in changed:
+                text = row[config.text_field]
+                split = chunker.split(text, title=(row.get(title) or "") if title else "",
+                                      markdown=config.chunking.markdown)
+                slices = tiling(text, [(piece.start, piece.end) for piece in split])
+                for piece_row, piece in zip(piece_rows(row, config.text_field, slices, digest), split):
+                    pieces.append((piece_row, piece.embed_text))
+            return pieces
+
+        pieces = await asyncio.to_thread(cut)
+        embedded = await self._embeddings.embed_texts(config.model, [text for _, text in pieces], "document")
+        for (row, _), vector in zip(pieces, embedded.vectors):
+            row[DENSE_FIELD] = vector
+        return [row for row, _ in pieces], sum(embedded.token_counts)
+
+    async def _chunker(self, config: CollectionConfig) -> Chunker:
+        """The collection's chunker, made on first use (loading a tokenizer takes a moment: not on the event loop)."""
+        key = (config.model, config.chunking)
+        if key not in self._chunkers:
+            runner = self._embeddings.runner(config.model)
+            encoder = runner.encoder
+            prompt = encoder.prompts.get(prompt_for_role(encoder.prompts, "document") or "")
+            self._chunkers[key] = await asyncio.to_thread(
+                load_chunker, runner.config.source, config.chunking, model_max_tokens=encoder.max_input_tokens,
+                prompt=prompt)
+        return self._chunkers[key]
 
     async def _changed(self, config: CollectionConfig, rows: list[dict]) -> list[dict]:
         """The rows that bring a vector of their own or differ from what the store holds."""

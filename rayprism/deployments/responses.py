@@ -182,6 +182,17 @@ class Document(TypedDict):
 
 
 @documented
+class Passage(TypedDict):
+    index: int
+    """The piece's place in its document, from 0."""
+    text: str
+    score: float
+    """The piece's score in the search (fused, or its route's); the hit's score is its best piece's."""
+    start: int
+    """Where the piece's text starts in the document, in characters."""
+
+
+@documented
 class Hit(TypedDict):
     id: str | int
     score: float
@@ -192,6 +203,8 @@ class Hit(TypedDict):
     """With a ``rerank`` stage: the score the hit had before it (fused, or its route's)."""
     rerank_score: NotRequired[float]
     """With a ``rerank`` stage: the reranker's relevance score."""
+    passages: NotRequired[list[Passage]]
+    """A chunked collection's hits: the document's best pieces (``passages`` of the request), best first."""
 
 
 @documented

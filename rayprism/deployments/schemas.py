@@ -29,7 +29,7 @@ from rayprism.platform.reembed_record import Evaluation
 from rayprism.platform.store.documents import INT64_MAX, INT64_MIN
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion
 from rayprism.platform.store.layout import ID_MAX_BYTES
-from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, SearchMode
+from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, MAX_PASSAGES, SearchMode
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
 
@@ -181,7 +181,11 @@ class SearchRequest(BaseModel):
     """Hits taken from each of dense and sparse before fusion, default max(DEFAULT_CANDIDATES (50), k); in mode multivector the
     documents reranked by MaxSim, default the collection's ``multivector.candidates`` (or k if larger)."""
     output_fields: list[Identifier] | None = None
-    """Fields returned with each hit; default: the text and every metadata field."""
+    """Fields returned with each hit; default: the text and every metadata field. A chunked collection's hit
+    has its best piece's text as its text (``GET .../documents/{id}`` has the whole)."""
+    passages: Integer = Field(default=1, ge=0, le=MAX_PASSAGES)
+    """A chunked collection's hits: how many of the document's best-scoring pieces each shows (as
+    ``passages``), best first; 0 for none."""
     rerank: RerankStage | None = None
     """Rescore the best ``rerank.candidates`` hits with a reranker (a cross-encoder), after fusion."""
     model: StrictStr | None = None

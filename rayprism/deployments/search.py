@@ -85,7 +85,7 @@ class SearchService:
                 metric=config.index.metric,
                 candidates=candidates, filter=filter_expression, fusion=request.fusion,
                 output_fields=sorted({*output_fields, config.text_field}) if reranker else output_fields,
-                sparse_hits=sparse_hits,
+                sparse_hits=sparse_hits, passages=request.passages,
             )
             found = await self._store.search(config.name, query)
         if reranker is not None and found:
@@ -93,6 +93,10 @@ class SearchService:
         else:  # typed literals: see responses.py
             results = [{"id": doc_id, "score": score, "fields": fields}
                        for doc_id, score, fields in zip(found.ids, found.scores, found.fields)]
+        if found.passages is not None and request.passages:
+            passages = dict(zip(found.ids, found.passages))
+            for hit in results:
+                hit["passages"] = passages[hit["id"]]
         self._embeddings.metrics.search_latency(name, mode).observe(time.perf_counter() - started)
         answer = SearchResults(object="search.results", collection=name, mode=mode, results=results)
         if bridge is not None:
@@ -149,7 +153,8 @@ class SearchService:
     async def _reranked(reranker, config: CollectionConfig, request: SearchRequest, found: SearchHits,
                         output_fields: list[str]) -> list[Hit]:
         """The k best of ``found`` by the reranker's score (or, its ``weight`` below 1, by that score fused
-        with the first one), each keeping its first score as ``retrieval_score``."""
+        with the first one), each keeping its first score as ``retrieval_score``. The text scored is a hit's
+        text field: a chunked collection's best piece."""
         rescored = await reranker.rerank(request.query, [fields[config.text_field] for fields in found.fields])
         weight = request.rerank.weight
         if weight == 1:

@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from rayprism.deployments.store_reembed import ReembedLedger
-from rayprism.platform.config import CollectionConfig, StoreConfig, is_lite_uri
+from rayprism.platform.config import DOCUMENT_ID_FIELD, CollectionConfig, StoreConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery
@@ -139,7 +139,8 @@ class StoreReplica(ReembedLedger):
         """``via``: the name the caller resolved to ``name`` (an alias); if it reaches another
         collection now, nothing is written and :class:`CollectionMovedError` says to resolve again."""
         await self._thawed(name)
-        return await asyncio.to_thread(self._write, name, via, [row["id"] for row in rows], MilvusStore.upsert, rows)
+        ids = list(dict.fromkeys(row.get(DOCUMENT_ID_FIELD, row["id"]) for row in rows))  # a piece's document
+        return await asyncio.to_thread(self._write, name, via, ids, MilvusStore.upsert, rows)
 
     async def delete(self, name: str, ids: list, via: str | None = None) -> int:
         await self._thawed(name)
@@ -161,6 +162,10 @@ class StoreReplica(ReembedLedger):
 
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.get, ids, output_fields)
+
+    async def document_hashes(self, name: str, ids: list) -> dict:
+        """Of a chunked collection's documents ``ids``, those stored whole, with their digests."""
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.document_hashes, ids)
 
     async def flush(self, name: str) -> None:
         await asyncio.to_thread(self._call_at, name, MilvusStore.flush)

@@ -14,9 +14,16 @@ from rayprism.platform.config.base import (
 from rayprism.platform.config.collections import (
     BITS_FIELD,
     DENSE_FIELD,
+    DOCUMENT_HASH_FIELD,
+    DOCUMENT_ID_FIELD,
     DOCUMENT_VECTOR_KEY,
+    PIECE_COUNT_FIELD,
+    PIECE_FIELDS,
+    PIECE_INDEX_FIELD,
+    PIECE_START_FIELD,
     SPARSE_FIELD,
     VECTOR_FIELDS,
+    ChunkingConfig,
     CollectionConfig,
     CompressionConfig,
     DenseIndexConfig,
@@ -69,7 +76,8 @@ from rayprism.platform.config.train import (
 )
 
 __all__ = [
-    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_VECTOR_KEY",
+    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_HASH_FIELD", "DOCUMENT_ID_FIELD",
+    "DOCUMENT_VECTOR_KEY", "PIECE_COUNT_FIELD", "PIECE_FIELDS", "PIECE_INDEX_FIELD", "PIECE_START_FIELD", "ChunkingConfig",
     "SPARSE_FIELD", "VECTOR_FIELDS",
     "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FDEOptions", "FieldType", "MultivectorConfig", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",

@@ -10,6 +10,7 @@ from rayprism.platform.config.base import (
     IDENTIFIER,
     IDENTIFIER_RULE,
     Identifier,
+    Integer,
     StrictModel,
     full_match,
     nested_problems,
@@ -29,6 +30,18 @@ BITS_FIELD = "dense_bits"
 """The BINARY_VECTOR field a Milvus server keeps a binary-compressed collection's codes in."""
 DOCUMENT_VECTOR_KEY = "vector"
 """The key under which a document may carry its precomputed dense vector (then it is not embedded)."""
+DOCUMENT_ID_FIELD = "doc_id"
+"""A chunked collection's pieces: the id of the document a piece belongs to (the primary key is the piece's)."""
+PIECE_INDEX_FIELD = "piece_index"
+"""A piece's place in its document, from 0."""
+PIECE_COUNT_FIELD = "piece_count"
+"""How many pieces the document had when this piece was written: pieces past it are stale."""
+PIECE_START_FIELD = "piece_start"
+"""Where a piece's text starts in its document, in characters."""
+DOCUMENT_HASH_FIELD = "doc_hash"
+"""A digest of the document (text and fields) a piece was cut from: an unchanged document is not cut again."""
+PIECE_FIELDS = (DOCUMENT_ID_FIELD, PIECE_INDEX_FIELD, PIECE_COUNT_FIELD, PIECE_START_FIELD, DOCUMENT_HASH_FIELD)
+"""The fields a chunked collection's pieces carry besides the document's own."""
 
 
 class _NoParams(StrictModel):
@@ -132,6 +145,25 @@ class MultivectorConfig(StrictModel):
     (``candidates``): 200 hold the exact-Chamfer top-1 document for ≥ 90% of the Debian dev queries."""
 
 
+class ChunkingConfig(StrictModel):
+    """How a chunked collection cuts its documents (the ``chunking`` section of a collection)."""
+
+    max_tokens: Integer = Field(256, ge=16, le=8192)
+    """Most tokens in one piece, as the collection model's tokenizer counts them (without special tokens)."""
+    overlap_tokens: Integer = Field(32, ge=0, le=4096)
+    """About this many tokens repeated between neighbouring pieces."""
+    markdown: bool = False
+    """Split on Markdown structure (headings, lists, code blocks) and put the headings a piece sits under in
+    its context: for Markdown documents, and HTML converted to it (``rayprism ingest`` of files)."""
+
+    @model_validator(mode="after")
+    def _overlap_leaves_progress(self) -> ChunkingConfig:
+        if self.overlap_tokens > self.max_tokens // 2:
+            raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be at most half of max_tokens "
+                             f"({self.max_tokens}): each piece must move at least half a piece forward")
+        return self
+
+
 class CollectionConfig(StrictModel):
     """A Milvus collection: its documents, its metadata fields and the model that embeds them.
 
@@ -159,6 +191,9 @@ class CollectionConfig(StrictModel):
     are kept beside the collection, and a search reranks the encoding's candidates by exact MaxSim."""
     modality: Modality = "text"
     """What a document's vector is made from: its text, or an image or audio item."""
+    chunking: ChunkingConfig | None = None
+    """Cut each document into pieces of at most ``max_tokens`` tokens, each embedded (and indexed for BM25) on
+    its own: a search answers documents, ranked by their best piece, with the pieces that matched."""
     media_field: Identifier | None = None
     """Image and audio collections: the document key that carries the item (a ``data:`` URI); default:
     the modality's name. The item is embedded, not stored: keep e.g. a ``uri`` field to find the original.
@@ -214,6 +249,18 @@ class CollectionConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _check_chunking(self) -> CollectionConfig:
+        if self.chunking is None:
+            return self
+        if self.modality != "text":
+            raise ValueError(f"chunking cuts text; this collection holds {self.modality}")
+        if self.multivector is not None:
+            raise ValueError("chunking and multivector cannot be combined: a multi-vector document keeps every token")
+        if self.text_field in PIECE_FIELDS:
+            raise ValueError(f"text_field {self.text_field!r} is reserved in a chunked collection ({', '.join(PIECE_FIELDS)})")
+        return self
+
+    @model_validator(mode="after")
     def _check_compression(self) -> CollectionConfig:
         if self.compression is not None and self.index.metric not in ("COSINE", "IP"):
             raise ValueError(f"compression ranks by inner product: it needs metric COSINE or IP, not {self.index.metric}")
@@ -221,7 +268,8 @@ class CollectionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_field_names(self) -> CollectionConfig:
-        reserved = ["id", self.text_field, *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY]
+        reserved = ["id", self.text_field, *VECTOR_FIELDS, BITS_FIELD, DOCUMENT_VECTOR_KEY,
+                    *(PIECE_FIELDS if self.chunking else ())]
         for name in self.fields:
             if not full_match(IDENTIFIER, name):
                 raise ValueError(f"field name {name!r} {IDENTIFIER_RULE}")

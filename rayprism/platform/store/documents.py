@@ -18,8 +18,11 @@ from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, Collectio
 from rayprism.platform.errors import ErrorResponse, InvalidInputError
 from rayprism.platform.store.filters import UNQUOTABLE
 from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
+from rayprism.platform.store.pieces import KEY_SUFFIX_MAX_BYTES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+TOO_LONG = (f"is longer than {VARCHAR_MAX_BYTES} bytes, the most Milvus keeps in a text field; a collection with "
+            "`chunking` (e.g. {\"max_tokens\": 256, \"overlap_tokens\": 32}) stores documents of any size in pieces")
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,17 @@ def _value_problem(kind: str, value: Any) -> str | None:
 
 
 def normalise_id(config: CollectionConfig, value: Any) -> str | int:
-    """Ids of varchar collections are strings (integers are accepted and written as text)."""
+    """Ids of varchar collections are strings (integers are accepted and written as text); a chunked
+    collection's leave room for the ``#index`` of its pieces' keys."""
     if config.id_type == "int64":
         if not _is_int(value) or not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"must be a 64-bit integer, got {value!r}")
         return value
     if _is_int(value):
         return str(value)
-    if not isinstance(value, str) or not value or len(value.encode()) > ID_MAX_BYTES:
-        raise ValueError(f"must be a non-empty string of at most {ID_MAX_BYTES} bytes, got {value!r}")
+    longest = ID_MAX_BYTES - KEY_SUFFIX_MAX_BYTES if config.chunking else ID_MAX_BYTES
+    if not isinstance(value, str) or not value or len(value.encode()) > longest:
+        raise ValueError(f"must be a non-empty string of at most {longest} bytes, got {value!r}")
     if UNQUOTABLE.search(value):
         raise ValueError(f"must not hold control characters other than tab and line breaks, got {value!r}")
     return value
@@ -148,8 +153,8 @@ def check_documents(config: CollectionConfig, documents: list[Any], *, dimension
             problems.append(DocumentProblem(index, config.text_field, "must be a string (the caption)"))
         elif not media_key and (not isinstance(text, str) or not text.strip()):
             problems.append(DocumentProblem(index, config.text_field, "must be a non-empty string"))
-        elif len(text.encode()) > VARCHAR_MAX_BYTES:
-            problems.append(DocumentProblem(index, config.text_field, f"is longer than {VARCHAR_MAX_BYTES} bytes"))
+        elif not config.chunking and len(text.encode()) > VARCHAR_MAX_BYTES:
+            problems.append(DocumentProblem(index, config.text_field, TOO_LONG))
         row[config.text_field] = text
         for name in sorted(document.keys() - allowed):
             problems.append(DocumentProblem(index, name, f"unknown field; this collection has {sorted(allowed)}"))

@@ -139,8 +139,20 @@ def string_literal(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def ids_filter(ids: list) -> str:
+def ids_filter(ids: list, field: str = "id") -> str:
     """``id in [...]`` for these ids, each quoted safely: pymilvus's ``get(ids=...)`` and ``delete(ids=...)``
     quote strings without escaping, so an id holding a quote or a backslash is refused or, worse, missed."""
-    return f"id in [{', '.join(string_literal(i) if isinstance(i, str) else str(int(i)) for i in ids)}]"
+    return f"{field} in [{', '.join(string_literal(i) if isinstance(i, str) else str(int(i)) for i in ids)}]"
+
+
+def renamed_field(expression: str, old: str, new: str) -> str:
+    """``expression`` with the field ``old`` called ``new`` (a chunked collection's ``id`` is its pieces'
+    ``doc_id``); string literals, function names and keywords are left alone."""
+    tokens = tokenize(expression)
+    renamed, at = [], 0
+    for token, following in zip(tokens, tokens[1:]):
+        if token.kind == "name" and token.text == old and following.text != "(":
+            renamed += [expression[at:token.position], new]
+            at = token.position + len(old)
+    return "".join(renamed) + expression[at:]
 

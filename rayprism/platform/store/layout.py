@@ -14,7 +14,18 @@ from dataclasses import dataclass
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-from rayprism.platform.config import BITS_FIELD, DENSE_FIELD, SPARSE_FIELD, CollectionConfig
+from rayprism.platform.config import (
+    BITS_FIELD,
+    DENSE_FIELD,
+    DOCUMENT_HASH_FIELD,
+    DOCUMENT_ID_FIELD,
+    PIECE_COUNT_FIELD,
+    PIECE_FIELDS,
+    PIECE_INDEX_FIELD,
+    PIECE_START_FIELD,
+    SPARSE_FIELD,
+    CollectionConfig,
+)
 
 CONFIG_PROPERTY = "rayprism.config"
 VARCHAR_MAX_BYTES = 65535
@@ -47,6 +58,8 @@ class Layout:
     """The collection's ``compression`` block (type, rescore_multiplier), None for float vectors."""
     multivector: dict | None = None
     """A multi-vector collection's ``multivector.fde`` options (its dense field holds their encodings)."""
+    chunking: dict | None = None
+    """A chunked collection's ``chunking`` block: its rows are pieces (:mod:`~rayprism.platform.store.pieces`)."""
 
     @classmethod
     def from_config(cls, config: CollectionConfig, dimensions: int) -> Layout:
@@ -61,13 +74,14 @@ class Layout:
             model=config.model,
             compression=config.compression.model_dump() if config.compression else None,
             multivector=config.multivector.fde.model_dump() if config.multivector else None,
+            chunking=config.chunking.model_dump() if config.chunking else None,
         )
 
     def differences(self, stored: Layout) -> list[str]:
         """Human-readable lines, one per disagreement: ``what: config <x>, store <y>``."""
         lines = []
         for name in ("model", "id_type", "text_field", "dimensions", "bm25", "metric", "index_type", "compression",
-                     "multivector"):
+                     "multivector", "chunking"):
             wanted, found = getattr(self, name), getattr(stored, name)
             if name == "model" and found is None:
                 continue  # made outside rayprism: any model with the right dimensions fits
@@ -83,10 +97,18 @@ class Layout:
 def create_collection(client: MilvusClient, config: CollectionConfig, dimensions: int, *, bits_field: bool) -> None:
     """``bits_field``: keep binary codes in a BINARY_VECTOR field (a Milvus server; Lite has none)."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    if config.id_type == "varchar":
+    if config.id_type == "varchar" or config.chunking:  # a piece's key is text: "{document id}#{index}"
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
     else:
         schema.add_field("id", DataType.INT64, is_primary=True)
+    if config.chunking:
+        if config.id_type == "varchar":
+            schema.add_field(DOCUMENT_ID_FIELD, DataType.VARCHAR, max_length=ID_MAX_BYTES)
+        else:
+            schema.add_field(DOCUMENT_ID_FIELD, DataType.INT64)
+        for name in (PIECE_INDEX_FIELD, PIECE_COUNT_FIELD, PIECE_START_FIELD):
+            schema.add_field(name, DataType.INT64)
+        schema.add_field(DOCUMENT_HASH_FIELD, DataType.VARCHAR, max_length=64)
     schema.add_field(config.text_field, DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES, enable_analyzer=config.bm25)
     schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimensions)
     for name, kind in config.fields.items():
@@ -125,11 +147,15 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
     primary = next(field for field in description["fields"] if field.get("is_primary"))
     created_from = stored_config(description)
     text_field = created_from.text_field if created_from else _guess_text_field(description)
+    chunking = created_from.chunking.model_dump() if created_from and created_from.chunking else None
+    hidden = ("id", text_field, DENSE_FIELD, SPARSE_FIELD, BITS_FIELD, *(PIECE_FIELDS if chunking else ()))
     metadata = {
         field_name: _TYPE_NAMES.get(int(field["type"]), f"type {int(field['type'])}")
         for field_name, field in fields.items()
-        if field_name not in ("id", text_field, DENSE_FIELD, SPARSE_FIELD, BITS_FIELD) and not field.get("is_primary")
+        if field_name not in hidden and not field.get("is_primary")
     }
+    if chunking:  # the documents' ids are the doc_id field's; the primary key is a piece's
+        primary = fields[DOCUMENT_ID_FIELD]
     index = client.describe_index(name, index_name=DENSE_FIELD) or {}
     return Layout(
         id_type="varchar" if int(primary["type"]) == int(DataType.VARCHAR) else "int64",
@@ -142,6 +168,7 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
         model=created_from.model if created_from else None,
         compression=created_from.compression.model_dump() if created_from and created_from.compression else None,
         multivector=created_from.multivector.fde.model_dump() if created_from and created_from.multivector else None,
+        chunking=chunking,
     )
 
 

@@ -23,16 +23,33 @@ from pymilvus import MilvusClient, MilvusException
 from pymilvus.client.types import Status
 from pymilvus.exceptions import ErrorCode
 
-from rayprism.platform.config import BITS_FIELD, DENSE_FIELD, SPARSE_FIELD, CollectionConfig, is_lite_uri
+from rayprism.platform.config import (
+    BITS_FIELD,
+    DENSE_FIELD,
+    DOCUMENT_ID_FIELD,
+    PIECE_COUNT_FIELD,
+    PIECE_INDEX_FIELD,
+    PIECE_START_FIELD,
+    SPARSE_FIELD,
+    CollectionConfig,
+    is_lite_uri,
+)
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
-from rayprism.platform.store.filters import ids_filter
+from rayprism.platform.store.filters import ids_filter, renamed_field
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion, fuse
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
 from rayprism.platform.store.mirror import MirrorManager
 from rayprism.platform.store.mirror_memory import MirrorMemory
+from rayprism.platform.store.pieces import (
+    PIECE_READ_FIELDS,
+    documents_from_pieces,
+    grouped,
+    stale_keys,
+    whole_documents,
+)
 from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY
@@ -53,6 +70,13 @@ UNPARSABLE_FILTER = "failed to create query plan"
 
 SERVER_READS = {"consistency_level": "Strong"}
 """How a server is read: after the writes this store made (Lite is always up to date)."""
+PIECES_PER_DOCUMENT = 4
+"""A chunked collection's routes take this many pieces per document they are asked for, so that after grouping
+pieces by document there are still enough documents (a long document may hold several of the best pieces)."""
+FIRST_PIECE = f"{PIECE_INDEX_FIELD} == 0"
+"""One row per document of a chunked collection: what counting and listing its documents read."""
+QUERY_MAX_ROWS = 16384
+"""The most rows one Milvus query answers (``offset + limit``)."""
 WARM_TIMEOUT_S = 120.0
 """How long start-up waits for a collection's in-memory mirror (a large one is built meanwhile, and
 searches go to Milvus until it is)."""
@@ -78,6 +102,8 @@ class SearchQuery:
     output_fields: list[str] | None = None
     sparse_hits: Hits | None = None
     """BM25 hits computed earlier (the replica starts them while it embeds the query)."""
+    passages: int = 1
+    """A chunked collection's hits each show this many of their best pieces (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,8 @@ class SearchHits:
     ids: list
     scores: list[float]
     fields: list[dict[str, Any]]
+    passages: list[list[dict[str, Any]]] | None = None
+    """A chunked collection's hits: each one's best pieces, ``{"index", "text", "score", "start"}``, best first."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -175,7 +203,9 @@ class MilvusStore:
         return stored_config(self._describe(name))
 
     def count(self, name: str) -> int:
-        rows = self._call(self._client.query, name, filter="", output_fields=["count(*)"], **self._reads)
+        """Documents (a chunked collection's first pieces)."""
+        filter = FIRST_PIECE if self.chunked(name) else ""
+        rows = self._call(self._client.query, name, filter=filter, output_fields=["count(*)"], **self._reads)
         return int(rows[0]["count(*)"])
 
     def drop(self, name: str) -> None:
@@ -207,6 +237,10 @@ class MilvusStore:
         """Whether the collection is a multi-vector one (its rows carry token vectors)."""
         return self._fixed_layout(name).multivector is not None
 
+    def chunked(self, name: str) -> bool:
+        """Whether the collection's rows are pieces of documents (:mod:`~rayprism.platform.store.pieces`)."""
+        return self._fixed_layout(name).chunking is not None
+
     def warm(self, name: str, timeout_s: float = WARM_TIMEOUT_S) -> None:
         """What the first search of ``name`` would otherwise pay for, paid now: the in-memory mirror
         built (until then a Lite collection is searched row by row) and one search on each of its routes
@@ -230,7 +264,9 @@ class MilvusStore:
 
     def upsert(self, name: str, rows: list[dict]) -> int:
         """Rows of a multi-vector collection carry their token vectors (``tokens``): logged in the
-        collection's token files before Milvus gets the rest."""
+        collection's token files before Milvus gets the rest. A chunked collection's rows are pieces of
+        documents, written whole: once they are, the pieces past each document's new count are deleted, and
+        the count returned is of documents."""
         compression = self.compression(name)
         stored = rows
         if not self._lite:
@@ -247,12 +283,23 @@ class MilvusStore:
             result = self._call(self._client.upsert, name, stored)
             self._flushes.schedule(name)
             self.mirrors.upsert(name, rows)
+        if self.chunked(name):
+            counts = {row[DOCUMENT_ID_FIELD]: row[PIECE_COUNT_FIELD] for row in rows}
+            self._delete_keys(name, stale_keys(self._pieces_of(name, list(counts), PIECE_READ_FIELDS), counts))
+            return len(counts)
         return int(result["upsert_count"])
 
     def delete(self, name: str, ids: list) -> int:
-        """How many of ``ids`` existed (Milvus counts every id it was given)."""
-        found = self._by_ids(name, ids, ["id"])
-        existing = [row["id"] for row in found]
+        """How many of ``ids`` existed (Milvus counts every id it was given); a chunked collection's ids are its
+        documents', each deleted with all its pieces."""
+        if self.chunked(name):
+            pieces = self._pieces_of(name, ids, ["id", DOCUMENT_ID_FIELD])
+            self._delete_keys(name, [row["id"] for row in pieces])
+            return len({row[DOCUMENT_ID_FIELD] for row in pieces})
+        return self._delete_keys(name, [row["id"] for row in self._by_ids(name, ids, ["id"])])
+
+    def _delete_keys(self, name: str, existing: list) -> int:
+        """Delete the rows of these primary keys, which exist."""
         if existing:
             multivector = self.multivector(name)
             with self._writing(name, self.compression(name), multivector):
@@ -262,6 +309,33 @@ class MilvusStore:
                 self._flushes.schedule(name)
                 self.mirrors.delete(name, existing)
         return len(existing)
+
+    def document_hashes(self, name: str, ids: list) -> dict:
+        """A chunked collection's documents among ``ids`` whose pieces are stored whole, with their digests
+        (:func:`~rayprism.platform.store.pieces.whole_documents`): an upsert leaves those alone if unchanged."""
+        return whole_documents(self._pieces_of(name, ids, PIECE_READ_FIELDS))
+
+    def _pieces_of(self, name: str, ids: list, output_fields: list[str] | tuple[str, ...]) -> list[dict]:
+        """Every stored piece of these documents (read in pages: a long document has many)."""
+        if not ids:
+            return []
+        return self._pages(name, ids_filter(ids, DOCUMENT_ID_FIELD), list(output_fields))
+
+    def _pages(self, name: str, filter: str, output_fields: list[str], batch_size: int = 4096) -> list[dict]:
+        """Every row matching ``filter``: one query, or pages if there are more than one query answers."""
+        rows = self._call(self._client.query, name, filter=filter, output_fields=output_fields, limit=QUERY_MAX_ROWS,
+                          **self._reads)
+        if len(rows) < QUERY_MAX_ROWS:
+            return list(rows)
+        pages = self._call(self._client.query_iterator, name, batch_size=batch_size, filter=filter,
+                           output_fields=output_fields, **self._reads)
+        rows = []
+        try:
+            while page := pages.next():
+                rows.extend(page)
+        finally:
+            pages.close()
+        return rows
 
     def _writing(self, name: str, compression: dict | None, multivector: bool) -> contextlib.ExitStack:
         """Around a write: a compressed collection's saved codes are stale from before it starts, and a
@@ -273,21 +347,23 @@ class MilvusStore:
             stack.enter_context(self.tokens.writing(name))
         return stack
 
-    def ids(self, name: str, batch_size: int = 1000) -> list:
-        """Every document id of the collection (read in pages: a query answers at most 16,384 rows)."""
+    def ids(self, name: str) -> list:
+        """Every document id of the collection."""
         self._describe(name)
-        pages = self._call(self._client.query_iterator, name, batch_size=batch_size, filter="",
-                           output_fields=["id"], **self._reads)
-        ids: list = []
-        try:
-            while page := pages.next():
-                ids.extend(row["id"] for row in page)
-        finally:
-            pages.close()
-        return ids
+        if self.chunked(name):
+            return [row[DOCUMENT_ID_FIELD] for row in self._pages(name, FIRST_PIECE, [DOCUMENT_ID_FIELD])]
+        return [row["id"] for row in self._pages(name, "", ["id"])]
 
     def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
-        return self._by_ids(name, ids, output_fields)
+        """The documents of these ids that exist; a chunked collection's joined from their pieces."""
+        if not self.chunked(name):
+            return self._by_ids(name, ids, output_fields)
+        layout = self._fixed_layout(name)
+        fields = [field for field in output_fields if field not in ("id", layout.text_field)]
+        pieces = self._pieces_of(name, ids, [DOCUMENT_ID_FIELD, PIECE_INDEX_FIELD, PIECE_START_FIELD,
+                                             layout.text_field, *fields])
+        documents = documents_from_pieces(pieces, layout.text_field, fields)
+        return [{key: document[key] for key in output_fields} for document in documents]
 
     def _by_ids(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         """The rows of these ids (those that exist), read with a filter that quotes each id safely."""
@@ -319,7 +395,10 @@ class MilvusStore:
         mode, filter = query.mode, query.filter
         if mode == "multivector":
             return self._with_fields(name, self._multivector_hits(name, query), query.output_fields)
-        limit = query.candidates if mode == "hybrid" else query.k
+        chunked = self.chunked(name)
+        if chunked:
+            filter = self._piece_filter(filter)
+        limit = self._route_limit(name, query.candidates if mode == "hybrid" else query.k)
         dense = self.hits(name, DENSE_FIELD, query.dense_vector, limit, filter, metric=query.metric) if mode != "sparse" else []
         if mode == "dense":
             sparse = []
@@ -327,8 +406,39 @@ class MilvusStore:
             sparse = query.sparse_hits
         else:
             sparse = self.hits(name, SPARSE_FIELD, query.text, limit, filter)
-        hits = fuse(dense, sparse, query.fusion)[: query.k] if mode == "hybrid" else dense or sparse
-        return self._with_fields(name, hits, query.output_fields)
+        hits = fuse(dense, sparse, query.fusion) if mode == "hybrid" else dense or sparse
+        if chunked:
+            return self._documents_with_fields(name, hits, query)
+        return self._with_fields(name, hits[: query.k], query.output_fields)
+
+    def _route_limit(self, name: str, documents: int) -> int:
+        """Hits a route takes for ``documents`` documents: a chunked collection's routes rank pieces."""
+        return documents * PIECES_PER_DOCUMENT if self.chunked(name) else documents
+
+    def _piece_filter(self, filter: str) -> str:
+        """A filter on documents as one on their pieces, which carry every field but call their document's id
+        ``doc_id`` (their own ``id`` is the piece's key)."""
+        return renamed_field(filter, "id", DOCUMENT_ID_FIELD) if filter else filter
+
+    def _documents_with_fields(self, name: str, hits: Hits, query: SearchQuery) -> SearchHits:
+        """Piece hits (best first) as the ``k`` best documents, each with its best piece's fields (the text field:
+        that piece's text) and its best ``passages`` pieces."""
+        layout = self._fixed_layout(name)
+        documents, best_pieces = grouped(hits, query.k, max(1, query.passages), layout.id_type)
+        wanted = list(query.output_fields or [])
+        read = [field for field in dict.fromkeys([*wanted, layout.text_field, PIECE_INDEX_FIELD, PIECE_START_FIELD])
+                if field != "id"]
+        keys = [key for pieces in best_pieces for key, _ in pieces]
+        rows = {row["id"]: row for row in self._by_ids(name, keys, read)} if keys else {}
+        fields, passages = [], []
+        for (document_id, _), pieces in zip(documents, best_pieces):
+            best = rows.get(pieces[0][0], {})
+            fields.append({field: document_id if field == "id" else best.get(field) for field in wanted})
+            passages.append([{"index": rows[key][PIECE_INDEX_FIELD], "text": rows[key][layout.text_field],
+                              "score": score, "start": rows[key][PIECE_START_FIELD]}
+                             for key, score in pieces[: query.passages] if key in rows])
+        return SearchHits([document_id for document_id, _ in documents], [score for _, score in documents], fields,
+                          passages)
 
     def _with_fields(self, name: str, hits: Hits, output_fields: list[str] | None) -> SearchHits:
         ids = [doc_id for doc_id, _ in hits]
@@ -346,7 +456,9 @@ class MilvusStore:
         return mirror.rerank(query.query_tokens, [doc_id for doc_id, _ in candidates], query.k)
 
     def sparse_hits(self, name: str, text: str, limit: int, filter: str = "") -> Hits:
-        """BM25 hits as ``(id, score)``, best first."""
+        """BM25 hits as ``(id, score)``, best first: for a chunked collection, its pieces' (the search groups them)."""
+        if self.chunked(name):
+            return self.hits(name, SPARSE_FIELD, text, self._route_limit(name, limit), self._piece_filter(filter))
         return self.hits(name, SPARSE_FIELD, text, limit, filter)
 
     def hits(self, name: str, route: str, query: Any, limit: int, filter: str = "", *, metric: str = "BM25") -> Hits:

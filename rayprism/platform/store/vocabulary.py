@@ -14,3 +14,5 @@ Hits = list[tuple[Any, float]]
 DEFAULT_CANDIDATES = 50
 """Hits taken from each of dense and sparse before fusion (at least k), and hits a rerank stage
 rescores: enough for fusion to find a document that one route ranks low."""
+MAX_PASSAGES = 20
+"""Most pieces a chunked collection's hit shows (``passages`` of a search)."""

@@ -29,9 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, model_validator
-
-from rayprism.platform.config.base import StrictModel
+from rayprism.platform.config.collections import ChunkingConfig
 
 __all__ = ["Chunker", "ChunkingConfig", "Piece"]
 
@@ -47,20 +45,6 @@ DEFAULT_MAX_PIECE_CHARS = 16_000
 """A piece is cut further past this many characters whatever its token count: WordPiece makes one
 ``[UNK]`` token of any word over 100 characters, so a hex dump could make a one-token piece larger than
 Milvus's 64 KB VARCHAR (16,000 characters stay under it even at 4 UTF-8 bytes each)."""
-
-
-class ChunkingConfig(StrictModel):
-    """How a chunked collection cuts its documents (the ``chunking`` section of a collection)."""
-
-    max_tokens: int = Field(256, ge=16, description="most tokens in one piece, by the collection model's tokenizer")
-    overlap_tokens: int = Field(32, ge=0, description="about this many tokens repeated between neighbouring pieces")
-
-    @model_validator(mode="after")
-    def _overlap_leaves_progress(self) -> ChunkingConfig:
-        if self.overlap_tokens > self.max_tokens // 2:
-            raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be at most half of max_tokens "
-                             f"({self.max_tokens}): each piece must move at least half a piece forward")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +64,24 @@ class Piece:
         if not self.context:
             return self.text
         return f"{self.context}{EMBED_SEPARATOR}{self.text}" if self.text else self.context
+
+
+TITLE_FIELD = "title"
+"""A collection's varchar field of this name heads its pieces' contexts (``rayprism ingest`` of files fills it)."""
+
+
+def load_chunker(source: str, config: ChunkingConfig, *, model_max_tokens: int, prompt: str | None = None) -> Chunker:
+    """The chunker of the model at ``source`` (its own tokenizer, read from its files: nothing downloads).
+    ``prompt``: what the model prepends to a document when embedding it, whose tokens a piece leaves room for."""
+    from transformers import AutoTokenizer
+
+    from rayprism.platform.models.source import resolve_source
+    from rayprism.platform.threads import quiet_tokenizers
+
+    quiet_tokenizers()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source), use_fast=True)
+    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+    return Chunker(tokenizer, config, model_max_tokens=model_max_tokens - prompt_tokens)
 
 
 class Chunker:

@@ -1,0 +1,135 @@
+"""A chunked collection's documents as pieces in Milvus, and pieces back as documents.
+
+Each piece is one Milvus row: its primary key is ``{document id}#{index}``, and it carries the document's
+id, its place, the piece count and a digest of the whole document, beside the document's own fields
+(copied, so a filter on a field selects pieces) and its slice of the text (indexed for BM25 and shown as a
+passage). The slices tile the text exactly, so a document is read back by joining them.
+
+Writes are made safe against a crash by their order, not by a transaction (Milvus has none): a changed
+document's new pieces are written first, then the pieces past its new count are deleted. A crash in between
+leaves pieces of two versions; :func:`whole_documents` tells them apart by their digest and count, so the
+same upsert again sees the document as changed and writes it whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from rayprism.platform.config import (
+    DOCUMENT_HASH_FIELD,
+    DOCUMENT_ID_FIELD,
+    PIECE_COUNT_FIELD,
+    PIECE_INDEX_FIELD,
+    PIECE_START_FIELD,
+)
+from rayprism.platform.store.vocabulary import Hits
+
+KEY_SEPARATOR = "#"
+"""Between a document's id and a piece's index in the piece's key (the index is digits: the last ``#`` splits)."""
+KEY_SUFFIX_MAX_BYTES = 8
+"""What ``#index`` adds to a document id: a piece key must fit the collection's id limit."""
+PIECE_READ_FIELDS = ("id", DOCUMENT_ID_FIELD, PIECE_INDEX_FIELD, PIECE_COUNT_FIELD, DOCUMENT_HASH_FIELD)
+"""What tells whether a document's stored pieces are whole: read before writing it again."""
+
+
+def piece_key(document_id: str | int, index: int) -> str:
+    return f"{document_id}{KEY_SEPARATOR}{index}"
+
+
+def document_of(key: str, id_type: str) -> str | int:
+    """The id of the document a piece key belongs to, typed as the collection's ids."""
+    document_id = key.rpartition(KEY_SEPARATOR)[0]
+    return int(document_id) if id_type == "int64" else document_id
+
+
+def document_hash(values: Sequence[Any]) -> str:
+    """A digest of what makes a document (its text and fields, in a fixed order)."""
+    return hashlib.sha256(json.dumps(list(values), ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One piece as stored: where it starts in the document and its text."""
+
+    start: int
+    text: str
+
+
+def tiling(text: str, spans: Sequence[tuple[int, int]]) -> list[Slice]:
+    """Slices of ``text`` for pieces at ``spans`` (start, end), in order, that together cover it: a piece's slice
+    also takes the whitespace a splitter trimmed before the next piece (and the first, from the start), so
+    joining the slices, overlaps once, gives ``text`` back exactly."""
+    slices = []
+    for i, (start, end) in enumerate(spans):
+        start = 0 if i == 0 else start
+        following = spans[i + 1][0] if i + 1 < len(spans) else len(text)
+        slices.append(Slice(start, text[start:max(end, following)]))
+    return slices
+
+
+def joined(slices: Iterable[Slice]) -> str:
+    """The text a document's slices (in order) tile."""
+    parts, covered = [], 0
+    for piece in slices:
+        parts.append(piece.text[max(0, covered - piece.start):])
+        covered = max(covered, piece.start + len(piece.text))
+    return "".join(parts)
+
+
+def piece_rows(document: dict, text_field: str, slices: list[Slice], digest: str) -> list[dict]:
+    """Milvus rows for a document's slices (vectors are added by the caller): each has the document's fields."""
+    fields = {name: value for name, value in document.items() if name not in ("id", text_field)}
+    return [{**fields, "id": piece_key(document["id"], index), text_field: piece.text,
+             DOCUMENT_ID_FIELD: document["id"], PIECE_INDEX_FIELD: index, PIECE_COUNT_FIELD: len(slices),
+             PIECE_START_FIELD: piece.start, DOCUMENT_HASH_FIELD: digest}
+            for index, piece in enumerate(slices)]
+
+
+def whole_documents(rows: Iterable[dict]) -> dict[Any, str]:
+    """The digest of each document whose stored pieces (``rows``, with :data:`PIECE_READ_FIELDS`) are one whole
+    version: every index below the count present, all with the same digest and count, none past it."""
+    found: dict[Any, list[dict]] = {}
+    for row in rows:
+        found.setdefault(row[DOCUMENT_ID_FIELD], []).append(row)
+    whole = {}
+    for document_id, pieces in found.items():
+        versions = {(piece[DOCUMENT_HASH_FIELD], piece[PIECE_COUNT_FIELD]) for piece in pieces}
+        if len(versions) != 1:
+            continue
+        digest, count = versions.pop()
+        if sorted(piece[PIECE_INDEX_FIELD] for piece in pieces) == list(range(count)):
+            whole[document_id] = digest
+    return whole
+
+
+def stale_keys(rows: Iterable[dict], counts: dict[Any, int]) -> list[str]:
+    """Keys of the stored pieces (``rows``) past their document's new piece count (``counts``)."""
+    return [row["id"] for row in rows if row[PIECE_INDEX_FIELD] >= counts.get(row[DOCUMENT_ID_FIELD], 0)]
+
+
+def documents_from_pieces(rows: Iterable[dict], text_field: str, fields: Sequence[str]) -> list[dict]:
+    """Documents (``id``, text, ``fields``) joined from their pieces' rows, in the order documents first appear."""
+    by_document: dict[Any, list[dict]] = {}
+    for row in rows:
+        by_document.setdefault(row[DOCUMENT_ID_FIELD], []).append(row)
+    documents = []
+    for document_id, pieces in by_document.items():
+        pieces.sort(key=lambda row: row[PIECE_INDEX_FIELD])
+        text = joined(Slice(row[PIECE_START_FIELD], row[text_field]) for row in pieces)
+        documents.append({"id": document_id, text_field: text, **{name: pieces[0].get(name) for name in fields}})
+    return documents
+
+
+def grouped(hits: Hits, k: int, passages: int, id_type: str) -> tuple[Hits, list[Hits]]:
+    """Piece hits (best first) as document hits, each scored by its best piece, the ``k`` best; and for each,
+    its best ``passages`` piece hits (key, score), best first."""
+    documents: dict[Any, list[tuple[str, float]]] = {}
+    for key, score in hits:
+        best = documents.setdefault(document_of(key, id_type), [])
+        if len(best) < passages:
+            best.append((key, score))
+    top = list(documents.items())[:k]  # dicts keep insertion order: a document enters at its best piece
+    return [(document_id, pieces[0][1]) for document_id, pieces in top], [pieces for _, pieces in top]
