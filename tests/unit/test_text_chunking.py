@@ -277,4 +277,5 @@ def test_config_errors_quote_the_values(values, message):
 
 def test_a_model_limit_too_small_for_the_context_is_refused(minilm_tokenizer):
     with pytest.raises(ValueError, match=r"model_max_tokens \(70\) leaves fewer than 16 tokens"):
-        Chunker(minilm_tokenizer, model_max_tokens=70)
+        Chunker(minilm_tokenizer, model_max_tokens=70, max_context_tokens=64)
+    assert Chunker(minilm_tokenizer, model_max_tokens=70).max_context_tokens == 70 // 4  # by default it fits

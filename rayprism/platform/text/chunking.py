@@ -40,7 +40,8 @@ EMBED_SEPARATOR = "\n\n"
 _PROBE = "word"
 """A word after the separator when measuring a context, as a piece's first word follows it when embedded."""
 DEFAULT_MAX_CONTEXT_TOKENS = 64
-"""A context is cut to this many tokens: a long title must not eat a piece's budget."""
+"""A context is cut to this many tokens (a quarter of a smaller model's limit): a long title must not eat a
+piece's budget."""
 DEFAULT_MAX_PIECE_CHARS = 16_000
 """A piece is cut further past this many characters whatever its token count: WordPiece makes one
 ``[UNK]`` token of any word over 100 characters, so a hex dump could make a one-token piece larger than
@@ -95,13 +96,14 @@ class Chunker:
     """
 
     def __init__(self, tokenizer: Any, config: ChunkingConfig | None = None, *, model_max_tokens: int | None = None,
-                 max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
-                 max_piece_chars: int = DEFAULT_MAX_PIECE_CHARS) -> None:
+                 max_context_tokens: int | None = None, max_piece_chars: int = DEFAULT_MAX_PIECE_CHARS) -> None:
         self.config = config or ChunkingConfig()
         self._tokenizer = _private_copy(tokenizer)
         self.n_special_tokens = (len(self._tokenizer.encode("", add_special_tokens=True).ids)
                                  - len(self._tokenizer.encode("", add_special_tokens=False).ids))
         self.model_max_tokens = model_max_tokens
+        if max_context_tokens is None:  # a small model's context takes at most a quarter of its input
+            max_context_tokens = min(DEFAULT_MAX_CONTEXT_TOKENS, (model_max_tokens or 4 * DEFAULT_MAX_CONTEXT_TOKENS) // 4)
         self.max_context_tokens = max_context_tokens
         self.max_piece_chars = max_piece_chars
         if model_max_tokens is not None and model_max_tokens - self.n_special_tokens - max_context_tokens < 16:
