@@ -78,10 +78,12 @@ class ReembedService:
             jobs.start(interrupted.id)
             return self._job_view(await self._store.reembed_job(interrupted.id)), False
         self._embeddings.runner(request.model)  # 404 unless the service serves it
-        if source.modality != "text" or source.multivector is not None:
-            raise InvalidInputError(f"collection {source.name!r} is {'multivector' if source.multivector else source.modality}: "
-                                    "only text collections with one dense vector per document can be re-embedded "
-                                    "(media items and token vectors are not stored to read back)", param="name")
+        kind = "multivector" if source.multivector else "chunked" if source.chunking else source.modality
+        if kind != "text":
+            raise InvalidInputError(f"collection {source.name!r} is {kind}: only text collections with one dense vector "
+                                    "per document can be re-embedded (media items and token vectors are not stored to "
+                                    "read back; a chunked collection's pieces would need cutting again by the new "
+                                    "model's tokenizer, which re-embedding does not do yet)", param="name")
         if request.model == source.model:
             raise InvalidInputError(f"collection {source.name!r} is embedded by model {request.model!r} already",
                                     param="model")
