@@ -35,8 +35,9 @@ def long_text(seed: int, paragraphs: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def embeddings(tiny_model_path):
-    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="tiny", source=tiny_model_path)]))
+def embeddings(tiny_model_path, tiny_reranker_path):
+    service = EmbeddingService(ServeConfig(models=[ModelConfig(name="tiny", source=tiny_model_path),
+                                                   ModelConfig(name="judge", kind="reranker", source=tiny_reranker_path)]))
     assert service.wait_loaded(120)
     yield service
     service.close()
@@ -126,6 +127,22 @@ def test_search_answers_documents_with_the_passages_that_matched(parts):
     filtered = run(service.search("manuals", SearchRequest(query=query, k=4, filter='id != "doc2" and year >= 2001',
                                                            passages=0)))["results"]
     assert {hit["id"] for hit in filtered} <= {"doc1", "doc3"} and all("passages" not in hit for hit in filtered)
+
+
+def test_the_rerank_stage_scores_the_matched_passage_not_the_document(parts, embeddings):
+    service, _ = parts
+    create(service)
+    documents = [{"id": f"doc{i}", "text": long_text(20 + i, 12), "title": f"Manual {i}", "year": i} for i in range(3)]
+    upsert(service, documents)
+    query = "Sentence 21-10-1"
+    request = SearchRequest(query=query, k=2, rerank={"model": "judge", "candidates": 3})
+    found = run(service.search("manuals", request))["results"]
+    judge = embeddings.runner("judge", "reranker")
+    for hit in found:
+        passage = hit["passages"][0]["text"]
+        whole = next(document["text"] for document in documents if document["id"] == hit["id"])
+        assert hit["rerank_score"] == pytest.approx(float(run(judge.rerank(query, [passage])).scores[0]), abs=1e-6)
+        assert passage != whole[:len(passage)] or hit["passages"][0]["index"] == 0
 
 
 def test_only_unchunked_collections_have_a_size_limit_and_it_says_so(parts):
