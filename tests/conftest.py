@@ -96,12 +96,12 @@ def reference_minilm(minilm_path):
     return SentenceTransformer(minilm_path, device="cpu")
 
 
-def embed(encoder, inputs, modality="text", prompt_name=None):
+def embed(encoder, inputs, modality="text", prompt_name=None, truncate=True):
     """Both stages in this thread, as a model runner runs them without the batcher between:
     (vectors, token counts) for one call."""
     from rayprism.platform.models.base import Embeddings
 
-    prepared = encoder.prepare(inputs, modality, prompt_name)
+    prepared = encoder.prepare(inputs, modality, prompt_name, truncate=truncate)
     return Embeddings(encoder.encode(prepared), [item.n_tokens for item in prepared])
 
 

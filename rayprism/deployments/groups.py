@@ -47,14 +47,15 @@ class GroupReplica:
         return {"dimensions": getattr(encoder, "dimensions", None), "max_input_tokens": encoder.max_input_tokens,
                 "prompts": dict(getattr(encoder, "prompts", {})), "modalities": sorted(encoder.modalities)}
 
-    async def embed(self, model: str, inputs: list, modality: Modality, prompt_name: str | None) -> Embeddings:
-        return await (await self._loaded(model)).embed(inputs, modality, prompt_name)
+    async def embed(self, model: str, inputs: list, modality: Modality, prompt_name: str | None,
+                    truncate: bool) -> Embeddings:
+        return await (await self._loaded(model)).embed(inputs, modality, prompt_name, truncate=truncate)
 
     async def embed_each(self, model: str, inputs: list, modality: Modality) -> Embeddings | ItemErrors:
         return await (await self._loaded(model)).embed_each(inputs, modality)
 
-    async def rerank(self, model: str, query: str, documents: list[str]) -> RerankScores:
-        return await (await self._loaded(model)).rerank(query, documents)
+    async def rerank(self, model: str, query: str, documents: list[str], truncate: bool) -> RerankScores:
+        return await (await self._loaded(model)).rerank(query, documents, truncate=truncate)
 
     async def metrics(self) -> bytes:
         self.service.update_gauges()

@@ -68,16 +68,16 @@ class RemoteRunner:
             self._info = EncoderInfo(info["dimensions"], info["max_input_tokens"], info["prompts"],
                                      frozenset(info["modalities"]))  # its group reports model_ready itself
 
-    async def embed(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
-                    ) -> Embeddings:
+    async def embed(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None, *,
+                    truncate: bool = True) -> Embeddings:
         """Inputs and tokens are counted by the group that embeds them (its metrics join this replica's)."""
-        return await self._call(self._handle.embed.remote(self.name, list(inputs), modality, prompt_name))
+        return await self._call(self._handle.embed.remote(self.name, list(inputs), modality, prompt_name, truncate))
 
     async def embed_each(self, inputs: Sequence[Any], modality: Modality) -> Embeddings | ItemErrors:
         return await self._call(self._handle.embed_each.remote(self.name, list(inputs), modality))
 
-    async def rerank(self, query: str, documents: Sequence[str]) -> RerankScores:
-        return await self._call(self._handle.rerank.remote(self.name, query, list(documents)))
+    async def rerank(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> RerankScores:
+        return await self._call(self._handle.rerank.remote(self.name, query, list(documents), truncate))
 
     async def _call(self, response) -> Any:
         """The group's answer, its own errors unwrapped; a group that cannot start in time is a 503."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -113,19 +114,20 @@ class ModelRunner:
         """Whether the model gives per-token vectors (:meth:`embed_tokens`), as multi-vector collections need."""
         return self._token_batcher is not None
 
-    async def embed(
-        self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
-    ) -> Embeddings:
-        return await self.embed_prepared(await self.prepare(inputs, modality, prompt_name))
+    async def embed(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None, *,
+                    truncate: bool = True) -> Embeddings:
+        """``truncate``: a text over the model's limit is cut to fit, else refused (``Encoder.prepare``)."""
+        return await self.embed_prepared(await self.prepare(inputs, modality, prompt_name, truncate=truncate))
 
-    async def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None):
-        return await self._prepared_for(self._batcher, inputs, modality, prompt_name)
+    async def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None, *,
+                      truncate: bool = True):
+        return await self._prepared_for(self._batcher, inputs, modality, prompt_name, truncate)
 
     async def _prepared_for(self, batcher: DynamicBatcher, inputs: Sequence[Any], modality: Modality,
-                            prompt_name: str | None) -> list[Prepared]:
+                            prompt_name: str | None, truncate: bool = True) -> list[Prepared]:
         in_thread = modality != "text" or len(inputs) > INLINE_PREPARE_MAX_INPUTS
-        return await self._admitted(batcher, len(inputs), in_thread, self.encoder.prepare, inputs, modality,
-                                    prompt_name)
+        prepare = partial(self.encoder.prepare, truncate=truncate)
+        return await self._admitted(batcher, len(inputs), in_thread, prepare, inputs, modality, prompt_name)
 
     @staticmethod
     async def _admitted(batcher: DynamicBatcher, count: int, in_thread: bool,
@@ -136,12 +138,13 @@ class ModelRunner:
         batcher.check_capacity(count)
         return await asyncio.to_thread(prepare, *args) if in_thread else prepare(*args)
 
-    async def rerank(self, query: str, documents: Sequence[str]) -> RerankScores:
-        """Each document's relevance to ``query``, the pairs batched with other requests' pairs."""
+    async def rerank(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> RerankScores:
+        """Each document's relevance to ``query``, the pairs batched with other requests' pairs; ``truncate``
+        as in :meth:`embed`, for each pair."""
         scorer: Reranker = self.encoder
         in_thread = len(documents) > INLINE_PREPARE_MAX_INPUTS
-        prepared = await self._admitted(self._batcher, len(documents), in_thread, scorer.prepare_pairs, query,
-                                        documents)
+        prepared = await self._admitted(self._batcher, len(documents), in_thread,
+                                        partial(scorer.prepare_pairs, truncate=truncate), query, documents)
         return RerankScores(await self._batcher.submit(prepared), self._counted(prepared))
 
     async def ready(self) -> None:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictStr,
     ValidationError,
@@ -61,6 +62,10 @@ class EmbeddingRequest(BaseModel):
     modality: Modality = "text"
     prompt_name: str | None = None
     """One of the model's prompts (``GET /v1/models`` lists them); default: the model's default prompt."""
+    truncate: StrictBool = True
+    """A text longer than the model reads (``max_input_tokens`` in ``GET /v1/models``, the prompt and special
+    tokens included) is cut to fit, and ``usage`` counts what was embedded; ``false``: such a text is a 400
+    naming it, its length in tokens and the limit. Token-id inputs alike; images and audio are not cut."""
     user: str | None = None
 
     @field_validator("input", mode="before", json_schema_input_type=StrictStr | TokenIds | Inputs)
@@ -91,6 +96,10 @@ class RerankRequest(BaseModel):
     """Return the best ``top_n``; default: every document."""
     return_documents: bool = False
     """Return each document's text with its score."""
+    truncate: StrictBool = True
+    """A (query, document) pair longer than the model reads (``max_input_tokens`` in ``GET /v1/models``) is cut
+    to fit, the longer side first, and ``usage`` counts what was scored; ``false``: such a pair is a 400 naming
+    the document, the pair's length in tokens and the limit."""
 
 
 RequestT = TypeVar("RequestT", bound=BaseModel)

@@ -126,7 +126,7 @@ class EmbeddingService:
                 f"dimensions {request.dimensions} exceeds the model's {dimensions}", param="dimensions"
             )
         inputs = await self.media_inputs(request.input, request.modality)
-        result = await runner.embed(inputs, request.modality, request.prompt_name)
+        result = await runner.embed(inputs, request.modality, request.prompt_name, truncate=request.truncate)
         vectors = result.vectors
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)
@@ -139,7 +139,7 @@ class EmbeddingService:
         self.check_input_count(len(request.documents), "documents", "documents")
         runner = self.runner(request.model, "reranker")
         await runner.ready()
-        result = await runner.rerank(request.query, request.documents)
+        result = await runner.rerank(request.query, request.documents, truncate=request.truncate)
         results = []
         for index in result.best_first(request.top_n):
             answer = RerankResult(index=index, relevance_score=float(result.scores[index]))

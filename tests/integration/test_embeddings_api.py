@@ -116,3 +116,47 @@ def test_rerank_answers_best_first_as_cross_encoder_predict_orders_them(service_
     assert answer["model"] == "judge" and answer["usage"]["total_tokens"] > 0
     wrong_kind = httpx.post(f"{service_url}/v1/rerank", json={"model": "minilm", "query": "q", "documents": ["d"]})
     assert wrong_kind.status_code == 400 and "not a reranker" in wrong_kind.json()["error"]["message"]
+
+
+def test_truncate_false_answers_400_with_the_length_and_the_limit_and_embeds_what_fits(client, service_url,
+                                                                                         reference_minilm):
+    """Through the openai client (``extra_body``) and plain HTTP: by default the long text is cut and usage
+    counts the 256 tokens embedded; ``truncate: false`` makes it a 400 naming it, and leaves what fits alone."""
+    import openai
+
+    tokenizer = reference_minilm.tokenizer
+    long = "word " * 300
+    inputs = ["hello world", long]
+    cut = client.embeddings.create(model="minilm", input=inputs, encoding_format="float")
+    assert cut.usage.prompt_tokens == len(tokenizer(inputs[0])["input_ids"]) + 256
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="minilm", input=inputs, extra_body={"truncate": False})
+    whole = len(tokenizer(long)["input_ids"])
+    assert caught.value.status_code == 400 and caught.value.body == {
+        "message": f'input[1] is {whole} tokens; this model reads at most 256 (send "truncate": true to cut it to fit)',
+        "type": "invalid_request_error", "param": "input[1]", "code": "invalid_input"}
+    kept = httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": inputs[:1], "truncate": False})
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["usage"]["prompt_tokens"] == len(tokenizer(inputs[0])["input_ids"])
+    assert cosines([kept.json()["data"][0]["embedding"]], [cut.data[0].embedding])[0] >= 0.99999
+
+
+def test_rerank_truncate_false_answers_400_naming_the_document(service_url, tiny_reranker_path):
+    from sentence_transformers import CrossEncoder
+
+    tokenizer = CrossEncoder(tiny_reranker_path).tokenizer
+    query, documents = "package manager", ["apt manages Debian packages", "an image viewer for X11 " * 20]
+    body = {"model": "judge", "query": query, "documents": documents}
+    cut = httpx.post(f"{service_url}/v1/rerank", json=body)
+    assert cut.status_code == 200, cut.text
+    assert cut.json()["usage"]["total_tokens"] == len(tokenizer(query, documents[0])["input_ids"]) + 64
+    refused = httpx.post(f"{service_url}/v1/rerank", json={**body, "truncate": False})
+    whole = len(tokenizer(query, documents[1])["input_ids"])
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "documents[1]"
+    assert refused.json()["error"]["message"].startswith(f"documents[1] with the query is {whole} tokens; this model "
+                                                         "reads at most 64")
+    kept = httpx.post(f"{service_url}/v1/rerank", json={**body, "documents": documents[:1], "truncate": False})
+    assert kept.status_code == 200, kept.text
+    [alone] = kept.json()["results"]
+    [together] = [result for result in cut.json()["results"] if result["index"] == 0]
+    assert alone["relevance_score"] == pytest.approx(together["relevance_score"], abs=1e-5)

@@ -71,6 +71,7 @@ def wait_for(condition, timeout_s: float):
 
 def test_a_group_starts_on_first_use_answers_like_a_local_model_and_goes_back_to_zero(grouped_app):
     from rayprism.deployments.schemas import EmbeddingRequest
+    from rayprism.platform.errors import InvalidInputError
 
     ready, body = grouped_app.call(lambda app: app.health.remote())
     assert ready and body["models"] == {"local": "ready", "remote": "idle"}  # ready without waking the group
@@ -80,6 +81,9 @@ def test_a_group_starts_on_first_use_answers_like_a_local_model_and_goes_back_to
     local = grouped_app.call(lambda app: app.create_embeddings.remote(EmbeddingRequest(model="local", input=texts)))
     assert remote["model"] == "remote" and remote["usage"] == local["usage"]
     assert cosines([d["embedding"] for d in remote["data"]], [d["embedding"] for d in local["data"]]).min() >= 0.99999
+    refused = EmbeddingRequest(model="remote", input=["fits", "word " * 100], truncate=False)  # the group's 400
+    with pytest.raises(InvalidInputError, match=r"input\[1\] is 102 tokens; this model reads at most 64"):
+        grouped_app.call(lambda app: app.create_embeddings.remote(refused))
     assert len(actor_pids(GROUP_REPLICA)) == 1
     models = {model["id"]: model for model in grouped_app.call(lambda app: app.list_models.remote())["data"]}
     assert models["remote"]["state"] == "ready" and models["remote"]["dimensions"] == 16

@@ -26,6 +26,7 @@ VLLM_MODEL = {"name": "minilm-vllm", "backend": "vllm", "options": {"gpu_memory_
 
 def test_the_vllm_backend_gives_the_torch_backends_vectors():
     from rayprism.platform.config import ModelConfig
+    from rayprism.platform.errors import InvalidInputError
     from rayprism.platform.models.registry import load_encoder
     from tests.conftest import embed
 
@@ -35,6 +36,14 @@ def test_the_vllm_backend_gives_the_torch_backends_vectors():
     ours, theirs = embed(served, TEXTS), embed(reference, TEXTS)
     assert ours.token_counts == theirs.token_counts
     assert cosines(ours.vectors, theirs.vectors).min() >= 0.999
+    # without truncation, the text over the limit is refused alike; the others are embedded as before
+    refusals = []
+    for encoder in (served, reference):
+        with pytest.raises(InvalidInputError) as caught:
+            encoder.prepare(TEXTS, truncate=False)
+        refusals.append((caught.value.param, caught.value.message))
+    assert refusals[0] == refusals[1] and refusals[0][0] == "input[4]"
+    assert embed(served, TEXTS[:4], truncate=False).token_counts == theirs.token_counts[:4]
 
 
 def test_a_service_serves_vllm_and_torch_models_side_by_side(tmp_path):

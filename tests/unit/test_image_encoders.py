@@ -98,6 +98,21 @@ def test_config_limits_truncate_text_and_refuse_large_images(family, pngs):
         encoder.prepare([digit_pngs(1, size=31)[0], pngs[0]], "image")
 
 
+def test_a_text_over_the_towers_limit_is_refused_with_its_length_unless_truncated(family, references):
+    _, path, _ = family
+    tokenizer = references[2]
+    encoder = load_encoder(ModelConfig(source=path, modality="image", max_input_tokens=4))
+    fits = ["a"]
+    assert len(tokenizer(fits[0])["input_ids"]) <= 4
+    whole = len(tokenizer(TEXTS[2])["input_ids"])
+    with pytest.raises(InvalidInputError, match=rf"input\[1\] is {whole} tokens; this model reads at most 4 ") as caught:
+        encoder.prepare([fits[0], TEXTS[2]], "text", truncate=False)
+    assert caught.value.param == "input[1]"
+    kept, cut = embed(encoder, fits, "text", truncate=False), embed(encoder, fits, "text")
+    assert kept.token_counts == cut.token_counts
+    np.testing.assert_array_equal(kept.vectors, cut.vectors)
+
+
 @pytest.mark.parametrize(
     "inputs, modality, message",
     [

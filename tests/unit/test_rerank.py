@@ -69,6 +69,25 @@ def test_pairs_are_cut_at_the_models_limit_as_the_tokenizer_cuts_them(tiny_reran
     assert max(item.n_tokens for item in prepared) == reference.max_seq_length == 64
 
 
+def test_a_pair_over_the_limit_is_refused_with_its_whole_length_unless_truncated(tiny_reranker_path, reference):
+    """``truncate=False``: the pair is a 400 naming its document, with the length of query and document together
+    as the model's tokenizer counts them uncut; pairs that fit score as they do when truncation is allowed."""
+    from rayprism.platform.models.cross_encoder import CrossEncoderScorer
+
+    scorer = CrossEncoderScorer(tiny_reranker_path)
+    whole = len(reference.tokenizer(QUERY, DOCUMENTS[4])["input_ids"])
+    assert whole > scorer.max_input_tokens == 64
+    with pytest.raises(InvalidInputError) as caught:
+        scorer.prepare_pairs(QUERY, DOCUMENTS, truncate=False)
+    assert caught.value.param == "documents[4]" and caught.value.http_status == 400
+    assert caught.value.message == (f"documents[4] with the query is {whole} tokens; this model reads at most 64 "
+                                    '(send "truncate": true to cut it to fit)')
+    fits = DOCUMENTS[:4] + DOCUMENTS[5:]
+    kept, cut = scorer.prepare_pairs(QUERY, fits, truncate=False), scorer.prepare_pairs(QUERY, fits)
+    assert kept == cut
+    np.testing.assert_array_equal(scorer.score(kept), scorer.score(cut))
+
+
 def rerank(service, **body) -> dict:
     return asyncio.run(service.rerank(RerankRequest(**body)))
 
@@ -83,6 +102,18 @@ def test_the_answer_is_best_first_with_scores_usage_and_documents(service, refer
     tokens = sum(len(reference.tokenizer(QUERY, d, truncation=True, max_length=64)["input_ids"]) for d in DOCUMENTS)
     assert answer["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
     assert answer["model"] == "judge" and answer["object"] == "rerank"
+
+
+def test_the_service_cuts_a_long_pair_and_counts_what_it_scored_or_refuses_it(service, reference):
+    long = [DOCUMENTS[0], DOCUMENTS[4]]
+    usage = rerank(service, query=QUERY, documents=long)["usage"]
+    assert usage["total_tokens"] == len(reference.tokenizer(QUERY, DOCUMENTS[0])["input_ids"]) + 64
+    with pytest.raises(InvalidInputError, match=r"documents\[1\] with the query is \d+ tokens; this model reads at "
+                                                "most 64") as caught:
+        rerank(service, query=QUERY, documents=long, truncate=False)
+    assert caught.value.param == "documents[1]"
+    assert rerank(service, query=QUERY, documents=long[:1], truncate=False) == rerank(service, query=QUERY,
+                                                                                      documents=long[:1])
 
 
 def test_top_n_keeps_the_best_and_documents_are_left_out_by_default(service):

@@ -8,6 +8,7 @@ from rayprism.deployments.schemas import (
     AliasRequest,
     DeleteDocumentsRequest,
     EmbeddingRequest,
+    RerankRequest,
     SearchRequest,
     parse_body,
 )
@@ -30,9 +31,10 @@ def test_every_openai_input_shape_becomes_a_list(body, expected):
 
 def test_defaults():
     request = parse_body(EmbeddingRequest, b'{"input": "x"}')
-    assert (request.model, request.encoding_format, request.dimensions, request.modality) == (
-        None, "float", None, "text",
+    assert (request.model, request.encoding_format, request.dimensions, request.modality, request.truncate) == (
+        None, "float", None, "text", True,
     )
+    assert parse_body(RerankRequest, b'{"query": "q", "documents": ["d"]}').truncate is True
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,7 @@ def test_defaults():
         (b'{"input": "a", "encoding_format": "int8"}', UnprocessableError, "encoding_format"),
         (b'{"input": "a", "dimensions": 0}', UnprocessableError, "dimensions"),
         (b'{"input": "a", "dimension": 3}', UnprocessableError, "dimension: unknown field"),
+        (b'{"input": "a", "truncate": "false"}', UnprocessableError, "truncate: Input should be a valid boolean"),
     ],
 )
 def test_bad_bodies_get_a_pointed_error(body, error, fragment):
@@ -66,6 +69,11 @@ def test_bad_bodies_get_a_pointed_error(body, error, fragment):
         (EmbeddingRequest, {"input": [[-1]]}),
         (EmbeddingRequest, {"input": "one"}),
         (EmbeddingRequest, {"input": [[2**31]]}),
+        (EmbeddingRequest, {"input": "one", "truncate": False}),
+        (EmbeddingRequest, {"input": "one", "truncate": "false"}),
+        (EmbeddingRequest, {"input": "one", "truncate": 0}),
+        (RerankRequest, {"query": "q", "documents": ["d"], "truncate": False}),
+        (RerankRequest, {"query": "q", "documents": ["d"], "truncate": None}),
         (SearchRequest, {"query": {}}),
         (SearchRequest, {"query": {"image": "x", "audio": "y"}}),
         (SearchRequest, {"query": {"image": None, "audio": "y"}}),

@@ -73,6 +73,24 @@ def test_dimensions_truncate_and_renormalise(service):
         run(service, input="hello", dimensions=17)
 
 
+def test_a_long_text_is_cut_and_counted_as_embedded_or_refused_without_truncation(service, tiny_model_path):
+    """``usage`` counts the tokens embedded: a long text's first 64 (the tiny model's limit), counted here by
+    the model's own tokenizer; ``truncate: false`` refuses that text and embeds a short one as the default does."""
+    from sentence_transformers import SentenceTransformer
+
+    tokenizer = SentenceTransformer(tiny_model_path, device="cpu").tokenizer
+    long = "word " * 100
+    short = len(tokenizer("short")["input_ids"])
+    assert run(service, input=["short", long])["usage"] == {"prompt_tokens": short + 64, "total_tokens": short + 64}
+    with pytest.raises(InvalidInputError, match=rf"input\[1\] is {len(tokenizer(long)['input_ids'])} tokens; "
+                                                "this model reads at most 64") as caught:
+        run(service, input=["short", long], truncate=False)
+    assert caught.value.param == "input[1]"
+    kept, cut = run(service, input=["short"], truncate=False), run(service, input=["short"])
+    assert kept["usage"] == cut["usage"]
+    np.testing.assert_array_equal(kept["data"][0]["embedding"], cut["data"][0]["embedding"])
+
+
 def test_model_lookup_and_limits(service):
     assert run(service, model="tiny", input="x")["model"] == "tiny"
     with pytest.raises(NotFoundError, match="'other' does not exist"):
@@ -98,7 +116,7 @@ def test_a_full_queue_refuses_before_any_tokenising(tiny_model_path):
     runner = service.runner("tiny")
     prepared = []
     real_prepare = runner.encoder.prepare
-    runner.encoder.prepare = lambda *args: prepared.append(args) or real_prepare(*args)
+    runner.encoder.prepare = lambda *args, **kwargs: prepared.append(args) or real_prepare(*args, **kwargs)
 
     async def scenario():
         waiting = asyncio.ensure_future(runner.embed(["queued", "for five seconds"]))
@@ -146,7 +164,8 @@ def test_token_vector_requests_are_admitted_by_their_own_queue(tiny_model_path):
     runner.load()
     prepared_calls = []
     real_prepare = runner.encoder.prepare
-    runner.encoder.prepare = lambda *args: prepared_calls.append(args) or real_prepare(*args)  # counts, then runs
+    runner.encoder.prepare = lambda *args, **kwargs: (  # counts, then runs
+        prepared_calls.append(args) or real_prepare(*args, **kwargs))
 
     async def scenario() -> None:
         waiting = asyncio.create_task(runner.embed_tokens(["a", "b", "c", "d"]))  # the idle wait holds them

@@ -153,3 +153,61 @@ def test_an_unknown_prompt_name_is_a_422_listing_the_prompts(prompted_model_path
         minilm.prepare(["x"], prompt_name="classification")
     with pytest.raises(UnprocessableError, match="token ids"):
         encoder.prepare([[101, 102]], prompt_name="query")
+
+
+REFUSAL = '{param} is {tokens:,} tokens; this model reads at most {limit} (send "truncate": true to cut it to fit)'
+
+
+def refusal(encoder, inputs, **options) -> InvalidInputError:
+    with pytest.raises(InvalidInputError) as caught:
+        encoder.prepare(inputs, truncate=False, **options)
+    assert caught.value.http_status == 400
+    return caught.value
+
+
+def test_a_long_text_is_cut_to_the_limit_or_refused_with_its_whole_length(minilm, reference_minilm):
+    """By default a text is cut to the model's 256 tokens and counted so; with ``truncate=False`` it is a 400
+    naming it, with its whole length as the model's tokenizer counts it uncut: one token over the limit,
+    several times the limit, and beyond the 256 × 100 characters a truncated text is cut at before tokenising."""
+    tokenizer = reference_minilm.tokenizer
+    short = len(tokenizer("hi")["input_ids"])
+    for words in (255, 400, 2_000, 30_000):
+        text = "word " * words
+        whole = len(tokenizer(text)["input_ids"])
+        assert whole > 256
+        assert embed(minilm, ["hi", text]).token_counts == [short, 256]
+        error = refusal(minilm, ["hi", text])
+        assert error.param == "input[1]"
+        assert error.message == REFUSAL.format(param="input[1]", tokens=whole, limit=256)
+
+
+def test_an_input_that_fits_is_embedded_alike_whether_or_not_truncation_is_allowed(minilm, reference_minilm):
+    texts = ["hello world", "word " * 254]
+    ids = reference_minilm.tokenizer(texts)["input_ids"]
+    assert len(ids[1]) == 256  # exactly the limit
+    for fits in (texts, ids):
+        allowed, refused = embed(minilm, fits), embed(minilm, fits, truncate=False)
+        assert allowed.token_counts == refused.token_counts == [len(i) for i in ids]
+        np.testing.assert_array_equal(allowed.vectors, refused.vectors)
+
+
+def test_token_ids_over_the_limit_are_cut_or_refused(minilm, reference_minilm):
+    ids = reference_minilm.tokenizer("word " * 400)["input_ids"]
+    assert embed(minilm, [ids]).token_counts == [256]
+    error = refusal(minilm, [ids[:5], ids])
+    assert error.message == REFUSAL.format(param="input[1]", tokens=len(ids), limit=256)
+
+
+def test_the_prompt_counts_toward_the_limit(prompted_model_path):
+    """The model reads the prompt and the text together: a text of exactly the limit fits alone, not prompted."""
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder(ModelConfig(source=prompted_model_path))
+    tokenizer = SentenceTransformer(prompted_model_path, device="cpu").tokenizer
+    text = "word " * 62
+    assert len(tokenizer(text)["input_ids"]) == encoder.max_input_tokens == 64
+    assert embed(encoder, [text], truncate=False).token_counts == [64]
+    whole = len(tokenizer(encoder.prompts["query"] + text)["input_ids"])
+    error = refusal(encoder, [text], prompt_name="query")
+    assert error.message == REFUSAL.format(param="input[0]", tokens=whole, limit=64)
+    assert embed(encoder, [text], prompt_name="query").token_counts == [64]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rayprism.platform.config import ModelConfig
-from rayprism.platform.errors import ConfigError
+from rayprism.platform.errors import ConfigError, InvalidInputError
 from rayprism.platform.models.registry import load_encoder
 from tests.conftest import cosines, embed
 
@@ -172,5 +172,12 @@ def test_onnx_export_serves_minilm_at_fp32_and_int8_parity(minilm_path, tmp_path
     assert quantised.mean() >= 0.99 and quantised.min() >= 0.97
     # the exported directory is still a sentence-transformers model
     assert np.allclose(st(tmp_path / "onnx-minilm").encode(inputs[:4]), expected[:4], atol=1e-5)
+    # a text over the limit: cut to it and counted so, or refused with its whole length as the torch backend does
+    long = "word " * 400
+    assert embed(fp32, [long]).token_counts == [256]
+    whole = len(reference_minilm.tokenizer(long)["input_ids"])
+    with pytest.raises(InvalidInputError, match=rf"input\[1\] is {whole} tokens; this model reads at most 256"):
+        fp32.prepare(["fits", long], truncate=False)
+    np.testing.assert_array_equal(embed(fp32, inputs[:4], truncate=False).vectors, embed(fp32, inputs[:4]).vectors)
     with pytest.raises(ConfigError, match="does not exist; export it"):
         load_encoder(ModelConfig(source=minilm_path, backend="onnx"))

@@ -42,7 +42,7 @@ class ClapAudioTower(Tower[ClapFeatures]):
         self._max_seconds = min(max_seconds, extractor.nb_max_samples / extractor.sampling_rate)
         self.max_input_tokens = patches
 
-    def prepare(self, index: int, item: Any) -> Prepared[ClapFeatures]:
+    def prepare(self, index: int, item: Any, *, truncate: bool = True) -> Prepared[ClapFeatures]:
         rate = self._extractor.sampling_rate
         samples = decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds)
         features = self._extractor(samples, sampling_rate=rate, return_tensors="np")

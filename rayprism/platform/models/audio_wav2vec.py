@@ -42,7 +42,7 @@ class Wav2Vec2Tower(Tower[np.ndarray]):
             samples = (samples - kernel) // stride + 1
         return samples
 
-    def prepare(self, index: int, item: Any) -> Prepared[np.ndarray]:
+    def prepare(self, index: int, item: Any, *, truncate: bool = True) -> Prepared[np.ndarray]:
         rate = self._extractor.sampling_rate
         samples = decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds)
         if samples.size < self._min_samples:

@@ -54,7 +54,7 @@ class WhisperTower(Tower[WhisperFeatures]):
         window_seconds = extractor.n_samples / extractor.sampling_rate
         self._max_seconds = min(max_seconds, window_seconds)
 
-    def prepare(self, index: int, item: Any) -> Prepared[WhisperFeatures]:
+    def prepare(self, index: int, item: Any, *, truncate: bool = True) -> Prepared[WhisperFeatures]:
         rate = self._extractor.sampling_rate
         samples = trim_silence(decode_audio(item, index, sample_rate=rate, max_seconds=self._max_seconds))
         if not samples.size:

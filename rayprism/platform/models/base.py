@@ -20,7 +20,7 @@ from typing import Any, Generic, Literal, Mapping, Protocol, Sequence, TypeVar, 
 
 import numpy as np
 
-from rayprism.platform.errors import UnprocessableError
+from rayprism.platform.errors import InvalidInputError, UnprocessableError
 
 Modality = Literal["text", "image", "audio"]
 ModelKind = Literal["embedder", "reranker"]
@@ -30,6 +30,21 @@ MAX_CHARS_PER_TOKEN = 100
 single unknown token), so a text is cut at ``max_input_tokens`` times this before tokenising: a 2 MB
 string cannot give more than ``max_input_tokens`` useful tokens, and tokenising all of it costs time
 and memory for nothing."""
+
+
+def to_tokenise(text: str, max_tokens: int, truncate: bool) -> str:
+    """What of ``text`` is worth tokenising: its first ``max_tokens`` × :data:`MAX_CHARS_PER_TOKEN` characters
+    where it will be truncated anyway, all of it where truncation is refused (a refusal states its true length)."""
+    return text[: max_tokens * MAX_CHARS_PER_TOKEN] if truncate else text
+
+
+def check_fits(param: str, n_tokens: int, max_tokens: int, *, counted: str = "") -> None:
+    """The rule for ``truncate: false`` (as TEI and Cohere take it): an input longer than the model reads is a
+    400 naming it, its length and the limit, never cut silently. ``counted`` says what the length covers."""
+    if n_tokens > max_tokens:
+        raise InvalidInputError(f"{param}{counted} is {n_tokens:,} tokens; this model reads at most {max_tokens:,} "
+                                '(send "truncate": true to cut it to fit)', param=param)
+
 
 PromptRole = Literal["query", "document"]
 _PROMPTS_BY_ROLE: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
@@ -56,8 +71,10 @@ class Encoder(Protocol):
     prompts: Mapping[str, str]
     """Named prompts the model declares (name → text prepended to the input); empty if none."""
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None) -> list[Prepared]:
-        ...
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None, *,
+                truncate: bool = True) -> list[Prepared]:
+        """``truncate``: a text over ``max_input_tokens`` is cut to fit (``n_tokens`` counts what is kept);
+        without it, it is refused (:func:`check_fits`). Media inputs over a model's limits are refused either way."""
 
     def encode(self, items: Sequence[Prepared]) -> np.ndarray: ...
 
@@ -70,9 +87,11 @@ class Reranker(Protocol):
     """A cross-encoder: scores (query, document) pairs, in stages like an encoder's."""
 
     max_input_tokens: int
-    """Tokens of a pair (query and document together) read; longer pairs are cut, the longer side first."""
+    """Tokens of a pair (query and document together) read; longer pairs are cut, the longer side first, or
+    refused (``prepare_pairs``' ``truncate``)."""
 
-    def prepare_pairs(self, query: str, documents: Sequence[str]) -> list[Prepared]: ...
+    def prepare_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Prepared]:
+        """``truncate`` as in :meth:`Encoder.prepare`, for each (query, document) pair."""
 
     def score(self, items: Sequence[Prepared]) -> np.ndarray:
         """float32 relevance of each pair, in input order (the model's activation applied: a probability

@@ -1,7 +1,8 @@
 """Cross-encoder (reranker) on sentence-transformers + torch.
 
 Scores match ``CrossEncoder(path).predict``: the same tokenisation of each (query, document) pair
-(cut to the model's ``max_seq_length``, longest side first), the same module stack and activation.
+(cut to the model's ``max_seq_length``, longest side first; or, where a request refuses truncation, a
+longer pair refused), the same module stack and activation.
 As for the text encoder, scheduling is ours: pairs are tokenised once in ``prepare_pairs`` (exact
 token counts for batching and usage), and ``score`` runs length-sorted forward passes gathered from
 any number of requests.
@@ -14,7 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Prepared
+from rayprism.platform.models.base import Prepared, check_fits, to_tokenise
 from rayprism.platform.models.text_inputs import own_rust_tokenizer, padded
 from rayprism.platform.models.torch_inference import inference
 from rayprism.platform.threads import quiet_tokenizers
@@ -78,7 +79,8 @@ class CrossEncoderScorer:
     def warmup(self) -> None:
         self.score(self.prepare_pairs("warm up", ["a document"]))
 
-    def prepare_pairs(self, query: str, documents: Sequence[str]) -> list[Prepared[PairIds]]:
+    def prepare_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True
+                      ) -> list[Prepared[PairIds]]:
         if not query.strip():
             raise InvalidInputError("query is empty or only whitespace", param="query")
         if not documents:
@@ -86,15 +88,27 @@ class CrossEncoderScorer:
         for index, document in enumerate(documents):
             if not isinstance(document, str) or not document.strip():
                 raise InvalidInputError(f"documents[{index}] is empty or only whitespace", param=f"documents[{index}]")
-        limit = self.max_input_tokens * MAX_CHARS_PER_TOKEN
-        pairs = [(query[:limit], document[:limit]) for document in documents]
+        query = to_tokenise(query, self.max_input_tokens, truncate)
+        pairs = [(query, to_tokenise(document, self.max_input_tokens, truncate)) for document in documents]
         if self._rust_tokenizer is not None:
-            encoded = [(encoding.ids, encoding.type_ids) for encoding in self._rust_tokenizer.encode_batch(pairs)]
+            encodings = self._rust_tokenizer.encode_batch(pairs)
+            if not truncate:
+                for index, encoding in enumerate(encodings):
+                    if encoding.overflowing:  # a pair's pieces are not a partition: count the refused one whole
+                        self._check_fits(index, len(self._tokenizer(*pairs[index])["input_ids"]))
+            encoded = [(encoding.ids, encoding.type_ids) for encoding in encodings]
         else:
-            features = self._tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True,
-                                       max_length=self.max_input_tokens, return_token_type_ids=True)
+            features = self._tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=truncate,
+                                       max_length=self.max_input_tokens if truncate else None,
+                                       return_token_type_ids=True)
             encoded = list(zip(features["input_ids"], features["token_type_ids"]))
+            if not truncate:
+                for index, (ids, _) in enumerate(encoded):
+                    self._check_fits(index, len(ids))
         return [Prepared(PairIds(ids, type_ids), len(ids)) for ids, type_ids in encoded]
+
+    def _check_fits(self, index: int, n_tokens: int) -> None:
+        check_fits(f"documents[{index}]", n_tokens, self.max_input_tokens, counted=" with the query")
 
     def score(self, items: Sequence[Prepared[PairIds]]) -> np.ndarray:
         scores = np.empty(len(items), dtype=np.float32)

@@ -31,7 +31,7 @@ class ImageTower(Tower[np.ndarray]):
         self._max_pixels = max_pixels
         self.max_input_tokens = patches
 
-    def prepare(self, index: int, item: Any) -> Prepared[np.ndarray]:
+    def prepare(self, index: int, item: Any, *, truncate: bool = True) -> Prepared[np.ndarray]:
         image = decode_image(item, index, max_pixels=self._max_pixels)
         pixels = self._processor(images=[image], return_tensors="np")["pixel_values"][0]
         return Prepared(pixels, self.max_input_tokens)

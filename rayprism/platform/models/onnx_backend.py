@@ -26,7 +26,7 @@ import numpy as np
 from rayprism.platform.config.base import StrictModel
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.text_inputs import TextPreStage, padded
+from rayprism.platform.models.text_inputs import TextPreStage, encode_texts, padded
 from rayprism.platform.threads import quiet_tokenizers
 
 if TYPE_CHECKING:
@@ -105,8 +105,9 @@ class OnnxTextEncoder(TextPreStage):
         self.vocab_size = self._tokenizer.get_vocab_size()
         self.forward_batch_size = forward_batch_size
 
-    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared[list[int]]]:
-        return [Prepared(encoding.ids, len(encoding.ids)) for encoding in self._tokenizer.encode_batch(texts)]
+    def _prepare_texts(self, texts: list[str], prompt: str | None, truncate: bool) -> list[Prepared[list[int]]]:
+        encoded = encode_texts(self._tokenizer, texts, max_tokens=self.max_input_tokens, truncate=truncate)
+        return [Prepared(ids, len(ids)) for ids in encoded]
 
     def _prepare_token_ids(self, ids: list[int]) -> Prepared[list[int]]:
         return Prepared(ids, len(ids))

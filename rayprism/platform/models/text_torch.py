@@ -15,7 +15,13 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from rayprism.platform.models.base import Prepared
-from rayprism.platform.models.text_inputs import TextPreStage, own_rust_tokenizer, padded
+from rayprism.platform.models.text_inputs import (
+    TextPreStage,
+    encode_texts,
+    encode_texts_with_transformers,
+    own_rust_tokenizer,
+    padded,
+)
 from rayprism.platform.models.torch_inference import inference
 from rayprism.platform.threads import quiet_tokenizers
 
@@ -80,12 +86,13 @@ class SentenceTransformerEncoder(TextPreStage):
         self.forward_batch_size = forward_batch_size
         self.device = device
 
-    def _prepare_texts(self, texts: list[str], prompt: str | None) -> list[Prepared[TokenIds]]:
+    def _prepare_texts(self, texts: list[str], prompt: str | None, truncate: bool) -> list[Prepared[TokenIds]]:
         prompt_length = self._prompt_length(prompt) if prompt and self._pooling_skips_prompt else 0
         if self._rust_tokenizer is not None:
-            encoded = [encoding.ids for encoding in self._rust_tokenizer.encode_batch(texts)]
+            encoded = encode_texts(self._rust_tokenizer, texts, max_tokens=self.max_input_tokens, truncate=truncate)
         else:
-            encoded = self._tokenizer(texts, truncation=True, max_length=self.max_input_tokens)["input_ids"]
+            encoded = encode_texts_with_transformers(self._tokenizer, texts, max_tokens=self.max_input_tokens,
+                                                     truncate=truncate)
         return [Prepared(TokenIds(ids, prompt_length), len(ids)) for ids in encoded]
 
     def _prompt_length(self, prompt: str) -> int:

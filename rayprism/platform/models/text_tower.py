@@ -1,6 +1,7 @@
 """The text tower of a multimodal model (CLIP, SigLIP, CLAP): tokenised in ``prepare``, padded per pass.
 
-``n_tokens`` is the text's token count, special tokens included, after truncation to the tower's limit.
+``n_tokens`` is the text's token count, special tokens included, after truncation to the tower's limit (or, where
+the request refuses truncation, the text refused if it is longer).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import Prepared
+from rayprism.platform.models.text_inputs import encode_texts_with_transformers
 from rayprism.platform.models.towers import InputLimits, TorchRuntime, Tower
 
 
@@ -40,13 +42,14 @@ class TextTower(Tower[list[int]]):
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_input_tokens = max_tokens
 
-    def prepare(self, index: int, item: Any) -> Prepared[list[int]]:
+    def prepare(self, index: int, item: Any, *, truncate: bool = True) -> Prepared[list[int]]:
         if not isinstance(item, str):
             raise InvalidInputError(f"input[{index}] is of type {type(item).__name__}; text inputs are strings",
                                     param=f"input[{index}]")
         if not item.strip():
             raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
-        ids = self._tokenizer(item, truncation=True, max_length=self.max_input_tokens)["input_ids"]
+        [ids] = encode_texts_with_transformers(self._tokenizer, [item], max_tokens=self.max_input_tokens,
+                                               truncate=truncate, first_index=index)
         return Prepared(ids, len(ids))
 
     def forward(self, payloads: list[list[int]]) -> Any:

@@ -75,8 +75,9 @@ class Tower(Generic[P]):
         self._device = runtime.device
         self._dtype = runtime.torch_dtype
 
-    def prepare(self, index: int, item: Any) -> Prepared[P]:
-        """Decode and preprocess ``inputs[index]``; raise InvalidInputError naming it if it is bad."""
+    def prepare(self, index: int, item: Any, *, truncate: bool = True) -> Prepared[P]:
+        """Decode and preprocess ``inputs[index]``; raise InvalidInputError naming it if it is bad. ``truncate``
+        is for text (a text over ``max_input_tokens`` cut, else refused): media over a tower's limits is refused."""
         raise NotImplementedError
 
     def forward(self, payloads: list[P]) -> Any:
@@ -111,8 +112,8 @@ class TowerEncoder:
         self.dimensions = dimensions
         self.max_input_tokens = max(tower.max_input_tokens for tower in self._towers.values())
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
-                ) -> list[Prepared[_Routed]]:
+    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None, *,
+                truncate: bool = True) -> list[Prepared[_Routed]]:
         tower = self._towers.get(modality)
         if tower is None:
             raise InvalidInputError(f"this model embeds {' and '.join(sorted(self.modalities))}, not {modality}",
@@ -123,7 +124,7 @@ class TowerEncoder:
             raise InvalidInputError(f"input must be a list of {modality} inputs", param="input")
         if not inputs:
             raise InvalidInputError("input must not be empty", param="input")
-        prepared = (tower.prepare(index, item) for index, item in enumerate(inputs))
+        prepared = (tower.prepare(index, item, truncate=truncate) for index, item in enumerate(inputs))
         return [Prepared(_Routed(modality, item.payload), item.n_tokens) for item in prepared]
 
     def encode(self, items: Sequence[Prepared[_Routed]]) -> np.ndarray:

@@ -11,14 +11,14 @@ vLLM is an optional dependency (``pip install 'rayprism[vllm]'``; on CPUs the ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from rayprism.platform.config.base import StrictModel
-from rayprism.platform.errors import InvalidInputError, UnprocessableError
-from rayprism.platform.models.base import MAX_CHARS_PER_TOKEN, Modality, Prepared, check_prompt_name
+from rayprism.platform.models.base import Prepared
+from rayprism.platform.models.text_inputs import TextPreStage, encode_texts_with_transformers
 
 if TYPE_CHECKING:
     from rayprism.platform.config.models import ModelConfig
@@ -43,8 +43,8 @@ def load(config: ModelConfig, *, num_cpus: float | None) -> VllmEncoder:
                        device=config.device)
 
 
-class VllmEncoder:
-    modalities = frozenset({"text"})
+class VllmEncoder(TextPreStage):
+    """The pre stage is the torch backend's (:class:`TextPreStage`), with vLLM's tokenizer; vLLM runs the rest."""
 
     def __init__(self, path: str, options: Options, *, max_input_tokens: int | None, device: str):
         from sentence_transformers import SentenceTransformer
@@ -66,39 +66,11 @@ class VllmEncoder:
         self.max_input_tokens = min(max_input_tokens or model_limit, model_limit)
         self.vocab_size = len(self._tokenizer)
 
-    def warmup(self) -> None:
-        self.encode(self.prepare(["warm up"]))
+    def _prepare_texts(self, texts: list[str], prompt: str | None, truncate: bool) -> list[Prepared[list[int]]]:
+        encoded = encode_texts_with_transformers(self._tokenizer, texts, max_tokens=self.max_input_tokens, truncate=truncate)
+        return [Prepared(ids, len(ids)) for ids in encoded]
 
-    def prepare(self, inputs: Sequence[Any], modality: Modality = "text", prompt_name: str | None = None
-                ) -> list[Prepared[list[int]]]:
-        if modality != "text":
-            raise InvalidInputError(f"this model embeds text, not {modality}", param="modality")
-        if not inputs:
-            raise InvalidInputError("input must not be empty", param="input")
-        if all(isinstance(item, list) for item in inputs):
-            if prompt_name is not None:
-                raise UnprocessableError("prompt_name applies to text; token ids are the model's whole input",
-                                         param="prompt_name")
-            return [self._token_ids(index, ids) for index, ids in enumerate(inputs)]
-        if not all(isinstance(item, str) for item in inputs):
-            raise InvalidInputError("input must be a string, a list of strings, a list of token ids or a list of "
-                                    "lists of token ids", param="input")
-        prompt = check_prompt_name(self.prompts, prompt_name) if prompt_name is not None else (
-            self.prompts.get(self._default_prompt_name) if self._default_prompt_name else None)
-        prepared = []
-        for index, text in enumerate(inputs):
-            if not text.strip():
-                raise InvalidInputError(f"input[{index}] is empty or only whitespace", param=f"input[{index}]")
-            text = (prompt or "") + text[: self.max_input_tokens * MAX_CHARS_PER_TOKEN]
-            ids = self._tokenizer(text, truncation=True, max_length=self.max_input_tokens)["input_ids"]
-            prepared.append(Prepared(ids, len(ids)))
-        return prepared
-
-    def _token_ids(self, index: int, ids: list) -> Prepared[list[int]]:
-        if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self.vocab_size for t in ids):
-            raise InvalidInputError(f"input[{index}] must be a non-empty list of token ids in [0, {self.vocab_size})",
-                                    param=f"input[{index}]")
-        ids = ids[: self.max_input_tokens]
+    def _prepare_token_ids(self, ids: list[int]) -> Prepared[list[int]]:
         return Prepared(ids, len(ids))
 
     def encode(self, items: Sequence[Prepared[list[int]]]) -> np.ndarray:
