@@ -30,9 +30,9 @@ from rayprism.platform.store.documents import (
     normalise_id,
     validate_documents,
 )
-from rayprism.platform.store.pieces import document_hash, piece_rows, tiling
+from rayprism.platform.store.pieces import document_digest, document_pieces
 from rayprism.platform.store.tokens import TOKENS_KEY
-from rayprism.platform.text.chunking import TITLE_FIELD, Chunker, load_chunker
+from rayprism.platform.text.chunking import Chunker, load_chunker
 
 STORE_CALL_MAX_BYTES = 3 << 20
 """Rows sent to the store in one call, about: Serve's gRPC between replicas refuses messages over 4 MiB
@@ -130,25 +130,15 @@ class DocumentsService:
     async def _pieces_to_write(self, config: CollectionConfig, rows: list[dict]) -> tuple[list[dict], int]:
         """The embedded pieces of the documents that changed (those not stored whole with the same text and
         fields), in document order, and the tokens embedded."""
-        content = [config.text_field, *sorted(config.fields)]
-        digests = [document_hash([row[key] for key in content]) for row in rows]
+        digests = [document_digest(config, row) for row in rows]
         stored = await self._store.document_hashes(config.name, [row["id"] for row in rows])
         changed = [(row, digest) for row, digest in zip(rows, digests) if stored.get(row["id"]) != digest]
         if not changed:
             return [], 0
         chunker = await self._chunker(config)
-        title = TITLE_FIELD if config.fields.get(TITLE_FIELD) == "varchar" else None
 
-        def cut() -> list[dict]:
-            pieces = []
-            for row, digest in changed:
-                text = row[config.text_field]
-                split = chunker.split(text, title=(row.get(title) or "") if title else "",
-                                      markdown=config.chunking.markdown)
-                slices = tiling(text, [(piece.start, piece.end) for piece in split])
-                for piece_row, piece in zip(piece_rows(row, config.text_field, slices, digest), split):
-                    pieces.append((piece_row, piece.embed_text))
-            return pieces
+        def cut() -> list[tuple[dict, str]]:
+            return [piece for row, digest in changed for piece in document_pieces(config, chunker, row, digest)]
 
         pieces = await asyncio.to_thread(cut)
         embedded = await self._embeddings.embed_texts(config.model, [text for _, text in pieces], "document")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from rayprism.platform.config import (
     DOCUMENT_HASH_FIELD,
@@ -24,8 +24,13 @@ from rayprism.platform.config import (
     PIECE_COUNT_FIELD,
     PIECE_INDEX_FIELD,
     PIECE_START_FIELD,
+    CollectionConfig,
 )
 from rayprism.platform.store.vocabulary import Hits
+from rayprism.platform.text.chunking import TITLE_FIELD
+
+if TYPE_CHECKING:
+    from rayprism.platform.text.chunking import Chunker
 
 KEY_SEPARATOR = "#"
 """Between a document's id and a piece's index in the piece's key (the index is digits: the last ``#`` splits)."""
@@ -48,6 +53,25 @@ def document_of(key: str, id_type: str) -> str | int:
 def document_hash(values: Sequence[Any]) -> str:
     """A digest of what makes a document (its text and fields, in a fixed order)."""
     return hashlib.sha256(json.dumps(list(values), ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def document_digest(config: CollectionConfig, row: dict) -> str:
+    """The :func:`document_hash` of a chunked collection's document ``row`` (its text, then its fields by name):
+    what its pieces carry, and how an upsert tells an unchanged document."""
+    return document_hash([row[key] for key in (config.text_field, *sorted(config.fields))])
+
+
+def document_pieces(config: CollectionConfig, chunker: Chunker, row: dict, digest: str) -> list[tuple[dict, str]]:
+    """A document ``row`` of a chunked collection cut into its piece rows (vectors still to add), each with
+    what its vector is made from (:attr:`~rayprism.platform.text.chunking.Piece.embed_text`). One definition
+    for every writer (the service's documents API and batch jobs), so both store the same pieces. A varchar
+    ``title`` field heads every piece's context."""
+    text = row[config.text_field]
+    title = (row.get(TITLE_FIELD) or "") if config.fields.get(TITLE_FIELD) == "varchar" else ""
+    split = chunker.split(text, title=title, markdown=config.chunking.markdown)
+    slices = tiling(text, [(piece.start, piece.end) for piece in split])
+    return [(piece_row, piece.embed_text)
+            for piece_row, piece in zip(piece_rows(row, config.text_field, slices, digest), split)]
 
 
 @dataclass(frozen=True, slots=True)
