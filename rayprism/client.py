@@ -141,6 +141,11 @@ class Client:
         self._max_retries = max_retries
         self._summary_lock = threading.Lock()
 
+    @property
+    def url(self) -> str:
+        """The service's base URL, without a trailing slash."""
+        return str(self._http.base_url).rstrip("/")
+
     def request(self, method: str, path: str, body: dict | None = None) -> dict:
         for attempt in range(self._max_retries + 1):
             try:
@@ -221,10 +226,13 @@ class Client:
         in_flight: int = 2,
         summary: IngestSummary | None = None,
         on_batch: Callable[[int], None] | None = None,
+        on_written: Callable[[list[SourceDocument]], None] | None = None,
     ) -> IngestSummary:
         """Upsert every document in batches, ``in_flight`` requests at a time so the service
         embeds one batch while it stores the previous. A batch that repeats an id of a batch
-        still in flight waits for it: the later line of a file always wins."""
+        still in flight waits for it: the later line of a file always wins. ``on_batch`` hears how
+        many documents each batch had once it is answered; ``on_written``, which of them the service
+        took (written, or already stored unchanged): a record kept from it survives an interruption."""
         summary = summary or IngestSummary()
         started = time.perf_counter()
         pending: dict[Future, set] = {}
@@ -240,7 +248,7 @@ class Client:
                 settle([future for future, in_use in pending.items() if in_use & ids])
                 if len(pending) >= in_flight:
                     settle(wait(pending, return_when=FIRST_COMPLETED).done)
-                future = pool.submit(self._send, collection, batch, summary)
+                future = pool.submit(self._send, collection, batch, summary, on_written)
                 if on_batch:
                     future.add_done_callback(lambda _, n=len(batch): on_batch(n))
                 pending[future] = ids
@@ -248,7 +256,8 @@ class Client:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _send(self, collection: str, batch: list[SourceDocument], summary: IngestSummary) -> None:
+    def _send(self, collection: str, batch: list[SourceDocument], summary: IngestSummary,
+              on_written: Callable[[list[SourceDocument]], None] | None) -> None:
         while batch:
             try:
                 result = self.request(
@@ -266,6 +275,8 @@ class Client:
             with self._summary_lock:
                 summary.upserted += result["upserted"]
                 summary.unchanged += result.get("unchanged", 0)
+            if on_written:
+                on_written(batch)
             return
 
     def close(self) -> None:
