@@ -20,18 +20,20 @@ import numpy as np
 
 from rayprism.jobs.readers import (
     Unit,
+    document_files,
     file_signature,
     input_files,
     media_files,
     plan_units,
     read_unit,
+    write_files_manifest,
     write_manifest,
 )
-from rayprism.jobs.records import UnitReport, WorkerSetup
+from rayprism.jobs.records import UnitReport, WorkerSetup, service_embeds
 from rayprism.jobs.state import JobState
 from rayprism.platform.codecs.quantize import calibrate_int8, ranges_from_json, ranges_to_json
 from rayprism.platform.config import CollectionConfig, JobConfig, JobModelConfig
-from rayprism.platform.config.jobs import MEDIA_FORMATS
+from rayprism.platform.config.jobs import FILES_FORMAT, MEDIA_FORMATS
 from rayprism.platform.errors import ConfigError, RayprismError, unwrap
 from rayprism.platform.files import write_atomically
 
@@ -108,6 +110,10 @@ def plan(job: JobConfig) -> JobPlan:
         root, files = media_files(job.input.path, form)
         state.claim(fingerprint(job, files))
         files = [write_manifest(state.directory, root, files, job.input.item_field(), job.input.sidecar)]
+    elif form == FILES_FORMAT:  # the same, for documents: the manifest also holds their ids and formats
+        documents = document_files(job.input.path)
+        state.claim(fingerprint(job, [str(source.path) for source in documents]))
+        files = [write_files_manifest(state.directory, documents, job.input.text_field)]
     else:
         files = input_files(job.input.path)
         state.claim(fingerprint(job, files))
@@ -156,7 +162,8 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
 
 
 def _check_collection(job: JobConfig, collection: CollectionConfig) -> None:
-    """The job's rows fit the collection: its modality, and one dense vector per document."""
+    """The job's rows fit the collection: its modality, one dense vector per document (or per piece), and
+    vectors to write where a parquet output needs them."""
     if collection.multivector is not None:
         raise ConfigError(f"collection {collection.name!r} is multivector: its documents need token vectors, which "
                           "batch jobs do not compute; upsert them through the service's document API")
@@ -164,6 +171,10 @@ def _check_collection(job: JobConfig, collection: CollectionConfig) -> None:
     if collection.modality != modality:
         raise ConfigError(f"collection {collection.name!r} holds {collection.modality} documents; this job embeds "
                           f"{modality} (a collection spec with modality: {modality} makes one that fits)")
+    if service_embeds(job, collection) and job.output.parquet:
+        raise ConfigError(f"collection {collection.name!r} of the service at {job.output.service_url} is chunked: the "
+                          "service cuts and embeds the documents the job sends, so the job has no vectors for "
+                          "output.parquet; write the parquet in a job of its own (or into a Milvus Lite output.uri)")
 
 
 class JobFailedError(RayprismError):

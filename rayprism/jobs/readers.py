@@ -3,8 +3,9 @@
 A unit is a fixed row range of one file. Units are planned up front from the
 files themselves, so the same input always yields the same units: a unit is
 what one parquet part holds and what a resumed job skips when it is done.
-Readers are registered by format; a folder of image or audio files is read
-through a manifest of its files, one row per file.
+Readers are registered by format; a folder of image or audio files, or of
+documents (Markdown, text, HTML, PDF), is read through a manifest of its files,
+one row per file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.files import write_atomically
+from rayprism.platform.text.files import SUFFIXES, FileProblem, SourceFile, find_files, read_file
 
 
 @dataclass(frozen=True)
@@ -204,12 +206,62 @@ def _media_rows(path: str, start: int, stop: int) -> Iterator[RawRow]:
         yield RawRow(row, {**manifest["fields"].get(item_id, {}), "id": item_id, manifest["field"]: data})
 
 
+# --- folders of documents (Markdown, text, HTML, PDF): one file, one row ------------------
+#
+# As for media folders, planning lists the files into a manifest (with their ids and how each is read)
+# and units are row ranges of it; an actor extracts its files' text itself. A file that cannot be read
+# is a bad row whose reason starts with the file's path.
+
+FILES_MANIFEST = "_document_files.json"
+
+
+def document_files(pattern: str) -> list[SourceFile]:
+    """The documents a file, folder (recursively) or glob names (:func:`~rayprism.platform.text.files.find_files`)."""
+    found = find_files([Path(pattern).expanduser()])
+    problems = [item for item in found if isinstance(item, FileProblem)]
+    if problems:
+        raise ConfigError(f"input.path: {problems[0]}")
+    if not found:
+        raise ConfigError(f"input.path {pattern!r} holds no documents ({', '.join(sorted(s for s in SUFFIXES if s))})")
+    return found
+
+
+def write_files_manifest(directory: Path, files: list[SourceFile], text_field: str) -> str:
+    """The planned documents, where every actor reads them; returns the manifest's path (a unit's ``path``)."""
+    manifest = directory / FILES_MANIFEST
+    listed = [[source.id, str(source.path), source.format] for source in files]
+    write_atomically(manifest, json.dumps({"files": listed, "text_field": text_field}).encode())
+    return str(manifest)
+
+
+@functools.lru_cache(maxsize=4)
+def _files_manifest(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _files_count(path: str) -> int:
+    return len(_files_manifest(path)["files"])
+
+
+def _files_rows(path: str, start: int, stop: int) -> Iterator[RawRow]:
+    manifest = _files_manifest(path)
+    for row, (file_id, file, file_format) in enumerate(manifest["files"][start:stop], start=start):
+        document = read_file(SourceFile(file_id, Path(file), file_format))
+        if isinstance(document, FileProblem):
+            yield RawRow(row, {"id": file_id}, str(document))
+            continue
+        record = document.fields()
+        record[manifest["text_field"]] = record.pop("text")
+        yield RawRow(row, record)
+
+
 READERS: dict[str, Reader] = {
     "jsonl": Reader(_jsonl_count, _jsonl_rows),
     "parquet": Reader(_parquet_count, _parquet_rows),
     "csv": Reader(_csv_count, _csv_rows),
     "images": Reader(_media_count, _media_rows),
     "audio": Reader(_media_count, _media_rows),
+    "files": Reader(_files_count, _files_rows),
 }
 
 

@@ -11,6 +11,13 @@ import numpy as np
 from rayprism.platform.config import CollectionConfig, JobConfig
 
 
+def service_embeds(job: JobConfig, collection: CollectionConfig | None) -> bool:
+    """Whether the job's documents go without vectors to a service that cuts and embeds them itself: its collection
+    is chunked, and its documents API takes whole documents, not pieces with their vectors (which only a Milvus
+    the job writes itself can take). The service then also skips documents it holds unchanged."""
+    return collection is not None and collection.chunking is not None and job.output.service_url is not None
+
+
 @dataclass(frozen=True)
 class WorkerSetup:
     """What every encoder actor of a job is built from, handed to it whole (Ray pickles it)."""

@@ -6,6 +6,9 @@ hold it) or hands its documents, vectors included, to the service that does.
 
 from __future__ import annotations
 
+import json
+from typing import Iterator
+
 from rayprism.client import Client, ServiceError
 from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
@@ -50,7 +53,9 @@ class MilvusSink:
 
 class ServiceSink:
     """Upserts into a running service's collection through its documents API, each document with
-    its ``vector``: the service stores without embedding again, and searches see the rows at once."""
+    its ``vector``: the service stores without embedding again, and searches see the rows at once.
+    A chunked collection's documents come without one (:func:`~rayprism.jobs.records.service_embeds`):
+    the service cuts and embeds them."""
 
     def __init__(self, url: str, name: str, spec: CollectionConfig | None, model: str):
         self._arguments = (url, name, spec, model)
@@ -77,13 +82,42 @@ class ServiceSink:
         return self.collection
 
     def upsert(self, rows: list[dict]) -> int:
-        documents = [{**{key: value for key, value in row.items() if key != DENSE_FIELD},
-                      DOCUMENT_VECTOR_KEY: to_base64(row[DENSE_FIELD])} for row in rows]
-        result = self._client.request("POST", f"/v1/collections/{self.collection.name}/documents",
-                                      {"documents": documents})
-        return result["upserted"] + result["unchanged"]
+        written = 0
+        for part in _requests([_document(row) for row in rows]):
+            result = self._client.request("POST", f"/v1/collections/{self.collection.name}/documents",
+                                          {"documents": part})
+            written += result["upserted"] + result["unchanged"]
+        return written
 
     def close(self) -> int:
         count = self._client.collection(self.collection.name)["count"]
         self._client.close()
         return count
+
+
+REQUEST_MAX_BYTES = 2 << 20
+"""Documents sent in one request, about: a quarter of the service's default body limit (8 MiB), so whole
+documents (a chunked collection's) fit as well as a unit of vectors."""
+
+
+def _document(row: dict) -> dict:
+    """A collection row as the documents API takes it: its vector, if it has one, as base64."""
+    document = {key: value for key, value in row.items() if key != DENSE_FIELD}
+    if DENSE_FIELD in row:
+        document[DOCUMENT_VECTOR_KEY] = to_base64(row[DENSE_FIELD])
+    return document
+
+
+def _requests(documents: list[dict]) -> Iterator[list[dict]]:
+    """``documents`` in consecutive parts of about :data:`REQUEST_MAX_BYTES` of JSON (a larger document alone)."""
+    part: list[dict] = []
+    size = 0
+    for document in documents:
+        document_size = len(json.dumps(document, ensure_ascii=False).encode())
+        if part and size + document_size > REQUEST_MAX_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(document)
+        size += document_size
+    if part:
+        yield part

@@ -1,4 +1,5 @@
-"""One unit of a batch job, start to finish: read, check, embed, encode, write, record.
+"""One unit of a batch job, start to finish: read, check, cut (for a chunked collection), embed, encode, write,
+record.
 
 Runs inside a Ray Data actor that holds the same Encoder class the service
 loads. A unit is either finished completely (parquet part renamed into place,
@@ -20,15 +21,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayprism.jobs.readers import Unit, read_unit
-from rayprism.jobs.records import UnitReport, WorkerSetup
+from rayprism.jobs.records import UnitReport, WorkerSetup, service_embeds
 from rayprism.jobs.state import JobState
 from rayprism.platform.codecs import build_codecs
-from rayprism.platform.config import DENSE_FIELD, CollectionConfig, JobConfig, JobModelConfig
+from rayprism.platform.config import DENSE_FIELD, PIECE_FIELDS, CollectionConfig, JobConfig, JobModelConfig
 from rayprism.platform.errors import InvalidInputError, RayprismError
 from rayprism.platform.files import write_atomically
 from rayprism.platform.models.base import Encoder, Modality, Prepared
 from rayprism.platform.models.registry import load_encoder
 from rayprism.platform.store.documents import InvalidDocumentsError, validate_documents
+from rayprism.platform.store.pieces import document_digest, document_pieces
+from rayprism.platform.text.chunking import Chunker, load_chunker
 
 
 class RowError(RayprismError):
@@ -107,6 +110,32 @@ def collect_rows(job: JobConfig, unit: Unit, collection: CollectionConfig | None
     return rows
 
 
+def pieces_of(rows: UnitRows, collection: CollectionConfig, chunker: Chunker) -> UnitRows:
+    """A chunked collection's unit: each document's pieces in its place, cut as the service cuts them
+    (:func:`~rayprism.platform.store.pieces.document_pieces`). A piece is embedded from its context and text,
+    and written as the collection's piece row; a parquet part holds one row per piece too (its key as ``id``,
+    its text, its document's fields and place)."""
+    pieces = UnitRows(errors=rows.errors)
+    for row_number, others, document in zip(rows.rows, rows.others, rows.collection_rows):
+        for piece_row, embed_text in document_pieces(collection, chunker, document, document_digest(collection, document)):
+            pieces.ids.append(piece_row["id"])
+            pieces.inputs.append(embed_text)
+            pieces.texts.append(piece_row[collection.text_field])
+            pieces.others.append({**others, **{name: piece_row[name] for name in PIECE_FIELDS}})
+            pieces.rows.append(row_number)
+            pieces.collection_rows.append(piece_row)
+    return pieces
+
+
+def _chunker(job: JobConfig, encoder: Encoder, collection: CollectionConfig | None) -> Chunker | None:
+    """The chunker of a chunked collection, by the job model's tokenizer, leaving room for the prompt the job
+    names (a model's default prompt is not known here: name it in ``model.prompt_name``)."""
+    if collection is None or collection.chunking is None:
+        return None
+    prompt = encoder.prompts.get(job.model.prompt_name) if job.model.prompt_name else None
+    return load_chunker(job.model.source, collection.chunking, model_max_tokens=encoder.max_input_tokens, prompt=prompt)
+
+
 def _error(job: JobConfig, unit: Unit, row: int, row_id: Any, reason: str) -> dict:
     """A bad row's record for the errors file, or the job's end with ``on_error: fail``."""
     if job.on_error == "fail":
@@ -170,6 +199,8 @@ class UnitWorker:
         self.collection = setup.collection
         self.sink = setup.sink
         self.encoder = load_encoder(encoder_config(self.job))
+        self.embeds = not service_embeds(self.job, self.collection)
+        self.chunker = _chunker(self.job, self.encoder, self.collection) if self.embeds else None
         self.codecs = build_codecs(self.job.codecs, dimensions=self.encoder.dimensions, int8_ranges=setup.int8_ranges)
         self.parquet_dir = Path(self.job.output.parquet) if self.job.output.parquet else None
 
@@ -184,13 +215,17 @@ class UnitWorker:
         started = time.perf_counter()
         try:
             rows = collect_rows(self.job, unit, self.collection)
+            documents = len(rows.ids)
+            if self.chunker is not None:  # each document's pieces take its place: embedded and written
+                rows = pieces_of(rows, self.collection, self.chunker)
             prepared, refused = prepare_inputs(self.encoder, rows.inputs, self.job.input.resolved_modality(),
-                                               self.job.model.prompt_name) if rows.inputs else ([], {})
+                                               self.job.model.prompt_name) if self.embeds and rows.inputs else ([], {})
             rows.errors.extend(_error(self.job, unit, rows.rows[position], rows.ids[position], reason)
                                for position, reason in refused.items())
         except RowError as error:
             return UnitReport(unit.id, failure=error.message)
         rows.drop(set(refused))
+        documents -= len(refused)  # media items: never cut into pieces
         vectors = np.zeros((0, self.encoder.dimensions), dtype=np.float32)
         if prepared:
             vectors = self.encoder.encode(prepared)
@@ -198,8 +233,8 @@ class UnitWorker:
             codec_columns = {codec.column: codec.encode(vectors) for codec in self.codecs}
             write_atomically(self.parquet_dir / f"part-{unit.id}.parquet", parquet_bytes(self.job, rows, codec_columns))
         if self.sink is not None and rows.ids:
-            for row, vector in zip(rows.collection_rows, vectors):
+            for row, vector in zip(rows.collection_rows, vectors):  # none when the service embeds
                 row[DENSE_FIELD] = vector
             ray.get(self.sink.upsert.remote(rows.collection_rows))
-        self.state.mark_done(unit.id, len(rows.ids), rows.errors)
-        return UnitReport(unit.id, len(rows.ids), len(rows.errors), time.perf_counter() - started)
+        self.state.mark_done(unit.id, documents, rows.errors)
+        return UnitReport(unit.id, documents, len(rows.errors), time.perf_counter() - started)

