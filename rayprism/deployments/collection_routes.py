@@ -101,7 +101,7 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         """Embed and upsert documents by id; a batch with any invalid document is refused whole."""
         return await observed_call("documents.upsert", name, request, DocumentsRequest, services.documents.upsert)
 
-    @app.get("/v1/collections/{name}/documents/{document_id}", responses=answers(responses.Document))
+    @app.get("/v1/collections/{name}/documents/{document_id:path}", responses=answers(responses.Document))
     async def get_document(name: str, document_id: str) -> Response:
         """One document by id."""
         return json_response(await services.documents.get_document(name, document_id))

@@ -84,6 +84,16 @@ def test_an_upsert_replaces_the_document(loaded):
     assert count(loaded) == len(DOCUMENTS)
 
 
+def test_an_id_with_slashes_is_read_by_its_path(loaded):
+    """Files ingested from folders have ids like ``guide/install.md``: GET takes the rest of the path as the id."""
+    document = {"id": "guide/linux/install.md", "text": "Install the package with make install."}
+    assert post(loaded, "/v1/collections/debian/documents", {"documents": [document]}).status_code == 200
+    stored = httpx.get(f"{loaded}/v1/collections/debian/documents/guide/linux/install.md")
+    assert stored.status_code == 200 and stored.json()["text"] == document["text"]
+    assert httpx.request("DELETE", f"{loaded}/v1/collections/debian/documents",
+                         json={"ids": [document["id"]]}).json()["deleted"] == 1
+
+
 def test_one_invalid_document_rejects_the_batch_and_names_every_problem(loaded):
     batch = [
         {"id": "new-1", "text": "a valid new document"},
