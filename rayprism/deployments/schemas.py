@@ -27,10 +27,15 @@ from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SI
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
 from rayprism.platform.reembed_record import Evaluation
-from rayprism.platform.store.documents import INT64_MAX, INT64_MIN
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion
-from rayprism.platform.store.layout import ID_MAX_BYTES
-from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, MAX_PASSAGES, SearchMode
+from rayprism.platform.store.vocabulary import (
+    DEFAULT_CANDIDATES,
+    ID_MAX_BYTES,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_PASSAGES,
+    SearchMode,
+)
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
 
