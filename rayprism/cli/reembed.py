@@ -13,7 +13,7 @@ from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail, service_c
 from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 
 if TYPE_CHECKING:
-    from rayprism.deployments.responses import ReembedJob
+    from rayprism.platform.api.responses import ReembedJob
 
 POLL_S = 0.5
 
@@ -21,7 +21,7 @@ POLL_S = 0.5
 def typed(body: dict) -> ReembedJob:
     """A job as the service answered it, read by the model that built the body (its states and phases are
     the service's own ``Literal``\ s). Imported here: the CLI starts without pydantic."""
-    from rayprism.deployments.responses import ReembedJob
+    from rayprism.platform.api.responses import ReembedJob
 
     return ReembedJob.model_validate(body)
 
