@@ -149,7 +149,7 @@ def follow(client, job_id: str, queries: list[dict], timeline: Timeline) -> tupl
     bridged = None
     last_phase = None
     while True:
-        job = client.reembed_job(job_id)
+        job = client.reembed_job(job_id).model_dump(mode="json")
         if job["state"] != "running":
             timeline.job_ended = time.perf_counter()
             return job, bridged
@@ -237,7 +237,8 @@ def main() -> None:
 
             gate = [{"query": q["query"], "relevant": [str(q["doc_id"])]} for q in queries[: args.gate_queries]]
             timeline.job_started = time.perf_counter()
-            job = client.reembed("debian", "tuned", evaluation={"queries": gate}, batch_size=args.batch_size)
+            job = client.reembed("debian", "tuned", evaluation={"queries": gate},
+                                 batch_size=args.batch_size).model_dump(mode="json")
             print(f"job {job['id']}: {job['source']} → {job['target']} started", flush=True)
             job, bridged = follow(client, job["id"], queries, timeline)
             job_s = timeline.job_ended - timeline.job_started

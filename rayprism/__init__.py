@@ -1,7 +1,7 @@
 """rayprism: an embedding platform on Ray.
 
 The names in ``__all__`` are the public surface, the part users may rely on from one
-release to the next: the HTTP client (:class:`Client`), the config loaders and models of
+release to the next: the typed SDK of the HTTP API (:class:`Client`, :class:`AsyncClient`), the config loaders and models of
 the YAML files, and the typed errors (every one a :class:`RayprismError` carrying its
 ``http_status``). Everything else — ``rayprism.deployments``, ``rayprism.jobs``,
 ``rayprism.trainers``, ``rayprism.platform`` and the rest — is internal and may change
@@ -29,11 +29,12 @@ from rayprism.platform.errors import (
     RayprismError,
     RetryLaterError,
     StoreError,
+    UnauthorizedError,
     UnprocessableError,
 )
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
-    from rayprism.client import Client, IngestSummary, ServiceError  # noqa: F401
+    from rayprism.client import AsyncClient, Client, IngestSummary, ServiceError  # noqa: F401
     from rayprism.platform.config import (  # noqa: F401
         JobConfig,
         ServeConfig,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AsyncClient": "rayprism.client",
     "Client": "rayprism.client",
     "IngestSummary": "rayprism.client",
     "ServiceError": "rayprism.client",
@@ -63,7 +65,7 @@ __all__ = [
     *_LAZY,
     "ConfigError", "ConflictError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
     "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RayprismError", "RetryLaterError",
-    "StoreError", "UnprocessableError",
+    "StoreError", "UnauthorizedError", "UnprocessableError",
 ]
 
 

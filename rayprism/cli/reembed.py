@@ -13,17 +13,9 @@ from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail, service_c
 from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 
 if TYPE_CHECKING:
-    from rayprism.deployments.responses import ReembedJob
+    from rayprism.platform.api.responses import ReembedJob
 
 POLL_S = 0.5
-
-
-def typed(body: dict) -> ReembedJob:
-    """A job as the service answered it, read by the model that built the body (its states and phases are
-    the service's own ``Literal``\ s). Imported here: the CLI starts without pydantic."""
-    from rayprism.deployments.responses import ReembedJob
-
-    return ReembedJob.model_validate(body)
 
 
 def read_queries(path: Path) -> list[dict]:
@@ -53,7 +45,7 @@ def follow(client, job: ReembedJob) -> ReembedJob:
             progress.update(task, total=job.documents_total, completed=job.documents_done,
                             description=f"{job.phase}{pending}: {job.source} → {job.target}")
             time.sleep(POLL_S)
-            job = typed(client.reembed_job(job.id))
+            job = client.reembed_job(job.id)
         progress.update(task, total=job.documents_total, completed=job.documents_done,
                         description=f"{job.state}: {job.source} → {job.target}")
     return job
@@ -113,7 +105,7 @@ def reembed(
     if min_score is not None:
         evaluation["min_score"] = min_score
     with service_client(url, api_key) as client:
-        job = typed(client.reembed(collection, model, evaluation=evaluation, batch_size=batch_size))
+        job = client.reembed(collection, model, evaluation=evaluation, batch_size=batch_size)
         typer.echo(f"job {job.id}: {job.source} → {job.target} with {model}" + (" (resumed)" if job.runs else ""))
         if not wait:
             return
@@ -133,7 +125,7 @@ def reembed_status(
 ) -> None:
     """Print a re-embedding job as JSON: state, progress, gate and bridge."""
     with service_client(url, api_key) as client:
-        typer.echo(json.dumps(client.reembed_job(job_id), indent=2))
+        typer.echo(client.reembed_job(job_id).model_dump_json(indent=2))
 
 
 @app.command()
@@ -152,7 +144,7 @@ def rollback(
     written in between is lost.
     """
     with service_client(url, api_key) as client:
-        job = typed(client.rollback(collection, batch_size=batch_size))
+        job = client.rollback(collection, batch_size=batch_size)
         typer.echo(f"job {job.id}: {job.source} → {job.target} ({job.model})")
         if wait:
             job = follow(client, job)

@@ -10,17 +10,11 @@ from __future__ import annotations
 import hmac
 from typing import Callable
 
-from rayprism.platform.errors import RayprismError
+from rayprism.platform.errors import UnauthorizedError
 
 PROTECTED_PREFIX = "/v1"
 OPEN_PATHS = ("/health", "/metrics")
 """Probes and scrapers reach these without a key unless the operator protects them too."""
-
-
-class UnauthorizedError(RayprismError):
-    http_status = 401
-    error_type = "invalid_request_error"
-    code = "invalid_api_key"
 
 
 def is_authorised(header: bytes | None, keys: list[bytes]) -> bool:

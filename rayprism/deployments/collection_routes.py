@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from rayprism.deployments import responses
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.documents import DocumentsService
 from rayprism.deployments.http_io import Observed, cancelled_if_client_leaves, json_response, parsed_body, read_body
 from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, request_body
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.reembed_jobs import ReembedService
-from rayprism.deployments.schemas import (
+from rayprism.deployments.search import SearchService
+from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store_client import Store
+from rayprism.platform.api import responses
+from rayprism.platform.api.requests import (
     AliasRequest,
     DeleteDocumentsRequest,
     DocumentsRequest,
@@ -23,9 +26,6 @@ from rayprism.deployments.schemas import (
     SearchRequest,
     parse_body,
 )
-from rayprism.deployments.search import SearchService
-from rayprism.deployments.service import EmbeddingService
-from rayprism.deployments.store_client import Store
 from rayprism.platform.config import CollectionConfig
 
 

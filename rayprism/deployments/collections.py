@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 from typing import Iterator
 
-from rayprism.deployments.responses import (
+from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.store_client import Store
+from rayprism.platform.api.requests import AliasRequest
+from rayprism.platform.api.responses import (
     Alias,
     AliasDeleted,
     AliasList,
@@ -15,9 +18,6 @@ from rayprism.deployments.responses import (
     CollectionDescription,
     CollectionList,
 )
-from rayprism.deployments.schemas import AliasRequest
-from rayprism.deployments.service import EmbeddingService
-from rayprism.deployments.store_client import Store
 from rayprism.platform.codecs.muvera import FDEConfig
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError

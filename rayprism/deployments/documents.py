@@ -13,12 +13,12 @@ from typing import Awaitable, Callable, Iterator, TypeVar
 import numpy as np
 
 from rayprism.deployments.collections import CollectionsService
-from rayprism.deployments.responses import Document, DocumentsDeleted, DocumentsUpserted
 from rayprism.deployments.runner import ItemErrors
-from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import CollectionMovedError
 from rayprism.deployments.store_client import Store
+from rayprism.platform.api.requests import DeleteDocumentsRequest, DocumentsRequest
+from rayprism.platform.api.responses import Document, DocumentsDeleted, DocumentsUpserted
 from rayprism.platform.codecs.muvera import encode_documents
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_ID_FIELD, ChunkingConfig, CollectionConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError

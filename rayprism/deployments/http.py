@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
-from rayprism.deployments import responses
 from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
 from rayprism.deployments.http_io import (
@@ -31,7 +30,10 @@ from rayprism.deployments.http_io import (
     parsed_body,
 )
 from rayprism.deployments.openapi import CALLER_ERRORS, answers, install, request_body
-from rayprism.deployments.schemas import (
+from rayprism.deployments.service import EmbeddingService
+from rayprism.deployments.swagger_ui import install_swagger_ui
+from rayprism.platform.api import responses
+from rayprism.platform.api.requests import (
     AliasRequest,
     DeleteDocumentsRequest,
     DocumentsRequest,
@@ -41,8 +43,6 @@ from rayprism.deployments.schemas import (
     RollbackRequest,
     SearchRequest,
 )
-from rayprism.deployments.service import EmbeddingService
-from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import RayprismError
 

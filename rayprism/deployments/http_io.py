@@ -12,8 +12,8 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from rayprism.deployments.schemas import RequestT, parse_body
 from rayprism.deployments.service import EmbeddingService
+from rayprism.platform.api.requests import RequestT, parse_body
 from rayprism.platform.errors import ErrorDetail, ErrorResponse, PayloadTooLargeError, RayprismError, RetryLaterError
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY

@@ -7,11 +7,11 @@ import numpy as np
 
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.reembed import ReembedJobs
-from rayprism.deployments.responses import ReembedJob, ReembedJobList
-from rayprism.deployments.schemas import ReembedRequest, RollbackRequest, SearchRequest
 from rayprism.deployments.search import SearchService
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
+from rayprism.platform.api.requests import ReembedRequest, RollbackRequest, SearchRequest
+from rayprism.platform.api.responses import ReembedJob, ReembedJobList
 from rayprism.platform.errors import ConflictError, InvalidInputError
 from rayprism.platform.reembed_record import ReembedRecord
 

@@ -12,10 +12,10 @@ import time
 import numpy as np
 
 from rayprism.deployments.collections import CollectionsService
-from rayprism.deployments.responses import Hit, SearchBridge, SearchResults
-from rayprism.deployments.schemas import MediaQuery, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
+from rayprism.platform.api.requests import MediaQuery, SearchRequest
+from rayprism.platform.api.responses import Hit, SearchBridge, SearchResults
 from rayprism.platform.bridge import Bridge
 from rayprism.platform.codecs.muvera import encode_query
 from rayprism.platform.config import CollectionConfig

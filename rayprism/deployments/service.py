@@ -15,7 +15,9 @@ from typing import Any
 from rayprism.deployments.metrics import ServiceMetrics, merged_exposition
 from rayprism.deployments.remote_media import RemoteMedia
 from rayprism.deployments.remote_runner import RemoteRunner
-from rayprism.deployments.responses import (
+from rayprism.deployments.runner import ModelRunner
+from rayprism.platform.api.requests import EmbeddingRequest, RerankRequest
+from rayprism.platform.api.responses import (
     Embedding,
     EmbeddingResponse,
     Health,
@@ -26,8 +28,6 @@ from rayprism.deployments.responses import (
     RerankResult,
     Usage,
 )
-from rayprism.deployments.runner import ModelRunner
-from rayprism.deployments.schemas import EmbeddingRequest, RerankRequest
 from rayprism.platform.codecs.matryoshka import truncate
 from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import ServeConfig

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from rayprism.client import Client, ServiceError
+from rayprism.client import Client
 from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
-from rayprism.platform.errors import ConfigError
+from rayprism.platform.errors import ConfigError, NotFoundError
 from rayprism.platform.store.milvus import MilvusStore
 
 
@@ -66,14 +66,12 @@ class ServiceSink:
         url, name, spec, model = self._arguments
         self._client = Client(url)
         if spec is not None:  # 201 new, 200 identical, 409 different
-            self._client.request("POST", "/v1/collections", spec.model_dump(mode="json"))
+            self._client.create_collection(**spec.model_dump(mode="json"))
         try:
             description = self._client.collection(name)
-        except ServiceError as error:
-            if error.http_status == 404:
-                raise ConfigError(f"the service at {url} has no collection {name!r}; give output.collection "
-                                  "as a full spec to create it") from None
-            raise
+        except NotFoundError:
+            raise ConfigError(f"the service at {url} has no collection {name!r}; give output.collection "
+                              "as a full spec to create it") from None
         if description["model"] != model:
             raise ConfigError(f"collection {name!r} at {url} is embedded by model {description['model']!r}, "
                               f"this job's model is {model!r}: its vectors would not match")
@@ -84,8 +82,7 @@ class ServiceSink:
     def upsert(self, rows: list[dict]) -> int:
         written = 0
         for part in _requests([_document(row) for row in rows]):
-            result = self._client.request("POST", f"/v1/collections/{self.collection.name}/documents",
-                                          {"documents": part})
+            result = self._client.upsert(self.collection.name, part)
             written += result["upserted"] + result["unchanged"]
         return written
 

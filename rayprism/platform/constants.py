@@ -40,7 +40,7 @@ GATE_SAMPLE = 100  # stored documents the agreement gate uses as queries when no
 
 API_KEY_VARIABLE = "RAYPRISM_API_KEY"  # read by the client and the CLI: the key they send
 API_KEYS_VARIABLE = "RAYPRISM_API_KEYS"  # read by the service: keys it accepts beside server.api_keys (comma-separated)
-URL_VARIABLE = "RAYPRISM_URL"  # read by the CLI: the service it talks to
+URL_VARIABLE = "RAYPRISM_URL"  # read by the CLI and the SDK: the service they talk to
 XDG_STATE_HOME_VARIABLE = "XDG_STATE_HOME"  # read by `rayprism ingest` of files: its records live under it (default ~/.local/state)
 HAPROXY_BINARY_VARIABLE = "RAYPRISM_HAPROXY_BINARY"  # set by `rayprism serve`: the HAProxy the shim becomes
 HAPROXY_HOME_VARIABLE = "RAYPRISM_HAPROXY_HOME"  # set by `rayprism serve`: the service folder HAProxy's shim writes in

@@ -79,6 +79,14 @@ class UnprocessableError(InvalidInputError):
     http_status = 422
 
 
+class UnauthorizedError(RayprismError):
+    """No API key, or not one of the service's."""
+
+    http_status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
 class NotFoundError(RayprismError):
     http_status = 404
     error_type = "invalid_request_error"

@@ -99,7 +99,7 @@ def _created(fields: dict[str, Any]) -> float:
 
 class JobProgress(_Typed):
     """What a job moves where and how far it got: the part of its record callers see, which the HTTP body
-    (:class:`~rayprism.deployments.responses.ReembedJob`) declares by extending it."""
+    (:class:`~rayprism.platform.api.responses.ReembedJob`) declares by extending it."""
 
     id: str
     alias: str

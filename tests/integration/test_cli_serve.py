@@ -10,6 +10,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from rayprism import Client, UnauthorizedError
 from tests.integration.conftest import free_port
 
 KEY = "sk-test-0123456789abcdef"
@@ -35,7 +36,7 @@ def every_v1_route(url: str, headers: dict) -> dict[str, int]:
             for method, path, body in calls}
 
 
-def test_serve_prints_its_url_guards_v1_with_its_key_and_stops_on_sigterm(tmp_path, tiny_model_path):
+def test_serve_prints_its_url_guards_v1_with_its_key_and_stops_on_sigterm(tmp_path, tiny_model_path, monkeypatch):
     port = free_port()
     config = tmp_path / "serve.yaml"
     config.write_text(f"server: {{api_keys: [{KEY}]}}\nmodels:\n  - name: tiny\n    source: {tiny_model_path}\n"
@@ -65,6 +66,12 @@ def test_serve_prints_its_url_guards_v1_with_its_key_and_stops_on_sigterm(tmp_pa
         allowed = every_v1_route(url, {"Authorization": f"Bearer {KEY}"})
         assert allowed.pop("GET /v1/no-such-route") == 404
         assert set(allowed.values()) <= {200, 201}, allowed
+        with Client(url, api_key="sk-not-the-key-at-all") as wrong_key, pytest.raises(UnauthorizedError) as refused:
+            wrong_key.models()
+        assert refused.value.http_status == 401 and refused.value.code == "invalid_api_key"
+        monkeypatch.setenv("RAYPRISM_API_KEY", KEY)  # the SDK's key when none is given
+        with Client(url) as keyed:
+            assert keyed.model("tiny")["id"] == "tiny"
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # probes and scrapers need no key
         assert httpx.get(f"{url}/metrics", timeout=30).status_code == 200
         with OpenAI(base_url=f"{url}/v1", api_key=KEY) as client:  # what OpenAI clients send

@@ -70,7 +70,7 @@ def wait_for(condition, timeout_s: float):
 
 
 def test_a_group_starts_on_first_use_answers_like_a_local_model_and_goes_back_to_zero(grouped_app):
-    from rayprism.deployments.schemas import EmbeddingRequest
+    from rayprism.platform.api.requests import EmbeddingRequest
     from rayprism.platform.errors import InvalidInputError
 
     ready, body = grouped_app.call(lambda app: app.health.remote())
@@ -93,7 +93,7 @@ def test_a_group_starts_on_first_use_answers_like_a_local_model_and_goes_back_to
 
 
 def test_the_groups_batches_show_in_the_serving_replicas_metrics(grouped_app):
-    from rayprism.deployments.schemas import EmbeddingRequest
+    from rayprism.platform.api.requests import EmbeddingRequest
 
     for model in ("remote", "local"):
         grouped_app.call(lambda app, model=model: app.create_embeddings.remote(EmbeddingRequest(model=model, input="x")))

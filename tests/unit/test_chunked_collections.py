@@ -8,9 +8,9 @@ import random
 import pytest
 
 from rayprism.deployments.collection_routes import CollectionServices
-from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreReplica
+from rayprism.platform.api.requests import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.platform.config import CollectionConfig, ModelConfig, ServeConfig, StoreConfig
 from rayprism.platform.store.documents import InvalidDocumentsError
 from rayprism.platform.store.layout import VARCHAR_MAX_BYTES

@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from rayprism.deployments.collection_routes import CollectionServices
-from rayprism.deployments.schemas import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreReplica
+from rayprism.platform.api.requests import DeleteDocumentsRequest, DocumentsRequest, SearchRequest
 from rayprism.platform.config import CollectionConfig, ModelConfig, ServeConfig, ServerConfig, StoreConfig
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from rayprism.platform.store.documents import InvalidDocumentsError

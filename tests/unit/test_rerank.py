@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from rayprism.deployments.schemas import EmbeddingRequest, RerankRequest
 from rayprism.deployments.service import EmbeddingService
+from rayprism.platform.api.requests import EmbeddingRequest, RerankRequest
 from rayprism.platform.config import ModelConfig, ServeConfig, ServerConfig
 from rayprism.platform.errors import ConfigError, InvalidInputError, PayloadTooLargeError
 from rayprism.platform.models.registry import load_encoder

@@ -4,7 +4,7 @@ import jsonschema
 import pydantic
 import pytest
 
-from rayprism.deployments.schemas import (
+from rayprism.platform.api.requests import (
     AliasRequest,
     DeleteDocumentsRequest,
     EmbeddingRequest,
@@ -121,10 +121,10 @@ def keywords(schema) -> set[str]:
 def test_every_bound_reaches_the_schema_as_a_json_schema_keyword():
     """pydantic writes a bound it cannot translate (one placed after a validator) as ``ge``/``le``,
     which no JSON Schema validator reads: the schema would then be looser than the model."""
-    from rayprism.deployments import schemas
+    from rayprism.platform.api import requests
 
-    models = [value for value in vars(schemas).values()
-              if isinstance(value, type) and issubclass(value, pydantic.BaseModel) and value.__module__ == schemas.__name__]
+    models = [value for value in vars(requests).values()
+              if isinstance(value, type) and issubclass(value, pydantic.BaseModel) and value.__module__ == requests.__name__]
     assert len(models) >= 10
     for model in models:
         assert not {"ge", "le", "gt", "lt"} & keywords(model.model_json_schema()), model.__name__

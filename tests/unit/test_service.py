@@ -6,8 +6,8 @@ import base64
 import numpy as np
 import pytest
 
-from rayprism.deployments.schemas import EmbeddingRequest
 from rayprism.deployments.service import EmbeddingService
+from rayprism.platform.api.requests import EmbeddingRequest
 from rayprism.platform.config import ModelConfig, ServeConfig, ServerConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError
 

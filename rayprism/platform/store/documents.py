@@ -17,10 +17,10 @@ from rayprism.platform.codecs.wire import from_base64
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
 from rayprism.platform.errors import ErrorResponse, InvalidInputError
 from rayprism.platform.store.filters import UNQUOTABLE
-from rayprism.platform.store.layout import ID_MAX_BYTES, VARCHAR_MAX_BYTES
+from rayprism.platform.store.layout import VARCHAR_MAX_BYTES
 from rayprism.platform.store.pieces import KEY_SUFFIX_MAX_BYTES
+from rayprism.platform.store.vocabulary import ID_MAX_BYTES, INT64_MAX, INT64_MIN
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TOO_LONG = (f"is longer than {VARCHAR_MAX_BYTES} bytes, the most Milvus keeps in a text field; a collection with "
             "`chunking` (e.g. {\"max_tokens\": 256, \"overlap_tokens\": 32}) stores documents of any size in pieces")
 

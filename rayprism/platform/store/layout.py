@@ -26,11 +26,10 @@ from rayprism.platform.config import (
     SPARSE_FIELD,
     CollectionConfig,
 )
+from rayprism.platform.store.vocabulary import ID_MAX_BYTES
 
 CONFIG_PROPERTY = "rayprism.config"
 VARCHAR_MAX_BYTES = 65535
-ID_MAX_BYTES = 512
-"""Longest varchar id, in UTF-8 bytes."""
 
 FIELD_TYPES = {
     "varchar": DataType.VARCHAR,

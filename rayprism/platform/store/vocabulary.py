@@ -1,4 +1,5 @@
-"""What a search is made of, named once for the HTTP schema, the serving replica and the store."""
+"""What a search and a document id are made of, named once for the HTTP schema, the serving replica and the store
+(no pymilvus here: the SDK imports the HTTP schema)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,8 @@ DEFAULT_CANDIDATES = 50
 rescores: enough for fusion to find a document that one route ranks low."""
 MAX_PASSAGES = 20
 """Most pieces a chunked collection's hit shows (``passages`` of a search)."""
+
+ID_MAX_BYTES = 512
+"""Longest varchar id, in UTF-8 bytes."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The range of an int64 id."""

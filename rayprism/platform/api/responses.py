@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
+from rayprism.platform.models.base import Modality
 from rayprism.platform.reembed_record import JobProgress, ReembedRecord, State
 from rayprism.platform.store.mirror_memory import MirrorMemory
 
@@ -131,6 +132,12 @@ class CollectionDescription(TypedDict):
     index: dict[str, Any]
     compression: dict[str, Any] | None
     multivector: dict[str, Any] | None
+    modality: Modality
+    """What a document's vector is made from."""
+    chunking: dict[str, Any] | None
+    """A chunked collection's ``max_tokens``, ``overlap_tokens`` and ``markdown``."""
+    media_field: str | None
+    """An image or audio collection's document key for the item, as configured (null: the modality's name)."""
     count: int
     dimensions: int | None
     created: bool

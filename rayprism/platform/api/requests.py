@@ -27,10 +27,15 @@ from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SI
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
 from rayprism.platform.reembed_record import Evaluation
-from rayprism.platform.store.documents import INT64_MAX, INT64_MIN
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion
-from rayprism.platform.store.layout import ID_MAX_BYTES
-from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, MAX_PASSAGES, SearchMode
+from rayprism.platform.store.vocabulary import (
+    DEFAULT_CANDIDATES,
+    ID_MAX_BYTES,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_PASSAGES,
+    SearchMode,
+)
 
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
 
@@ -119,18 +124,24 @@ def parse_body(schema: type[RequestT], body: bytes) -> RequestT:
     try:
         return schema.model_validate_json(body)
     except ValidationError as error:
-        first = _most_telling(error.errors())
-        if first["type"] == "json_invalid":
-            raise InvalidInputError(f"request body is not valid JSON: {first['msg']}") from None
-        if first["type"] == "model_type" and not first["loc"]:
-            raise InvalidInputError("request body must be a JSON object") from None
-        location = ".".join(str(part) for part in first["loc"] if isinstance(part, int) or _FIELD.fullmatch(part))
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif first["type"] == "missing":
-            message = "field required"
-        raise UnprocessableError(f"{location or 'body'}: {message}", param=location or None) from None
+        raise request_error(error) from None
+
+
+def request_error(error: ValidationError) -> InvalidInputError:
+    """A body that does not fit its request model, as the error the service answers (the SDK raises the same
+    before sending)."""
+    first = _most_telling(error.errors())
+    if first["type"] == "json_invalid":
+        return InvalidInputError(f"request body is not valid JSON: {first['msg']}")
+    if first["type"] == "model_type" and not first["loc"]:
+        return InvalidInputError("request body must be a JSON object")
+    location = ".".join(str(part) for part in first["loc"] if isinstance(part, int) or _FIELD.fullmatch(part))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "missing":
+        message = "field required"
+    return UnprocessableError(f"{location or 'body'}: {message}", param=location or None)
 
 
 DocumentId = Annotated[StrictStr, Field(min_length=1, max_length=ID_MAX_BYTES)] | bounded(ge=INT64_MIN, le=INT64_MAX)
