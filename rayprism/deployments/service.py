@@ -29,13 +29,17 @@ from rayprism.platform.api.responses import (
     Usage,
 )
 from rayprism.platform.codecs.matryoshka import truncate
-from rayprism.platform.codecs.wire import to_base64
+from rayprism.platform.codecs.output import row_encoder
 from rayprism.platform.config import ServeConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, RayprismError
 from rayprism.platform.models.base import Embeddings, ModelKind, PromptRole, prompt_for_role
 
 _KIND_NAMES = {"embedder": "embedding model", "reranker": "reranker"}
 _A_KIND = {"embedder": "an embedding model", "reranker": "a reranker"}
+_UNDECLARED_TOKEN_IDS = (
+    'input holds token ids, which are read as the model\'s own only with "tokenizer": "model". LangChain\'s '
+    "OpenAIEmbeddings sends OpenAI's (tiktoken) ids by default, which this model would read as other words: "
+    "create it with check_embedding_ctx_length=False to send the text")
 _KIND_ROUTES = {"embedder": "POST /v1/embeddings", "reranker": "POST /v1/rerank"}
 
 
@@ -118,6 +122,8 @@ class EmbeddingService:
 
     async def create_embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         self.check_input_count(len(request.input), "inputs", "input")
+        if request.tokenizer is None and isinstance(request.input[0], list):
+            raise InvalidInputError(_UNDECLARED_TOKEN_IDS, param="input")
         runner = self.runner(request.model)
         await runner.ready()
         dimensions = runner.encoder.dimensions
@@ -125,14 +131,15 @@ class EmbeddingService:
             raise InvalidInputError(
                 f"dimensions {request.dimensions} exceeds the model's {dimensions}", param="dimensions"
             )
+        encode = row_encoder(request.output_dtype, request.encoding_format, model=runner.name,
+                             dimensions=request.dimensions or dimensions, ranges_path=runner.config.int8_ranges)
         inputs = await self.media_inputs(request.input, request.modality)
         result = await runner.embed(inputs, request.modality, request.prompt_name, truncate=request.truncate)
         vectors = result.vectors
         if request.dimensions is not None and request.dimensions < dimensions:
             vectors = truncate(vectors, request.dimensions)
-        as_wire = to_base64 if request.encoding_format == "base64" else (lambda row: row)
-        data: list[Embedding] = [{"object": "embedding", "index": index, "embedding": as_wire(row)}
-                                 for index, row in enumerate(vectors)]  # typed literals: see responses.py
+        data: list[Embedding] = [{"object": "embedding", "index": index, "embedding": row}
+                                 for index, row in enumerate(encode(vectors))]  # typed literals: see responses.py
         return EmbeddingResponse(object="list", data=data, model=runner.name, usage=_usage(result.token_counts))
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:

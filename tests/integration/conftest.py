@@ -44,7 +44,20 @@ def store_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service_config(tiny_model_path, tiny_reranker_path, media_model_path, store_dir):
+def minilm_int8_ranges(reference_minilm, tmp_path_factory) -> Path:
+    """MiniLM's int8 ranges as a batch job calibrates them (on the first rows of its input), saved as it saves them."""
+    import json
+
+    from rayprism.platform.codecs.quantize import calibrate_int8, ranges_to_json
+
+    rows = (Path(__file__).parents[1] / "data" / "debian-sample.jsonl").read_text().splitlines()[:64]
+    path = tmp_path_factory.mktemp("int8") / "_int8_ranges.json"
+    path.write_bytes(ranges_to_json(calibrate_int8(reference_minilm.encode([json.loads(row)["text"] for row in rows]))))
+    return path
+
+
+@pytest.fixture(scope="session")
+def service_config(tiny_model_path, tiny_reranker_path, media_model_path, store_dir, minilm_int8_ranges):
     from rayprism.platform.config import (
         BatchingConfig,
         CollectionConfig,
@@ -61,7 +74,7 @@ def service_config(tiny_model_path, tiny_reranker_path, media_model_path, store_
         collections=[CollectionConfig(name="debian", fields=SAMPLE_FIELDS)],
         deployment=DeploymentConfig(num_cpus=1),
         models=[
-            ModelConfig(name="minilm", torch_threads=2),
+            ModelConfig(name="minilm", torch_threads=2, int8_ranges=minilm_int8_ranges),
             # a tiny model whose idle batcher waits 2 s with room for 4 inputs: overload on demand
             ModelConfig(
                 name="tiny-queue", source=tiny_model_path,

@@ -54,7 +54,8 @@ def test_dimensions_truncate_and_renormalise(client, reference_minilm):
 def test_token_id_inputs(service_url, reference_minilm):
     ids = reference_minilm.tokenizer(TEXTS[:2])["input_ids"]
     for body_input in (ids, ids[0]):
-        response = httpx.post(f"{service_url}/v1/embeddings", json={"model": "minilm", "input": body_input})
+        response = httpx.post(f"{service_url}/v1/embeddings",
+                              json={"model": "minilm", "input": body_input, "tokenizer": "model"})
         assert response.status_code == 200, response.text
         vectors = [item["embedding"] for item in response.json()["data"]]
         expected = reference_minilm.encode(TEXTS[: len(vectors)])

@@ -2,9 +2,11 @@
 
 import asyncio
 import base64
+import json
 
 import numpy as np
 import pytest
+from sentence_transformers.util.quantization import quantize_embeddings
 
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.api.requests import EmbeddingRequest
@@ -12,16 +14,17 @@ from rayprism.platform.config import ModelConfig, ServeConfig, ServerConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError, NotReadyError, PayloadTooLargeError
 
 
-@pytest.fixture(scope="module")
-def service(tiny_model_path):
-    config = ServeConfig(
-        server=ServerConfig(max_inputs_per_request=4),
-        models=[ModelConfig(name="tiny", source=tiny_model_path)],
-    )
+def started(config: ServeConfig):
     service = EmbeddingService(config)
     assert service.wait_loaded(120)
     yield service
     service.close()
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_path):
+    yield from started(ServeConfig(server=ServerConfig(max_inputs_per_request=4),
+                                   models=[ModelConfig(name="tiny", source=tiny_model_path)]))
 
 
 def run(service, **body):
@@ -178,3 +181,84 @@ def test_token_vector_requests_are_admitted_by_their_own_queue(tiny_model_path):
 
     asyncio.run(scenario())
     runner.close()
+
+
+# output_dtype and token-id input: codes equal sentence-transformers' quantize_embeddings of the float answer
+
+COMPACT_TEXTS = ["a red fox", "the window manager", "kernel modules", "a quiet lake at dawn"]
+
+
+@pytest.fixture(scope="module")
+def ranges(tiny_model_path, tmp_path_factory):
+    """int8 ranges of the model's own vectors of other texts (numpy min/max), as a batch job calibrates them."""
+    from sentence_transformers import SentenceTransformer
+
+    sample = SentenceTransformer(tiny_model_path, device="cpu").encode([f"calibration text {i}" for i in range(32)])
+    ranges = np.vstack((sample.min(axis=0), sample.max(axis=0)))
+    path = tmp_path_factory.mktemp("ranges") / "_int8_ranges.json"
+    path.write_text(json.dumps({"min": ranges[0].tolist(), "max": ranges[1].tolist()}))
+    return path, ranges
+
+
+@pytest.fixture(scope="module")
+def compact(tiny_model_path, ranges):
+    """A model with int8 ranges and one without."""
+    yield from started(ServeConfig(models=[ModelConfig(name="ranged", source=tiny_model_path, int8_ranges=ranges[0]),
+                                           ModelConfig(name="plain", source=tiny_model_path)]))
+
+
+def embeddings(answer) -> np.ndarray:
+    return np.array([item["embedding"] for item in answer["data"]])
+
+
+@pytest.mark.parametrize("dimensions", [None, 8])
+@pytest.mark.parametrize("dtype, width", [("binary", np.int8), ("ubinary", np.uint8)])
+def test_packed_bits_equal_sentence_transformers(compact, dtype, width, dimensions):
+    floats = embeddings(run(compact, model="plain", input=COMPACT_TEXTS, dimensions=dimensions))
+    codes = run(compact, model="plain", input=COMPACT_TEXTS, dimensions=dimensions, output_dtype=dtype)["data"]
+    assert [item["index"] for item in codes] == [0, 1, 2, 3]
+    got = np.array([item["embedding"] for item in codes])
+    assert got.dtype == width and got.shape == (4, (dimensions or 16) // 8)
+    np.testing.assert_array_equal(got, quantize_embeddings(floats, precision=dtype))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_int8_codes_use_the_models_ranges(compact, ranges, dtype):
+    floats = embeddings(run(compact, model="ranged", input=COMPACT_TEXTS))
+    got = embeddings(run(compact, model="ranged", input=COMPACT_TEXTS, output_dtype=dtype))
+    np.testing.assert_array_equal(got, quantize_embeddings(floats, precision=dtype, ranges=ranges[1]))
+    # ranges from this request alone (quantize_embeddings' default) would give other codes
+    assert not np.array_equal(got, quantize_embeddings(floats, precision=dtype))
+
+
+def test_what_cannot_be_answered_is_a_400_naming_the_field(compact):
+    with pytest.raises(InvalidInputError, match="has no int8 ranges") as refused:
+        run(compact, model="plain", input=COMPACT_TEXTS, output_dtype="uint8")
+    assert refused.value.param == "output_dtype"
+    with pytest.raises(InvalidInputError, match="calibrated for 16 dimensions, not 8") as refused:
+        run(compact, model="ranged", input=COMPACT_TEXTS, output_dtype="int8", dimensions=8)
+    assert refused.value.param == "dimensions"
+    with pytest.raises(InvalidInputError, match='send "encoding_format": "float"') as refused:
+        run(compact, model="plain", input=COMPACT_TEXTS, output_dtype="binary", encoding_format="base64")
+    assert refused.value.param == "encoding_format"
+
+
+def test_token_ids_are_read_only_when_declared_the_models_own(compact, tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    ids = SentenceTransformer(tiny_model_path, device="cpu").tokenizer(COMPACT_TEXTS)["input_ids"]
+    with pytest.raises(InvalidInputError, match="check_embedding_ctx_length=False") as refused:
+        run(compact, model="plain", input=ids)
+    assert refused.value.param == "input"
+    np.testing.assert_allclose(embeddings(run(compact, model="plain", input=ids, tokenizer="model")),
+                               embeddings(run(compact, model="plain", input=COMPACT_TEXTS)), atol=1e-6)
+
+
+def test_a_ranges_file_that_is_not_ranges_fails_the_config(tmp_path):
+    bad = tmp_path / "ranges.json"
+    bad.write_text(json.dumps({"min": [0.0, 1.0], "max": [1.0, 0.5]}))
+    with pytest.raises(ValueError, match="each minimum at most its maximum"):
+        ModelConfig(int8_ranges=bad)
+    bad.write_text(json.dumps({"low": [0.0]}))
+    with pytest.raises(ValueError, match="is not"):
+        ModelConfig(int8_ranges=bad)

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from rayprism.platform.codecs.output import OutputDtype
 from rayprism.platform.config.base import Identifier, Integer, bounded
 from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
@@ -56,7 +57,7 @@ Inputs = Annotated[list[StrictStr], Field(min_length=1)] | Annotated[list[TokenI
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     model: str | None = None
     """Optional when the service has exactly one model."""
@@ -64,6 +65,15 @@ class EmbeddingRequest(BaseModel):
     """Normalised to a list: one string or one token-id list becomes a list of one."""
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: bounded(gt=0) | None = None
+    output_dtype: OutputDtype = "float"
+    """``int8``/``uint8``: one integer per dimension, over the model's calibrated ranges (``int8_ranges`` in its
+    config); ``binary``/``ubinary``: the sign bits packed eight dimensions to an integer, as sentence-transformers'
+    ``quantize_embeddings`` (384 dimensions answer 48). Applied after ``dimensions``; integers come as JSON numbers
+    (with ``encoding_format: base64`` a 400)."""
+    tokenizer: Literal["model"] | None = None
+    """Whose token ids ``input`` holds: ``model``, the model's own. Token-id input without it is a 400, because
+    clients that tokenise for OpenAI (LangChain's ``OpenAIEmbeddings``) send OpenAI's ids, which would embed as
+    other words."""
     modality: Modality = "text"
     prompt_name: str | None = None
     """One of the model's prompts (``GET /v1/models`` lists them); default: the model's default prompt."""

@@ -35,8 +35,9 @@ class _Response(BaseModel):
 class Embedding(TypedDict):
     object: Literal["embedding"]
     index: int
-    embedding: list[float] | str
-    """Floats, or base64 of little-endian float32 with ``encoding_format: base64``."""
+    embedding: list[float] | list[int] | str
+    """Floats, or base64 of little-endian float32 with ``encoding_format: base64``; integers with an
+    ``output_dtype`` other than ``float`` (int8, uint8, or packed bits: binary, ubinary)."""
 
 
 @documented

@@ -8,8 +8,13 @@ bits, packed eight to a byte in ``np.packbits`` order.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import numpy as np
+
+Precision = Literal["int8", "uint8", "binary", "ubinary"]
+"""sentence-transformers' names: int8/uint8 take calibrated ranges; binary/ubinary are the sign bits packed
+eight to a value, less 128 as int8 (``binary``) or as uint8 (``ubinary``)."""
 
 
 def calibrate_int8(sample: np.ndarray) -> np.ndarray:
@@ -19,10 +24,18 @@ def calibrate_int8(sample: np.ndarray) -> np.ndarray:
     return np.vstack((sample.min(axis=0), sample.max(axis=0))).astype(np.float32)
 
 
-def to_int8(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+def quantize(vectors: np.ndarray, precision: Precision, ranges: np.ndarray | None = None) -> np.ndarray:
+    """The one quantisation rule of rayprism. int8/uint8 need ``ranges``: without them
+    ``quantize_embeddings`` would calibrate on ``vectors`` themselves, so codes would differ by batch."""
     from sentence_transformers.util.quantization import quantize_embeddings
 
-    return quantize_embeddings(vectors, precision="int8", ranges=ranges)
+    if precision.endswith("int8") and ranges is None:
+        raise ValueError(f"{precision} codes need calibrated ranges")
+    return quantize_embeddings(vectors, precision=precision, ranges=ranges)
+
+
+def to_int8(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    return quantize(vectors, "int8", ranges)
 
 
 def from_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -32,9 +45,7 @@ def from_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
 
 
 def to_binary(vectors: np.ndarray) -> np.ndarray:
-    from sentence_transformers.util.quantization import quantize_embeddings
-
-    return quantize_embeddings(vectors, precision="ubinary")
+    return quantize(vectors, "ubinary")
 
 
 def ranges_to_json(ranges: np.ndarray) -> bytes:

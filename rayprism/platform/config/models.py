@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, FilePath, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.functional_serializers import SerializeAsAny
 
 from rayprism.platform.config.base import (
@@ -71,6 +72,10 @@ class ModelConfig(StrictModel):
     max_audio_seconds: float = Field(30.0, gt=0)
     """Longest audio accepted, checked from the file's header before decoding; models with a fixed
     window accept at most that window (Whisper 30 s, CLAP 10 s)."""
+    int8_ranges: FilePath | None = None
+    """Per-dimension ``{"min": [...], "max": [...]}`` of this model's vectors, as a batch job with the int8
+    codec saves them (``_int8_ranges.json`` in its state directory): ``/v1/embeddings`` answers
+    ``output_dtype`` int8/uint8 over these, so its codes equal that job's. Without it, only binary codes."""
     batching: BatchingConfig = BatchingConfig()
     options: SerializeAsAny[StrictModel] = Field(default=None, validate_default=True)
     """Settings only the chosen backend understands, validated by that backend's own ``Options``."""
@@ -102,6 +107,20 @@ class ModelConfig(StrictModel):
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
             raise ValueError("must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
         return device
+
+    @field_validator("int8_ranges")
+    @classmethod
+    def _check_int8_ranges(cls, path: Path | None) -> Path | None:
+        from rayprism.platform.codecs.quantize import ranges_from_json  # not at import: codecs import config
+
+        if path is not None:
+            try:
+                ranges = ranges_from_json(path.read_bytes())
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f'{str(path)!r} is not {{"min": [...], "max": [...]}}: {error}') from None
+            if ranges.ndim != 2 or not ranges.shape[1] or (ranges[0] > ranges[1]).any():
+                raise ValueError(f"{str(path)!r} needs as many minima as maxima, each minimum at most its maximum")
+        return path
 
     @field_validator("options", mode="before")
     @classmethod
