@@ -14,13 +14,14 @@ import numpy as np
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
-from rayprism.platform.api.requests import MediaQuery, SearchRequest
+from rayprism.platform.api.requests import MediaQuery, SearchRequest, VectorQuery
 from rayprism.platform.api.responses import Hit, SearchBridge, SearchResults
 from rayprism.platform.bridge import Bridge
 from rayprism.platform.codecs.muvera import encode_query
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.models.base import prompt_for_role
+from rayprism.platform.store.documents import decode_vector
 from rayprism.platform.store.filters import check_filter
 from rayprism.platform.store.fusion import weighted
 from rayprism.platform.store.milvus import SearchHits, SearchQuery
@@ -44,14 +45,17 @@ class SearchService:
         started = time.perf_counter()
         config = await self._collections.collection(name)
         example = request.query if isinstance(request.query, MediaQuery) else None
-        default_mode = "multivector" if config.multivector else "hybrid" if config.bm25 and example is None else "dense"
+        text = request.query if isinstance(request.query, str) else None
+        default_mode = "multivector" if config.multivector else "hybrid" if config.bm25 and text else "dense"
         mode = request.mode or default_mode
         self._check_multivector_mode(config, mode)
         if mode in ("hybrid", "sparse") and not config.bm25:
             raise InvalidInputError(f"mode {mode!r} needs BM25, which collection {name!r} does not have", param="mode")
-        if mode != "dense" and example is not None:
-            raise InvalidInputError(f"a search by example is dense; mode {mode!r} needs text", param="mode")
-        self._check_query_modality(config, example, mode)
+        if mode != "dense" and text is None:
+            raise InvalidInputError(f"a search by example or by vector is dense; mode {mode!r} needs text",
+                                    param="mode")
+        if not isinstance(request.query, VectorQuery):
+            self._check_query_modality(config, example, mode)
         bridge = await self._search_bridge(name, config, request)
         reranker = self._reranker(config, request)
         readable = ["id", config.text_field, *config.fields]
@@ -81,7 +85,7 @@ class SearchService:
                 dense_vector = encode_query(query_tokens, self._collections.fde(config))
             query = SearchQuery(
                 mode=mode, k=first_k, dense_vector=dense_vector, query_tokens=query_tokens,
-                text=None if example else request.query,
+                text=text,
                 metric=config.index.metric,
                 candidates=candidates, filter=filter_expression, fusion=request.fusion,
                 output_fields=sorted({*output_fields, config.text_field}) if reranker else output_fields,
@@ -113,9 +117,9 @@ class SearchService:
             return None
         self._embeddings.runner(model)  # 404 unless the service serves it
         reached = f" (reached by {name!r})" if name != config.name else ""
-        if isinstance(request.query, MediaQuery):
-            raise InvalidInputError(f"model {model!r}: a search by example is embedded by the collection's own "
-                                    f"model ({config.model!r})", param="model")
+        if not isinstance(request.query, str):
+            raise InvalidInputError(f"model {model!r}: a search by example or by vector is in the space of the "
+                                    f"collection's own model ({config.model!r})", param="model")
         job_id = await self._store.reembed_bridge(config.name, model)
         if job_id is None:
             raise InvalidInputError(
@@ -167,7 +171,15 @@ class SearchService:
                     retrieval_score=found.scores[index], rerank_score=float(rescored.scores[index]))
                 for index, score in best]
 
-    async def _embed_query(self, config: CollectionConfig, query: str | MediaQuery):
+    async def _embed_query(self, config: CollectionConfig, query: str | MediaQuery | VectorQuery):
+        if isinstance(query, VectorQuery):  # already in the collection's space: checked, not embedded
+            try:
+                vector = decode_vector(query.vector, self._embeddings.runner(config.model).encoder.dimensions)
+            except ValueError as error:
+                raise InvalidInputError(f"query.vector {error}", param="query.vector") from None
+            if not vector.any():
+                raise InvalidInputError("query.vector is all zeros: it has no direction to search", param="query.vector")
+            return vector
         if isinstance(query, MediaQuery):  # search by example: the item, as documents are embedded
             runner = self._embeddings.runner(config.model)
             items = await self._embeddings.media_inputs([query.item], query.modality)

@@ -57,7 +57,8 @@ def minilm_int8_ranges(reference_minilm, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_config(tiny_model_path, tiny_reranker_path, media_model_path, store_dir, minilm_int8_ranges):
+def service_config(tiny_model_path, tiny_reranker_path, media_model_path, prompted_model_path, store_dir,
+                   minilm_int8_ranges):
     from rayprism.platform.config import (
         BatchingConfig,
         CollectionConfig,
@@ -85,6 +86,8 @@ def service_config(tiny_model_path, tiny_reranker_path, media_model_path, store_
             ModelConfig(name="whisper", modality="audio", source=media_model_path("whisper"), max_audio_seconds=10),
             # a tiny cross-encoder: /v1/rerank and the rerank stage of search
             ModelConfig(name="judge", kind="reranker", source=tiny_reranker_path),
+            # a tiny model with query and document prompts: clients that pick the prompt by role
+            ModelConfig(name="prompted", source=prompted_model_path),
         ],
     )
 

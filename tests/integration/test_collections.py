@@ -40,14 +40,18 @@ def loaded(service_url) -> str:
         response = post(service_url, "/v1/collections/debian/documents", {"documents": DOCUMENTS[start : start + 60]})
         assert response.status_code == 200, response.text
         assert response.json()["upserted"] == len(DOCUMENTS[start : start + 60])
-    # the first search starts the store's in-memory mirror; until it is built Milvus Lite answers, with its
-    # per-segment BM25 statistics, so two searches of one query could score differently: wait for it
-    search(service_url, {"query": "warm up", "k": 1})
+    wait_for_mirror(service_url, "debian")
+    return service_url
+
+
+def wait_for_mirror(url: str, collection: str) -> None:
+    """The first search starts the store's in-memory mirror of a collection; until it is built Milvus Lite
+    answers, with its per-segment BM25 statistics, so two searches of one query could score differently."""
+    search(url, {"query": "warm up", "k": 1}, collection)
     deadline = time.monotonic() + 60
-    while httpx.get(f"{service_url}/v1/collections/debian").json().get("mirror") is None:
+    while httpx.get(f"{url}/v1/collections/{collection}").json().get("mirror") is None:
         assert time.monotonic() < deadline, "the in-memory mirror was not built in 60 s"
         time.sleep(0.2)
-    return service_url
 
 
 def mrr_at_10(url: str, collection: str = "debian", **options) -> float:
@@ -194,12 +198,30 @@ def test_numeric_filter_and_a_filter_that_matches_nothing(loaded):
         ({"query": "x", "fusion": {"type": "weighted", "weights": {"dense": -1}}}, 422, "fusion"),
         ({"query": "x", "fusion": {"type": "borda"}}, 422, "fusion"),
         ({"query": "x", "k": 0}, 422, "k"),
+        ({"query": {"vector": [0.5] * 16}}, 400, "query.vector has 16 values; the collection's model has 384"),
+        ({"query": {"vector": [0.5] * 384}, "mode": "hybrid"}, 400, "by vector is dense; mode 'hybrid' needs text"),
+        ({"query": {"vector": []}}, 422, "query"),
+        ({"query": {"vector": [0] * 384}}, 400, "query.vector is all zeros"),
     ],
 )
 def test_bad_searches_are_named(loaded, body, status, fragment):
     response = post(loaded, "/v1/collections/debian/search", body)
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]["message"]
+
+
+def test_a_search_by_vector_is_the_search_by_the_query_text_vector(loaded, reference_minilm):
+    """A query's vector made elsewhere (sentence-transformers' MiniLM, as a list and as base64 float32)
+    searches as the service's dense search of the same text does."""
+    import base64
+
+    query = "manage multiple choice questionnaires"
+    expected = search(loaded, {"query": query, "k": 10, "mode": "dense", "filter": 'section != "doc"'})
+    vector = reference_minilm.encode(query, normalize_embeddings=True).astype("<f4")
+    for given in (vector.tolist(), base64.b64encode(vector.tobytes()).decode()):
+        found = search(loaded, {"query": {"vector": given}, "k": 10, "filter": 'section != "doc"'})
+        assert [hit["id"] for hit in found] == [hit["id"] for hit in expected]
+        assert [hit["score"] for hit in found] == pytest.approx([hit["score"] for hit in expected], abs=1e-5)
 
 
 def test_unknown_collection_is_404(service_url):

@@ -64,7 +64,8 @@ def test_token_id_inputs(service_url, reference_minilm):
 
 def test_models_listing(client, service_url):
     listed = {model.id: model for model in client.models.list().data}
-    assert list(listed) == ["minilm", "tiny-queue", "clip", "whisper", "judge"]  # the session's config, in its order
+    # the session's config, in its order
+    assert list(listed) == ["minilm", "tiny-queue", "clip", "whisper", "judge", "prompted"]
     assert listed["minilm"].model_extra["dimensions"] == 384
     assert listed["tiny-queue"].model_extra["dimensions"] == 16
     one = httpx.get(f"{service_url}/v1/models/minilm").json()
@@ -74,7 +75,7 @@ def test_models_listing(client, service_url):
 def test_health_reports_every_model_ready(service_url):
     response = httpx.get(f"{service_url}/health")
     assert response.status_code == 200
-    models = {"minilm": "ready", "tiny-queue": "ready", "clip": "ready", "whisper": "ready", "judge": "ready"}
+    models = {name: "ready" for name in ("minilm", "tiny-queue", "clip", "whisper", "judge", "prompted")}
     body = response.json()
     assert body.pop("replica")  # which serving replica answered: start-up counts the distinct ones ready
     assert body == {"status": "ok", "models": models, "store": "ok"}

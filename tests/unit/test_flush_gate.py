@@ -1,9 +1,10 @@
-"""FlushGate: calls share it, a flush waits for calls under way and holds back new ones."""
+"""FlushGate: calls share it, a flush waits for calls under way and holds back new ones; FlushScheduler's
+cancel waits for a flush under way."""
 
 import threading
 import time
 
-from rayprism.platform.store.flushing import FlushGate
+from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 
 
 def test_a_flush_waits_for_calls_and_calls_wait_for_a_flush():
@@ -39,3 +40,24 @@ def test_a_flush_waits_for_calls_and_calls_wait_for_a_flush():
         thread.join(10)
     assert events == ["call 1 starts", "call 1 ends", "flush", "flush ends", "call 2"]
 
+
+
+def test_cancel_waits_for_a_flush_that_is_running():
+    """Dropping a collection cancels its flush; one already running must end first, or Milvus Lite's
+    removal of the collection's files races the files the flush writes."""
+    started, release, cancelled = threading.Event(), threading.Event(), threading.Event()
+
+    def flush(name: str) -> None:
+        started.set()
+        release.wait(10)
+
+    scheduler = FlushScheduler(flush, delay_s=0)
+    scheduler.schedule("docs")
+    assert started.wait(10)
+    canceller = threading.Thread(target=lambda: (scheduler.cancel("docs"), cancelled.set()))
+    canceller.start()
+    assert not cancelled.wait(0.3)  # still flushing: cancel has not returned
+    release.set()
+    assert cancelled.wait(10)
+    canceller.join()
+    scheduler.cancel("docs")  # nothing pending or running now: returns at once

@@ -181,6 +181,15 @@ class MediaQuery(BaseModel):
         return self.image if self.image is not None else self.audio
 
 
+class VectorQuery(BaseModel):
+    """Search by a vector in the collection's space (its model's dimensions): one made elsewhere, such as
+    a query embedded once and searched in several collections of the model, or a document's own vector."""
+
+    model_config = ConfigDict(extra="forbid")
+    vector: Annotated[list[StrictFloat], Field(min_length=1)] | Annotated[StrictStr, Field(min_length=1)]
+    """A list of numbers, or base64 of little-endian float32 (as ``encoding_format: base64`` returns it)."""
+
+
 class RerankStage(BaseModel):
     """A search's last stage: a cross-encoder scores (query, text) of the best hits so far, and the
     k best by that score are the answer."""
@@ -200,8 +209,9 @@ class RerankStage(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: Annotated[str, Field(min_length=1)] | MediaQuery
-    """Text, or ``{"image": "data:..."}`` / ``{"audio": "data:..."}`` to search a media collection by example."""
+    query: Annotated[str, Field(min_length=1)] | MediaQuery | VectorQuery
+    """Text, ``{"image": "data:..."}`` / ``{"audio": "data:..."}`` to search a media collection by example, or
+    ``{"vector": [...]}`` to search by a vector of the collection's space (both dense only)."""
     k: Integer = Field(default=10, gt=0, le=1000)
     mode: SearchMode | None = None
     """Default: multivector for a multi-vector collection, else hybrid when the collection has BM25, else dense."""

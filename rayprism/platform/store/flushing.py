@@ -22,6 +22,8 @@ class FlushScheduler:
         self._flush = flush
         self._delay_s = delay_s
         self._timers: dict[str, threading.Timer] = {}
+        self._running: dict[str, threading.Thread] = {}
+        """The timer thread flushing each collection now."""
         self._lock = threading.Lock()
 
     def schedule(self, name: str) -> None:
@@ -36,23 +38,34 @@ class FlushScheduler:
         timer.start()
 
     def cancel(self, name: str) -> None:
+        """Drop the pending flush of ``name``, and wait for one that is running: a collection dropped while
+        Milvus Lite seals it can fail to drop (its files change under the removal)."""
         with self._lock:
             pending = self._timers.pop(name, None)
+            running = self._running.get(name)
         if pending is not None:
             pending.cancel()
+        if running is not None and running is not threading.current_thread():
+            running.join()
 
     def pending(self) -> list[str]:
         with self._lock:
             return list(self._timers)
 
     def _flush_quietly(self, name: str) -> None:
+        me = threading.current_thread()
         with self._lock:
-            if self._timers.get(name) is threading.current_thread():  # not a newer timer
+            if self._timers.get(name) is me:  # not a newer timer
                 del self._timers[name]
+            self._running[name] = me
         try:
             self._flush(name)
         except Exception:  # a failed background flush must not kill the timer thread silently
             logger.exception("background flush of %r failed", name)
+        finally:
+            with self._lock:
+                if self._running.get(name) is me:
+                    del self._running[name]
 
 
 class FlushGate(SharedExclusiveGate):
