@@ -122,7 +122,9 @@ def test_search_answers_documents_with_the_passages_that_matched(parts):
     assert found[0]["id"] == "doc2" and len({hit["id"] for hit in found}) == len(found)
     passages = found[0]["passages"]
     assert query in passages[0]["text"] and found[0]["fields"]["text"] == passages[0]["text"]
-    assert found[0]["score"] == passages[0]["score"] >= passages[-1]["score"] and len(passages) <= 3
+    assert passages[0]["score"] >= passages[-1]["score"] and len(passages) <= 3
+    dense = run(service.search("manuals", SearchRequest(query=query, k=4, passages=3, mode="dense")))["results"]
+    assert dense[0]["score"] == dense[0]["passages"][0]["score"]  # one route: a document scores as its best piece
     assert documents[2]["text"][passages[0]["start"]:].startswith(passages[0]["text"].strip()[:20])
     filtered = run(service.search("manuals", SearchRequest(query=query, k=4, filter='id != "doc2" and year >= 2001',
                                                            passages=0)))["results"]

@@ -142,16 +142,56 @@ def test_an_interrupted_write_is_not_taken_for_a_whole_document(store):
     assert got["text"] == new_doc["text"].upper() == joined(Slice(row["piece_start"], row["text"]) for row in new)
 
 
-def test_hybrid_search_fuses_pieces_then_groups_them(store):
+def min_max_fused(routes: list[list[tuple[str, float]]], weights: list[float]) -> list[tuple[str, float]]:
+    """numpy's weighted fusion: each list's scores scaled to [0, 1] over its own hits, then a weighted sum."""
+    fused: dict[str, float] = {}
+    for hits, weight in zip(routes, weights):
+        scores = np.array([score for _, score in hits])
+        span = scores.max() - scores.min()
+        scaled = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+        for (key, _), value in zip(hits, scaled):
+            fused[key] = fused.get(key, 0.0) + weight * float(value)
+    return sorted(fused.items(), key=lambda item: -item[1])
+
+
+def cosines(rows: list[dict], query: np.ndarray) -> list[tuple[str, float]]:
+    """Each piece's cosine to ``query`` (numpy), best first."""
+    scores = [(row["id"], float(row["dense"] @ query / np.linalg.norm(row["dense"]) / np.linalg.norm(query)))
+              for row in rows]
+    return sorted(scores, key=lambda item: -item[1])
+
+
+def best_per_document(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    best: dict[str, float] = {}
+    for key, score in pieces:
+        best.setdefault(key.rpartition("#")[0], score)
+    return list(best.items())
+
+
+def test_hybrid_search_fuses_each_piece_then_adds_the_documents_openings(store):
+    """A document's hybrid score: its best piece (dense and BM25 fused per piece) fused with how well its opening
+    matches the query by meaning (0.25). Compared with numpy over the pieces' vectors and Milvus's own BM25 scores
+    of each piece (doc-3's opening carries the query's vector, its second piece one of the query's words)."""
     if not store.bm25:
         pytest.skip("Milvus 2.3 has no BM25")
-    store.ensure(config("hybrid", True), DIMENSIONS)
+    store.ensure(config("routes", True), DIMENSIONS)
     _, rows = corpus()
-    store.upsert("hybrid", rows)
+    store.upsert("routes", rows)
     if store.path == "mirror":
-        store.mirrors.await_mirror("hybrid", 60)
-    query = np.random.default_rng(5).standard_normal(DIMENSIONS).astype(np.float32)
-    found = store.search("hybrid", SearchQuery(mode="hybrid", k=5, dense_vector=query, text="w17x12",
-                                               output_fields=["text"], passages=1))
-    assert found.ids[0] == "doc-17" and "w17x12" in found.passages[0][0]["text"]
-    assert len(set(found.ids)) == len(found.ids) == 5
+        store.mirrors.await_mirror("routes", 60)
+    opening = next(row for row in rows if row["id"] == "doc-3#0")
+    query = opening["dense"] + np.random.default_rng(7).standard_normal(DIMENSIONS).astype(np.float32) * 0.3
+    text = "w3x7 w11x2 w17x12"
+    everything = len(rows)
+    bm25 = store.hits("routes", "sparse", text, everything)  # Milvus's (or the mirror's) BM25 of each piece
+    per_piece = min_max_fused([cosines(rows, query), bm25], [0.5, 0.5])
+    openings = best_per_document(cosines([row for row in rows if row["piece_index"] == 0], query))
+    expected = min_max_fused([best_per_document(per_piece), openings], [0.75, 0.25])[:6]
+    found = store.search("routes", SearchQuery(mode="hybrid", k=6, dense_vector=query, text=text, candidates=everything,
+                                               passages=2, output_fields=["text"]))
+    assert found.ids == [doc_id for doc_id, _ in expected]
+    np.testing.assert_allclose(found.scores, [score for _, score in expected], rtol=1e-4)
+    pieces = dict(per_piece)
+    for doc_id, passages in zip(found.ids, found.passages):  # passages: the document's best pieces, by their fused score
+        mine = sorted((key for key in pieces if key.rpartition("#")[0] == doc_id), key=lambda key: -pieces[key])[:2]
+        assert [f"{doc_id}#{passage['index']}" for passage in passages] == mine

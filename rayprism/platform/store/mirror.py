@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from pymilvus import MilvusClient
 
-from rayprism.platform.config import DENSE_FIELD, DOCUMENT_ID_FIELD, SPARSE_FIELD
+from rayprism.platform.config import DENSE_FIELD, DOCUMENT_ID_FIELD, PIECE_INDEX_FIELD, SPARSE_FIELD
 from rayprism.platform.store.compressed import CodeFiles, CodeRoute, FetchVectors, SavedCodes
 from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, filter_mask
 from rayprism.platform.store.flushing import FlushGate
@@ -69,7 +69,8 @@ class Mirror:
             self.routes[SPARSE_FIELD] = Bm25Route(self.rows, **bm25_scoring)
         if layout.multivector is not None:
             self.routes[TOKENS_KEY] = TokenRoute(self.rows)
-        ids = {"id": "varchar", DOCUMENT_ID_FIELD: layout.id_type} if layout.chunking else {"id": layout.id_type}
+        ids = ({"id": "varchar", DOCUMENT_ID_FIELD: layout.id_type, PIECE_INDEX_FIELD: "int64"} if layout.chunking
+               else {"id": layout.id_type})
         self.columns = Columns({**ids, **layout.fields})
         self._fetch_vectors = fetch_vectors
         self.codes_read_back = False

@@ -147,13 +147,19 @@ def documents_from_pieces(rows: Iterable[dict], text_field: str, fields: Sequenc
     return documents
 
 
-def grouped(hits: Hits, k: int, passages: int, id_type: str) -> tuple[Hits, list[Hits]]:
-    """Piece hits (best first) as document hits, each scored by its best piece, the ``k`` best; and for each,
-    its best ``passages`` piece hits (key, score), best first."""
-    documents: dict[Any, list[tuple[str, float]]] = {}
+def by_document(hits: Hits, id_type: str) -> Hits:
+    """Piece hits (best first) as document hits, each scored by its best piece, best first."""
+    best: dict[Any, float] = {}
     for key, score in hits:
-        best = documents.setdefault(document_of(key, id_type), [])
-        if len(best) < passages:
-            best.append((key, score))
-    top = list(documents.items())[:k]  # dicts keep insertion order: a document enters at its best piece
-    return [(document_id, pieces[0][1]) for document_id, pieces in top], [pieces for _, pieces in top]
+        best.setdefault(document_of(key, id_type), score)  # a document enters at its best piece
+    return list(best.items())
+
+
+def best_pieces(hits: Hits, documents: Sequence[Any], passages: int, id_type: str) -> list[Hits]:
+    """For each of ``documents``, its best ``passages`` piece hits (key, score) among ``hits`` (best first)."""
+    wanted: dict[Any, list[tuple[str, float]]] = {document_id: [] for document_id in documents}
+    for key, score in hits:
+        pieces = wanted.get(document_of(key, id_type))
+        if pieces is not None and len(pieces) < passages:
+            pieces.append((key, score))
+    return [wanted[document_id] for document_id in documents]
