@@ -7,6 +7,7 @@ they are set here, at import, before anything imports ``ray.serve``.
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,24 @@ def actor_pids(class_name: str) -> list[int]:
 
 STORE_REPLICA = "ServeReplica:rayprism:store"
 SERVING_REPLICA = "ServeReplica:rayprism:rayprism"
+
+
+RESTART_OVERHEAD_S = 10
+"""What Ray adds to a serving replica's own start when it replaces a killed one: a fresh worker, ``import
+ray.serve``, the controller noticing and routing to it (4.9 s measured on a quiet machine, twice that busy)."""
+
+
+def cold_replica_start_s(config: Path) -> float:
+    """How long this machine takes, now, to start one serving replica's Python from nothing: import the app and
+    load the models of the serve config at ``config``, in a fresh process. The floor of any recovery: a busy 2-core
+    machine stretches it from ~13 s to past 30 s, so recovery bounds are held to it as measured in the same run."""
+    import subprocess
+    import sys
+
+    script = ("import sys; import rayprism.deployments.app; "
+              "from rayprism.deployments.service import EmbeddingService; "
+              "from rayprism.platform.config import load_serve_config; "
+              "EmbeddingService(load_serve_config(sys.argv[1])).wait_loaded()")
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script, str(config)], check=True, capture_output=True, timeout=300)
+    return time.monotonic() - started

@@ -26,7 +26,7 @@ from rayprism.client import Client
 from rayprism.deployments.ingress import port_plan
 from rayprism.deployments.lifecycle import ServiceHome
 from rayprism.platform.config import load_serve_config
-from tests.integration.conftest import free_port
+from tests.integration.conftest import RESTART_OVERHEAD_S, cold_replica_start_s, free_port
 
 STOP_WITHIN_S = 15
 RECOVER_WITHIN_S = 20
@@ -35,7 +35,6 @@ RECOVER_WITHIN_S = 20
 a busy 2-core machine stretches past 30 s: the test also accepts that start, measured in the same run,
 plus ``RESTART_OVERHEAD_S`` for Ray to notice, schedule and route (what a stuck port, a quarantine or
 an unrouted replica would blow through)."""
-RESTART_OVERHEAD_S = 10
 
 
 def free_ranges(count: int, span: int) -> list[int]:
@@ -142,18 +141,6 @@ class Service:
         for process in self.started.values():
             if process.is_running():
                 process.kill()
-
-
-def cold_replica_start_s(config: Path) -> float:
-    """How long this machine takes, now, to start one serving replica's Python from nothing: import
-    the app and load the config's models, in a fresh process."""
-    script = ("import sys; import rayprism.deployments.app; "
-              "from rayprism.deployments.service import EmbeddingService; "
-              "from rayprism.platform.config import load_serve_config; "
-              "EmbeddingService(load_serve_config(sys.argv[1])).wait_loaded()")
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-c", script, str(config)], check=True, capture_output=True, timeout=300)
-    return time.monotonic() - started
 
 
 REPLICA_FAILED = "a serving replica failed while it answered"
