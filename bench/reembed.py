@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from retrieval import DATA, FIELDS, percentile_ms, read_jsonl, scores
+from debian import DATA, FIELDS, percentile_ms, read_jsonl, scores
 from services import REPO, rayprism_service, start, stop
 
 PHASES = ("before", "during", "after")

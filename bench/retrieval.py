@@ -44,18 +44,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from debian import DATA, FIELDS, REPO, percentile_ms, read_jsonl, scores
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.milvus_server import milvus_server  # noqa: E402  (the test suite's embedded Milvus server)
 
-DATA = REPO.parent / "shared" / "data" / "debian"
 REFERENCE = {  # ../shared/data/debian/README.md: plain script, all-MiniLM-L6-v2 + Milvus Lite
     "dense": (0.764, 0.683, 0.916),
     "sparse": (0.792, 0.732, 0.896),
     "hybrid rrf k=60": (0.809, 0.740, 0.933),
 }
-FIELDS = {"package": "varchar", "section": "varchar", "priority": "varchar", "installed_size": "int64"}
 CONFIGS = [
     ("dense", {"mode": "dense"}),
     ("sparse", {"mode": "sparse"}),
@@ -79,11 +77,6 @@ def reranked_options(candidates: int, weight: float = 1.0) -> dict:
     return {"mode": "hybrid", "rerank": {"model": RERANKER, "candidates": candidates, "weight": weight}}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open() as lines:
-        return [json.loads(line) for line in lines]
-
-
 def start_service(config_path: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     process = subprocess.Popen(
@@ -96,22 +89,6 @@ def start_service(config_path: Path, port: int) -> subprocess.Popen:
         if line.startswith("error:"):
             raise SystemExit(line)
     raise SystemExit("the service exited before it was ready")
-
-
-def scores(ranked: list[list[str]], targets: list[str]) -> tuple[float, float, float]:
-    mrr = r1 = r10 = 0.0
-    for ids, target in zip(ranked, targets):
-        if target in ids[:10]:
-            rank = ids.index(target) + 1
-            mrr += 1 / rank
-            r1 += rank == 1
-            r10 += 1
-    n = len(targets)
-    return mrr / n, r1 / n, r10 / n
-
-
-def percentile_ms(seconds: list[float], q: float) -> float:
-    return float(np.percentile(seconds, q) * 1e3)
 
 
 def main() -> None:
