@@ -21,7 +21,7 @@ from rayprism.integrations._service import SEARCH_PAGE, Connected, Service
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-    from llama_index.core.schema import BaseNode, MetadataMode
+    from llama_index.core.schema import BaseNode, MetadataMode, TextNode
     from llama_index.core.vector_stores.types import (
         BasePydanticVectorStore,
         FilterCondition,
@@ -37,6 +37,9 @@ except ImportError as error:
     raise missing_extra(__name__, "llama-index", error) from error
 
 __all__ = ["RayprismEmbedding", "RayprismVectorStore"]
+
+NODE_RECORD = "_node_content"
+"""The metadata key under which LlamaIndex keeps a node it wrote (its class, relationships...)."""
 
 MODES = {VectorStoreQueryMode.DEFAULT: "dense", VectorStoreQueryMode.HYBRID: "hybrid",
          VectorStoreQueryMode.SPARSE: "sparse", VectorStoreQueryMode.TEXT_SEARCH: "sparse"}
@@ -199,6 +202,8 @@ class RayprismVectorStore(BasePydanticVectorStore):
 
     def _node(self, stored: dict[str, Any]) -> BaseNode:
         text, metadata = self._layout.text_and_metadata(stored)
+        if NODE_RECORD not in metadata:  # a document another writer stored (`rayprism ingest`, the API, a job)
+            return TextNode(id_=str(stored["id"]), text=text, metadata=metadata)
         node = metadata_dict_to_node(metadata, text=text)
         node.id_ = str(stored["id"])
         return node

@@ -118,3 +118,30 @@ def test_embedding_is_minilm(service_url, reference_minilm):
     expected = reference_minilm.encode(texts, normalize_embeddings=True)
     assert cosines(np.array(embedding.get_text_embedding_batch(texts)), expected).min() > 0.9999
     assert cosines(np.array([embedding.get_query_embedding(texts[1])]), expected[1:]).min() > 0.9999
+
+
+def test_a_collection_filled_through_the_api_reads_as_nodes(service_url):
+    """A collection LlamaIndex did not write (no json metadata field, no node records: what `rayprism ingest` or
+    the documents API leave) answers a retriever as the service's own search does, its fields as metadata."""
+    name = f"li_api_{uuid.uuid4().hex[:8]}"
+    created = httpx.post(f"{service_url}/v1/collections", json={"name": name, "model": "minilm", "fields": SAMPLE_FIELDS},
+                         timeout=60)
+    assert created.status_code == 201, created.text
+    try:
+        documents = [{"id": row["id"], "text": row["text"], **{key: row[key] for key in SAMPLE_FIELDS}} for row in ROWS]
+        assert httpx.post(f"{service_url}/v1/collections/{name}/documents", json={"documents": documents},
+                          timeout=300).status_code == 200
+        wait_for_mirror(service_url, name)
+        store = RayprismVectorStore(name, url=service_url, metadata_field=None)
+        retriever = VectorStoreIndex.from_vector_store(
+            store, embed_model=RayprismEmbedding(url=service_url, model="minilm")).as_retriever(
+            similarity_top_k=5, vector_store_query_mode="hybrid")
+        for query in QUERIES[:5]:
+            hits = retriever.retrieve(query["query"])
+            answer = search(service_url, {"query": query["query"], "k": 5, "mode": "hybrid"}, name)
+            assert [hit.node.node_id for hit in hits] == [str(hit["id"]) for hit in answer]
+            row = next(row for row in ROWS if str(row["id"]) == hits[0].node.node_id)
+            assert hits[0].node.get_content() == row["text"]
+            assert hits[0].node.metadata == {key: row[key] for key in SAMPLE_FIELDS}
+    finally:
+        httpx.delete(f"{service_url}/v1/collections/{name}", timeout=60)
