@@ -148,7 +148,7 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
     job = job_plan.job
     inputs = _calibration_inputs(job, job_plan.units, job.int8_calibration_rows)
 
-    @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus)
+    @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus, resources=dict(job.compute.resources))
     def calibrate(model: JobModelConfig, inputs: list, modality: str) -> np.ndarray:
         from rayprism.jobs.worker import prepare_inputs
         from rayprism.platform.models.registry import load_encoder
@@ -316,6 +316,7 @@ def _unit_dataset(units: list[Unit], setup: WorkerSetup):
             compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
             num_cpus=compute.num_cpus,
             num_gpus=compute.num_gpus,
+            resources=dict(compute.resources),
             fn_constructor_args=(setup,),
             max_restarts=0,
         )

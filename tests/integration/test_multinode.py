@@ -1,0 +1,103 @@
+"""Several Ray nodes on this one machine (tests/ray_cluster.py): what config places where, and what a
+lost node costs. The service and jobs run as a user runs them against a cluster (``rayprism serve
+--address``, ``rayprism embed --address``), in processes of their own; the cluster's state API says
+where each actor runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import cosines
+from tests.integration.conftest import free_port
+from tests.ray_cluster import RayCluster, cluster_env
+
+GPU_NODE = "gpu-node"  # the one node with the custom resource {"gpu_node": 1}
+SERVING_REPLICA = "ServeReplica:rayprism:rayprism"
+GROUP_REPLICA = "ServeReplica:rayprism:group-accel"
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.5)
+    return value
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a node with ``{"gpu_node": 1}``, one CPU each."""
+    nodes = RayCluster(cluster_env())
+    try:
+        nodes.start(num_cpus=1)
+        nodes.add_node(GPU_NODE, num_cpus=1, resources={"gpu_node": 1})
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+class Service:
+    """``rayprism serve <config> --address <cluster>`` in a process of its own, stopped by its pid."""
+
+    def __init__(self, cluster: RayCluster, config: dict, directory):
+        self.port = config["server"]["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = directory / "serve.yaml"
+        path.write_text(json.dumps(config))
+        self.log = (directory / "serve.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rayprism.cli", "serve", str(path), "--address", cluster.gcs_address],
+            stdout=self.log, stderr=subprocess.STDOUT, env=cluster.env, cwd=directory, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        def ready():
+            assert self.process.poll() is None, (self.log.flush(), open(self.log.name).read())[1]
+            try:
+                return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout_s, "the service ready")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)  # it deletes its application, then ends
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.log.close()
+
+
+def test_a_group_that_asks_for_a_nodes_resource_runs_on_that_node(cluster, tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    config = {
+        "server": {"port": free_port()},
+        "store": {"uri": str(tmp_path / "store.db")},
+        "deployment": {"num_cpus": 0.25},
+        "models": [{"name": "local", "source": tiny_model_path}, {"name": "remote", "source": tiny_model_path}],
+        "deployments": [{"name": "accel", "models": ["remote"], "num_cpus": 0.25, "resources": {"gpu_node": 1}}],
+    }
+    service = Service(cluster, config, tmp_path)
+    try:
+        service.wait_ready()
+        texts = ["placed by its config", "on the node that has the resource"]
+        response = httpx.post(f"{service.url}/v1/embeddings", json={"model": "remote", "input": texts}, timeout=120)
+        assert response.status_code == 200, response.text
+        [group] = cluster.actors(GROUP_REPLICA)
+        assert group.node_id == cluster.nodes[GPU_NODE].node_id
+        reference = SentenceTransformer(tiny_model_path, device="cpu").encode(texts)
+        assert cosines([item["embedding"] for item in response.json()["data"]], reference).min() >= 0.99999
+    finally:
+        service.stop()
