@@ -249,6 +249,7 @@ def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
     """The actor that writes the job's collection and the collection's config (both None without one);
     a collection the job's rows do not fit is refused here, before any unit runs."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from rayprism.jobs.sink import MilvusSink, ServiceSink
 
@@ -257,7 +258,10 @@ def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
         return None, None
     spec = None if isinstance(output.collection, str) else output.collection
     sink_class, target = (ServiceSink, output.service_url) if output.service_url else (MilvusSink, output.store_uri)
-    sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
+    # On this node: a Milvus Lite file is on this machine's disk, and a cluster may lose any other node.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    sink = ray.remote(num_cpus=0, scheduling_strategy=here)(sink_class).remote(
+        target, output.collection_name, spec, job.model.name)
     try:
         collection = ray.get(sink.open.remote())
         _check_collection(job, collection)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from tests.conftest import cosines
 from tests.integration.conftest import free_port
 from tests.ray_cluster import RayCluster, cluster_env
 
+SAMPLE = [json.loads(line) for line in (Path(__file__).parents[1] / "data" / "debian-sample.jsonl").read_text().splitlines()]
 GPU_NODE = "gpu-node"  # the one node with the custom resource {"gpu_node": 1}
 SERVING_REPLICA = "ServeReplica:rayprism:rayprism"
 GROUP_REPLICA = "ServeReplica:rayprism:group-accel"
@@ -101,3 +103,67 @@ def test_a_group_that_asks_for_a_nodes_resource_runs_on_that_node(cluster, tiny_
         assert cosines([item["embedding"] for item in response.json()["data"]], reference).min() >= 0.99999
     finally:
         service.stop()
+
+
+def test_a_batch_job_spreads_over_the_nodes_and_loses_no_row_with_a_node(cluster, tiny_model_path, tmp_path):
+    """Encoder actors on both nodes (each unit's record names its node); the node with one of them is
+    killed once it has finished a unit: the job ends with every input row in the collection once, the
+    vectors sentence-transformers computes. Runs after the placement test: it ends the GPU node."""
+    from sentence_transformers import SentenceTransformer
+
+    from rayprism.platform.config import DENSE_FIELD
+    from rayprism.platform.store.milvus import MilvusStore
+
+    rows = [{"id": f"{copy}-{row['id']}", "text": row["text"]} for copy in range(3) for row in SAMPLE]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    job = {
+        "input": {"path": "corpus.jsonl"},
+        "model": {"name": "tiny", "source": tiny_model_path},
+        # one CPU per actor: at most one on each node; 30 units of 12 rows
+        "compute": {"num_cpus": 1, "torch_threads": 1, "min_actors": 1, "max_actors": 2, "rows_per_part": 12},
+        "output": {"parquet": "out", "collection": "spread", "uri": str(tmp_path / "job.db")},
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(job))
+    log = (tmp_path / "embed.log").open("w+")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rayprism.cli", "embed", "job.yaml", "--address", cluster.gcs_address],
+        stdout=log, stderr=subprocess.STDOUT, env=cluster.env, cwd=tmp_path, start_new_session=True,
+    )
+    try:
+        gpu_node = cluster.nodes[GPU_NODE].node_id
+
+        def on_gpu_node():
+            assert driver.poll() is None, "the job ended before a unit finished on the GPU node"
+            return [unit for unit in done_units(tmp_path) if unit["node"] == gpu_node]
+
+        done = wait_for(on_gpu_node, 300, "a unit finished on the GPU node")
+        cluster.kill(GPU_NODE)
+        assert len(done_units(tmp_path)) < 30, "the job was over before the node was lost"
+        driver.wait(400)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(30)
+    log.seek(0)
+    output = log.read()
+    assert driver.returncode == 0, output
+    assert "encoder workers lost" in output  # the lost node's actor: its unfinished unit ran again
+    units = done_units(tmp_path)
+    assert len(units) == 30 and sum(unit["rows"] for unit in units) == len(rows)
+    assert {unit["node"] for unit in units} == {cluster.nodes["head"].node_id, gpu_node} and done
+    store = MilvusStore(str(tmp_path / "job.db"))
+    try:
+        assert store.count("spread") == len(rows)
+        assert sorted(store.ids("spread")) == sorted(row["id"] for row in rows)
+        sample = [row["id"] for row in rows[::37]]
+        stored = {item["id"]: item[DENSE_FIELD] for item in store.get("spread", sample, [DENSE_FIELD])}
+    finally:
+        store.close()
+    texts = {row["id"]: row["text"] for row in rows}
+    reference = SentenceTransformer(tiny_model_path, device="cpu").encode([texts[i] for i in sample])
+    assert cosines([stored[i] for i in sample], reference).min() >= 0.9999
+
+
+def done_units(job_dir) -> list[dict]:
+    """The job's records of finished units (rows, rejected rows, the node that did it)."""
+    return [json.loads(path.read_text()) for path in (job_dir / "out" / "_done").glob("*.json")]
