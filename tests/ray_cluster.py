@@ -44,7 +44,9 @@ class RayCluster:
         self.nodes: dict[str, Node] = {}
         self.gcs_address = ""
         self.dashboard_url = ""
-        self._next_worker_port = 20000 + (os.getpid() % 100) * 400
+        # Worker ports between Ray's default range (10002-19999, other Rays here) and the ephemeral ports
+        # (32768 and up) that free_ports hands out: room for 5 nodes of 200 ports per test process.
+        self._next_worker_port = 20000 + (os.getpid() % 10) * 1200
 
     def start(self, *, num_cpus: float, timeout_s: float = 180) -> None:
         gcs, dashboard, client = free_ports(3)
@@ -53,15 +55,14 @@ class RayCluster:
         self._launch("head", ["--head", f"--port={gcs}", f"--num-cpus={num_cpus}", "--include-dashboard=true",
                               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                               f"--ray-client-server-port={client}", f"--temp-dir={self.temp_dir}"])
-        self._wait_for_nodes(1, timeout_s)
+        self._wait_for_nodes(timeout_s)
 
     def add_node(self, name: str, *, num_cpus: float, resources: dict[str, float] | None = None,
                  timeout_s: float = 180) -> Node:
         """A worker node that has joined the cluster (its Ray node id known)."""
-        expected = len(self.alive_nodes()) + 1
         self._launch(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}",
                             f"--resources={json.dumps(resources or {})}"])
-        self._wait_for_nodes(expected, timeout_s)
+        self._wait_for_nodes(timeout_s)
         return self.nodes[name]
 
     def kill(self, name: str) -> None:
@@ -104,22 +105,28 @@ class RayCluster:
         )
         self.nodes[name] = Node(name, process)
 
-    def _wait_for_nodes(self, count: int, timeout_s: float) -> None:
+    def _wait_for_nodes(self, timeout_s: float) -> None:
+        """Until every node started and not killed is alive in the cluster (a killed one may still
+        count as alive for a while: the cluster learns of it by missed heartbeats)."""
         deadline = time.monotonic() + timeout_s
         while True:
             running = {name: node for name, node in self.nodes.items() if node.process.returncode is None}
             for node in running.values():
-                assert node.process.poll() is None, f"node {node.name} ended (rc {node.process.returncode})"
+                assert node.process.poll() is None, (
+                    f"node {node.name} ended (rc {node.process.returncode}): {self.log_tail(node.name)}")
             try:
                 alive = self.alive_nodes() if self.dashboard_ready() else {}
             except Exception:  # the dashboard answers before its state API is up
                 alive = {}
-            if all(name in alive for name in running) and len(alive) >= count:
+            if all(name in alive for name in running):
                 for name, node in running.items():
                     node.node_id = alive[name]
                 return
-            assert time.monotonic() < deadline, f"{count} nodes not up within {timeout_s} s (alive: {sorted(alive)})"
+            assert time.monotonic() < deadline, f"{sorted(running)} not up within {timeout_s} s (alive: {sorted(alive)})"
             time.sleep(1)
+
+    def log_tail(self, name: str) -> str:
+        return (Path(self.temp_dir) / f"{name}.log").read_text()[-2000:]
 
     def dashboard_ready(self) -> bool:
         import httpx
@@ -136,4 +143,5 @@ def cluster_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     env["RAY_AUTH_MODE"] = "disabled"  # a throwaway cluster on loopback: no token to hand every client
+    env["RAY_raylet_start_wait_time_s"] = "180"  # a node's raylet starts slowly on a loaded 2-core machine (30 s default)
     return env

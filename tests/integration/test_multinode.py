@@ -22,7 +22,6 @@ from tests.ray_cluster import RayCluster, cluster_env
 
 SAMPLE = [json.loads(line) for line in (Path(__file__).parents[1] / "data" / "debian-sample.jsonl").read_text().splitlines()]
 GPU_NODE = "gpu-node"  # the one node with the custom resource {"gpu_node": 1}
-SERVING_REPLICA = "ServeReplica:rayprism:rayprism"
 GROUP_REPLICA = "ServeReplica:rayprism:group-accel"
 
 
@@ -167,3 +166,4 @@ def test_a_batch_job_spreads_over_the_nodes_and_loses_no_row_with_a_node(cluster
 def done_units(job_dir) -> list[dict]:
     """The job's records of finished units (rows, rejected rows, the node that did it)."""
     return [json.loads(path.read_text()) for path in (job_dir / "out" / "_done").glob("*.json")]
+
