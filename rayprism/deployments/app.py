@@ -76,7 +76,8 @@ def deployment_options(config: ServeConfig) -> dict:
     resources = config.deployment
     options: dict = {
         "name": DEPLOYMENT_NAME,
-        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
+        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
+                              "resources": dict(resources.resources)},
         "max_ongoing_requests": resources.max_ongoing_requests,
         "graceful_shutdown_timeout_s": resources.graceful_shutdown_timeout_s,
         "health_check_period_s": resources.health_check_period_s,

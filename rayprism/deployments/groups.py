@@ -69,7 +69,8 @@ def group_options(config: ServeConfig, group: GroupConfig) -> dict:
     replicas = group.replicas
     return {
         "name": group_deployment_name(group.name),
-        "ray_actor_options": {"num_cpus": group.num_cpus, "num_gpus": group.num_gpus},
+        "ray_actor_options": {"num_cpus": group.num_cpus, "num_gpus": group.num_gpus,
+                              "resources": dict(group.resources)},
         "max_ongoing_requests": group.max_ongoing_requests,
         "health_check_period_s": config.deployment.health_check_period_s,
         "autoscaling_config": {

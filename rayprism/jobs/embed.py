@@ -148,7 +148,7 @@ def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
     job = job_plan.job
     inputs = _calibration_inputs(job, job_plan.units, job.int8_calibration_rows)
 
-    @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus)
+    @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus, resources=dict(job.compute.resources))
     def calibrate(model: JobModelConfig, inputs: list, modality: str) -> np.ndarray:
         from rayprism.jobs.worker import prepare_inputs
         from rayprism.platform.models.registry import load_encoder
@@ -249,6 +249,7 @@ def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
     """The actor that writes the job's collection and the collection's config (both None without one);
     a collection the job's rows do not fit is refused here, before any unit runs."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from rayprism.jobs.sink import MilvusSink, ServiceSink
 
@@ -257,7 +258,10 @@ def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
         return None, None
     spec = None if isinstance(output.collection, str) else output.collection
     sink_class, target = (ServiceSink, output.service_url) if output.service_url else (MilvusSink, output.store_uri)
-    sink = ray.remote(num_cpus=0)(sink_class).remote(target, output.collection_name, spec, job.model.name)
+    # On this node: a Milvus Lite file is on this machine's disk, and a cluster may lose any other node.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    sink = ray.remote(num_cpus=0, scheduling_strategy=here)(sink_class).remote(
+        target, output.collection_name, spec, job.model.name)
     try:
         collection = ray.get(sink.open.remote())
         _check_collection(job, collection)
@@ -316,6 +320,7 @@ def _unit_dataset(units: list[Unit], setup: WorkerSetup):
             compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
             num_cpus=compute.num_cpus,
             num_gpus=compute.num_gpus,
+            resources=dict(compute.resources),
             fn_constructor_args=(setup,),
             max_restarts=0,
         )

@@ -3,7 +3,7 @@
 Layout of the state directory (the parquet directory when there is one)::
 
     _job.json              what this directory holds results of (refused if the job changed)
-    _done/<unit>.json      one per finished unit: rows written, rows rejected
+    _done/<unit>.json      one per finished unit: rows written, rows rejected, the Ray node that did it
     _errors/<unit>.jsonl   rejected rows of that unit, if it had any: file, row, id, reason
     _int8_ranges.json      per-dimension ranges of the int8 codec
     _errors.jsonl          all rejected rows, merged at the end of a run (only if there are any)
@@ -52,12 +52,13 @@ class JobState:
     def is_done(self, unit_id: str) -> bool:
         return self._marker(unit_id).exists()
 
-    def mark_done(self, unit_id: str, rows: int, errors: list[dict]) -> None:
-        """Errors first, then the marker: a unit counts as done only with its errors recorded."""
+    def mark_done(self, unit_id: str, rows: int, errors: list[dict], node: str = "") -> None:
+        """Errors first, then the marker: a unit counts as done only with its errors recorded. ``node``
+        (the Ray node id) tells, on a cluster, which machine wrote the unit."""
         if errors:
             lines = "".join(json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
             write_atomically(self.directory / "_errors" / f"{unit_id}.jsonl", lines.encode())
-        write_atomically(self._marker(unit_id), json.dumps({"rows": rows, "errors": len(errors)}).encode())
+        write_atomically(self._marker(unit_id), json.dumps({"rows": rows, "errors": len(errors), "node": node}).encode())
 
     def totals(self, unit_ids: Iterable[str] | None = None) -> tuple[int, int]:
         """(rows written, rows rejected) over the finished units among ``unit_ids``; by default over

@@ -236,5 +236,5 @@ class UnitWorker:
             for row, vector in zip(rows.collection_rows, vectors):  # none when the service embeds
                 row[DENSE_FIELD] = vector
             ray.get(self.sink.upsert.remote(rows.collection_rows))
-        self.state.mark_done(unit.id, documents, rows.errors)
+        self.state.mark_done(unit.id, documents, rows.errors, node=ray.get_runtime_context().get_node_id())
         return UnitReport(unit.id, documents, len(rows.errors), time.perf_counter() - started)

@@ -70,6 +70,9 @@ def test_bad_value_names_file_key_path_and_value(tmp_path):
         ("collections:\n  - name: bad-name\n", "collections[0].name"),
         ("collections:\n  - name: c\n    fields: {n: float128}\n", "collections[0].fields.n"),
         ("seed: {collection: c, files: [a.md]}\n", "seed.collection 'c' is not declared"),
+        ("deployment:\n  resources: {GPU: 1}\n", "['GPU'] are Ray's own resources: set num_cpus / num_gpus instead"),
+        ("deployments:\n  - {name: g, models: [all-MiniLM-L6-v2], resources: {gpu_node: 0}}\n",
+         "deployments[0].resources.gpu_node"),
     ],
 )
 def test_invalid_configs_fail_with_a_pointed_message(tmp_path, text, expected):

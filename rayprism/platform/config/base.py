@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from rayprism.platform.errors import ConfigError
 
@@ -24,6 +24,22 @@ class StrictModel(BaseModel):
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom_only(resources: dict[str, float]) -> dict[str, float]:
+    builtin = sorted(set(resources) & set(RAY_BUILTIN_RESOURCES))
+    if builtin:
+        raise ValueError(f"{builtin} are Ray's own resources: set num_cpus / num_gpus instead")
+    return resources
+
+
+CustomResources = Annotated[dict[str, Annotated[float, Field(gt=0)]], AfterValidator(_custom_only)]
+"""Ray custom resources an actor needs, e.g. ``{gpu_node: 1}``: it is placed only on nodes started with
+them (``ray start --resources``, a KubeRay worker group's ``rayStartParams``), which is how a config
+pins a deployment or a job's workers to one kind of node."""
 
 
 def _number_only(value: Any) -> Any:

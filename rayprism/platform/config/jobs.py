@@ -8,7 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rayprism.platform.config.base import PositiveInt, StrictModel, check_unique, is_lite_uri, load_config
+from rayprism.platform.config.base import (
+    CustomResources,
+    PositiveInt,
+    StrictModel,
+    check_unique,
+    is_lite_uri,
+    load_config,
+)
 from rayprism.platform.config.collections import CollectionConfig
 from rayprism.platform.config.models import ModelConfig, threads_for
 from rayprism.platform.config.serve import DEFAULT_STORE_URI, load_serve_config
@@ -99,6 +106,8 @@ class ComputeConfig(StrictModel):
     """Rows per unit of work: one parquet part, one resumable step."""
     num_cpus: Annotated[float, Field(gt=0)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0
+    resources: CustomResources = Field(default_factory=dict)
+    """Custom Ray resources each encoder actor needs: the job's workers run only on nodes that have them."""
     torch_threads: PositiveInt | None = None
     """Default: ``num_cpus`` (rounded down, at least 1)."""
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rayprism.platform.config.base import (
+    CustomResources,
     NonNegativeFloat,
     PositiveInt,
     StrictModel,
@@ -54,6 +55,8 @@ class DeploymentConfig(StrictModel):
 
     num_cpus: Annotated[float, Field(ge=0)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0
+    resources: CustomResources = Field(default_factory=dict)
+    """Custom Ray resources each serving replica needs: it runs only on nodes that have them."""
     replicas: ReplicasConfig = ReplicasConfig()
     max_ongoing_requests: PositiveInt = 512
     graceful_shutdown_timeout_s: NonNegativeFloat = 10
@@ -73,6 +76,9 @@ class GroupConfig(StrictModel):
     num_cpus: Annotated[float, Field(ge=0)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0
     """Fractions share a GPU between groups (e.g. 0.5)."""
+    resources: CustomResources = Field(default_factory=dict)
+    """Custom Ray resources each replica of the group needs, e.g. ``{gpu_node: 1}``: the group runs
+    only on nodes that have them."""
     replicas: GroupReplicasConfig = GroupReplicasConfig()
     max_ongoing_requests: PositiveInt = 256
     start_timeout_s: Annotated[float, Field(gt=0)] = 120

@@ -1,0 +1,169 @@
+"""Several Ray nodes on this one machine (tests/ray_cluster.py): what config places where, and what a
+lost node costs. The service and jobs run as a user runs them against a cluster (``rayprism serve
+--address``, ``rayprism embed --address``), in processes of their own; the cluster's state API says
+where each actor runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import cosines
+from tests.integration.conftest import free_port
+from tests.ray_cluster import RayCluster, cluster_env
+
+SAMPLE = [json.loads(line) for line in (Path(__file__).parents[1] / "data" / "debian-sample.jsonl").read_text().splitlines()]
+GPU_NODE = "gpu-node"  # the one node with the custom resource {"gpu_node": 1}
+GROUP_REPLICA = "ServeReplica:rayprism:group-accel"
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.5)
+    return value
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a node with ``{"gpu_node": 1}``, one CPU each."""
+    nodes = RayCluster(cluster_env())
+    try:
+        nodes.start(num_cpus=1)
+        nodes.add_node(GPU_NODE, num_cpus=1, resources={"gpu_node": 1})
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+class Service:
+    """``rayprism serve <config> --address <cluster>`` in a process of its own, stopped by its pid."""
+
+    def __init__(self, cluster: RayCluster, config: dict, directory):
+        self.port = config["server"]["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = directory / "serve.yaml"
+        path.write_text(json.dumps(config))
+        self.log = (directory / "serve.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rayprism.cli", "serve", str(path), "--address", cluster.gcs_address],
+            stdout=self.log, stderr=subprocess.STDOUT, env=cluster.env, cwd=directory, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        def ready():
+            assert self.process.poll() is None, (self.log.flush(), open(self.log.name).read())[1]
+            try:
+                return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout_s, "the service ready")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)  # it deletes its application, then ends
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.log.close()
+
+
+def test_a_group_that_asks_for_a_nodes_resource_runs_on_that_node(cluster, tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    config = {
+        "server": {"port": free_port()},
+        "store": {"uri": str(tmp_path / "store.db")},
+        "deployment": {"num_cpus": 0.25},
+        "models": [{"name": "local", "source": tiny_model_path}, {"name": "remote", "source": tiny_model_path}],
+        "deployments": [{"name": "accel", "models": ["remote"], "num_cpus": 0.25, "resources": {"gpu_node": 1}}],
+    }
+    service = Service(cluster, config, tmp_path)
+    try:
+        service.wait_ready()
+        texts = ["placed by its config", "on the node that has the resource"]
+        response = httpx.post(f"{service.url}/v1/embeddings", json={"model": "remote", "input": texts}, timeout=120)
+        assert response.status_code == 200, response.text
+        [group] = cluster.actors(GROUP_REPLICA)
+        assert group.node_id == cluster.nodes[GPU_NODE].node_id
+        reference = SentenceTransformer(tiny_model_path, device="cpu").encode(texts)
+        assert cosines([item["embedding"] for item in response.json()["data"]], reference).min() >= 0.99999
+    finally:
+        service.stop()
+
+
+def test_a_batch_job_spreads_over_the_nodes_and_loses_no_row_with_a_node(cluster, tiny_model_path, tmp_path):
+    """Encoder actors on both nodes (each unit's record names its node); the node with one of them is
+    killed once it has finished a unit: the job ends with every input row in the collection once, the
+    vectors sentence-transformers computes. Runs after the placement test: it ends the GPU node."""
+    from sentence_transformers import SentenceTransformer
+
+    from rayprism.platform.config import DENSE_FIELD
+    from rayprism.platform.store.milvus import MilvusStore
+
+    rows = [{"id": f"{copy}-{row['id']}", "text": row["text"]} for copy in range(3) for row in SAMPLE]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    job = {
+        "input": {"path": "corpus.jsonl"},
+        "model": {"name": "tiny", "source": tiny_model_path},
+        # one CPU per actor: at most one on each node; 30 units of 12 rows
+        "compute": {"num_cpus": 1, "torch_threads": 1, "min_actors": 1, "max_actors": 2, "rows_per_part": 12},
+        "output": {"parquet": "out", "collection": "spread", "uri": str(tmp_path / "job.db")},
+    }
+    (tmp_path / "job.yaml").write_text(json.dumps(job))
+    log = (tmp_path / "embed.log").open("w+")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "rayprism.cli", "embed", "job.yaml", "--address", cluster.gcs_address],
+        stdout=log, stderr=subprocess.STDOUT, env=cluster.env, cwd=tmp_path, start_new_session=True,
+    )
+    try:
+        gpu_node = cluster.nodes[GPU_NODE].node_id
+
+        def on_gpu_node():
+            assert driver.poll() is None, "the job ended before a unit finished on the GPU node"
+            return [unit for unit in done_units(tmp_path) if unit["node"] == gpu_node]
+
+        done = wait_for(on_gpu_node, 300, "a unit finished on the GPU node")
+        cluster.kill(GPU_NODE)
+        assert len(done_units(tmp_path)) < 30, "the job was over before the node was lost"
+        driver.wait(400)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(30)
+    log.seek(0)
+    output = log.read()
+    assert driver.returncode == 0, output
+    assert "encoder workers lost" in output  # the lost node's actor: its unfinished unit ran again
+    units = done_units(tmp_path)
+    assert len(units) == 30 and sum(unit["rows"] for unit in units) == len(rows)
+    assert {unit["node"] for unit in units} == {cluster.nodes["head"].node_id, gpu_node} and done
+    store = MilvusStore(str(tmp_path / "job.db"))
+    try:
+        assert store.count("spread") == len(rows)
+        assert sorted(store.ids("spread")) == sorted(row["id"] for row in rows)
+        sample = [row["id"] for row in rows[::37]]
+        stored = {item["id"]: item[DENSE_FIELD] for item in store.get("spread", sample, [DENSE_FIELD])}
+    finally:
+        store.close()
+    texts = {row["id"]: row["text"] for row in rows}
+    reference = SentenceTransformer(tiny_model_path, device="cpu").encode([texts[i] for i in sample])
+    assert cosines([stored[i] for i in sample], reference).min() >= 0.9999
+
+
+def done_units(job_dir) -> list[dict]:
+    """The job's records of finished units (rows, rejected rows, the node that did it)."""
+    return [json.loads(path.read_text()) for path in (job_dir / "out" / "_done").glob("*.json")]
+
