@@ -1,15 +1,18 @@
 """Two store replicas on a Milvus server (the embedded 2.3.5 one), behind a `rayprism serve` run as a user runs
 it: each write is seen by the very next read whichever replica answers either, an alias made through one is
-followed by both, and both answer searches (each one's own counters in /metrics)."""
+followed by both, both answer searches (each one's own counters in /metrics), and a re-embedding under writes
+through both loses none of them (the checks of tests/integration/test_reembed.py, read back from the server)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pymilvus import MilvusClient
 
 from rayprism.deployments.store import METRICS_REPORT_S
 from tests.integration.conftest import free_port
@@ -18,12 +21,14 @@ from tests.integration.test_serve_lifecycle import Service
 ROUNDS = 16
 
 
-@pytest.fixture
-def replicated(tmp_path, tiny_model_path, milvus_server_uri):
-    config = tmp_path / "serve.yaml"
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory, tiny_model_path, milvus_server_uri):
+    """The service; ``tiny_next`` is ``tiny`` again under another name: a re-embedding to it passes the gate."""
+    config = tmp_path_factory.mktemp("replicated") / "serve.yaml"
     config.write_text(f"server: {{port: {free_port()}}}\n"
                       "deployment: {num_cpus: 0.5}\n"
                       f"models:\n  - name: tiny\n    source: {tiny_model_path}\n"
+                      f"  - name: tiny_next\n    source: {tiny_model_path}\n"
                       f"store: {{uri: '{milvus_server_uri}', replicas: 2}}\n"
                       "collections:\n  - {name: replicated, model: tiny, bm25: false}\n")
     service = Service(config)
@@ -79,3 +84,64 @@ def test_two_store_replicas_see_each_others_writes_follow_one_alias_and_both_ans
         if len(searches) == 2 and all(count > 0 for count in searches.values()):
             break
     assert len(searches) == 2 and all(count > 0 for count in searches.values()), searches
+
+
+def test_a_reembedding_under_writes_through_two_store_replicas_loses_no_write(replicated, milvus_server_uri):
+    url = replicated
+    documents = [{"id": f"r{i}", "text": f"reembedded document {i} on subject {i * 31 % 97}"} for i in range(80)]
+    created = httpx.post(f"{url}/v1/collections", json={"name": "moving_v1", "model": "tiny", "bm25": False},
+                         timeout=60)
+    assert created.status_code in (200, 201), created.text
+    assert httpx.post(f"{url}/v1/collections/moving_v1/documents", json={"documents": documents},
+                      timeout=120).status_code == 200
+    assert httpx.post(f"{url}/v1/aliases", json={"name": "moving", "collection": "moving_v1"},
+                      timeout=30).status_code == 201
+    expected = {doc["id"]: doc["text"] for doc in documents}
+    started = httpx.post(f"{url}/v1/collections/moving/reembed", json={"model": "tiny_next", "batch_size": 8},
+                         timeout=60)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+
+    stop = threading.Event()
+    writes = {"count": 0}
+
+    def writer() -> None:  # upserts, changes and deletes through the alias until after the swap
+        with httpx.Client(base_url=url, timeout=120) as client:
+            turn = 0
+            while not stop.wait(0.05):
+                new = {"id": f"w{turn}", "text": f"written during the move, number {turn}"}
+                changed = {"id": f"r{turn % 80}", "text": f"changed during the move, turn {turn}"}
+                response = client.post("/v1/collections/moving/documents", json={"documents": [new, changed]})
+                assert response.status_code == 200, response.text
+                expected[new["id"]], expected[changed["id"]] = new["text"], changed["text"]
+                if turn % 3 == 2:
+                    response = client.request("DELETE", "/v1/collections/moving/documents",
+                                              json={"ids": [f"w{turn - 1}"]})
+                    assert response.status_code == 200, response.text
+                    expected.pop(f"w{turn - 1}")
+                turn += 1
+                writes["count"] = turn
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 600
+        while (job := httpx.get(f"{url}/v1/reembed/{job_id}", timeout=60).json())["state"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        swapped_at = writes["count"]
+        while writes["count"] < swapped_at + 3 and thread.is_alive():  # a few writes after the swap
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    assert job["state"] == "done", job
+    assert writes["count"] > swapped_at >= 3, writes
+    assert httpx.get(f"{url}/v1/collections/moving", timeout=30).json()["name"] == "moving_v2"
+    server = MilvusClient(milvus_server_uri)  # the server's own rows, not the service's answer
+    try:
+        rows = server.query("moving_v2", filter="", output_fields=["id", "text"], limit=16384,
+                            consistency_level="Strong")
+    finally:
+        server.close()
+    assert {row["id"]: row["text"] for row in rows} == expected
