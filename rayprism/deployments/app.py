@@ -12,11 +12,13 @@ from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.groups import GroupReplica, group_options
 from rayprism.deployments.http import create_app
+from rayprism.deployments.metrics import merged_exposition
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import StoreClient, StoreDeployment
+from rayprism.deployments.store_coordinator import StoreCoordinator
 from rayprism.platform.config import ServeConfig, parse_config
-from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
+from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_COORDINATOR_DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
 from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ class ServingReplica(EmbeddingService):
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
         jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME)
-        self.stored = CollectionServices.build(self, StoreClient(store, self.metrics), jobs)
+        self._store = StoreClient(store, self.metrics)
+        self.stored = CollectionServices.build(self, self._store, jobs)
         self._startup_done = False
 
     async def finish_startup(self) -> None:
@@ -59,6 +62,11 @@ class ServingReplica(EmbeddingService):
 
     def started(self) -> bool:
         return super().started() and self._startup_done
+
+    async def exposition(self) -> bytes:
+        """This replica's metrics (and its groups'), and with several store replicas, each one's."""
+        own, stores = await asyncio.gather(super().exposition(), self._store.metrics())
+        return merged_exposition([own, stores]) if stores else own
 
     async def reembed_vectors(self, model: str, texts: list[str]):
         """For a re-embedding's worker (through this deployment's handle): documents embedded here."""
@@ -95,9 +103,16 @@ def deployment_options(config: ServeConfig) -> dict:
 
 
 def store_options(config: ServeConfig) -> dict:
-    """One store replica: a Milvus Lite file admits one process, and a server needs no more here."""
-    return {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 256,
+    """``store.replicas`` store replicas: one for a Milvus Lite file (the config refuses more: a Lite file admits
+    one process), as many as asked for a server."""
+    return {"num_replicas": config.store.replicas, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 256,
             "health_check_period_s": config.deployment.health_check_period_s}
+
+
+def coordinator_options(config: ServeConfig) -> dict:
+    """The one coordinator of several store replicas: every read and write of each asks it something small."""
+    return {"name": STORE_COORDINATOR_DEPLOYMENT_NAME, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0},
+            "max_ongoing_requests": 4096, "health_check_period_s": config.deployment.health_check_period_s}
 
 
 def app_builder(args: dict) -> Application:
@@ -109,8 +124,11 @@ def app_builder(args: dict) -> Application:
 
 def build_application(config: ServeConfig) -> Application:
     dumped = config.model_dump(mode="json")
+    store_config = config.store.model_dump(mode="json")
+    coordinator = (serve.deployment(StoreCoordinator).options(**coordinator_options(config)).bind(store_config)
+                   if config.store.replicas > 1 else None)
     store = StoreDeployment.options(**store_options(config)).bind(
-        config.store.model_dump(mode="json"), [c.model_dump(mode="json") for c in config.collections]
+        store_config, [c.model_dump(mode="json") for c in config.collections], coordinator
     )
     groups = {group.name: serve.deployment(GroupReplica).options(**group_options(config, group)).bind(dumped, group.name)
               for group in config.deployments}

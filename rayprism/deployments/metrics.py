@@ -1,4 +1,4 @@
-"""Prometheus metrics of one serving replica, labelled by model.
+"""Prometheus metrics of one serving replica, labelled by model (and of one store replica).
 
 Each replica keeps its own registry and answers ``GET /metrics`` from it;
 ``rayprism_replica_info`` names the replica, so scraping every replica's port
@@ -63,6 +63,26 @@ class ServiceMetrics:
         self.batch_size(model).observe(inputs)
         self.batch_tokens(model).observe(tokens)
         self.encode_time(model).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StoreMetrics:
+    """One store replica's calls, labelled with the replica (``store_replica``): with several store replicas
+    each reports these to the coordinator, which /metrics asks (Serve routes a call to any one replica)."""
+
+    def __init__(self, replica: str):
+        self.registry = CollectorRegistry(auto_describe=True)
+        common = dict(registry=self.registry, namespace="rayprism")
+        self.calls = Histogram(
+            "store_replica_call_seconds", "Calls this store replica answered, by method", ["store_replica", "call"],
+            buckets=LATENCY_BUCKETS_S, **common,
+        ).labels
+        self.replica = replica
+
+    def observe(self, call: str, seconds: float) -> None:
+        self.calls(self.replica, call).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

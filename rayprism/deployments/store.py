@@ -1,10 +1,11 @@
 """The store replica: the one process that talks to Milvus (its client is :mod:`~rayprism.deployments.store_client`).
 
 A Milvus Lite file admits a single process, so every read and write of every
-collection goes through this deployment (one replica for Lite; a Milvus server
-has no such limit). Serving replicas embed text themselves and send vectors
-here. Blocking pymilvus calls run in threads so a slow bulk write does not stall
-searches.
+collection goes through this deployment (one replica for Lite; with a Milvus server
+``store.replicas`` runs several, which share a coordinator for what must be single:
+:mod:`~rayprism.deployments.store_coordinator`). Serving replicas embed text themselves
+and send vectors here. Blocking pymilvus calls run in threads so a slow bulk write does
+not stall searches.
 
 Collections created at run time live in the service's own store (``store.uri``);
 a collection in another store is declared in the config by whoever runs the
@@ -14,12 +15,16 @@ service, never chosen by a caller.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
+from rayprism.deployments.metrics import StoreMetrics
 from rayprism.deployments.store_reembed import ReembedLedger
 from rayprism.platform.config import DOCUMENT_ID_FIELD, CollectionConfig, StoreConfig, is_lite_uri
-from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError, unwrap
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery
 from rayprism.platform.store.vocabulary import Hits
@@ -31,13 +36,74 @@ class CollectionMovedError(RayprismError):
     http_status = 503
 
 
+METRICS_REPORT_S = 1.0
+"""How often, at most, a store replica of several reports its metrics to the coordinator (on its next call)."""
+
+
+def check_not_moved(physical_of: Callable[[str], str], name: str, via: str | None, physical: str) -> None:
+    """A write to ``name`` that its caller reached through ``via`` (an alias) is refused if ``via`` reaches
+    another collection now: :class:`CollectionMovedError` says to resolve again."""
+    if via is not None and via != name and physical_of(via) != physical:
+        raise CollectionMovedError(f"{via!r} now reaches {physical_of(via)!r}")
+
+
+def public_coroutines(cls: type) -> dict[str, Callable]:
+    """The store's calls on ``cls``: every public coroutine method (its own and its mixins')."""
+    return {name: method for name, method in inspect.getmembers(cls, inspect.iscoroutinefunction)
+            if not name.startswith("_")}
+
+
+async def _answered(response: Any) -> Any:
+    """A coordinator call's answer; its own error raised as itself."""
+    try:
+        return await response
+    except Exception as failure:
+        raise (unwrap(failure) or failure) from None
+
+
+def _ledger_in_coordinator(replica: type) -> type:
+    """``replica`` with each re-embedding ledger method run by the coordinator where there is one (several
+    store replicas): the ledger must be single, and a swap must hold every replica's writes off."""
+    def passed_on(name: str, method: Callable) -> Callable:
+        @functools.wraps(method)
+        async def call(self, *args: Any, **kwargs: Any) -> Any:
+            if self._coordinator is None:
+                return await method(self, *args, **kwargs)
+            return await _answered(getattr(self._coordinator, name).remote(*args, **kwargs))
+        return call
+
+    for name, method in public_coroutines(ReembedLedger).items():
+        setattr(replica, name, passed_on(name, method))
+    return replica
+
+
+@_ledger_in_coordinator
 class StoreReplica(ReembedLedger):
-    def __init__(self, store: dict, collections: list[dict]):
+    def __init__(self, store: dict, collections: list[dict], coordinator: Any = None):
+        """``coordinator``: with several store replicas, the handle of the
+        :class:`~rayprism.deployments.store_coordinator.StoreCoordinator` they share."""
         self._config = StoreConfig.model_validate(store)
         self._declared = {c["name"]: CollectionConfig.model_validate(c) for c in collections}
         self._stores: dict[str, MilvusStore] = {}
         self._opening = threading.Lock()
-        self._open_ledger(self._config.uri)
+        self._coordinator = coordinator
+        self._metrics: StoreMetrics | None = None
+        self._reported = 0.0
+        if coordinator is None:
+            self._open_ledger(self._config.uri)
+        else:
+            from ray import serve
+
+            self._metrics = StoreMetrics(serve.get_replica_context().replica_id.unique_id)
+            self._loop = asyncio.get_running_loop()  # Serve runs the constructor on the loop its methods run on
+
+    def _ask(self, call: Callable[[Any], Any]) -> Any:
+        """``call(coordinator)``'s answer, from a worker thread: the call is made on the replica's event loop,
+        where its handles route (Serve runs a replica's routers on that loop)."""
+        async def asked() -> Any:
+            return await _answered(call(self._coordinator))
+
+        return asyncio.run_coroutine_threadsafe(asked(), self._loop).result()
 
     def _store(self, uri: str) -> MilvusStore:
         """The store at ``uri``, opened once: concurrent first calls wait for the one opening it."""
@@ -50,12 +116,20 @@ class StoreReplica(ReembedLedger):
             return self._stores[uri]
 
     def _aliases(self) -> Aliases:
-        """Aliases live in the service's own store (``store.uri``)."""
+        """Aliases live in the service's own store (``store.uri``); with several store replicas, the
+        coordinator keeps their table and makes every change."""
         return self._store(self._config.uri).aliases
+
+    def _alias_table(self) -> dict[str, str]:
+        if self._coordinator is not None:
+            return self._ask(lambda coordinator: coordinator.aliases.remote())
+        return self._aliases().table()
 
     def _physical(self, name: str) -> str:
         """The collection ``name`` reaches: every call resolves an alias here, so the mirror, flushes
         and codes of a collection are the same whichever name reached it."""
+        if self._coordinator is not None:
+            return self._ask(lambda coordinator: coordinator.target.remote(name))
         return self._aliases().target(name)
 
     def _uri_of(self, name: str) -> str:
@@ -63,9 +137,15 @@ class StoreReplica(ReembedLedger):
         return (declared.uri if declared is not None else None) or self._config.uri
 
     def _at(self, name: str) -> tuple[MilvusStore, str]:
-        """The store holding ``name``'s collection, and that collection's own name."""
-        physical = self._physical(name)
-        return self._store(self._uri_of(physical)), physical
+        """The store holding ``name``'s collection, and that collection's own name; with several store
+        replicas, read after the newest write any of them made to it."""
+        if self._coordinator is None:
+            physical = self._physical(name)
+            return self._store(self._uri_of(physical)), physical
+        physical, newest = self._ask(lambda coordinator: coordinator.reading.remote(name))
+        store = self._store(self._uri_of(physical))
+        store.read_after(physical, newest)
+        return store, physical
 
     def _resolve(self, name: str) -> CollectionConfig:
         """A collection's config: declared in serve.yaml, or read back from the one Milvus made."""
@@ -101,7 +181,7 @@ class StoreReplica(ReembedLedger):
         collection = CollectionConfig.model_validate(config)
 
         def work() -> None:
-            if collection.name in self._aliases().table():
+            if collection.name in self._alias_table():
                 raise ConflictError(f"{collection.name!r} is an alias; a collection needs a name of its own",
                                     param="name")
             self._store(self._uri_of(collection.name)).ensure(collection, dimensions)
@@ -138,20 +218,33 @@ class StoreReplica(ReembedLedger):
     async def upsert(self, name: str, rows: list[dict], via: str | None = None) -> int:
         """``via``: the name the caller resolved to ``name`` (an alias); if it reaches another
         collection now, nothing is written and :class:`CollectionMovedError` says to resolve again."""
-        await self._thawed(name)
         ids = list(dict.fromkeys(row.get(DOCUMENT_ID_FIELD, row["id"]) for row in rows))  # a piece's document
-        return await asyncio.to_thread(self._write, name, via, ids, MilvusStore.upsert, rows)
+        return await self._writing(name, via, ids, MilvusStore.upsert, rows)
 
     async def delete(self, name: str, ids: list, via: str | None = None) -> int:
-        await self._thawed(name)
-        return await asyncio.to_thread(self._write, name, via, ids, MilvusStore.delete, ids)
+        return await self._writing(name, via, ids, MilvusStore.delete, ids)
+
+    async def _writing(self, name: str, via: str | None, ids: list, method, *args) -> Any:
+        """A write, once a re-embedding's freeze of its collection ends, with its ids in the collection's change
+        log while a re-embedding follows it; with several store replicas, the coordinator keeps both."""
+        if self._coordinator is None:
+            await self._thawed(name)
+            return await asyncio.to_thread(self._write, name, via, ids, method, *args)
+        lease, physical = await _answered(self._coordinator.write_begin.remote(name, via))
+        written, store = [], None
+        try:
+            store = await asyncio.to_thread(self._store, self._uri_of(physical))
+            result = await asyncio.to_thread(self._observed, method, store, physical, *args)
+            written = ids
+            return result
+        finally:
+            timestamp = store.last_write(physical) if store is not None else 0
+            await _answered(self._coordinator.write_end.remote(lease, physical, written, timestamp))
 
     def _write(self, name: str, via: str | None, ids: list, method, *args) -> Any:
-        """A write, and its ids in the collection's change log while a re-embedding follows it."""
         with self._swap_lock.write():
             store, physical = self._at(name)
-            if via is not None and via != name and self._physical(via) != physical:
-                raise CollectionMovedError(f"{via!r} now reaches {self._physical(via)!r}")
+            check_not_moved(self._physical, name, via, physical)
             result = method(store, physical, *args)
             self._changes.record(physical, ids)
             return result
@@ -183,25 +276,50 @@ class StoreReplica(ReembedLedger):
     def _call_at(self, name: str, method, *args) -> Any:
         """``method(store, collection, *args)`` on the collection ``name`` reaches, in its store."""
         store, physical = self._at(name)
-        return method(store, physical, *args)
+        return self._observed(method, store, physical, *args)
+
+    def _observed(self, method, store: MilvusStore, physical: str, *args) -> Any:
+        """``method``'s call, in this replica's metrics where there are several store replicas (reported to the
+        coordinator at most every :data:`METRICS_REPORT_S`)."""
+        if self._metrics is None:
+            return method(store, physical, *args)
+        started = time.perf_counter()
+        try:
+            return method(store, physical, *args)
+        finally:
+            self._metrics.observe(method.__name__, time.perf_counter() - started)
+            if time.monotonic() - self._reported >= METRICS_REPORT_S:
+                self._reported = time.monotonic()
+                exposition = self._metrics.exposition()
+                self._loop.call_soon_threadsafe(self._coordinator.report.remote, self._metrics.replica, exposition)
+
+    async def metrics(self) -> bytes:
+        """With several store replicas, the metrics of each (as the coordinator last heard them); else none."""
+        if self._coordinator is None:
+            return b""
+        return await _answered(self._coordinator.exposition.remote())
 
     # --- aliases -----------------------------------------------------------------------
 
     async def aliases(self) -> dict[str, str]:
         """Alias → collection."""
-        return await asyncio.to_thread(lambda: self._aliases().table())
+        return await asyncio.to_thread(self._alias_table)
 
     async def point_alias(self, alias: str, collection: str) -> str | None:
         """Create or atomically repoint ``alias``; returns the collection it pointed at before, if any."""
         def work() -> str | None:
             if alias in self._declared:
                 raise ConflictError(f"{alias!r} is a collection; an alias needs a name of its own", param="name")
+            if self._coordinator is not None:
+                return self._ask(lambda coordinator: coordinator.point_alias.remote(alias, collection))
             return self._aliases().point(alias, collection)
 
         return await asyncio.to_thread(work)
 
     async def drop_alias(self, alias: str) -> str:
         """Remove ``alias`` (its collection stays); returns the collection it pointed at."""
+        if self._coordinator is not None:
+            return await _answered(self._coordinator.drop_alias.remote(alias))
         return await asyncio.to_thread(self._aliases().remove, alias)
 
     def close(self) -> None:

@@ -9,7 +9,6 @@ replica in their own process: both answer the same calls with the same values an
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 
 from rayprism.deployments.metrics import ServiceMetrics
-from rayprism.deployments.store import StoreReplica
+from rayprism.deployments.store import StoreReplica, public_coroutines
 from rayprism.platform.constants import STORE_DEPLOYMENT_NAME
 from rayprism.platform.errors import NotReadyError, RayprismError, unwrap
 
@@ -32,8 +31,7 @@ Store = StoreReplica
 
 def store_methods(replica: type = StoreReplica) -> dict[str, Callable]:
     """The store's calls: every public coroutine method of ``replica`` (its own and its mixins')."""
-    return {name: method for name, method in inspect.getmembers(replica, inspect.iscoroutinefunction)
-            if not name.startswith("_")}
+    return public_coroutines(replica)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 What must be single for a re-embedding (the lock a swap takes against writes, the change logs, the job
 records) lives in the store process, beside the writes it follows. :class:`ReembedLedger` is mixed into
-:class:`~rayprism.deployments.store.StoreReplica` so its methods are the store deployment's own.
+:class:`~rayprism.deployments.store.StoreReplica` so its methods are the store deployment's own; with several
+store replicas it lives in their coordinator instead (:mod:`~rayprism.deployments.store_coordinator`), which
+each replica's writes pass through.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 APP_NAME = "rayprism"  # the Serve application `rayprism serve` runs and deletes when it stops
 DEPLOYMENT_NAME = "rayprism"  # the serving deployment: HTTP routes and every model no group takes
 STORE_DEPLOYMENT_NAME = "store"  # the deployment that owns the Milvus client and the in-memory mirrors
+STORE_COORDINATOR_DEPLOYMENT_NAME = "store-coordinator"  # with several store replicas: what they must agree on
 
 
 def group_deployment_name(group: str) -> str:

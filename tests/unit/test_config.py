@@ -73,6 +73,10 @@ def test_bad_value_names_file_key_path_and_value(tmp_path):
         ("deployment:\n  resources: {GPU: 1}\n", "['GPU'] are Ray's own resources: set num_cpus / num_gpus instead"),
         ("deployments:\n  - {name: g, models: [all-MiniLM-L6-v2], resources: {gpu_node: 0}}\n",
          "deployments[0].resources.gpu_node"),
+        ("store: {replicas: 2}\n", "store.replicas (2) must be 1 with a Milvus Lite file (store.uri "
+                                    "'./data/rayprism.db'): one process may open a Lite file"),
+        ("store: {uri: 'http://milvus:19530', replicas: 3}\ncollections:\n  - {name: c, uri: ./c.db}\n",
+         "store.replicas (3) must be 1 while collections live in Milvus Lite files (the uri of ['c'])"),
     ],
 )
 def test_invalid_configs_fail_with_a_pointed_message(tmp_path, text, expected):
@@ -113,3 +117,12 @@ def test_bad_sources_explain_themselves(source, expected):
 def test_local_directory_and_hub_id_sources(tmp_path):
     assert resolve_source(str(tmp_path)) == str(tmp_path.resolve())
     assert resolve_source("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_store_replicas_deploy_several_store_processes_with_one_coordinator_on_a_server():
+    from rayprism.deployments.app import coordinator_options, store_options
+
+    config = ServeConfig.model_validate({"store": {"uri": "http://milvus:19530", "replicas": 3}})
+    assert store_options(config)["num_replicas"] == 3
+    assert coordinator_options(config)["num_replicas"] == 1
+    assert store_options(ServeConfig())["num_replicas"] == 1

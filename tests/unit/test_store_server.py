@@ -1,8 +1,13 @@
 """The store's server path against a real Milvus server (2.3, started once per session; no Ray).
 
 Results are compared with numpy over the vectors written, and with pymilvus reading the server
-itself; every read right after a write must see it (the store reads Strong on servers).
+itself; every read right after a write must see it (Session reads: this process's writes, and another process's
+once their timestamp is handed over).
 """
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,7 +44,7 @@ def cosine_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed=None, ids
 
 @pytest.fixture()
 def store(milvus_server_uri):
-    store = MilvusStore(milvus_server_uri, flush_after_s=600)  # reads are Strong: no flush needed to see writes
+    store = MilvusStore(milvus_server_uri, flush_after_s=600)  # Session reads: no flush needed to see writes
     yield store
     for name in store.names():
         store.drop(name)
@@ -64,6 +69,47 @@ def test_upsert_get_delete_are_seen_by_the_next_read(store, milvus_server_uri):
         assert server.get("crud", ids=["3"], output_fields=["size"], consistency_level="Strong")[0]["size"] == 300
     finally:
         server.close()
+
+
+def test_each_write_is_seen_by_the_search_right_after_it(store):
+    store.ensure(docs_config("fresh"), DIMENSIONS)
+    documents, vectors = rows(12)
+    for i, document in enumerate(documents):  # a new nearest neighbour each round, searched at once
+        store.upsert("fresh", [document])
+        hits = store.search("fresh", SearchQuery(mode="dense", k=1, dense_vector=vectors[i]))
+        assert hits.ids == [str(i)] and store.count("fresh") == i + 1
+
+
+WRITER = """
+import json, sys
+import numpy as np
+from rayprism.platform.store.milvus import MilvusStore
+uri, name, first, n, dimensions = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+store = MilvusStore(uri, flush_after_s=600)
+vectors = np.random.default_rng(first).standard_normal((n, dimensions)).astype(np.float32)
+store.upsert(name, [{"id": str(first + i), "text": "t", "dense": vectors[i], "section": "net", "size": first + i}
+                    for i in range(n)])
+print(json.dumps({"timestamp": store.last_write(name), "vectors": vectors.tolist()}))
+store.close()
+"""
+
+
+def test_another_processs_writes_are_seen_once_their_timestamp_is_handed_over(store, milvus_server_uri):
+    """What two store replicas do: one writes, the other reads right after (each its own pymilvus session)."""
+    store.ensure(docs_config("shared"), DIMENSIONS)
+    assert store.last_write("shared") == 0
+    for first in (0, 40, 80):
+        written = subprocess.run([sys.executable, "-c", WRITER, milvus_server_uri, "shared", str(first), "40",
+                                  str(DIMENSIONS)], check=True, capture_output=True, text=True)
+        answer = json.loads(written.stdout)
+        assert answer["timestamp"] > store.last_write("shared")
+        store.read_after("shared", answer["timestamp"])
+        assert store.count("shared") == first + 40  # no wait: the read waits for that timestamp itself
+        vectors = np.asarray(answer["vectors"], dtype=np.float32)
+        hits = store.search("shared", SearchQuery(mode="dense", k=1, dense_vector=vectors[7]))
+        assert hits.ids == [str(first + 7)]
+    store.read_after("shared", 1)  # an older timestamp never lowers it
+    assert store.last_write("shared") == answer["timestamp"]
 
 
 def test_dense_search_with_and_without_a_filter_matches_numpy(store):

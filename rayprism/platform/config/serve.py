@@ -14,6 +14,7 @@ from rayprism.platform.config.base import (
     PositiveInt,
     StrictModel,
     check_unique,
+    is_lite_uri,
     load_config,
     valid_name,
 )
@@ -133,6 +134,18 @@ class StoreConfig(StrictModel):
     """Milvus Lite only: mirror collections up to this many rows in memory (a FLAT index's
     dense vectors, ≈ rows × dimensions × 4 bytes, and BM25 postings) and answer unfiltered
     searches from the mirror instead of Lite's per-row Python; 0 turns it off."""
+    replicas: PositiveInt = 1
+    """Store processes (Serve replicas) sharing the searches and writes: more than one needs a Milvus server (a
+    Lite file admits one process). They share one coordinator for what must be single: the newest write of each
+    collection (so every replica's reads see it) and re-embedding's write freeze, change logs and job records."""
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> StoreConfig:
+        if self.replicas > 1 and is_lite_uri(self.uri):
+            raise ValueError(f"store.replicas ({self.replicas}) must be 1 with a Milvus Lite file (store.uri "
+                             f"{self.uri!r}): one process may open a Lite file; several store replicas need a Milvus "
+                             "server (store.uri: http://host:19530)")
+        return self
 
 
 class SeedConfig(StrictModel):
@@ -182,6 +195,10 @@ class ServeConfig(StrictModel):
             if collection.model not in models:
                 raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; embedding "
                                  f"models: {models}")
+        lite = [c.name for c in self.collections if c.uri is not None and is_lite_uri(c.uri)]
+        if self.store.replicas > 1 and lite:
+            raise ValueError(f"store.replicas ({self.store.replicas}) must be 1 while collections live in Milvus Lite "
+                             f"files (the uri of {lite}): one process may open a Lite file")
         declared = [c.name for c in self.collections]
         if self.seed is not None and self.seed.collection not in declared:
             raise ValueError(f"seed.collection {self.seed.collection!r} is not declared; collections: {declared}")

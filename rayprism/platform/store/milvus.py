@@ -3,9 +3,9 @@
 Written against pymilvus's ``MilvusClient`` only, so a Milvus Lite file and a
 Milvus server behave the same. A Lite store adds in-memory mirrors for unfiltered
 searches (:mod:`~rayprism.platform.store.mirror`) and seals fresh rows once writes
-pause (:mod:`~rayprism.platform.store.flushing`). On a server every read is Strong, so it
-sees the writes made before it (Milvus's default, Bounded, may not for a second), and a
-collection the server's version cannot hold is refused before it is made
+pause (:mod:`~rayprism.platform.store.flushing`). On a server every read sees the writes made
+before it without waiting for the newest ones (Session reads, :mod:`~rayprism.platform.store.session_reads`),
+and a collection the server's version cannot hold is refused before it is made
 (:mod:`~rayprism.platform.store.server_versions`).
 """
 
@@ -52,6 +52,7 @@ from rayprism.platform.store.pieces import (
     whole_documents,
 )
 from rayprism.platform.store.server_versions import check_rows_fit, check_server_supports
+from rayprism.platform.store.session_reads import SESSION_READS, SessionClock
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY
 from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, Hits, Metric, SearchMode
@@ -69,8 +70,6 @@ CALLER_MISTAKES = {Status.ILLEGAL_ARGUMENT, Status.ILLEGAL_RANGE, PARAMETER_INVA
 UNPARSABLE_FILTER = "failed to create query plan"
 """How a Milvus 2.3 server refuses a filter it cannot parse: with this message and a generic code."""
 
-SERVER_READS = {"consistency_level": "Strong"}
-"""How a server is read: after the writes this store made (Lite is always up to date)."""
 PIECES_PER_DOCUMENT = 4
 """A chunked collection's routes take this many pieces per document they are asked for, so that after grouping
 pieces by document there are still enough documents (a long document may hold several of the best pieces)."""
@@ -147,7 +146,8 @@ class MilvusStore:
         self._flushes = FlushScheduler(self.flush, flush_after_s)
         self._gate = FlushGate()
         self._lite = is_lite_uri(uri)
-        self._reads = {} if self._lite else SERVER_READS
+        self._reads = {} if self._lite else SESSION_READS
+        self._clock = None if self._lite else SessionClock(self._client)
         self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
         """Where a Lite store's compressed collections keep their codes between runs."""
         self.tokens = TokenFiles(Path(f"{uri}.tokens")) if self._lite else None
@@ -313,6 +313,8 @@ class MilvusStore:
                 if multivector:
                     self.tokens.delete(name, existing)
                 self._call(self._client.delete, name, filter=ids_filter(existing))
+                if self._clock is not None:
+                    self._clock.deleted(name)
                 self._flushes.schedule(name)
                 self.mirrors.delete(name, existing)
         return len(existing)
@@ -389,6 +391,16 @@ class MilvusStore:
                 self.codes.save(name, lambda: self.mirrors.saved_codes(name))
             if self.tokens is not None and self.multivector(name):
                 self.tokens.compact_if_grown(name, lambda: self.mirrors.saved_tokens(name))
+
+    def last_write(self, name: str) -> int:
+        """A server's timestamp of the newest write to ``name`` made through this process (0: none, or Lite)."""
+        return self._clock.last_write(name) if self._clock is not None else 0
+
+    def read_after(self, name: str, timestamp: int) -> None:
+        """Reads of ``name`` from now on see the writes up to ``timestamp``, another process's
+        :meth:`last_write` (Lite: one process makes every write)."""
+        if self._clock is not None and timestamp:
+            self._clock.read_after(name, timestamp)
 
     # --- search ------------------------------------------------------------------------
 
