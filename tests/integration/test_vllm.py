@@ -26,12 +26,19 @@ VLLM_MODEL = {"name": "minilm-vllm", "backend": "vllm", "options": {"gpu_memory_
 
 def test_the_vllm_backend_gives_the_torch_backends_vectors():
     from rayprism.platform.config import ModelConfig
-    from rayprism.platform.errors import InvalidInputError
     from rayprism.platform.models.registry import load_encoder
-    from tests.conftest import embed
 
     served = load_encoder(ModelConfig.model_validate(VLLM_MODEL))
-    reference = load_encoder(ModelConfig(name="minilm"))
+    try:
+        _compare_with_the_torch_backend(served, load_encoder(ModelConfig(name="minilm")))
+    finally:
+        served.close()
+
+
+def _compare_with_the_torch_backend(served, reference):
+    from rayprism.platform.errors import InvalidInputError
+    from tests.conftest import embed
+
     assert (served.dimensions, served.max_input_tokens) == (reference.dimensions, reference.max_input_tokens)
     ours, theirs = embed(served, TEXTS), embed(reference, TEXTS)
     assert ours.token_counts == theirs.token_counts
