@@ -18,13 +18,14 @@ from typing import Callable, Iterator, Sequence
 from rayprism.client import IngestSummary, Rejected, SourceDocument
 from rayprism.platform.constants import XDG_STATE_HOME_VARIABLE
 from rayprism.platform.files import write_atomically
-from rayprism.platform.text.files import FileProblem, SourceFile, content_hash, read_file
-
-RECOMMENDED_FIELDS = ("path", "title", "modified")
-"""The file fields a collection for files should declare (varchar); ``title`` also heads every piece's context
-in a chunked collection."""
-FILE_FIELDS = (*RECOMMENDED_FIELDS, "format", "content_hash")
-"""Every field a file gives (:meth:`~rayprism.platform.text.files.FileDocument.fields`); those the collection declares are sent."""
+from rayprism.platform.text.files import (
+    FILE_FIELDS,
+    RECOMMENDED_FIELDS,
+    FileProblem,
+    SourceFile,
+    content_hash,
+    read_file,
+)
 
 
 class CollectionUnfitError(ValueError):
@@ -158,9 +159,7 @@ class FileIngest:
                 self._on_passed()
                 continue
             self._sending[document.id] = (document.id, document.content_hash, document.path)
-            body = {"id": document.id, self._text_field: document.text,
-                    **{field: getattr(document, field) for field in self._fields}}
-            yield SourceDocument(document.path, body)
+            yield SourceDocument(document.path, document.record(self._text_field, self._fields))
 
     def written(self, batch: list[SourceDocument]) -> None:
         """The service took these documents: recorded, so the next run does not send them again."""

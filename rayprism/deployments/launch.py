@@ -148,20 +148,25 @@ def wait_until_ready(url: str, *, replicas: int = 1, timeout_s: float = READY_TI
 
 
 def seed_collection(url: str, config: ServeConfig, echo: Callable[[str], None], api_key: str | None = None) -> None:
-    """Fill the seed collection from its Markdown files, the first time only (it is empty)."""
+    """Fill the seed collection from its files, the first time only (it is empty): one document per file, as
+    ``rayprism ingest`` reads them (ids relative to the working directory), cut by the collection's chunking."""
     from rayprism.client import Client, SourceDocument
-    from rayprism.platform.chunking import chunk_files
+    from rayprism.platform.text.files import FileProblem, find_files, read_file
 
     seed = config.seed
     with Client(url, api_key=api_key) as client:
-        if client.collection(seed.collection)["count"] > 0:
+        schema = client.collection(seed.collection)
+        if schema["count"] > 0:
             return
-        root = Path.cwd()
-        paths = sorted({path for pattern in seed.files for path in root.glob(pattern) if path.is_file()})
-        documents = [SourceDocument(d["id"], d) for d in chunk_files(paths, root)]
-        echo(f"first start: filling {seed.collection!r} with {len(documents)} chunks of {len(paths)} files ...")
+        read = [item if isinstance(item, FileProblem) else read_file(item)
+                for item in find_files(seed.files, root=Path.cwd())]
+        documents = [SourceDocument(item.path, item.record(schema["text_field"], schema["fields"]))
+                     for item in read if not isinstance(item, FileProblem)]
+        for problem in (item for item in read if isinstance(item, FileProblem)):
+            echo(f"seed: {problem.path}: {problem.reason}")
+        echo(f"first start: filling {seed.collection!r} with {len(documents)} files ...")
         summary = client.ingest(seed.collection, documents)
-    echo(f"filled {seed.collection!r}: {summary.upserted} chunks in {summary.seconds:.1f} s")
+    echo(f"filled {seed.collection!r}: {summary.upserted} documents in {summary.seconds:.1f} s")
 
 
 def prepare_local_ports(config: ServeConfig, home: ServiceHome, echo: Callable[[str], None], stop: StopSignal) -> None:

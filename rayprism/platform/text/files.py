@@ -51,6 +51,11 @@ SUFFIXES: dict[str, FileFormat] = {
 }
 """Lower-case file suffix → how the file is read."""
 
+RECOMMENDED_FIELDS = ("path", "title", "modified")
+"""The file fields a collection for files should declare (varchar); ``title`` also heads every piece's context
+in a chunked collection."""
+FILE_FIELDS = (*RECOMMENDED_FIELDS, "format", "content_hash")
+"""Every field a file gives (:meth:`FileDocument.fields`); those the collection declares are sent."""
 _GLOB_CHARACTERS = frozenset("*?[")
 _HASH_BLOCK_BYTES = 1 << 20
 
@@ -86,6 +91,11 @@ class FileDocument:
     def markdown(self) -> bool:
         """Whether ``text`` is Markdown (Markdown files and converted HTML): how the chunker should split it."""
         return self.format in ("markdown", "html")
+
+    def record(self, text_field: str, fields: Iterable[str]) -> dict[str, str]:
+        """The document a collection with this ``text_field`` takes: id, text and those of ``fields`` a file gives."""
+        given = self.fields()
+        return {"id": self.id, text_field: self.text, **{field: given[field] for field in fields if field in FILE_FIELDS}}
 
     def fields(self) -> dict[str, str]:
         """The record a collection upserts: ``{"id", "text", "title", "path", "modified", "content_hash",
