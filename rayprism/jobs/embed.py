@@ -4,17 +4,20 @@ Planning needs no Ray: a finished job is recognised from its state directory and
 does no work at all. Execution streams unit descriptions through an autoscaling
 pool of encoder actors (:class:`~rayprism.jobs.worker.UnitWorker`); each actor
 reads its unit itself, so vectors never travel through the object store except
-on their way to the one Milvus sink actor.
+on their way to the job's one sink actor. Into a Milvus server each actor writes
+its rows itself, in parallel (:mod:`rayprism.jobs.sink`).
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from rayprism.platform.config import CollectionConfig, JobConfig, JobModelConfig
 from rayprism.platform.config.jobs import FILES_FORMAT, MEDIA_FORMATS
 from rayprism.platform.errors import ConfigError, RayprismError, unwrap
 from rayprism.platform.files import write_atomically
+from rayprism.platform.models.base import Encoder
 
 DEFAULT_JOBS_DIR = Path("data") / "jobs"
 
@@ -135,28 +139,43 @@ def _calibration_inputs(job: JobConfig, units: list[Unit], limit: int) -> list:
     return inputs
 
 
-def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
-    """Loaded from the state directory, or calibrated once on the input's first rows and saved there."""
+Result = TypeVar("Result")
+
+
+def on_encoder(job: JobConfig, work: Callable[[Encoder], Result]) -> Result:
+    """``work(encoder)`` with the job's model loaded, once, in a Ray task placed as its encoder actors are (the
+    driver may have no room for the model, or no GPU)."""
     import ray
 
     from rayprism.jobs.worker import encoder_config
 
+    compute = job.compute
+    task = ray.remote(num_cpus=compute.num_cpus, num_gpus=compute.num_gpus, resources=dict(compute.resources))
+    return ray.get(task(_with_encoder).remote(encoder_config(job), work))
+
+
+def _with_encoder(model: JobModelConfig, work: Callable[[Encoder], Result]) -> Result:
+    from rayprism.platform.models.registry import load_encoder
+
+    return work(load_encoder(model))
+
+
+def _calibrated(encoder: Encoder, inputs: list, modality: str, prompt_name: str | None) -> np.ndarray:
+    from rayprism.jobs.worker import prepare_inputs
+
+    return calibrate_int8(encoder.encode(prepare_inputs(encoder, inputs, modality, prompt_name)[0]))
+
+
+def int8_ranges(job_plan: JobPlan) -> np.ndarray | None:
+    """Loaded from the state directory, or calibrated once on the input's first rows and saved there."""
     if "int8" not in job_plan.job.codecs:
         return None
     if job_plan.state.int8_ranges_path.exists():
         return ranges_from_json(job_plan.state.int8_ranges_path.read_bytes())
     job = job_plan.job
     inputs = _calibration_inputs(job, job_plan.units, job.int8_calibration_rows)
-
-    @ray.remote(num_cpus=job.compute.num_cpus, num_gpus=job.compute.num_gpus, resources=dict(job.compute.resources))
-    def calibrate(model: JobModelConfig, inputs: list, modality: str) -> np.ndarray:
-        from rayprism.jobs.worker import prepare_inputs
-        from rayprism.platform.models.registry import load_encoder
-
-        encoder = load_encoder(model)
-        return calibrate_int8(encoder.encode(prepare_inputs(encoder, inputs, modality, model.prompt_name)[0]))
-
-    ranges = ray.get(calibrate.remote(encoder_config(job), inputs, job.input.resolved_modality()))
+    ranges = on_encoder(job, partial(_calibrated, inputs=inputs, modality=job.input.resolved_modality(),
+                                     prompt_name=job.model.prompt_name))
     write_atomically(job_plan.state.int8_ranges_path, ranges_to_json(ranges))
     return ranges
 
@@ -225,11 +244,11 @@ def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitReport], None] | None =
     sink, collection = _open_sink(job)
     collection_count = None
     try:
-        setup = WorkerSetup(job, str(state.directory), int8_ranges(job_plan), collection, sink)
+        setup = WorkerSetup(job, str(state.directory), int8_ranges(job_plan), collection, _writer(job, sink))
         worker_deaths = _embed_units(job_plan, setup, on_unit or (lambda report: None))
     finally:
         if sink is not None:
-            collection_count = ray.get(sink.close.remote())
+            collection_count = ray.get(sink.close.remote(state.last_server_write()))
             ray.kill(sink)
     rows, errors = state.totals([unit.id for unit in job_plan.todo])
     rows_total, errors_total = state.totals()
@@ -247,7 +266,9 @@ def execute(job_plan: JobPlan, *, on_unit: Callable[[UnitReport], None] | None =
 
 def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
     """The actor that writes the job's collection and the collection's config (both None without one);
-    a collection the job's rows do not fit is refused here, before any unit runs."""
+    a collection the job's rows do not fit is refused here, before any unit runs. When the workers write
+    into a server themselves, the collection is also made (or checked) here, once, for the model's
+    dimensions: workers never race to create it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -265,10 +286,21 @@ def _open_sink(job: JobConfig) -> tuple[Any, CollectionConfig | None]:
     try:
         collection = ray.get(sink.open.remote())
         _check_collection(job, collection)
+        if output.workers_write:
+            ray.get(sink.ensure.remote(on_encoder(job, operator.attrgetter("dimensions"))))
     except Exception as error:
         ray.kill(sink)
         raise unwrap(error) or error from None
     return sink, collection
+
+
+def _writer(job: JobConfig, sink: Any) -> Any:
+    """What the workers write the job's rows with (:mod:`rayprism.jobs.sink`); None without a collection."""
+    from rayprism.jobs.sink import ServerWriter, SinkWriter
+
+    if sink is None:
+        return None
+    return ServerWriter(job.output.store_uri, job.output.collection_name) if job.output.workers_write else SinkWriter(sink)
 
 
 def _embed_units(job_plan: JobPlan, setup: WorkerSetup, on_unit: Callable[[UnitReport], None]) -> int:

@@ -27,8 +27,19 @@ class WorkerSetup:
     int8_ranges: np.ndarray | None
     collection: CollectionConfig | None
     """The collection the job writes, as its sink settled it; None without one."""
-    sink: Any = None
-    """The sink actor's handle, with a collection."""
+    writer: Any = None
+    """How a unit's rows reach the collection (:mod:`rayprism.jobs.sink`): the one sink actor, or the worker's own
+    connection to a Milvus server; None without a collection."""
+
+
+@dataclass(frozen=True)
+class ServerWrite:
+    """Who wrote a unit's rows into a Milvus server, kept in the unit's done record: the worker's process, and
+    the server's timestamp of that write, which the job's closing count waits for (the closing process made no
+    write itself, so its reads would not otherwise wait for any)."""
+
+    pid: int
+    timestamp: int
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,21 @@
-"""The one actor of a batch job that writes its collection: into Milvus itself, or through a running service.
+"""How a batch job's rows reach its collection: the job's sink actor, and the writers its encoder actors hold.
 
 A Milvus Lite file admits a single process, so a job either owns the store (no service may
-hold it) or hands its documents, vectors included, to the service that does.
+hold it) or hands its documents, vectors included, to the service that does: every row then goes
+through the one sink actor (:class:`SinkWriter`). A Milvus server takes writes from every worker
+(:class:`ServerWriter`); the sink actor then only settles the collection before the units run and
+flushes and counts it after (which one: :attr:`~rayprism.platform.config.jobs.OutputConfig.workers_write`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Iterator
+import os
+from typing import Any, Iterator
 
 from rayprism.client import Client
+from rayprism.jobs.records import ServerWrite
 from rayprism.platform.codecs.wire import to_base64
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_VECTOR_KEY, CollectionConfig
 from rayprism.platform.errors import ConfigError, NotFoundError
@@ -34,18 +40,24 @@ class MilvusSink:
             self.collection = existing or CollectionConfig(name=name, model=model)
         return self.collection
 
+    def ensure(self, dimensions: int) -> None:
+        """Create the collection, or check the existing one, for vectors of ``dimensions``."""
+        self._store.ensure(self.collection, dimensions)
+        self._ensured = True
+
     def upsert(self, rows: list[dict]) -> int:
         """Created (or checked) on the first write, when the vectors tell their dimension."""
         if not self._ensured:
-            self._store.ensure(self.collection, len(rows[0][DENSE_FIELD]))
-            self._ensured = True
+            self.ensure(len(rows[0][DENSE_FIELD]))
         return self._store.upsert(self.collection.name, rows)
 
-    def close(self) -> int | None:
-        """Flush, close, and report the collection's size."""
+    def close(self, read_after: int = 0) -> int | None:
+        """Flush, close, and report the collection's size, counted once the server holds every write up to
+        ``read_after`` (the newest timestamp of the workers' own writes, :class:`ServerWriter`)."""
         count = None
         if self._ensured or self._store.exists(self.collection.name):
             self._store.flush(self.collection.name)
+            self._store.read_after(self.collection.name, read_after)
             count = self._store.count(self.collection.name)
         self._store.close()
         return count
@@ -90,6 +102,37 @@ class ServiceSink:
         count = self._client.collection(self.collection.name)["count"]
         self._client.close()
         return count
+
+
+class SinkWriter:
+    """A worker's rows handed to the job's one sink actor, which writes them."""
+
+    def __init__(self, sink: Any):
+        self._sink = sink
+
+    def upsert(self, rows: list[dict]) -> None:
+        import ray
+
+        ray.get(self._sink.upsert.remote(rows))
+
+
+class ServerWriter:
+    """A worker's own connection to the job's Milvus server, opened on its first write in the worker's process.
+
+    The collection is settled before any unit runs (:meth:`MilvusSink.ensure`), so workers only upsert. A unit's
+    rows are upserted by primary key before the worker marks the unit done: a unit redone after a worker died
+    overwrites its rows, never adds them twice."""
+
+    def __init__(self, uri: str, name: str):
+        self._uri, self._name = uri, name
+
+    @functools.cached_property
+    def _store(self) -> MilvusStore:
+        return MilvusStore(self._uri)
+
+    def upsert(self, rows: list[dict]) -> ServerWrite:
+        self._store.upsert(self._name, rows)
+        return ServerWrite(os.getpid(), self._store.last_write(self._name))
 
 
 REQUEST_MAX_BYTES = 2 << 20

@@ -3,7 +3,8 @@
 Layout of the state directory (the parquet directory when there is one)::
 
     _job.json              what this directory holds results of (refused if the job changed)
-    _done/<unit>.json      one per finished unit: rows written, rows rejected, the Ray node that did it
+    _done/<unit>.json      one per finished unit: rows written, rows rejected, the Ray node that did it,
+                           and, when the worker wrote into a Milvus server itself, its pid and write timestamp
     _errors/<unit>.jsonl   rejected rows of that unit, if it had any: file, row, id, reason
     _int8_ranges.json      per-dimension ranges of the int8 codec
     _errors.jsonl          all rejected rows, merged at the end of a run (only if there are any)
@@ -18,9 +19,11 @@ leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
+from rayprism.jobs.records import ServerWrite
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.files import write_atomically
 
@@ -52,13 +55,23 @@ class JobState:
     def is_done(self, unit_id: str) -> bool:
         return self._marker(unit_id).exists()
 
-    def mark_done(self, unit_id: str, rows: int, errors: list[dict], node: str = "") -> None:
+    def mark_done(self, unit_id: str, rows: int, errors: list[dict], node: str = "",
+                  writer: ServerWrite | None = None) -> None:
         """Errors first, then the marker: a unit counts as done only with its errors recorded. ``node``
-        (the Ray node id) tells, on a cluster, which machine wrote the unit."""
+        (the Ray node id) tells, on a cluster, which machine wrote the unit; ``writer``, which process wrote
+        its rows into a Milvus server, and when."""
         if errors:
             lines = "".join(json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
             write_atomically(self.directory / "_errors" / f"{unit_id}.jsonl", lines.encode())
-        write_atomically(self._marker(unit_id), json.dumps({"rows": rows, "errors": len(errors), "node": node}).encode())
+        record = {"rows": rows, "errors": len(errors), "node": node}
+        if writer is not None:
+            record["writer"] = asdict(writer)
+        write_atomically(self._marker(unit_id), json.dumps(record).encode())
+
+    def last_server_write(self) -> int:
+        """The newest server timestamp among the finished units' writes (0: none was written by a worker)."""
+        records = (json.loads(marker.read_text()) for marker in (self.directory / "_done").glob("*.json"))
+        return max((record["writer"]["timestamp"] for record in records if "writer" in record), default=0)
 
     def totals(self, unit_ids: Iterable[str] | None = None) -> tuple[int, int]:
         """(rows written, rows rejected) over the finished units among ``unit_ids``; by default over

@@ -4,7 +4,8 @@ record.
 Runs inside a Ray Data actor that holds the same Encoder class the service
 loads. A unit is either finished completely (parquet part renamed into place,
 rows upserted, progress recorded, in that order) or redone on the next run;
-upserts by id make redoing it harmless.
+upserts by id make redoing it harmless, whichever process writes the rows
+(the job's sink actor, or this actor itself into a Milvus server).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class UnitWorker:
         self.job = setup.job
         self.state = JobState(setup.state_dir)
         self.collection = setup.collection
-        self.sink = setup.sink
+        self.writer = setup.writer
         self.encoder = load_encoder(encoder_config(self.job))
         self.embeds = not service_embeds(self.job, self.collection)
         self.chunker = _chunker(self.job, self.encoder, self.collection) if self.embeds else None
@@ -232,9 +233,11 @@ class UnitWorker:
         if self.parquet_dir is not None:
             codec_columns = {codec.column: codec.encode(vectors) for codec in self.codecs}
             write_atomically(self.parquet_dir / f"part-{unit.id}.parquet", parquet_bytes(self.job, rows, codec_columns))
-        if self.sink is not None and rows.ids:
+        written_by = None
+        if self.writer is not None and rows.ids:
             for row, vector in zip(rows.collection_rows, vectors):  # none when the service embeds
                 row[DENSE_FIELD] = vector
-            ray.get(self.sink.upsert.remote(rows.collection_rows))
-        self.state.mark_done(unit.id, documents, rows.errors, node=ray.get_runtime_context().get_node_id())
+            written_by = self.writer.upsert(rows.collection_rows)  # before the unit is done: a redo overwrites
+        self.state.mark_done(unit.id, documents, rows.errors, node=ray.get_runtime_context().get_node_id(),
+                             writer=written_by)
         return UnitReport(unit.id, documents, len(rows.errors), time.perf_counter() - started)

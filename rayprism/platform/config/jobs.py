@@ -139,6 +139,10 @@ class OutputConfig(StrictModel):
     uri: str | None = None
     """Milvus for ``collection``: a Lite file (no running service may hold it) or ``http://host:19530``;
     default ``./data/rayprism.db``."""
+    writers: Literal["workers", "sink"] | None = None
+    """Who writes the rows into ``collection``: ``workers``, each encoder actor its own rows, in parallel (a Milvus
+    server only), or ``sink``, the job's one sink actor. Default: ``workers`` into a Milvus server, ``sink`` into
+    a Lite file (it admits one process) or a service (it owns its store)."""
     service_url: str | None = None
     """Instead of ``uri``: a running rayprism service (e.g. ``http://127.0.0.1:8000``) whose
     collection receives the documents with their vectors through its API, searchable at once.
@@ -157,11 +161,26 @@ class OutputConfig(StrictModel):
             raise ValueError("output.service_url needs output.collection: the service's collection to load")
         if self.service_url is not None and self.uri is not None:
             raise ValueError("set output.uri (a Milvus the job writes itself) or output.service_url, not both")
+        if self.writers == "workers" and not self._server_takes_workers():
+            target = f"service_url {self.service_url}" if self.service_url else f"uri {self.store_uri}"
+            raise ValueError(f"output.writers: workers needs output.collection in a Milvus server (http://host:19530); "
+                             f"{target} takes rows from one writer only: leave writers out")
         return self
 
     @property
     def store_uri(self) -> str:
         return self.uri or DEFAULT_STORE_URI
+
+    def _server_takes_workers(self) -> bool:
+        """Only a Milvus server takes writes from many processes: a Lite file admits one, and a service owns its
+        store."""
+        return self.collection is not None and self.service_url is None and not is_lite_uri(self.store_uri)
+
+    @property
+    def workers_write(self) -> bool:
+        """Whether every encoder actor writes its own rows into the collection (:attr:`writers`), rather than
+        hand them to the job's one sink actor."""
+        return self._server_takes_workers() and self.writers != "sink"
 
     @property
     def collection_name(self) -> str | None:
