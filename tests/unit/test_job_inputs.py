@@ -143,9 +143,12 @@ def test_job_model_can_come_from_a_serve_config(tmp_path):
         ({"codecs": ["int4"]}, "codecs"),
         ({"on_error": "ignore"}, "on_error"),
         ({"output": {"collection": "c", "uri": "store.db", "writers": "workers"}},
-         "workers needs output.collection in a Milvus server (http://host:19530); uri "),
+         "workers needs output.collection in a Milvus server (http://host:19530), which takes rows from every "
+         "worker; this job has uri store.db: leave writers out"),
         ({"output": {"collection": "c", "service_url": "http://127.0.0.1:8000", "writers": "workers"}},
-         "service_url http://127.0.0.1:8000 takes rows from one writer only"),
+         "this job has service_url http://127.0.0.1:8000"),
+        ({"output": {"parquet": "out", "uri": "http://milvus:19530", "writers": "workers"}},
+         "this job has no output.collection"),
         ({"output": {"collection": "c", "writers": "all"}}, "writers"),
     ],
 )

@@ -162,9 +162,10 @@ class OutputConfig(StrictModel):
         if self.service_url is not None and self.uri is not None:
             raise ValueError("set output.uri (a Milvus the job writes itself) or output.service_url, not both")
         if self.writers == "workers" and not self._server_takes_workers():
-            target = f"service_url {self.service_url}" if self.service_url else f"uri {self.store_uri}"
-            raise ValueError(f"output.writers: workers needs output.collection in a Milvus server (http://host:19530); "
-                             f"{target} takes rows from one writer only: leave writers out")
+            target = ("no output.collection" if self.collection is None else
+                      f"service_url {self.service_url}" if self.service_url else f"uri {self.store_uri}")
+            raise ValueError(f"output.writers: workers needs output.collection in a Milvus server (http://host:19530), "
+                             f"which takes rows from every worker; this job has {target}: leave writers out")
         return self
 
     @property
