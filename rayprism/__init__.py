@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rayprism.platform.errors import (
     ConfigError,
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     MissingDependencyError,
     NotFoundError,
@@ -63,7 +64,7 @@ _LAZY = {
 __all__ = [
     "__version__",
     *_LAZY,
-    "ConfigError", "ConflictError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
+    "ConfigError", "ConflictError", "ForbiddenError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
     "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RayprismError", "RetryLaterError",
     "StoreError", "UnauthorizedError", "UnprocessableError",
 ]

@@ -14,6 +14,7 @@ from rayprism.platform import errors
 from rayprism.platform.errors import (
     ConflictError,
     ErrorDetail,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     NotReadyError,
@@ -25,8 +26,8 @@ from rayprism.platform.errors import (
     UnprocessableError,
 )
 
-_BY_STATUS = {cls.http_status: cls for cls in (InvalidInputError, UnauthorizedError, NotFoundError, ConflictError,
-                                               PayloadTooLargeError, UnprocessableError, OverloadedError, StoreError,
+_BY_STATUS = {cls.http_status: cls for cls in (InvalidInputError, UnauthorizedError, ForbiddenError, NotFoundError,
+                                               ConflictError, PayloadTooLargeError, UnprocessableError, OverloadedError, StoreError,
                                                NotReadyError)}
 """The typed error a status names when the body's ``code`` names none more precisely."""
 _BY_CODE = {(value.http_status, value.code): value for value in vars(errors).values()

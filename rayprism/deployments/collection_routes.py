@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from rayprism.deployments.auth import may_read
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.documents import DocumentsService
 from rayprism.deployments.http_io import Observed, cancelled_if_client_leaves, json_response, parsed_body, read_body
@@ -69,9 +71,9 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
             return json_response(description, 201 if created else 200)
 
     @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
-    async def list_collections() -> Response:
-        """Every collection with its schema and size."""
-        return json_response(await collections.list())
+    async def list_collections(request: Request) -> Response:
+        """Every collection the key may read, with its schema and size."""
+        return json_response(await collections.list(partial(may_read, request)))
 
     @app.post("/v1/collections", status_code=201, openapi_extra=request_body(CollectionConfig), responses={
         **answers(responses.CollectionDescription, status=201, description="Created", errors={
@@ -155,9 +157,9 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
             return json_response((await services.reembed.rollback(name, parsed)).model_dump(mode="json"), 202)
 
     @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
-    async def list_aliases() -> Response:
-        """Every alias and the collection it reaches."""
-        return json_response(await collections.list_aliases())
+    async def list_aliases(request: Request) -> Response:
+        """Every alias the key may read, and the collection it reaches."""
+        return json_response(await collections.list_aliases(partial(may_read, request)))
 
     @app.post("/v1/aliases", status_code=201, openapi_extra=request_body(AliasRequest), responses={
         **answers(responses.Alias, status=201, description="Created", errors={

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
@@ -107,8 +107,9 @@ class CollectionsService:
 
     # --- collections -------------------------------------------------------------------
 
-    async def list(self) -> CollectionList:
-        names = await self._store.names()
+    async def list(self, shown: Callable[[str], bool]) -> CollectionList:
+        """The collections whose names ``shown`` accepts (those the caller's key may read)."""
+        names = [name for name in await self._store.names() if shown(name)]
         return CollectionList(object="list", data=[await self.describe(name) for name in names])
 
     async def describe(self, name: str) -> CollectionDescription:
@@ -150,10 +151,11 @@ class CollectionsService:
 
     # --- aliases -----------------------------------------------------------------------
 
-    async def list_aliases(self) -> AliasList:
+    async def list_aliases(self, shown: Callable[[str], bool]) -> AliasList:
+        """The aliases whose names ``shown`` accepts (those the caller's key may read)."""
         table = await self._store.aliases()
         return AliasList(object="list", data=[Alias(object="alias", name=alias, collection=table[alias])
-                                              for alias in sorted(table)])
+                                              for alias in sorted(table) if shown(alias)])
 
     async def point_alias(self, request: AliasRequest) -> tuple[Alias, bool]:
         """(description, created): the alias made, or repointed in one step (a search in flight

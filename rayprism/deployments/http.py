@@ -74,8 +74,8 @@ def create_app(
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
     keys = service.config.server.resolved_api_keys()
     if keys:
-        app.add_middleware(ApiKeyGuard, keys=keys, protect_open_paths=service.config.server.api_key_routes == "all",
-                           refuse=error_response)
+        app.add_middleware(ApiKeyGuard, keys=keys, routes=app.router.routes,
+                           protect_open_paths=service.config.server.api_key_routes == "all", refuse=error_response)
 
     @app.exception_handler(RayprismError)
     async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:

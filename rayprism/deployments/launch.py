@@ -15,9 +15,10 @@ from typing import Callable
 
 from rayprism.deployments.ingress import check_ports, ingress_env, ingress_path, lingers, port_plan
 from rayprism.deployments.lifecycle import ServiceHome, StopRequested, StopSignal, run_with_deadline
+from rayprism.platform.api.keys import Need
 from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.constants import API_KEYS_VARIABLE, APP_NAME
-from rayprism.platform.errors import NotReadyError
+from rayprism.platform.errors import ConfigError, NotReadyError
 from rayprism.platform.models.source import resolve_source
 
 READY_TIMEOUT_S = 900
@@ -35,11 +36,25 @@ def apply_env(settings: dict[str, str]) -> None:
         os.environ.setdefault(name, value)
 
 
+def own_key(config: ServeConfig) -> str | None:
+    """The key the service's own calls (readiness, seeding) send: the first ``admin`` key whose text the service
+    knows (a bare string, ``key`` or ``key_env``; a ``sha256`` entry it cannot send), or None."""
+    keys = config.server.resolved_api_keys()
+    return next((key.secret for key in keys if key.secret is not None and key.allows(Need("admin"))), None)
+
+
 def preflight(config: ServeConfig, echo: Callable[[str], None]) -> None:
     """Fail before Ray starts on what can be checked here (model sources, API keys); warn about an open door."""
     for model in config.models:
         resolve_source(model.source)
-    if not config.server.resolved_api_keys() and not is_loopback(config.server.host):
+    keys = config.server.resolved_api_keys()
+    needs_own_key = config.seed is not None or config.server.api_key_routes == "all"
+    if keys and needs_own_key and own_key(config) is None:
+        raise ConfigError(f"server.api_keys: none of {[key.name for key in keys]} is an admin key the service can send "
+                          f"(a plain key, or an entry with scope admin and key or key_env; not sha256), and its own "
+                          f"calls need one (readiness with api_key_routes: all, filling the seed collection): add "
+                          f"one, e.g. in ${API_KEYS_VARIABLE}")
+    if not keys and not is_loopback(config.server.host):
         echo(f"warning: serving on {config.server.host} without an API key: anyone who can reach port "
              f"{config.server.port} can embed, read, write and drop collections. Set server.api_keys in the "
              f"config or ${API_KEYS_VARIABLE}.")
@@ -191,7 +206,7 @@ def start(config: ServeConfig, *, joining: bool, echo: Callable[[str], None], st
     deploy(config, direct_ingress=not joining, stop=stop)
     url = service_url(config)
     echo(f"loading models {sorted(m.name for m in config.models)} ...")
-    api_key = next(iter(config.server.resolved_api_keys()), None)  # the service's own calls
+    api_key = own_key(config)
     wait_until_ready(url, replicas=config.deployment.replicas.min, api_key=api_key, stop=stop)
     if config.seed is not None:
         stop.run(lambda: seed_collection(url, config, echo, api_key))

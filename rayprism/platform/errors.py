@@ -87,6 +87,14 @@ class UnauthorizedError(RayprismError):
     code = "invalid_api_key"
 
 
+class ForbiddenError(RayprismError):
+    """A valid API key without the scope a request needs; the message names that scope."""
+
+    http_status = 403
+    error_type = "invalid_request_error"
+    code = "insufficient_scope"
+
+
 class NotFoundError(RayprismError):
     http_status = 404
     error_type = "invalid_request_error"

@@ -331,6 +331,20 @@ def test_api_keys_come_from_a_secret_into_every_ray_container(kubeconfig):
     assert "RAYPRISM_API_KEYS" not in env_of(containers(render(kubeconfig))["cpu"])
 
 
+def test_scoped_keys_come_from_a_secret_by_the_variable_their_entry_names(kubeconfig, monkeypatch):
+    entry = {"name": "search-ui", "key_env": "RAYPRISM_SEARCH_UI_KEY", "scopes": ["read:*"]}
+    objects = render(kubeconfig, {"serve": {"server": {"api_keys": [entry]}},
+                                  "apiKeys": {"existingSecret": "team-keys", "env": {entry["key_env"]: "search-ui"}}})
+    for container in containers(objects).values():
+        assert env_of(container)[entry["key_env"]]["valueFrom"]["secretKeyRef"] == {"name": "team-keys",
+                                                                                  "key": "search-ui"}
+    config = check_serve_config(objects)
+    monkeypatch.setenv(entry["key_env"], "sk-from-the-secret-0123")  # what Kubernetes sets from the Secret
+    (key,) = config.server.resolved_api_keys()
+    assert (key.name, key.scopes, key.secret) == ("search-ui", ("read:*",), "sk-from-the-secret-0123")
+    assert "sk-" not in json.dumps(serve_deploy_config(objects))  # no key in what the chart renders
+
+
 def test_the_ingress_switch_sets_haproxy_and_direct_ingress_or_leaves_serves_proxy(kubeconfig):
     for container in containers(render(kubeconfig, {"serveIngress": {"mode": "haproxy"}})).values():
         env = env_of(container)
@@ -523,6 +537,9 @@ def test_values_schema_refuses_bad_values(kubeconfig, values, where):
     ({"serve": {"server": {"api_key_routes": "all"}}}, "readiness probe"),
     ({"jobs": {"train": {"enabled": True}}}, "jobs.train.enabled needs its job file"),
     ({"serveYaml": "models: [unclosed"}, "serveYaml is not a YAML mapping"),
+    ({"apiKeys": {"env": {"RAYPRISM_OPS_KEY": "ops"}}}, "apiKeys.env fills variables from apiKeys.existingSecret"),
+    ({"serve": {"server": {"api_keys": [{"name": "ops", "key_env": "RAYPRISM_OPS_KEY", "scopes": ["admin"]}]}}},
+     "key ops reads $RAYPRISM_OPS_KEY, which nothing sets: add RAYPRISM_OPS_KEY to apiKeys.env"),
 ])
 def test_the_chart_refuses_what_cannot_work(kubeconfig, values, says):
     assert says in install_error(kubeconfig, values)

@@ -161,6 +161,14 @@ applications:
       key: {{ .Values.apiKeys.clientKeyKey }}
       optional: true
 {{- end }}
+{{- $existingSecret := .Values.apiKeys.existingSecret }}
+{{- range $variable, $key := .Values.apiKeys.env }}
+- name: {{ $variable }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $existingSecret }}
+      key: {{ $key }}
+{{- end }}
 {{- if and $serving (eq .Values.serveIngress.mode "haproxy") }}
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"

@@ -50,6 +50,7 @@ from rayprism.platform.config.models import (
 )
 from rayprism.platform.config.serve import (
     DEFAULT_STORE_URI,
+    ApiKeyConfig,
     DeploymentConfig,
     ReplicasConfig,
     SeedConfig,
@@ -79,7 +80,7 @@ __all__ = [
     "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_HASH_FIELD", "DOCUMENT_ID_FIELD",
     "DOCUMENT_VECTOR_KEY", "PIECE_COUNT_FIELD", "PIECE_FIELDS", "PIECE_INDEX_FIELD", "PIECE_START_FIELD", "ChunkingConfig",
     "SPARSE_FIELD", "VECTOR_FIELDS",
-    "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
+    "ApiKeyConfig", "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FDEOptions", "FieldType", "MultivectorConfig", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
     "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",

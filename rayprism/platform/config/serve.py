@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from rayprism.platform.api.keys import ApiKey, digest_of, plain_key, valid_scope
 from rayprism.platform.config.base import (
     CustomResources,
     NonNegativeFloat,
@@ -92,6 +93,37 @@ class GroupConfig(StrictModel):
 
 
 MIN_API_KEY_LENGTH = 16
+Key = Annotated[str, Field(min_length=MIN_API_KEY_LENGTH)]
+
+
+class ApiKeyConfig(StrictModel):
+    """A named key with scopes (docs/api.md, "API keys and scopes"), given one of three ways: ``key`` (its text),
+    ``sha256`` (only its hex digest: the config then holds nothing that opens the service) or ``key_env`` (the
+    variable that holds it where the service runs, e.g. filled from a Kubernetes Secret)."""
+
+    name: Annotated[str, AfterValidator(valid_name)]
+    """What logs, errors and (later) metrics show: never the key."""
+    key: Key | None = Field(default=None, repr=False)
+    sha256: Annotated[str, Field(pattern="^[0-9a-fA-F]{64}$")] | None = None
+    key_env: str | None = None
+    scopes: list[Annotated[str, AfterValidator(valid_scope)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyConfig:
+        given = [source for source in ("key", "sha256", "key_env") if getattr(self, source) is not None]
+        if len(given) != 1:
+            raise ValueError(f"API key {self.name!r} needs exactly one of key, sha256, key_env (given: {given})")
+        return self
+
+    def resolved(self) -> ApiKey:
+        """The key, its variable read now (in the process that checks keys)."""
+        if self.sha256 is not None:
+            return ApiKey(self.name, bytes.fromhex(self.sha256), tuple(self.scopes))
+        key = self.key if self.key_env is None else os.environ.get(self.key_env, "")
+        if self.key_env is not None and len(key) < MIN_API_KEY_LENGTH:
+            raise ConfigError(f"API key {self.name!r}: ${self.key_env} is {'too short' if key else 'not set'} "
+                              f"(a key needs at least {MIN_API_KEY_LENGTH} characters)")
+        return ApiKey(self.name, digest_of(key), tuple(self.scopes), key)
 
 
 class ServerConfig(StrictModel):
@@ -99,9 +131,10 @@ class ServerConfig(StrictModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     max_request_bytes: PositiveInt = 8 * 1024 * 1024
     max_inputs_per_request: PositiveInt = 2048
-    api_keys: list[Annotated[str, Field(min_length=MIN_API_KEY_LENGTH)]] = Field(default_factory=list)
-    """Keys accepted as ``Authorization: Bearer <key>``; ``$RAYPRISM_API_KEYS`` (comma-separated) adds
-    more where the service runs, which keeps keys out of config files. None: no authentication."""
+    api_keys: list[Key | ApiKeyConfig] = Field(default_factory=list)
+    """Keys accepted as ``Authorization: Bearer <key>``: a bare string may do everything, an entry with a name
+    what its scopes allow. ``$RAYPRISM_API_KEYS`` (comma-separated) adds keys that may do everything where the
+    service runs, which keeps keys out of config files. None: no authentication."""
     allow_remote_media: bool = False
     """Let image and audio inputs be http(s) URLs that the service fetches (never from loopback,
     private or link-local addresses); off, only ``data:`` URIs are accepted."""
@@ -115,12 +148,29 @@ class ServerConfig(StrictModel):
     every request to a replica (one more hop; docs/benchmarks.md measures both). A running cluster
     that ``rayprism serve --address`` joins keeps its own setting."""
 
-    def resolved_api_keys(self) -> list[str]:
-        """The configured keys and those in ``$RAYPRISM_API_KEYS`` of this process."""
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_key_names(cls, keys: list[str | ApiKeyConfig]) -> list[str | ApiKeyConfig]:
+        check_unique("API key", [key.name for key in keys if isinstance(key, ApiKeyConfig)])
+        return keys
+
+    def resolved_api_keys(self) -> list[ApiKey]:
+        """The configured keys and those in ``$RAYPRISM_API_KEYS`` of this process; a bare string is named by
+        where it came from (``api_keys.0``, ``RAYPRISM_API_KEYS.1``), as logs show it."""
         from_environment = [key.strip() for key in os.environ.get(API_KEYS_VARIABLE, "").split(",") if key.strip()]
         if any(len(key) < MIN_API_KEY_LENGTH for key in from_environment):
             raise ConfigError(f"${API_KEYS_VARIABLE}: every key needs at least {MIN_API_KEY_LENGTH} characters")
-        return [*self.api_keys, *from_environment]
+        keys = [plain_key(f"api_keys.{index}", key) if isinstance(key, str) else key.resolved()
+                for index, key in enumerate(self.api_keys)]
+        keys += [plain_key(f"{API_KEYS_VARIABLE}.{index}", key) for index, key in enumerate(from_environment)]
+        names_by_digest: dict[bytes, list[str]] = {}
+        for key in keys:
+            names_by_digest.setdefault(key.digest, []).append(key.name)
+        repeated = [names for names in names_by_digest.values() if len(names) > 1]
+        if repeated:
+            raise ConfigError(f"the same key is given more than once, as {repeated[0]}: give each key once, "
+                              "with the scopes it needs")
+        return keys
 
 
 class StoreConfig(StrictModel):
