@@ -131,3 +131,12 @@ def milvus_server_uri(tmp_path_factory) -> str:
 
     with milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
         yield uri
+
+
+def drop_new_collections(store, before: set[str]) -> None:
+    """Drop the collections made since ``before`` (and aliases pointing at them): the session's one Milvus
+    server also holds what other tests (integration ones too) left there, which is theirs to keep."""
+    for name in sorted(set(store.names()) - before):
+        for alias in store.aliases.pointing_at(name):
+            store.aliases.remove(alias)
+        store.drop(name)

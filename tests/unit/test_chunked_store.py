@@ -8,6 +8,7 @@ import pytest
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.pieces import Slice, document_hash, joined, piece_rows, tiling, whole_documents
+from tests.conftest import drop_new_collections
 
 pytestmark = pytest.mark.slow  # Milvus Lite and a Milvus server
 
@@ -64,9 +65,9 @@ def store(request, tmp_path):
                             cache_max_rows=10_000 if request.param == "mirror" else 0)
     store.bm25 = request.param != "server"  # Milvus 2.3 has no BM25
     store.path = request.param
+    before = set(store.names())
     yield store
-    for name in store.names():
-        store.drop(name)
+    drop_new_collections(store, before)
     store.close()
 
 

@@ -16,6 +16,7 @@ from pymilvus import MilvusClient
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
+from tests.conftest import drop_new_collections
 
 pytestmark = pytest.mark.slow  # a Milvus server
 
@@ -45,9 +46,9 @@ def cosine_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed=None, ids
 @pytest.fixture()
 def store(milvus_server_uri):
     store = MilvusStore(milvus_server_uri, flush_after_s=600)  # Session reads: no flush needed to see writes
+    before = set(store.names())
     yield store
-    for name in store.names():
-        store.drop(name)
+    drop_new_collections(store, before)
     store.close()
 
 
