@@ -98,7 +98,9 @@ class ServiceSink:
             written += result["upserted"] + result["unchanged"]
         return written
 
-    def close(self) -> int:
+    def close(self, read_after: int = 0) -> int:
+        """The collection's size, as the service counts it (``read_after``: the sinks' one signature; the service
+        wrote every row itself, so its reads see them)."""
         count = self._client.collection(self.collection.name)["count"]
         self._client.close()
         return count

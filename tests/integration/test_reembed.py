@@ -231,7 +231,7 @@ def test_a_killed_job_resumes_without_embedding_again_what_it_had_done(service_u
     from rayprism.platform.constants import APP_NAME, NAMESPACE, reembed_worker_name
 
     url = service_url
-    documents = _documents(EXAMPLES / "debian-2k.jsonl")
+    documents = _documents(EXAMPLES / "debian-2k.jsonl")[:1000]  # ~60 batches: ample to kill the job mid-way
     make_alias(url, "rb_resume", "rb_resume_v1", "clip", documents)
     batch = 16
     started = post(url, "/v1/collections/rb_resume/reembed",
