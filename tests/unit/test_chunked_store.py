@@ -171,8 +171,9 @@ def best_per_document(pieces: list[tuple[str, float]]) -> list[tuple[str, float]
 
 def test_hybrid_search_fuses_each_piece_then_adds_the_documents_openings(store):
     """A document's hybrid score: its best piece (dense and BM25 fused per piece) fused with how well its opening
-    matches the query by meaning (0.25). Compared with numpy over the pieces' vectors and Milvus's own BM25 scores
-    of each piece (doc-3's opening carries the query's vector, its second piece one of the query's words)."""
+    matches the query (0.25), by meaning and BM25 fused alike. Compared with numpy over the pieces' vectors and
+    Milvus's own BM25 scores of each piece (doc-3's opening carries the query's vector, its second piece one of the
+    query's words)."""
     if not store.bm25:
         pytest.skip("Milvus 2.3 has no BM25")
     store.ensure(config("routes", True), DIMENSIONS)
@@ -186,7 +187,9 @@ def test_hybrid_search_fuses_each_piece_then_adds_the_documents_openings(store):
     everything = len(rows)
     bm25 = store.hits("routes", "sparse", text, everything)  # Milvus's (or the mirror's) BM25 of each piece
     per_piece = min_max_fused([cosines(rows, query), bm25], [0.5, 0.5])
-    openings = best_per_document(cosines([row for row in rows if row["piece_index"] == 0], query))
+    first_bm25 = [(key, score) for key, score in bm25 if key.endswith("#0")]
+    openings = best_per_document(min_max_fused(
+        [cosines([row for row in rows if row["piece_index"] == 0], query), first_bm25], [0.5, 0.5]))
     expected = min_max_fused([best_per_document(per_piece), openings], [0.75, 0.25])[:6]
     found = store.search("routes", SearchQuery(mode="hybrid", k=6, dense_vector=query, text=text, candidates=everything,
                                                passages=2, output_fields=["text"]))

@@ -48,6 +48,7 @@ from rayprism.platform.store.pieces import (
     best_pieces,
     by_document,
     documents_from_pieces,
+    is_opening,
     stale_keys,
     whole_documents,
 )
@@ -77,10 +78,11 @@ FIRST_PIECE = f"{PIECE_INDEX_FIELD} == 0"
 """One row per document of a chunked collection: what counting and listing its documents read, and the openings
 route of its hybrid search searches."""
 OPENING_WEIGHT = 0.25
-"""The share of a chunked collection's hybrid document score that its opening's match by meaning gets (the rest:
-its best piece's fused score). On the manual pages' description queries (first 1,000 pages, 179 queries,
-sentence-transformers offline) best-piece fusion alone scored MRR@10 0.814 against 0.839 for one embedding of each
-page's first 256 tokens; with the openings route at 0.2 to 0.35 it scored 0.848 to 0.850 (R@10 0.955 → 0.983+)."""
+"""The share of a chunked collection's hybrid document score that its opening's match gets (the rest: its best
+piece's fused score). On the manual pages' description queries (first 1,000 pages, 179 queries, bench/
+document_scoring.py) best-piece fusion alone scored MRR@10 0.814 against 0.839 for one embedding of each page's first
+256 tokens; with the openings route (dense and BM25 fused) at 0.15 to 0.35 it scored 0.852 to 0.853 (R@10 0.955 →
+0.978), and on the deep queries it keeps the page in the top 10 (docs/benchmarks.md)."""
 QUERY_MAX_ROWS = 16384
 """The most rows one Milvus query answers (``offset + limit``)."""
 WARM_TIMEOUT_S = 120.0
@@ -429,21 +431,24 @@ class MilvusStore:
             sparse = self.hits(name, SPARSE_FIELD, query.text, limit, filter)
         hits = fuse(dense, sparse, query.fusion) if mode == "hybrid" else dense or sparse
         if chunked:
-            return self._documents_with_fields(name, self._ranked_documents(name, hits, filter, query), hits, query)
+            documents = self._ranked_documents(name, hits, sparse, filter, query)
+            return self._documents_with_fields(name, documents, hits, query)
         return self._with_fields(name, hits[: query.k], query.output_fields)
 
-    def _ranked_documents(self, name: str, pieces: Hits, filter: str, query: SearchQuery) -> Hits:
+    def _ranked_documents(self, name: str, pieces: Hits, sparse: Hits, filter: str, query: SearchQuery) -> Hits:
         """A chunked collection's ``k`` best documents, each scored by its best piece (``pieces``: hybrid fuses per
-        piece). A hybrid search also ranks the documents' openings by meaning (a third route, over first pieces
-        only) and fuses that in at :data:`OPENING_WEIGHT`: what a document is about is said at its start, which is
-        all an unchunked collection embeds, and best-piece scores alone lost to that on the manual pages'
-        descriptions (docs/benchmarks.md)."""
+        piece). A hybrid search also ranks the documents' openings (a third route, over first pieces only: by
+        meaning, fused with the first pieces among the ``sparse`` piece hits as the pieces are) and fuses that in at
+        :data:`OPENING_WEIGHT`: what a document is about is said at its start, which is all an unchunked collection
+        embeds, and best-piece scores alone lost to that on the manual pages' descriptions (docs/benchmarks.md)."""
         id_type = self._fixed_layout(name).id_type
         documents = by_document(pieces, id_type)
         if query.mode != "hybrid":
             return documents[: query.k]
         first_pieces = f"({filter}) and {FIRST_PIECE}" if filter else FIRST_PIECE
-        openings = self.hits(name, DENSE_FIELD, query.dense_vector, query.candidates, first_pieces, metric=query.metric)
+        openings_dense = self.hits(name, DENSE_FIELD, query.dense_vector, query.candidates, first_pieces,
+                                   metric=query.metric)
+        openings = fuse(openings_dense, [hit for hit in sparse if is_opening(hit[0])], query.fusion)
         return weighted([documents, by_document(openings, id_type)], [1 - OPENING_WEIGHT, OPENING_WEIGHT])[: query.k]
 
     def _route_limit(self, name: str, documents: int) -> int:

@@ -44,6 +44,11 @@ def piece_key(document_id: str | int, index: int) -> str:
     return f"{document_id}{KEY_SEPARATOR}{index}"
 
 
+def is_opening(key: str) -> bool:
+    """Whether a piece key names its document's first piece."""
+    return key.rpartition(KEY_SEPARATOR)[2] == "0"
+
+
 def document_of(key: str, id_type: str) -> str | int:
     """The id of the document a piece key belongs to, typed as the collection's ids."""
     document_id = key.rpartition(KEY_SEPARATOR)[0]
