@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from rayprism.platform.errors import ConfigError
 from rayprism.platform.files import write_atomically
-from rayprism.platform.text.files import SUFFIXES, FileProblem, SourceFile, find_files, read_file
+from rayprism.platform.text.files import FILE_FIELDS, SUFFIXES, FileProblem, SourceFile, find_files, read_file
 
 
 @dataclass(frozen=True)
@@ -250,9 +250,7 @@ def _files_rows(path: str, start: int, stop: int) -> Iterator[RawRow]:
         if isinstance(document, FileProblem):
             yield RawRow(row, {"id": file_id}, str(document))
             continue
-        record = document.fields()
-        record[manifest["text_field"]] = record.pop("text")
-        yield RawRow(row, record)
+        yield RawRow(row, document.record(manifest["text_field"], FILE_FIELDS))
 
 
 READERS: dict[str, Reader] = {
