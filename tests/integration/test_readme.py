@@ -5,6 +5,7 @@ The only liberty taken: the service listens on a free port instead of 8000, and 
 `localhost:8000` / `127.0.0.1:8000` say so.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -77,7 +78,8 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
             result = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=900)
             assert result.returncode == 0, f"{language} example failed:\n{code}\n{result.stdout}\n{result.stderr}"
     finally:
-        os.killpg(service.pid, signal.SIGINT)  # Ctrl-C, as a user stops it
+        with contextlib.suppress(ProcessLookupError):  # gone already when it failed to start: show why
+            os.killpg(service.pid, signal.SIGINT)  # Ctrl-C, as a user stops it
         rest, _ = service.communicate(timeout=120)
         output.append(rest)
     # rayprism stops cleanly; make itself ends by the Ctrl-C it was sent, as it does in a terminal

@@ -1,5 +1,8 @@
 """The store layer against a real Milvus Lite file (no Ray)."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -37,6 +40,24 @@ def test_create_then_verify_the_same_config(store):
     assert store.names() == ["docs"]
     assert store.ensure(CONFIG, 4).fields == CONFIG.fields
     assert store.config_of("docs") == CONFIG
+
+
+@pytest.mark.slow  # starts Milvus Lite
+def test_ensuring_one_collection_from_many_threads_at_once_creates_it_once(store):
+    """Every API replica ensures the declared collections as it starts: they race (CI saw 'already exists')."""
+    for round_ in range(3):
+        config = CONFIG.model_copy(update={"name": f"docs_{round_}"})
+        start = threading.Barrier(6)
+
+        def ensure(config: CollectionConfig, start: threading.Barrier) -> list[str]:
+            start.wait()
+            return sorted(store.ensure(config, 4).fields)
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(ensure, [config] * 6, [start] * 6))
+        assert results == [sorted(CONFIG.fields)] * 6
+        assert store.config_of(config.name) == config
+    assert store.names() == ["docs_0", "docs_1", "docs_2"]
 
 
 @pytest.mark.slow  # starts Milvus Lite

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,8 @@ class MilvusStore:
         self.tokens = TokenFiles(Path(f"{uri}.tokens")) if self._lite else None
         """Where a Lite store's multi-vector collections keep their token vectors."""
         self._fixed: dict[str, Layout] = {}
+        self._creating = threading.Lock()
+        """Held while a collection is created: Milvus Lite's own create races with itself."""
         self.aliases = Aliases(self._client, self._call)
         self.mirrors = MirrorManager(self._client, cache_max_rows, layout=self.layout, count=self.count,
                                      fetch_vectors=self._vectors, codes=self.codes, tokens=self.tokens,
@@ -163,23 +166,13 @@ class MilvusStore:
     # --- collections -------------------------------------------------------------------
 
     def ensure(self, config: CollectionConfig, dimensions: int) -> Layout:
-        """Create the collection, or check that the existing one matches ``config``."""
+        """Create the collection, or check that the existing one matches ``config``. Every API
+        replica ensures the declared collections as it starts, so calls race: one creates, the
+        others compare (another process's create, on a server, is recognised after the fact)."""
         wanted = Layout.from_config(config, dimensions)
-        if not self._client.has_collection(config.name):
-            compression = config.compression.type if config.compression else None
-            if compression == "int8" and not self._lite:
-                raise InvalidInputError(
-                    "int8 compression runs in Milvus Lite's in-memory mirror; on a Milvus server use binary"
-                    " (a BINARY_VECTOR field searched by Milvus)", param="compression")
-            if config.multivector is not None and not self._lite:
-                raise InvalidInputError(
-                    "multivector collections keep their token vectors beside a Milvus Lite file, for the in-memory"
-                    " MaxSim rerank; a Milvus server has no such place: use a Lite store (a collection's uri)",
-                    param="multivector")
-            if not self._lite:
-                check_server_supports(config, self.server_version)
-            create_collection(self._client, config, dimensions, bits_field=compression == "binary" and not self._lite)
-            self._fixed.pop(config.name, None)
+        with self._creating:
+            created = self._create_if_missing(config, dimensions)
+        if created:
             return wanted
         differences = wanted.differences(self.layout(config.name))
         if differences:
@@ -189,6 +182,31 @@ class MilvusStore:
                 "again; a Milvus Lite store is the file at store.uri"
             )
         return wanted
+
+    def _create_if_missing(self, config: CollectionConfig, dimensions: int) -> bool:
+        """Whether this call created the collection (False: it existed, maybe made a moment ago)."""
+        if self._client.has_collection(config.name):
+            return False
+        compression = config.compression.type if config.compression else None
+        if compression == "int8" and not self._lite:
+            raise InvalidInputError(
+                "int8 compression runs in Milvus Lite's in-memory mirror; on a Milvus server use binary"
+                " (a BINARY_VECTOR field searched by Milvus)", param="compression")
+        if config.multivector is not None and not self._lite:
+            raise InvalidInputError(
+                "multivector collections keep their token vectors beside a Milvus Lite file, for the in-memory"
+                " MaxSim rerank; a Milvus server has no such place: use a Lite store (a collection's uri)",
+                param="multivector")
+        if not self._lite:
+            check_server_supports(config, self.server_version)
+        try:
+            create_collection(self._client, config, dimensions, bits_field=compression == "binary" and not self._lite)
+        except MilvusException:
+            if self._client.has_collection(config.name):  # another store replica created it meanwhile
+                return False
+            raise
+        self._fixed.pop(config.name, None)
+        return True
 
     @functools.cached_property
     def server_version(self) -> str:
