@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail, service_client
+from rayprism.cli.common import API_KEY_OPTION, URL_OPTION, app, fail, progress_bars, service_client
 
 if TYPE_CHECKING:
     from rayprism.client import Client, IngestSummary
@@ -105,13 +105,6 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, transient=False)
-
-
 def _ingest_jsonl(client: Client, collection: str, schema: dict, file: Path, summary: IngestSummary, *,
                   batch_size: int, id_field: str | None, text_field: str | None, keep_unknown: bool) -> list[str]:
     """One JSONL file's lines as documents; returns what the user should be told beside the summary."""
@@ -121,7 +114,7 @@ def _ingest_jsonl(client: Client, collection: str, schema: dict, file: Path, sum
         fail(f"{file}: no such file")
     mapping = FieldMapping(id_field=id_field or "id", text_field=text_field, keep_unknown=keep_unknown)
     total = sum(1 for line in file.open(encoding="utf-8") if line.strip())
-    with _progress() as progress:
+    with progress_bars() as progress:
         task = progress.add_task(f"ingest {file.name} → {collection}", total=total)
         client.ingest(
             collection, mapping.apply(schema, read_jsonl(file, summary)), batch_size=batch_size,
@@ -151,7 +144,7 @@ def _ingest_files(client: Client, collection: str, schema: dict, paths: list[str
         record.clear()
     found = find_files(paths, root=root)
     try:
-        with _progress() as progress:
+        with progress_bars() as progress:
             task = progress.add_task(f"ingest {len(found)} files → {collection}", total=len(found))
             files = FileIngest(schema["text_field"], fields, record, summary, lambda: progress.advance(task),
                                skip_known=not resend)

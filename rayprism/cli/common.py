@@ -11,6 +11,8 @@ from rayprism.platform.constants import API_KEY_VARIABLE, URL_VARIABLE
 from rayprism.platform.errors import RayprismError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from rayprism.client import Client
 
 app = typer.Typer(
@@ -56,3 +58,11 @@ API_KEY_OPTION = typer.Option(
     None, "--api-key", envvar=API_KEY_VARIABLE, show_envvar=True,
     help="The service's API key, if it has one (sent as Authorization: Bearer). Default: $RAYPRISM_API_KEY.",
 )
+
+
+def progress_bars() -> Progress:
+    """Rich progress bars for long work: what, a bar, done of total, time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, transient=False)

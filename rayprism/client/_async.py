@@ -27,7 +27,7 @@ class AsyncClient(Routes, Connection):
         while True:
             try:
                 outcome: httpx.Response | httpx.TransportError = await self._http.request(
-                    call.method, call.path, json=call.body)
+                    call.method, call.path, **call.sent())
             except httpx.TransportError as error:
                 outcome = error
             wait_s = self.retries.wait_s(call, attempt, outcome)

@@ -27,11 +27,20 @@ class Call(Generic[T]):
     path: str
     body: Any = None
     answer: Any = None
-    """The type the answer's JSON is validated into; None: the JSON as it came; ``str``: the body's text."""
+    """The type the answer's JSON is validated into; None: the JSON as it came; ``str``: the body's text;
+    ``bytes``: the body's bytes."""
     finish: Callable[[Any], T] | None = None
     """Turns the validated answer into what the method returns."""
     accept: frozenset[int] = frozenset()
     """Error statuses whose body is the answer itself (``/health`` says why it is not ready with a 503)."""
+    content_type: str | None = None
+    """The media type of a ``body`` of bytes sent as they are (none: ``body`` is sent as JSON)."""
+
+    def sent(self) -> dict[str, Any]:
+        """The body as httpx's ``request`` takes it."""
+        if self.content_type is None:
+            return {"json": self.body}
+        return {"content": self.body, "headers": {"Content-Type": self.content_type}}
 
     def read(self, response: httpx.Response) -> T:
         """The answer as a typed object, or the service's error raised as a typed error."""
@@ -39,6 +48,8 @@ class Call(Generic[T]):
             raise service_error(response)
         if self.answer is str:
             value: Any = response.text
+        elif self.answer is bytes:
+            value = response.content
         elif self.answer is None:
             value = response.json()
         else:

@@ -19,6 +19,7 @@ from rayprism.platform.api.requests import (
     RerankRequest,
     RollbackRequest,
     SearchRequest,
+    SnapshotRequest,
 )
 from rayprism.platform.api.responses import (
     Alias,
@@ -37,9 +38,13 @@ from rayprism.platform.api.responses import (
     ReembedJob,
     ReembedJobList,
     RerankResponse,
+    RowsRestored,
     SearchResults,
+    Snapshot,
+    SnapshotDeleted,
 )
 from rayprism.platform.config import CollectionConfig
+from rayprism.platform.constants import ARROW_STREAM
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -222,3 +227,28 @@ class Routes:
         re-embedding moved it from."""
         return Call("POST", f"/v1/collections/{_name(alias)}/rollback",
                     body(RollbackRequest, batch_size=batch_size), ReembedJob)
+
+    @route
+    def snapshot(collection: str, *, page_rows: int | None = None) -> Call[Snapshot]:
+        """``POST /v1/collections/{name}/snapshots``: a consistent snapshot of the collection for a backup (writes
+        to it wait while the store copies its rows aside); read it with :meth:`snapshot_page`, then
+        :meth:`drop_snapshot`."""
+        return Call("POST", f"/v1/collections/{_name(collection)}/snapshots",
+                    body(SnapshotRequest, page_rows=page_rows), Snapshot)
+
+    @route
+    def snapshot_page(snapshot_id: str, page: int) -> Call[bytes]:
+        """``GET /v1/snapshots/{id}/pages/{page}``: one page of rows, an Arrow IPC stream."""
+        return Call("GET", f"/v1/snapshots/{_name(snapshot_id)}/pages/{int(page)}", answer=bytes)
+
+    @route
+    def drop_snapshot(snapshot_id: str) -> Call[SnapshotDeleted]:
+        """``DELETE /v1/snapshots/{id}``."""
+        return Call("DELETE", f"/v1/snapshots/{_name(snapshot_id)}", answer=SnapshotDeleted)
+
+    @route
+    def restore_rows(collection: str, rows: bytes) -> Call[RowsRestored]:
+        """``POST /v1/collections/{name}/rows``: rows as a snapshot page holds them (an Arrow IPC stream), written
+        as they are into a collection made from the backup's config."""
+        return Call("POST", f"/v1/collections/{_name(collection)}/rows", rows, RowsRestored,
+                    content_type=ARROW_STREAM)

@@ -33,7 +33,7 @@ class Client(Routes, Connection):
         while True:
             try:
                 outcome: httpx.Response | httpx.TransportError = self._http.request(
-                    call.method, call.path, json=call.body)
+                    call.method, call.path, **call.sent())
             except httpx.TransportError as error:
                 outcome = error
             wait_s = self.retries.wait_s(call, attempt, outcome)

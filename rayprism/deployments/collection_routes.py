@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from rayprism.deployments.auth import may_read
+from rayprism.deployments.backup_routes import add_backup_routes
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.documents import DocumentsService
 from rayprism.deployments.http_io import Observed, cancelled_if_client_leaves, json_response, parsed_body, read_body
@@ -39,6 +40,8 @@ class CollectionServices:
     documents: DocumentsService
     search: SearchService
     reembed: ReembedService
+    store: Store
+    """The store the services share: backup and restore call it directly."""
 
     @classmethod
     def build(cls, embeddings: EmbeddingService, store: Store, jobs: ReembedJobs | None = None) -> CollectionServices:
@@ -47,7 +50,7 @@ class CollectionServices:
         collections = CollectionsService(embeddings, store)
         search = SearchService(embeddings, collections, store)
         return cls(collections, DocumentsService(embeddings, collections, store), search,
-                   ReembedService(embeddings, collections, search, store, jobs))
+                   ReembedService(embeddings, collections, search, store, jobs), store)
 
 
 def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices) -> None:
@@ -174,3 +177,5 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
     async def drop_alias(name: str) -> Response:
         """Remove an alias; the collection it reached stays."""
         return json_response(await collections.drop_alias(name))
+
+    add_backup_routes(app, service, collections, services.store)

@@ -42,6 +42,7 @@ from rayprism.platform.api.requests import (
     RerankRequest,
     RollbackRequest,
     SearchRequest,
+    SnapshotRequest,
 )
 from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import RayprismError
@@ -71,7 +72,7 @@ def create_app(
     install_swagger_ui(app)  # /docs, its own files served from here with root-relative links
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
-                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
+                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest, SnapshotRequest])
     keys = service.config.server.resolved_api_keys()
     if keys:
         app.add_middleware(ApiKeyGuard, keys=keys, routes=app.router.routes,

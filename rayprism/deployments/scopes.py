@@ -29,6 +29,10 @@ ROUTE_SCOPES: dict[tuple[str, str], Action] = {
     ("GET", "/v1/collections/{name}/reembed"): "admin",
     ("POST", "/v1/collections/{name}/rollback"): "admin",
     ("GET", "/v1/reembed/{job_id}"): "admin",
+    ("POST", "/v1/collections/{name}/snapshots"): "admin",  # a backup reads everything, aliases included
+    ("GET", "/v1/snapshots/{snapshot_id}/pages/{page}"): "admin",
+    ("DELETE", "/v1/snapshots/{snapshot_id}"): "admin",
+    ("POST", "/v1/collections/{name}/rows"): "admin",  # a restore writes stored rows, unchecked by any model
     ("GET", "/v1/aliases"): "read",  # any read scope: the answer lists the aliases the key may read
     ("POST", "/v1/aliases"): "admin",
     ("DELETE", "/v1/aliases/{name}"): "admin",

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from rayprism.deployments.metrics import StoreMetrics
 from rayprism.deployments.store_reembed import ReembedLedger
+from rayprism.deployments.store_snapshots import SnapshotSpools
 from rayprism.platform.config import DOCUMENT_ID_FIELD, CollectionConfig, StoreConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError, unwrap
 from rayprism.platform.store.aliases import Aliases
@@ -78,7 +79,7 @@ def _ledger_in_coordinator(replica: type) -> type:
 
 
 @_ledger_in_coordinator
-class StoreReplica(ReembedLedger):
+class StoreReplica(ReembedLedger, SnapshotSpools):
     def __init__(self, store: dict, collections: list[dict], coordinator: Any = None):
         """``coordinator``: with several store replicas, the handle of the
         :class:`~rayprism.deployments.store_coordinator.StoreCoordinator` they share."""
@@ -225,11 +226,14 @@ class StoreReplica(ReembedLedger):
         return await self._writing(name, via, ids, MilvusStore.delete, ids)
 
     async def _writing(self, name: str, via: str | None, ids: list, method, *args) -> Any:
-        """A write, once a re-embedding's freeze of its collection ends, with its ids in the collection's change
+        """A write, once a re-embedding's freeze or a backup's hold of its collection ends, with its ids in the collection's change
         log while a re-embedding follows it; with several store replicas, the coordinator keeps both."""
         if self._coordinator is None:
-            await self._thawed(name)
-            return await asyncio.to_thread(self._write, name, via, ids, method, *args)
+            admitted = await self._admitted(name)
+            try:
+                return await asyncio.to_thread(self._write, name, via, ids, method, *args)
+            finally:
+                await self._write_ended(admitted)
         lease, physical = await _answered(self._coordinator.write_begin.remote(name, via))
         written, store = [], None
         try:
@@ -248,6 +252,17 @@ class StoreReplica(ReembedLedger):
             result = method(store, physical, *args)
             self._changes.record(physical, ids)
             return result
+
+    async def _held(self, name: str, seconds: float) -> str:
+        """Hold new writes to the collection ``name`` reaches, in the coordinator where there is one (a backup)."""
+        if self._coordinator is None:
+            return await self._hold_writes(name, seconds)
+        return await _answered(self._coordinator.writes_hold.remote(name, seconds))
+
+    async def _released(self, physical: str) -> bool:
+        if self._coordinator is None:
+            return await self._release_writes(physical)
+        return await _answered(self._coordinator.writes_release.remote(physical))
 
     async def ids(self, name: str) -> list:
         """Every document id of the collection ``name`` reaches."""

@@ -10,7 +10,8 @@ them asks this deployment (one replica) for what must be single:
   through any other (:mod:`~rayprism.platform.store.session_reads`);
 - re-embedding's ledger (:class:`~rayprism.deployments.store_reembed.ReembedLedger`): job records, change logs,
   the write freeze, and the swap lock that each write holds from :meth:`StoreCoordinator.write_begin` to
-  :meth:`StoreCoordinator.write_end`, so a swap sees every write wholly before it or wholly after;
+  :meth:`StoreCoordinator.write_end`, so a swap sees every write wholly before it or wholly after; and a
+  backup's hold of one collection's writes (:meth:`StoreCoordinator.writes_hold`);
 - the store replicas' metrics, which each reports here for /metrics.
 
 Its calls are small (a table look-up per read, two per write): the Milvus calls, the results and their
@@ -39,8 +40,8 @@ class StoreCoordinator(ReembedLedger):
         self._written: dict[str, int] = {}
         """Collection → the newest write timestamp a replica handed over."""
         self._leases = itertools.count()
-        self._writes: dict[int, contextlib.AbstractContextManager] = {}
-        """Writes under way (lease → the swap lock's share each holds)."""
+        self._writes: dict[int, tuple[contextlib.AbstractContextManager, str]] = {}
+        """Writes under way (lease → the swap lock's share each holds, and the collection it was admitted to)."""
         self._reports: dict[str, bytes] = {}
 
     def _aliases(self) -> Aliases:
@@ -61,29 +62,42 @@ class StoreCoordinator(ReembedLedger):
     async def write_begin(self, name: str, via: str | None) -> tuple[int, str]:
         """A write's lease and the collection it writes (as ``StoreReplica._write`` resolves it): it waits out a
         freeze, and holds the swap off until :meth:`write_end`."""
-        await self._thawed(name)
+        admitted = await self._admitted(name)
         share = self._swap_lock.write()
-        await asyncio.to_thread(share.__enter__)
         try:
-            physical = self._physical(name)
-            check_not_moved(self._physical, name, via, physical)
+            await asyncio.to_thread(share.__enter__)
+            try:
+                physical = self._physical(name)
+                check_not_moved(self._physical, name, via, physical)
+            except BaseException:
+                share.__exit__(None, None, None)
+                raise
         except BaseException:
-            share.__exit__(None, None, None)
+            await self._write_ended(admitted)
             raise
         lease = next(self._leases)
-        self._writes[lease] = share
+        self._writes[lease] = (share, admitted)
         return lease, physical
 
     async def write_end(self, lease: int, physical: str, ids: list, timestamp: int) -> None:
         """The write of ``lease`` ended: its ids go into the collection's change log (none if it failed), its
         timestamp becomes what reads wait for, and the swap may go on."""
-        share = self._writes.pop(lease)
+        share, admitted = self._writes.pop(lease)
         try:
             if ids:
                 await asyncio.to_thread(self._changes.record, physical, ids)
             self._written[physical] = max(timestamp, self._written.get(physical, 0))
         finally:
             share.__exit__(None, None, None)
+            await self._write_ended(admitted)
+
+    async def writes_hold(self, name: str, seconds: float) -> str:
+        """Hold new writes to the collection ``name`` reaches (a backup reads it meanwhile); returns it."""
+        return await self._hold_writes(name, seconds)
+
+    async def writes_release(self, physical: str) -> bool:
+        """End :meth:`writes_hold`; False if it had ended by itself."""
+        return await self._release_writes(physical)
 
     async def aliases(self) -> dict[str, str]:
         return await asyncio.to_thread(self._aliases().table)

@@ -10,6 +10,7 @@ each replica's writes pass through.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ class ReembedLedger:
         self._swap_lock = SwapLock()
         self._frozen: dict[str, tuple[asyncio.Event, float]] = {}
         """Sources whose writes wait while a job replays its last writes: collection → (thawed, until)."""
+        self._holds: dict[str, tuple[asyncio.Event, float]] = {}
+        """Collections whose new writes wait while a backup reads them: collection → (released, until)."""
+        self._under_way: collections.Counter[str] = collections.Counter()
+        """Writes admitted and not ended yet, by collection: a hold waits for its collection's to end."""
+        self._drained = asyncio.Condition()
         directory = reembed_directory(uri)
         self._changes = ChangeLogs(directory)
         self._jobs = JobRecords(directory)
@@ -60,6 +66,51 @@ class ReembedLedger:
             thawed, until = frozen
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(thawed.wait(), max(0.0, until - time.monotonic()))
+
+    async def _admitted(self, name: str) -> str:
+        """Wait out a re-embedding's freeze and a backup's hold of the collection ``name`` reaches, then count a
+        write to it as under way (until :meth:`_write_ended`); returns that collection. Nothing is awaited
+        between the check of the holds and the count, so a hold sees every write it must wait for."""
+        await self._thawed(name)
+        while True:
+            physical = self._physical(name)
+            held = self._holds.get(physical)
+            if held is None:
+                break
+            released, until = held
+            try:
+                await asyncio.wait_for(released.wait(), max(0.0, until - time.monotonic()))
+            except asyncio.TimeoutError:  # a hold past its time ends: writes go on, its backup is refused
+                if self._holds.get(physical) is held:
+                    del self._holds[physical]
+        self._under_way[physical] += 1
+        return physical
+
+    async def _write_ended(self, physical: str) -> None:
+        async with self._drained:
+            self._under_way[physical] -= 1
+            if self._under_way[physical] <= 0:
+                del self._under_way[physical]
+            self._drained.notify_all()
+
+    async def _hold_writes(self, name: str, seconds: float) -> str:
+        """Hold new writes to the collection ``name`` reaches back, for at most ``seconds``, once the writes
+        under way have ended; returns that collection. Other collections' writes go on."""
+        physical = await asyncio.to_thread(self._physical, name)
+        if physical in self._holds:
+            raise ConflictError(f"writes to {physical!r} are held for another backup: retry once it ends")
+        self._holds[physical] = (asyncio.Event(), time.monotonic() + seconds)
+        async with self._drained:
+            await self._drained.wait_for(lambda: not self._under_way.get(physical))
+        return physical
+
+    async def _release_writes(self, physical: str) -> bool:
+        """Let writes to ``physical`` go on; False if the hold had ended by itself (writes went on meanwhile)."""
+        held = self._holds.pop(physical, None)
+        if held is None:
+            return False
+        held[0].set()
+        return time.monotonic() <= held[1]
 
     async def reembed_begin(self, record: ReembedRecord) -> ReembedRecord:
         """Record a new job and open the change log of its source, with no write in flight: every

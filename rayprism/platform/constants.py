@@ -50,3 +50,7 @@ RAY_AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"  # read by `rayprism submit`: "disabled
 RAY_AUTH_TOKEN_VARIABLE = "RAY_AUTH_TOKEN"  # read by `rayprism submit`: the cluster's token
 RAY_AUTH_TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"  # read by `rayprism submit`: a file holding the token
 TOKENIZERS_PARALLELISM_VARIABLE = "TOKENIZERS_PARALLELISM"  # set to "false" unless chosen: see quiet_tokenizers
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+"""The media type of a snapshot page and of a restore's rows (``/v1/snapshots``, ``/v1/collections/{name}/rows``):
+one Arrow IPC stream."""

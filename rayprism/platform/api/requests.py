@@ -270,3 +270,15 @@ class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Identifier
     collection: Identifier
+
+
+SNAPSHOT_PAGE_ROWS = 1000
+"""Rows per snapshot page unless a request says otherwise."""
+
+
+class SnapshotRequest(BaseModel):
+    """``POST /v1/collections/{name}/snapshots`` (the body may be left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+    page_rows: bounded(ge=1, le=16384) = SNAPSHOT_PAGE_ROWS
+    """Rows per page (``GET /v1/snapshots/{id}/pages/{page}``); at most what one Milvus query answers."""

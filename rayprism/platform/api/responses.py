@@ -163,6 +163,41 @@ class CollectionDeleted(TypedDict):
 
 
 @documented
+class Snapshot(TypedDict):
+    object: Literal["snapshot"]
+    id: str
+    """Read its pages with ``GET /v1/snapshots/{id}/pages/{page}``, then ``DELETE /v1/snapshots/{id}``."""
+    collection: str
+    """The physical collection (an alias named in the request is resolved)."""
+    config: dict[str, Any]
+    """The collection's config as created: a restore makes the collection from it."""
+    dimensions: int
+    rows: int
+    """Stored rows (a chunked collection's pieces)."""
+    documents: int
+    pages: int
+    aliases: list[str]
+    """The aliases that reached the collection at the snapshot."""
+    created: float
+    """Unix time of the snapshot: every write acknowledged before it is in it, none after it."""
+
+
+@documented
+class SnapshotDeleted(TypedDict):
+    object: Literal["snapshot.deleted"]
+    id: str
+    deleted: bool
+
+
+@documented
+class RowsRestored(TypedDict):
+    object: Literal["rows.restored"]
+    collection: str
+    restored: int
+    """Rows written as they were stored (nothing embedded)."""
+
+
+@documented
 class DocumentsUpserted(TypedDict):
     object: Literal["documents.upserted"]
     collection: str

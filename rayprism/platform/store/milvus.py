@@ -17,7 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from pymilvus import MilvusClient, MilvusException
@@ -367,6 +367,16 @@ class MilvusStore:
         finally:
             pages.close()
         return rows
+
+    def row_pages(self, name: str, output_fields: list[str], page_rows: int) -> Iterator[list[dict]]:
+        """Every row of the collection, ``page_rows`` at a time (a query iterator: never all in memory)."""
+        pages = self._call(self._client.query_iterator, name, batch_size=page_rows, filter="",
+                           output_fields=output_fields, **self._reads)
+        try:
+            while page := pages.next():
+                yield list(page)
+        finally:
+            pages.close()
 
     def _writing(self, name: str, compression: dict | None, multivector: bool) -> contextlib.ExitStack:
         """Around a write: a compressed collection's saved codes are stale from before it starts, and a
