@@ -21,9 +21,9 @@ REQUEST_MAX_BYTES = 4 * 1024 * 1024
 
 BACKUP_HELP = """Back COLLECTION (or the collection an alias reaches) up into DIR on this machine, with a progress bar.
 
-The service takes a consistent snapshot: writes to the collection wait while its store copies the rows
-aside (a few seconds for 10,000 documents; searches never wait), so every write is wholly in the backup or
-wholly out of it. DIR then gets the rows as parquet (ids, text, fields, dense vectors; a chunked
+The service takes a consistent snapshot: its store copies the rows aside while writes go on, then holds
+writes to the collection back for a moment to read again the documents written meanwhile (searches never
+wait), so every write is wholly in the backup or wholly out of it. DIR then gets the rows as parquet (ids, text, fields, dense vectors; a chunked
 collection's pieces; a multi-vector collection's token vectors) and manifest.json: the format version,
 the collection's config, its dimensions, row and document counts, the aliases that reached it, and a
 SHA-256 per file. The manifest is written last: a DIR without one is an unfinished backup. Needs an admin
@@ -79,9 +79,10 @@ def restore(
 def backup_collection(client: Client, collection: str, directory: Path, *, page_rows: int):
     """Snapshot ``collection`` through the service and write it into ``directory``; returns the manifest."""
     from rayprism.platform.config import CollectionConfig
-    from rayprism.platform.store.backup_files import BackupWriter
+    from rayprism.platform.store.backup_files import BackupWriter, check_free
     from rayprism.platform.store.snapshots import arrow_schema, from_ipc
 
+    check_free(directory)  # before the service holds any write for it
     snapshot = client.snapshot(collection, page_rows=page_rows)
     try:
         config = CollectionConfig.model_validate(snapshot["config"])

@@ -233,7 +233,7 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
             try:
                 return await asyncio.to_thread(self._write, name, via, ids, method, *args)
             finally:
-                await self._write_ended(admitted)
+                await self._write_ended(admitted, ids)
         lease, physical = await _answered(self._coordinator.write_begin.remote(name, via))
         written, store = [], None
         try:
@@ -253,16 +253,30 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
             self._changes.record(physical, ids)
             return result
 
-    async def _held(self, name: str, seconds: float) -> str:
-        """Hold new writes to the collection ``name`` reaches, in the coordinator where there is one (a backup)."""
+    # A snapshot's watch and hold of a collection's writes, kept by the coordinator where there is one.
+
+    async def _watched(self, name: str) -> str:
         if self._coordinator is None:
-            return await self._hold_writes(name, seconds)
-        return await _answered(self._coordinator.writes_hold.remote(name, seconds))
+            return await self._watch_writes(name)
+        return await _answered(self._coordinator.writes_watch.remote(name))
+
+    async def _held(self, physical: str, seconds: float) -> list:
+        """Hold new writes to ``physical`` (those under way end first); the documents written since the watch."""
+        if self._coordinator is None:
+            await self._hold_writes(physical, seconds)
+            return self._watched_ids(physical)
+        return await _answered(self._coordinator.writes_hold.remote(physical, seconds))
 
     async def _released(self, physical: str) -> bool:
         if self._coordinator is None:
             return await self._release_writes(physical)
         return await _answered(self._coordinator.writes_release.remote(physical))
+
+    async def _unwatched(self, physical: str) -> None:
+        if self._coordinator is None:
+            self._watched_ids(physical)
+        else:
+            await _answered(self._coordinator.writes_unwatch.remote(physical))
 
     async def ids(self, name: str) -> list:
         """Every document id of the collection ``name`` reaches."""

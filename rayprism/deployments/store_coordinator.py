@@ -11,7 +11,7 @@ them asks this deployment (one replica) for what must be single:
 - re-embedding's ledger (:class:`~rayprism.deployments.store_reembed.ReembedLedger`): job records, change logs,
   the write freeze, and the swap lock that each write holds from :meth:`StoreCoordinator.write_begin` to
   :meth:`StoreCoordinator.write_end`, so a swap sees every write wholly before it or wholly after; and a
-  backup's hold of one collection's writes (:meth:`StoreCoordinator.writes_hold`);
+  snapshot's watch and hold of one collection's writes (:meth:`StoreCoordinator.writes_hold`);
 - the store replicas' metrics, which each reports here for /metrics.
 
 Its calls are small (a table look-up per read, two per write): the Milvus calls, the results and their
@@ -73,7 +73,7 @@ class StoreCoordinator(ReembedLedger):
                 share.__exit__(None, None, None)
                 raise
         except BaseException:
-            await self._write_ended(admitted)
+            await self._write_ended(admitted, [])
             raise
         lease = next(self._leases)
         self._writes[lease] = (share, admitted)
@@ -89,11 +89,19 @@ class StoreCoordinator(ReembedLedger):
             self._written[physical] = max(timestamp, self._written.get(physical, 0))
         finally:
             share.__exit__(None, None, None)
-            await self._write_ended(admitted)
+            await self._write_ended(admitted, ids)
 
-    async def writes_hold(self, name: str, seconds: float) -> str:
-        """Hold new writes to the collection ``name`` reaches (a backup reads it meanwhile); returns it."""
-        return await self._hold_writes(name, seconds)
+    async def writes_watch(self, name: str) -> str:
+        """Note the documents written to the collection ``name`` reaches from now on (a snapshot); returns it."""
+        return await self._watch_writes(name)
+
+    async def writes_hold(self, physical: str, seconds: float) -> list:
+        """Hold new writes to ``physical`` back; returns the documents written since :meth:`writes_watch`."""
+        await self._hold_writes(physical, seconds)
+        return self._watched_ids(physical)
+
+    async def writes_unwatch(self, physical: str) -> None:
+        self._watched_ids(physical)
 
     async def writes_release(self, physical: str) -> bool:
         """End :meth:`writes_hold`; False if it had ended by itself."""

@@ -50,6 +50,8 @@ class ReembedLedger:
         self._under_way: collections.Counter[str] = collections.Counter()
         """Writes admitted and not ended yet, by collection: a hold waits for its collection's to end."""
         self._drained = asyncio.Condition()
+        self._noted: dict[str, set] = {}
+        """Collections a backup is reading → the document ids written since it began (:meth:`_watch_writes`)."""
         directory = reembed_directory(uri)
         self._changes = ChangeLogs(directory)
         self._jobs = JobRecords(directory)
@@ -86,19 +88,38 @@ class ReembedLedger:
         self._under_way[physical] += 1
         return physical
 
-    async def _write_ended(self, physical: str) -> None:
+    async def _write_ended(self, physical: str, ids: list) -> None:
+        """A write admitted to ``physical`` ended (``ids``: the documents it touched, or may have)."""
+        watched = self._noted.get(physical)
+        if watched is not None:
+            watched.update(ids)
         async with self._drained:
             self._under_way[physical] -= 1
             if self._under_way[physical] <= 0:
                 del self._under_way[physical]
             self._drained.notify_all()
 
+    async def _watch_writes(self, name: str) -> str:
+        """From now on, note the documents each write to the collection ``name`` reaches touches, until
+        :meth:`_watched_ids`; returns that collection. A write that ended before this is seen by what is read
+        after it, one that ends after it is noted: a backup reads the collection meanwhile, then reads the
+        noted documents again while it holds writes back (:meth:`_hold_writes`), briefly."""
+        physical = await asyncio.to_thread(self._physical, name)
+        if physical in self._noted:
+            raise ConflictError(f"a snapshot of {physical!r} is being taken: retry once it ends")
+        self._noted[physical] = set()
+        return physical
+
+    def _watched_ids(self, physical: str) -> list:
+        """The documents written since :meth:`_watch_writes` (which ends); none if it was not watched."""
+        return list(self._noted.pop(physical, ()))
+
     async def _hold_writes(self, name: str, seconds: float) -> str:
         """Hold new writes to the collection ``name`` reaches back, for at most ``seconds``, once the writes
         under way have ended; returns that collection. Other collections' writes go on."""
         physical = await asyncio.to_thread(self._physical, name)
         if physical in self._holds:
-            raise ConflictError(f"writes to {physical!r} are held for another backup: retry once it ends")
+            raise ConflictError(f"writes to {physical!r} are held for another snapshot: retry once it ends")
         self._holds[physical] = (asyncio.Event(), time.monotonic() + seconds)
         async with self._drained:
             await self._drained.wait_for(lambda: not self._under_way.get(physical))

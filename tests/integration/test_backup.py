@@ -69,6 +69,8 @@ def test_backup_drop_restore_answers_the_same_searches_and_brings_the_aliases_ba
     assert (manifest["collection"], manifest["rows"], manifest["documents"]) == ("backup_docs", 300, 300)
     assert manifest["aliases"] == ["backup_live"] and manifest["config"]["fields"]["generation"] == "int64"
 
+    again = rayprism("backup", "backup_live", str(tmp_path / "b"), "--url", url)
+    assert again.returncode == 2 and "holds a backup already: choose an empty folder" in again.stderr
     refused = rayprism("restore", str(tmp_path / "b"), "--url", url)
     assert refused.returncode == 2
     assert "collection 'backup_docs' exists: restore under another name with --as NAME" in refused.stderr

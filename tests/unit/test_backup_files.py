@@ -2,9 +2,11 @@
 written back, on Milvus Lite and on a real Milvus server. A restored collection must answer searches as the
 original did (ids and scores), checked against numpy over the vectors written; a damaged backup is refused."""
 
+import itertools
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from rayprism.platform.config import CollectionConfig
@@ -14,10 +16,13 @@ from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.snapshots import (
     arrow_schema,
     from_ipc,
+    merge_changes,
     page_count,
     read_page,
     rows_of,
     stored_columns,
+    table_of,
+    write_pages,
     write_snapshot,
 )
 from rayprism.platform.store.tokens import TOKENS_KEY
@@ -155,6 +160,46 @@ def test_a_multivector_collection_keeps_its_token_vectors_and_a_chunked_one_its_
     query = SearchQuery(mode="hybrid", k=5, dense_vector=pieces[4]["dense"], text="piece 1 of document 1",
                         output_fields=["id"])
     assert lite.search("chunked_again", query).ids == lite.search("chunked", query).ids
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_rows_read_while_writes_went_on_merged_with_those_read_again_are_the_collection_now(lite, tmp_path, chunked):
+    """What a snapshot does (store_snapshots): page out while writing, then read the written documents again."""
+    config = CollectionConfig(name="moving", fields={"generation": "int64"},
+                              chunking={"max_tokens": 64} if chunked else None)
+    lite.ensure(config, DIMENSIONS)
+    generator = np.random.default_rng(4)
+
+    def write(documents: range, generation: int) -> None:
+        pieces = 2 if chunked else 1
+        rows = [{"id": f"d{d:03d}#{p}" if chunked else f"d{d:03d}", "text": f"d{d} at {generation}",
+                 "dense": generator.standard_normal(DIMENSIONS).astype(np.float32), "generation": generation}
+                for d in documents for p in range(pieces)]
+        if chunked:
+            for row in rows:
+                p = int(row["id"].split("#")[1])
+                row.update(doc_id=row["id"].split("#")[0], piece_index=p, piece_count=2, piece_start=p,
+                           doc_hash="0" * 64)
+        lite.upsert("moving", rows)
+
+    write(range(100), 0)
+    schema = arrow_schema(config, DIMENSIONS)
+    pages = lite.row_pages("moving", stored_columns(config), 16)
+    first = list(itertools.islice(pages, 2))  # part of it read ...
+    write(range(0, 100, 7), 1)  # ... then documents change, are deleted and added, before and after the cursor
+    lite.delete("moving", ["d001", "d090"])
+    write(range(100, 103), 2)
+    base = tmp_path / "base.parquet"
+    write_pages((table_of(rows, config, schema) for rows in itertools.chain(first, pages)), base, schema)
+    changed = [f"d{d:03d}" for d in [*range(0, 100, 7), 1, 90, 100, 101, 102]]
+    again = table_of(lite.stored_rows("moving", changed, stored_columns(config)), config, schema)
+    rows, documents = merge_changes(base, changed, again, tmp_path / "merged.parquet", config, 16)
+
+    fresh = tmp_path / "fresh.parquet"
+    write_snapshot(lite.row_pages("moving", stored_columns(config), 16), config, DIMENSIONS, fresh)
+    merged, expected = (pq.read_table(path).sort_by("id").to_pylist() for path in (tmp_path / "merged.parquet", fresh))
+    assert merged == expected and len({row["generation"] for row in merged}) == 3
+    assert (rows, documents) == (len(expected), 101)
 
 
 def test_a_damaged_or_foreign_backup_is_refused_with_a_sentence(lite, tmp_path):

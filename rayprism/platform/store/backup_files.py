@@ -66,12 +66,17 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_free(directory: Path) -> None:
+    """Refuse a folder that holds a finished backup (a backup never overwrites one)."""
+    if (directory / MANIFEST).exists():
+        raise ConflictError(f"{directory} holds a backup already: choose an empty folder")
+
+
 class BackupWriter:
     """Pages of rows into ``part-NNNNN.parquet`` files of a new backup folder; :meth:`finish` writes the manifest."""
 
     def __init__(self, directory: Path, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART):
-        if (directory / MANIFEST).exists():
-            raise ConflictError(f"{directory} holds a backup already: choose an empty folder")
+        check_free(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self._schema = schema

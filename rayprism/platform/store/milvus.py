@@ -378,6 +378,13 @@ class MilvusStore:
         finally:
             pages.close()
 
+    def stored_rows(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
+        """The stored rows of these documents (a chunked collection's: all their pieces), those that exist."""
+        if self.chunked(name):
+            return self._pieces_of(name, ids, output_fields)
+        return [row for start in range(0, len(ids), QUERY_MAX_ROWS)
+                for row in self._by_ids(name, ids[start : start + QUERY_MAX_ROWS], output_fields)]
+
     def _writing(self, name: str, compression: dict | None, multivector: bool) -> contextlib.ExitStack:
         """Around a write: a compressed collection's saved codes are stale from before it starts, and a
         multi-vector collection's token files are not compacted until it ends."""

@@ -11,15 +11,24 @@ collection's config, never inferred from the rows, so every page of one collecti
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rayprism.platform.config import DENSE_FIELD, DOCUMENT_HASH_FIELD, DOCUMENT_ID_FIELD, PIECE_FIELDS, CollectionConfig
+from rayprism.platform.config import (
+    DENSE_FIELD,
+    DOCUMENT_HASH_FIELD,
+    DOCUMENT_ID_FIELD,
+    PIECE_FIELDS,
+    PIECE_INDEX_FIELD,
+    CollectionConfig,
+)
 from rayprism.platform.constants import ARROW_STREAM
 from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.store.tokens import TOKENS_KEY
@@ -114,6 +123,34 @@ def write_snapshot(row_pages: Iterator[list[dict]], config: CollectionConfig, di
     row group per page; ``tokens``: a multi-vector collection's token matrices by id. Returns the rows written."""
     schema = arrow_schema(config, dimensions)
     return write_pages((table_of(rows, config, schema, tokens) for rows in row_pages), path, schema)
+
+
+def document_key(config: CollectionConfig) -> str:
+    """The column that names a row's document: a chunked collection's pieces carry it in ``doc_id``."""
+    return DOCUMENT_ID_FIELD if config.chunking else "id"
+
+
+def merge_changes(base: Path, changed: list, again: pa.Table, path: Path, config: CollectionConfig,
+                  page_rows: int) -> tuple[int, int]:
+    """``base`` (rows read while writes went on) without the rows of the ``changed`` documents, then ``again``
+    (those documents' rows read once writes were held), into ``path`` in pages of at most ``page_rows``.
+    Returns (rows, documents) written."""
+    source = pq.ParquetFile(base)
+    key = document_key(config)
+    stale = pa.array(changed, type=source.schema_arrow.field(key).type)
+    kept = (source.read_row_group(group) for group in range(source.num_row_groups))
+    if len(stale):
+        kept = (page.filter(pc.invert(pc.is_in(page.column(key), value_set=stale))) for page in kept)
+    rows = documents = 0
+    with pq.ParquetWriter(path, source.schema_arrow) as writer:
+        for page in itertools.chain(kept, [again]):
+            for start in range(0, page.num_rows, page_rows):
+                part = page.slice(start, page_rows)
+                writer.write_table(part, row_group_size=page_rows)
+                rows += part.num_rows
+                openings = pc.sum(pc.equal(part.column(PIECE_INDEX_FIELD), 0)).as_py() if config.chunking else None
+                documents += part.num_rows if openings is None else openings
+    return rows, documents
 
 
 def page_count(path: Path) -> int:
