@@ -5,6 +5,7 @@ through both loses none of them (the checks of tests/integration/test_reembed.py
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +85,15 @@ def test_two_store_replicas_see_each_others_writes_follow_one_alias_and_both_ans
         if len(searches) == 2 and all(count > 0 for count in searches.values()):
             break
     assert len(searches) == 2 and all(count > 0 for count in searches.values()), searches
+
+
+def test_a_backup_through_two_store_replicas_reads_pages_from_either(replicated, tmp_path):
+    from tests.integration.test_backup import rayprism
+
+    made = rayprism("backup", "replicated_live", str(tmp_path / "b"), "--url", replicated, "--page-rows", "2")
+    assert made.returncode == 0, made.stdout + made.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert (manifest["rows"], manifest["aliases"]) == (ROUNDS - 1, ["replicated_live"])
 
 
 def test_a_reembedding_under_writes_through_two_store_replicas_loses_no_write(replicated, milvus_server_uri):
