@@ -87,13 +87,19 @@ def test_two_store_replicas_see_each_others_writes_follow_one_alias_and_both_ans
     assert len(searches) == 2 and all(count > 0 for count in searches.values()), searches
 
 
-def test_a_backup_through_two_store_replicas_reads_pages_from_either(replicated, tmp_path):
+def test_a_backup_through_two_store_replicas_restores_on_the_server(replicated, tmp_path):
     from tests.integration.test_backup import rayprism
 
     made = rayprism("backup", "replicated_live", str(tmp_path / "b"), "--url", replicated, "--page-rows", "2")
     assert made.returncode == 0, made.stdout + made.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert (manifest["rows"], manifest["aliases"]) == (ROUNDS - 1, ["replicated_live"])
+    restored = rayprism("restore", str(tmp_path / "b"), "--as", "replicated_copy", "--url", replicated)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "alias 'replicated_live' skipped: it exists, reaching 'replicated'" in restored.stdout
+    for i in (0, 5, ROUNDS - 1):  # the texts were embedded once, by the original's upserts
+        assert search(replicated, "replicated_copy", f"document number {i} about topic {i * 7919 % 1000}") == [f"d{i}"]
+    assert httpx.delete(f"{replicated}/v1/collections/replicated_copy", timeout=60).status_code == 200
 
 
 def test_a_reembedding_under_writes_through_two_store_replicas_loses_no_write(replicated, milvus_server_uri):
