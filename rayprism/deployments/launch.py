@@ -230,9 +230,10 @@ def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
 
 def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print,
                   verbose: bool = False) -> None:
-    import ray.serve  # noqa: F401  (Serve sets its loggers up when imported: before start_ray quiets them)
+    from rayprism.platform.ray_runtime import cluster_address, keep_local_ray_private, start_ray
 
-    from rayprism.platform.ray_runtime import cluster_address, start_ray
+    keep_local_ray_private(address)  # before Ray is imported: it reads the setting then
+    import ray.serve  # noqa: F401  (Serve sets its loggers up when imported: before start_ray quiets them)
 
     stop = StopSignal()
     stop.install()  # first: a Ctrl-C at any later moment must stop what has started so far
