@@ -30,6 +30,7 @@ from rayprism.platform.errors import (
     RayprismError,
     RetryLaterError,
     StoreError,
+    StoreFullError,
     UnauthorizedError,
     UnprocessableError,
 )
@@ -66,7 +67,7 @@ __all__ = [
     *_LAZY,
     "ConfigError", "ConflictError", "ForbiddenError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
     "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RayprismError", "RetryLaterError",
-    "StoreError", "UnauthorizedError", "UnprocessableError",
+    "StoreError", "StoreFullError", "UnauthorizedError", "UnprocessableError",
 ]
 
 

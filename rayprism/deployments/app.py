@@ -17,9 +17,9 @@ from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import StoreClient, StoreDeployment
 from rayprism.deployments.store_coordinator import StoreCoordinator
-from rayprism.platform.config import ServeConfig, parse_config
+from rayprism.platform.config import ServeConfig, is_lite_uri, parse_config
 from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_COORDINATOR_DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
-from rayprism.platform.errors import RayprismError
+from rayprism.platform.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +46,13 @@ class ServingReplica(EmbeddingService):
                   if runner.state == "loading" and runner.load_error is None]
         checks += [(f"collection {collection.name}", self.stored.collections.collection(collection.name))
                    for collection in self.config.collections if self.runners[collection.model].load_error is None]
+        if is_lite_uri(self.config.store.uri):  # a Lite store that cannot open now never will: a server may be starting
+            checks.append(("store", self._store.ping()))
         for subject, check in checks:
             try:
                 await check
             except Exception as error:  # any failure must reach /health, or start-up would wait forever
-                self.startup_errors[subject] = (
-                    error.message if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}")
+                self.startup_errors[subject] = one_line(error)
         for collection in self.config.collections:
             if f"collection {collection.name}" not in self.startup_errors:
                 try:

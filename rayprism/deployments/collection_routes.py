@@ -12,7 +12,7 @@ from rayprism.deployments.auth import may_read
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.documents import DocumentsService
 from rayprism.deployments.http_io import Observed, cancelled_if_client_leaves, json_response, parsed_body, read_body
-from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, request_body
+from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, STORE_FULL, answers, request_body
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.reembed_jobs import ReembedService
 from rayprism.deployments.search import SearchService
@@ -97,8 +97,8 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         with Observed(service, "collections.drop", lambda: service.metrics_label(model)):
             return json_response(await collections.drop(name))
 
-    @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted),
-              openapi_extra=request_body(DocumentsRequest))
+    @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted, errors={
+        **CALLER_ERRORS, **RETRY_LATER, **STORE_FULL}), openapi_extra=request_body(DocumentsRequest))
     async def upsert_documents(name: str, request: Request) -> Response:
         """Embed and upsert documents by id; a batch with any invalid document is refused whole."""
         return await observed_call("documents.upsert", name, request, DocumentsRequest, services.documents.upsert)

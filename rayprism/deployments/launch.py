@@ -20,6 +20,7 @@ from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.constants import API_KEYS_VARIABLE, APP_NAME
 from rayprism.platform.errors import ConfigError, NotReadyError
 from rayprism.platform.models.source import resolve_source
+from rayprism.platform.store.lite_disk import check_lite_store
 
 READY_TIMEOUT_S = 900
 GRACEFUL_STOP_S = 10.0
@@ -44,9 +45,13 @@ def own_key(config: ServeConfig) -> str | None:
 
 
 def preflight(config: ServeConfig, echo: Callable[[str], None]) -> None:
-    """Fail before Ray starts on what can be checked here (model sources, API keys); warn about an open door."""
+    """Fail before Ray starts on what can be checked here (model sources, API keys, Milvus Lite paths that hold
+    something else); warn about an open door."""
     for model in config.models:
         resolve_source(model.source)
+    for uri in {config.store.uri, *(collection.uri for collection in config.collections if collection.uri)}:
+        if is_lite_uri(uri):
+            check_lite_store(Path(uri).expanduser())
     keys = config.server.resolved_api_keys()
     needs_own_key = config.seed is not None or config.server.api_key_routes == "all"
     if keys and needs_own_key and own_key(config) is None:

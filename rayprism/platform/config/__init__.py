@@ -49,6 +49,7 @@ from rayprism.platform.config.models import (
     threads_for,
 )
 from rayprism.platform.config.serve import (
+    DEFAULT_MIN_FREE_MB,
     DEFAULT_STORE_URI,
     ApiKeyConfig,
     DeploymentConfig,
@@ -77,7 +78,7 @@ from rayprism.platform.config.train import (
 )
 
 __all__ = [
-    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_HASH_FIELD", "DOCUMENT_ID_FIELD",
+    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_MIN_FREE_MB", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_HASH_FIELD", "DOCUMENT_ID_FIELD",
     "DOCUMENT_VECTOR_KEY", "PIECE_COUNT_FIELD", "PIECE_FIELDS", "PIECE_INDEX_FIELD", "PIECE_START_FIELD", "ChunkingConfig",
     "SPARSE_FIELD", "VECTOR_FIELDS",
     "ApiKeyConfig", "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",

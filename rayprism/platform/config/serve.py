@@ -25,6 +25,8 @@ from rayprism.platform.constants import API_KEYS_VARIABLE
 from rayprism.platform.errors import ConfigError
 
 DEFAULT_STORE_URI = "./data/rayprism.db"
+DEFAULT_MIN_FREE_MB = 256
+"""Free disk a Milvus Lite store keeps for its flushes: writes are refused (507) below it."""
 
 
 class ReplicasConfig(StrictModel):
@@ -184,6 +186,10 @@ class StoreConfig(StrictModel):
     """Milvus Lite only: mirror collections up to this many rows in memory (a FLAT index's
     dense vectors, ≈ rows × dimensions × 4 bytes, and BM25 postings) and answer unfiltered
     searches from the mirror instead of Lite's per-row Python; 0 turns it off."""
+    min_free_mb: Annotated[int, Field(ge=0)] = DEFAULT_MIN_FREE_MB
+    """Milvus Lite only: refuse writes (507, ``store_full``) while the store's disk has less free than this,
+    so a full disk never fails Lite half-way through sealing rows already acknowledged; 0 turns it off.
+    A Milvus server guards its own disk (its disk quota); its refusal is a 507 too."""
     replicas: PositiveInt = 1
     """Store processes (Serve replicas) sharing the searches and writes: more than one needs a Milvus server (a
     Lite file admits one process). They share one coordinator for what must be single: the newest write of each
