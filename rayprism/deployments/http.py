@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
+from rayprism.deployments.audit import AuditFile, AuditTrail
 from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
 from rayprism.deployments.http_io import (
@@ -30,6 +31,8 @@ from rayprism.deployments.http_io import (
     parsed_body,
 )
 from rayprism.deployments.openapi import CALLER_ERRORS, answers, install, request_body
+from rayprism.deployments.quotas import QuotaGuard, key_quotas
+from rayprism.deployments.request_ids import HEADER, RequestIds, request_id_of
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.api import responses
@@ -72,10 +75,18 @@ def create_app(
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
-    keys = service.config.server.resolved_api_keys()
-    if keys:
+    server = service.config.server
+    audit = AuditTrail(AuditFile(server.audit_log, server.audit_log_max_bytes, server.audit_log_backups)
+                       if server.audit_log else None)
+    keys = server.resolved_api_keys()
+    if keys:  # the last added runs first: request id, then the key, then its quota
+        quotas = key_quotas(server.rates(), service.config.deployment.replicas.max,
+                            lambda key, limit: service.metrics.throttled(key, limit).inc())
+        if quotas:
+            app.add_middleware(QuotaGuard, quotas=quotas, refuse=error_response)
         app.add_middleware(ApiKeyGuard, keys=keys, routes=app.router.routes,
-                           protect_open_paths=service.config.server.api_key_routes == "all", refuse=error_response)
+                           protect_open_paths=server.api_key_routes == "all", refuse=error_response, audit=audit)
+    app.add_middleware(RequestIds)
 
     @app.exception_handler(RayprismError)
     async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:
@@ -92,7 +103,9 @@ def create_app(
     @app.exception_handler(Exception)
     async def _on_unexpected(request: Request, error: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return json_response(http_error_body(500, "internal server error"), 500)
+        # answered outside every middleware (Starlette's own error layer): the request id is added here
+        return json_response(http_error_body(500, "internal server error"), 500,
+                             {HEADER: request_id_of(request.scope)})
 
     @app.post("/v1/embeddings", responses=answers(responses.EmbeddingResponse), openapi_extra=request_body(EmbeddingRequest))
     async def create_embeddings(request: Request) -> Response:
@@ -149,5 +162,5 @@ def create_app(
         return Response(await service.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if collection_services is not None:
-        add_collection_routes(app, service, collection_services)
+        add_collection_routes(app, service, collection_services, audit)
     return app
