@@ -32,7 +32,7 @@ from rayprism.deployments.http_io import (
 )
 from rayprism.deployments.openapi import CALLER_ERRORS, answers, install, request_body
 from rayprism.deployments.quotas import QuotaGuard, key_quotas
-from rayprism.deployments.request_ids import HEADER, RequestIds, request_id_of
+from rayprism.deployments.request_ids import RequestIds
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.api import responses
@@ -103,9 +103,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def _on_unexpected(request: Request, error: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        # answered outside every middleware (Starlette's own error layer): the request id is added here
-        return json_response(http_error_body(500, "internal server error"), 500,
-                             {HEADER: request_id_of(request.scope)})
+        return json_response(http_error_body(500, "internal server error"), 500)
 
     @app.post("/v1/embeddings", responses=answers(responses.EmbeddingResponse), openapi_extra=request_body(EmbeddingRequest))
     async def create_embeddings(request: Request) -> Response:

@@ -1,9 +1,11 @@
 """Request ids: ``X-Request-Id`` taken from the request or made, returned on every response, in every log line.
 
-Ray Serve's direct ingress already takes the header as the request's id (and makes one when it is absent),
-and its replica log lines carry that id. This outermost ASGI layer keeps one id per request: the caller's when
-it is printable ASCII of at most 128 characters, Serve's own when the caller sent none, else a new uuid4 hex;
-Serve's request context is given that id, so log lines written while the request runs show it.
+Inside Ray Serve, Serve's own HTTP layer (outside this app) takes the header as the request's id, makes one
+(a uuid4) when it is absent, puts it in the request's headers and adds it to every response, and Serve's replica
+log lines carry it. This layer then only checks it: an id that is not printable ASCII of at most 128 characters
+is replaced, for our records and Serve's log lines, by a new uuid4 hex (the response still echoes what the caller
+sent: Serve's layer answers it, outside ours). Outside Serve (an app in a test's process) this layer takes or
+makes the id and adds the response header itself.
 """
 
 from __future__ import annotations
@@ -48,15 +50,13 @@ class RequestIds:
         given = next((value for name, value in scope["headers"] if name == HEADER.encode()), b"").decode("latin-1")
         variable = _serve_context()
         serving = variable.get() if variable is not None else None
-        if valid_request_id(given):
-            request_id = given
-        elif not given and serving is not None and valid_request_id(serving.request_id):
-            request_id = serving.request_id  # Serve made it: its access log line shows the same id
-        else:
-            request_id = uuid.uuid4().hex
-        if serving is not None and serving.request_id != request_id:
-            variable.set(dataclasses.replace(serving, request_id=request_id))
+        request_id = given if valid_request_id(given) else uuid.uuid4().hex
         scope.setdefault("state", {})[STATE_REQUEST_ID] = request_id
+        if serving is not None:  # Serve answers the header
+            if serving.request_id != request_id:
+                variable.set(dataclasses.replace(serving, request_id=request_id))
+            await self._app(scope, receive, send)
+            return
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
