@@ -21,6 +21,8 @@ from pathlib import Path
 
 import orjson
 
+from rayprism.platform.errors import ConfigError
+
 service_log = logging.getLogger("ray.serve")
 
 UNKNOWN_KEY = "unknown"
@@ -95,6 +97,16 @@ class AuditTrail:
 
     def __init__(self, file: AuditFile | None = None):
         self._file = file
+
+    @classmethod
+    def of(cls, path: str | None, max_bytes: int, backups: int) -> AuditTrail:
+        """``server.audit_log`` and its rotation settings (a path that cannot be opened is a config error)."""
+        if path is None:
+            return cls()
+        try:
+            return cls(AuditFile(path, max_bytes, backups))
+        except OSError as error:
+            raise ConfigError(f"server.audit_log {path!r} cannot be opened for appending: {error.strerror}") from error
 
     def write(self, record: str, level: int = logging.WARNING) -> None:
         service_log.log(level, record)

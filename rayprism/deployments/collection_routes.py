@@ -66,6 +66,11 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
     collections = services.collections
     body_limit = service.config.server.max_request_bytes
 
+    def origin_of(request: Request) -> dict:
+        """Who asked for a change, and how: the fields every audit record of it has."""
+        return dict(key=key_name(request), method=request.method, route=request.scope["route"].path,
+                    path=request.url.path, request_id=request_id_of(request.scope))
+
     @contextlib.contextmanager
     def change(request: Request, target: str | None) -> Iterator[dict]:
         """Audit one change, however it ends: yields the record's details for the route to fill (counts, ids)."""
@@ -77,11 +82,8 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
             error = raised
             raise
         finally:
-            status = status_of(error)
-            audit.write(audit_record(
-                key=key_name(request), method=request.method, route=request.scope["route"].path,
-                path=request.url.path, target=details.pop("target", target), **details,
-                outcome="ok" if error is None else f"failed {status}", request_id=request_id_of(request.scope)))
+            audit.write(audit_record(**origin_of(request), target=details.pop("target", target), **details,
+                                     outcome="ok" if error is None else f"failed {status_of(error)}"))
 
     async def observed_call(endpoint: str, name: str, request: Request, schema: type, method,
                             counted: tuple[str, str] | None = None) -> Response:
@@ -177,7 +179,7 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
               change(request, name) as details):
             parsed = await parsed_body(request, ReembedRequest, body_limit)
             details["model"] = parsed.model
-            job, started = await services.reembed.start(name, parsed)
+            job, started = await services.reembed.start(name, parsed, origin_of(request))
             details.update(job=job.id, started=started)
             return json_response(job.model_dump(mode="json"), 202 if started else 200)
 
@@ -202,7 +204,7 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
               change(request, name) as details):
             body = await read_body(request, body_limit)
             parsed = parse_body(RollbackRequest, body) if body.strip() else RollbackRequest()
-            job = await services.reembed.rollback(name, parsed)
+            job = await services.reembed.rollback(name, parsed, origin_of(request))
             details["job"] = job.id
             return json_response(job.model_dump(mode="json"), 202)
 

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
-from rayprism.deployments.audit import AuditFile, AuditTrail
+from rayprism.deployments.audit import AuditTrail
 from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
 from rayprism.deployments.http_io import (
@@ -46,7 +46,7 @@ from rayprism.platform.api.requests import (
     RollbackRequest,
     SearchRequest,
 )
-from rayprism.platform.config import CollectionConfig
+from rayprism.platform.config import CollectionConfig, ServerConfig
 from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ API_DESCRIPTION = (
     "OpenAI-compatible embeddings, Milvus-backed collections and hybrid search. Every error has the shape "
     '`{"error": {"message", "type", "param", "code"}}`; 429 and 503 carry `Retry-After`.'
 )
+
+def audit_settings(server: ServerConfig) -> tuple[str | None, int, int]:
+    """What :meth:`AuditTrail.of` needs, also sent to re-embedding workers (which write the swap's record)."""
+    return server.audit_log, server.audit_log_max_bytes, server.audit_log_backups
+
 
 def create_app(
     service: EmbeddingService,
@@ -76,8 +81,7 @@ def create_app(
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
     server = service.config.server
-    audit = AuditTrail(AuditFile(server.audit_log, server.audit_log_max_bytes, server.audit_log_backups)
-                       if server.audit_log else None)
+    audit = AuditTrail.of(*audit_settings(server))
     keys = server.resolved_api_keys()
     if keys:  # the last added runs first: request id, then the key, then its quota
         quotas = key_quotas(server.rates(), service.config.deployment.replicas.max,

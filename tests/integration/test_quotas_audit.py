@@ -25,6 +25,7 @@ server:
     - {{name: reader, key: "{reader}", scopes: ["read:*"]}}
 models:
   - {{name: tiny, source: {model}}}
+  - {{name: tiny2, source: {model}}}  # a second model to re-embed with
 store: {{uri: {store}}}
 """
 
@@ -128,3 +129,38 @@ def test_every_change_and_refusal_is_one_audit_line_and_every_response_carries_i
     assert (denied["key"], denied["outcome"], denied["request_id"]) == ("unknown", "denied 401", made_ids[2])
     assert (record["target"], record["outcome"]) == ("nothing", "failed 404")
     assert re.fullmatch(r"[0-9a-f]{32}", record["request_id"])  # not the caller's: too long to keep
+
+
+def finished(url: str, job_id: str) -> dict:
+    deadline = time.monotonic() + 300
+    while (job := call(url, OPS, "GET", f"/v1/reembed/{job_id}").json())["state"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    return job
+
+
+def test_a_reembedding_and_its_rollback_are_audited_with_the_swaps_their_workers_make(rated_service):
+    url, _, audit_file = rated_service
+    documents = [{"id": str(n), "text": f"a document about topic {n}"} for n in range(20)]
+    for method, path, body in [("POST", "/v1/collections", {"name": "moved", "model": "tiny", "bm25": False}),
+                               ("POST", "/v1/collections/moved/documents", {"documents": documents}),
+                               ("POST", "/v1/aliases", {"name": "moved_live", "collection": "moved"})]:
+        assert call(url, OPS, method, path, json=body).status_code in (200, 201)
+    started = call(url, OPS, "POST", "/v1/collections/moved_live/reembed", headers={"X-Request-Id": "move-it"},
+                   json={"model": "tiny2", "evaluation": {"min_score": 0}})
+    assert started.status_code == 202, started.text
+    assert finished(url, started.json()["id"])["state"] == "done"
+    back = call(url, OPS, "POST", "/v1/collections/moved_live/rollback", headers={"X-Request-Id": "undo-it"})
+    assert back.status_code == 202, back.text
+    assert finished(url, back.json()["id"])["state"] == "done"
+
+    records = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    jobs = [(r["key"], r["route"], r["target"], r.get("event"), r.get("collection"), r["outcome"], r["request_id"])
+            for r in records if r.get("job") in (started.json()["id"], back.json()["id"])]
+    assert jobs == [
+        ("ops", "/v1/collections/{name}/reembed", "moved_live", None, None, "ok", "move-it"),
+        ("ops", "/v1/collections/{name}/reembed", "moved_live", "forward swap", "moved_live_v2", "swapped", "move-it"),
+        ("ops", "/v1/collections/{name}/rollback", "moved_live", None, None, "ok", "undo-it"),
+        ("ops", "/v1/collections/{name}/rollback", "moved_live", "rollback swap", "moved", "swapped", "undo-it"),
+    ], jobs
+
