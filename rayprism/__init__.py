@@ -27,6 +27,7 @@ from rayprism.platform.errors import (
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
+    RateLimitedError,
     RayprismError,
     RetryLaterError,
     StoreError,
@@ -65,7 +66,7 @@ __all__ = [
     "__version__",
     *_LAZY,
     "ConfigError", "ConflictError", "ForbiddenError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
-    "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RayprismError", "RetryLaterError",
+    "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RateLimitedError", "RayprismError", "RetryLaterError",
     "StoreError", "UnauthorizedError", "UnprocessableError",
 ]
 
