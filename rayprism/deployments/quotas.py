@@ -48,8 +48,7 @@ class KeyQuota:
         if wait_s == float("inf"):
             raise PayloadTooLargeError(
                 f"this key ({self.key}) may send at most {int(bucket.capacity)} inputs at once in this replica "
-                f"(its rate.inputs_per_s × burst_s, shared by the replicas): send {n} in smaller requests",
-                param="input")
+                f"(its rate.inputs_per_s × burst_s, shared by the replicas): send {n} in smaller requests")
         raise RateLimitedError(f"this key ({self.key}) is over its {limit} per second quota; retry after "
                                f"{retry_after_s(wait_s)} s", retry_after_s=retry_after_s(wait_s))
 
