@@ -63,6 +63,7 @@ server:
     - {{name: flood, key: "{FLOOD}", scopes: ["embed"], rate: {{requests_per_s: {quota}, burst_s: 1}}}}
 models:
   - {{name: minilm, torch_threads: 1}}
+store: {{uri: {folder / "store.db"}}}
 """)
     return config
 
