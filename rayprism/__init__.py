@@ -27,6 +27,7 @@ from rayprism.platform.errors import (
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
+    RateLimitedError,
     RayprismError,
     RetryLaterError,
     StoreError,
@@ -66,7 +67,7 @@ __all__ = [
     "__version__",
     *_LAZY,
     "ConfigError", "ConflictError", "ForbiddenError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
-    "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RayprismError", "RetryLaterError",
+    "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RateLimitedError", "RayprismError", "RetryLaterError",
     "StoreError", "StoreFullError", "UnauthorizedError", "UnprocessableError",
 ]
 

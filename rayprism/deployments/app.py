@@ -11,7 +11,7 @@ from ray.serve.deployment import Application
 from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.groups import GroupReplica, group_options
-from rayprism.deployments.http import create_app
+from rayprism.deployments.http import audit_settings, create_app
 from rayprism.deployments.metrics import merged_exposition
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
@@ -32,7 +32,8 @@ class ServingReplica(EmbeddingService):
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
-        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME)
+        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME,
+                           audit_settings(self.config.server))
         self._store = StoreClient(store, self.metrics)
         self.stored = CollectionServices.build(self, self._store, jobs)
         self._startup_done = False

@@ -75,7 +75,8 @@ def is_loopback(host: str) -> bool:
 
 
 def absolute_store_paths(config: ServeConfig) -> ServeConfig:
-    """Milvus Lite paths made absolute here: the store runs in a Ray worker with another working directory."""
+    """Milvus Lite paths (and the audit file's) made absolute here: the store and the replicas run in Ray workers
+    with another working directory."""
 
     def absolute(uri: str | None) -> str | None:
         return str(Path(uri).expanduser().resolve()) if uri and is_lite_uri(uri) else uri
@@ -83,6 +84,7 @@ def absolute_store_paths(config: ServeConfig) -> ServeConfig:
     return config.model_copy(
         update={
             "store": config.store.model_copy(update={"uri": absolute(config.store.uri)}),
+            "server": config.server.model_copy(update={"audit_log": absolute(config.server.audit_log)}),
             "collections": [c.model_copy(update={"uri": absolute(c.uri)}) for c in config.collections],
         }
     )

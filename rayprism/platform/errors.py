@@ -132,6 +132,14 @@ class OverloadedError(RetryLaterError):
     code = "overloaded"
 
 
+class RateLimitedError(RetryLaterError):
+    """An API key went over its quota (``rate`` of its entry): it may send again after ``Retry-After``."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+
 class NotReadyError(RetryLaterError):
     """A model or store is still starting; retry shortly."""
 
