@@ -27,9 +27,11 @@ from rayprism.platform.errors import (
     NotReadyError,
     OverloadedError,
     PayloadTooLargeError,
+    RateLimitedError,
     RayprismError,
     RetryLaterError,
     StoreError,
+    StoreFullError,
     UnauthorizedError,
     UnprocessableError,
 )
@@ -65,8 +67,8 @@ __all__ = [
     "__version__",
     *_LAZY,
     "ConfigError", "ConflictError", "ForbiddenError", "InvalidInputError", "MissingDependencyError", "NotFoundError",
-    "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RayprismError", "RetryLaterError",
-    "StoreError", "UnauthorizedError", "UnprocessableError",
+    "NotReadyError", "OverloadedError", "PayloadTooLargeError", "RateLimitedError", "RayprismError", "RetryLaterError",
+    "StoreError", "StoreFullError", "UnauthorizedError", "UnprocessableError",
 ]
 
 

@@ -22,13 +22,14 @@ from rayprism.platform.errors import (
     PayloadTooLargeError,
     RayprismError,
     StoreError,
+    StoreFullError,
     UnauthorizedError,
     UnprocessableError,
 )
 
 _BY_STATUS = {cls.http_status: cls for cls in (InvalidInputError, UnauthorizedError, ForbiddenError, NotFoundError,
                                                ConflictError, PayloadTooLargeError, UnprocessableError, OverloadedError, StoreError,
-                                               NotReadyError)}
+                                               StoreFullError, NotReadyError)}
 """The typed error a status names when the body's ``code`` names none more precisely."""
 _BY_CODE = {(value.http_status, value.code): value for value in vars(errors).values()
             if isinstance(value, type) and issubclass(value, RayprismError) and value.code is not None}

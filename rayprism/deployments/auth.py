@@ -14,7 +14,8 @@ from typing import Callable
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
-from rayprism.deployments.audit import UNKNOWN_KEY, audit_record, log_audit
+from rayprism.deployments.audit import NO_KEY, UNKNOWN_KEY, AuditTrail, audit_record
+from rayprism.deployments.request_ids import request_id_of
 from rayprism.deployments.scopes import need_of
 from rayprism.platform.api.keys import ApiKey, find_key
 from rayprism.platform.errors import ForbiddenError, RayprismError, UnauthorizedError
@@ -35,6 +36,12 @@ def key_of(request: Request) -> ApiKey | None:
     return getattr(request.state, STATE_KEY, None)
 
 
+def key_name(request: Request) -> str:
+    """The name audit records give the request's key (``-`` when the service takes no keys)."""
+    key = key_of(request)
+    return NO_KEY if key is None else key.name
+
+
 def may_read(request: Request, name: str) -> bool:
     """Whether the request's key may read the collection or alias ``name`` (what its lists show)."""
     key = key_of(request)
@@ -43,14 +50,15 @@ def may_read(request: Request, name: str) -> bool:
 
 class ApiKeyGuard:
     def __init__(self, app, *, keys: list[ApiKey], routes: list[BaseRoute], protect_open_paths: bool,
-                 refuse: Callable):
+                 refuse: Callable, audit: AuditTrail):
         """``routes``: the app's routes, matched to learn what a request needs. ``refuse(error)``: the ASGI
-        response for a refused request (the app's own error shape)."""
+        response for a refused request (the app's own error shape). ``audit``: where refusals are recorded."""
         self._app = app
         self._keys = keys
         self._routes = routes
         self._protect_open_paths = protect_open_paths
         self._refuse = refuse
+        self._audit = audit
 
     def _protects(self, path: str) -> bool:
         if path in OPEN_PATHS:
@@ -69,8 +77,10 @@ class ApiKeyGuard:
             elif not key.allows(need):
                 error = ForbiddenError(f"this key ({key.name}) lacks scope {need}")
             if error is not None:
-                log_audit(audit_record(key=key.name if key else UNKNOWN_KEY, method=scope["method"], route=route,
-                                       path=scope["path"], scope=str(need), outcome=f"denied {error.http_status}"))
+                self._audit.write(audit_record(
+                    key=key.name if key else UNKNOWN_KEY, method=scope["method"], route=route, path=scope["path"],
+                    target=need.target, scope=str(need), outcome=f"denied {error.http_status}",
+                    request_id=request_id_of(scope)))
                 response = self._refuse(error)
                 response.headers["WWW-Authenticate"] = "Bearer" if key is None else "Bearer error=\"insufficient_scope\""
                 await response(scope, receive, send)

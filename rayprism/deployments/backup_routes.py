@@ -10,6 +10,7 @@ they were stored: vectors included, nothing embedded.
 from __future__ import annotations
 
 import asyncio
+from typing import Callable, ContextManager
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -27,7 +28,9 @@ from rayprism.platform.store.snapshots import from_ipc, rows_of
 ARROW_CONTENT = {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}
 
 
-def add_backup_routes(app: FastAPI, service: EmbeddingService, collections: CollectionsService, store: Store) -> None:
+def add_backup_routes(app: FastAPI, service: EmbeddingService, collections: CollectionsService, store: Store,
+                      change: Callable[[Request, str | None], ContextManager[dict]]) -> None:
+    """``change``: audits one change (``collection_routes``'s): a restore's rows are one, a snapshot is a read."""
     body_limit = service.config.server.max_request_bytes
 
     @app.post("/v1/collections/{name}/snapshots", status_code=201,
@@ -62,7 +65,8 @@ def add_backup_routes(app: FastAPI, service: EmbeddingService, collections: Coll
     async def restore_rows(name: str, request: Request) -> Response:
         """Write rows as a snapshot holds them (an Arrow IPC stream of a snapshot page's columns) into a
         collection made from the backup's config: stored as they are, nothing embedded."""
-        with Observed(service, "collections.restore", lambda: service.metrics_label(collections.model_of(name))):
+        with (Observed(service, "collections.restore", lambda: service.metrics_label(collections.model_of(name))),
+              change(request, name) as details):
             body = await read_body(request, body_limit)
             config = await collections.collection(name)
             dimensions = (await store.describe(config.name))["dimensions"]
@@ -71,5 +75,6 @@ def add_backup_routes(app: FastAPI, service: EmbeddingService, collections: Coll
                 return rows_of(from_ipc(body), config, dimensions)
 
             rows = await asyncio.to_thread(parsed) if len(body) > LARGE_BODY_BYTES else parsed()
-            restored = await store.upsert(config.name, rows, name) if rows else 0
+            details["count"] = len(rows)
+            restored = details["restored"] = await store.upsert(config.name, rows, name) if rows else 0
             return json_response(responses.RowsRestored(object="rows.restored", collection=name, restored=restored))

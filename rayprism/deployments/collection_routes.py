@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
+from typing import Iterator
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from rayprism.deployments.auth import may_read
+from rayprism.deployments.audit import AuditTrail, audit_record
+from rayprism.deployments.auth import key_name, may_read
 from rayprism.deployments.backup_routes import add_backup_routes
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.documents import DocumentsService
-from rayprism.deployments.http_io import Observed, cancelled_if_client_leaves, json_response, parsed_body, read_body
-from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, answers, request_body
+from rayprism.deployments.http_io import (
+    Observed,
+    cancelled_if_client_leaves,
+    json_response,
+    parsed_body,
+    read_body,
+    status_of,
+)
+from rayprism.deployments.openapi import CALLER_ERRORS, RETRY_LATER, STORE_FULL, answers, request_body
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.reembed_jobs import ReembedService
+from rayprism.deployments.request_ids import request_id_of
 from rayprism.deployments.search import SearchService
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import Store
@@ -53,25 +64,58 @@ class CollectionServices:
                    ReembedService(embeddings, collections, search, store, jobs), store)
 
 
-def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices) -> None:
+def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices,
+                          audit: AuditTrail) -> None:
     collections = services.collections
     body_limit = service.config.server.max_request_bytes
 
-    async def observed_call(endpoint: str, name: str, request: Request, schema: type, method) -> Response:
-        """Parse the body into ``schema``, run ``method(name, parsed)``, record it under the collection's model."""
-        with Observed(service, endpoint, lambda: service.metrics_label(collections.model_of(name))):
-            parsed = await parsed_body(request, schema, body_limit)
-            async with cancelled_if_client_leaves(request):
-                return json_response(await method(name, parsed))
+    def origin_of(request: Request) -> dict:
+        """Who asked for a change, and how: the fields every audit record of it has."""
+        return dict(key=key_name(request), method=request.method, route=request.scope["route"].path,
+                    path=request.url.path, request_id=request_id_of(request.scope))
 
-    async def created_or_existing(endpoint: str, request: Request, schema: type, method, model_of) -> Response:
+    @contextlib.contextmanager
+    def change(request: Request, target: str | None) -> Iterator[dict]:
+        """Audit one change, however it ends: yields the record's details for the route to fill (counts, ids)."""
+        details: dict = {}
+        error: BaseException | None = None
+        try:
+            yield details
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            audit.write(audit_record(**origin_of(request), target=details.pop("target", target), **details,
+                                     outcome="ok" if error is None else f"failed {status_of(error)}"))
+
+    async def observed_call(endpoint: str, name: str, request: Request, schema: type, method,
+                            counted: tuple[str, str] | None = None) -> Response:
+        """Parse the body into ``schema``, run ``method(name, parsed)``, record it under the collection's model.
+        ``counted``: (the body's list, the answer's count) of a change, audited with both counts."""
+        with Observed(service, endpoint, lambda: service.metrics_label(collections.model_of(name))):
+            with change(request, name) if counted else contextlib.nullcontext({}) as details:
+                parsed = await parsed_body(request, schema, body_limit)
+                if counted:
+                    details["count"] = len(getattr(parsed, counted[0]))
+                async with cancelled_if_client_leaves(request):
+                    answer = await method(name, parsed)
+                if counted:
+                    details[counted[1]] = answer[counted[1]]
+                return json_response(answer)
+
+    async def created_or_existing(endpoint: str, request: Request, schema: type, method, model_of, target_of
+                                  ) -> Response:
         """Parse the body, run ``method(parsed) -> (description, created)``: 201 when something was made,
-        200 when it existed; recorded under ``model_of(parsed)`` (read after the call)."""
+        200 when it existed; recorded under ``model_of(parsed)`` (read after the call), audited as a change of
+        ``target_of(parsed)``."""
         parsed = None
         with Observed(service, endpoint, lambda: service.metrics_label(model_of(parsed) if parsed else None)):
-            parsed = await parsed_body(request, schema, body_limit)
-            description, created = await method(parsed)
-            return json_response(description, 201 if created else 200)
+            with change(request, None) as details:
+                parsed = await parsed_body(request, schema, body_limit)
+                details.update(target_of(parsed))
+                description, created = await method(parsed)
+                details["created"] = created
+                return json_response(description, 201 if created else 200)
 
     @app.get("/v1/collections", responses=answers(responses.CollectionList, errors=RETRY_LATER))
     async def list_collections(request: Request) -> Response:
@@ -85,7 +129,7 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
     async def create_collection(request: Request) -> Response:
         """Create a collection (the keys of a `collections:` entry in serve.yaml)."""
         return await created_or_existing("collections.create", request, CollectionConfig, collections.create,
-                                         lambda config: config.model)
+                                         lambda config: config.model, lambda config: {"target": config.name})
 
     @app.get("/v1/collections/{name}", responses=answers(responses.CollectionDescription))
     async def get_collection(name: str) -> Response:
@@ -94,17 +138,18 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
 
     @app.delete("/v1/collections/{name}", responses=answers(responses.CollectionDeleted, errors={
         **CALLER_ERRORS, 409: "An alias reaches it: remove or repoint the alias first", **RETRY_LATER}))
-    async def drop_collection(name: str) -> Response:
+    async def drop_collection(name: str, request: Request) -> Response:
         """Drop a collection and its documents."""
         model = collections.model_of(name)  # known before the drop forgets it
-        with Observed(service, "collections.drop", lambda: service.metrics_label(model)):
+        with Observed(service, "collections.drop", lambda: service.metrics_label(model)), change(request, name):
             return json_response(await collections.drop(name))
 
-    @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted),
-              openapi_extra=request_body(DocumentsRequest))
+    @app.post("/v1/collections/{name}/documents", responses=answers(responses.DocumentsUpserted, errors={
+        **CALLER_ERRORS, **RETRY_LATER, **STORE_FULL}), openapi_extra=request_body(DocumentsRequest))
     async def upsert_documents(name: str, request: Request) -> Response:
         """Embed and upsert documents by id; a batch with any invalid document is refused whole."""
-        return await observed_call("documents.upsert", name, request, DocumentsRequest, services.documents.upsert)
+        return await observed_call("documents.upsert", name, request, DocumentsRequest, services.documents.upsert,
+                                   counted=("documents", "upserted"))
 
     @app.get("/v1/collections/{name}/documents/{document_id:path}", responses=answers(responses.Document))
     async def get_document(name: str, document_id: str) -> Response:
@@ -115,7 +160,8 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
                 openapi_extra=request_body(DeleteDocumentsRequest))
     async def delete_documents(name: str, request: Request) -> Response:
         """Delete documents by id."""
-        return await observed_call("documents.delete", name, request, DeleteDocumentsRequest, services.documents.delete)
+        return await observed_call("documents.delete", name, request, DeleteDocumentsRequest, services.documents.delete,
+                                   counted=("ids", "deleted"))
 
     @app.post("/v1/collections/{name}/search", responses=answers(responses.SearchResults),
               openapi_extra=request_body(SearchRequest))
@@ -132,9 +178,12 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         """Embed an alias's collection again with another served model into a new physical collection, following
         the writes made meanwhile; once the evaluation gate passes, the alias moves there atomically. Answers
         the job at once: `GET /v1/reembed/{id}` follows it."""
-        with Observed(service, "collections.reembed", lambda: service.metrics_label(collections.model_of(name))):
+        with (Observed(service, "collections.reembed", lambda: service.metrics_label(collections.model_of(name))),
+              change(request, name) as details):
             parsed = await parsed_body(request, ReembedRequest, body_limit)
-            job, started = await services.reembed.start(name, parsed)
+            details["model"] = parsed.model
+            job, started = await services.reembed.start(name, parsed, origin_of(request))
+            details.update(job=job.id, started=started)
             return json_response(job.model_dump(mode="json"), 202 if started else 200)
 
     @app.get("/v1/collections/{name}/reembed", responses=answers(responses.ReembedJobList))
@@ -154,10 +203,13 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
     async def rollback(name: str, request: Request) -> Response:
         """Point the alias back at the collection its last re-embedding moved it from, after replaying the
         writes made since into that collection (a job, followed like a re-embedding). The body may be left out."""
-        with Observed(service, "collections.rollback", lambda: service.metrics_label(collections.model_of(name))):
+        with (Observed(service, "collections.rollback", lambda: service.metrics_label(collections.model_of(name))),
+              change(request, name) as details):
             body = await read_body(request, body_limit)
             parsed = parse_body(RollbackRequest, body) if body.strip() else RollbackRequest()
-            return json_response((await services.reembed.rollback(name, parsed)).model_dump(mode="json"), 202)
+            job = await services.reembed.rollback(name, parsed, origin_of(request))
+            details["job"] = job.id
+            return json_response(job.model_dump(mode="json"), 202)
 
     @app.get("/v1/aliases", responses=answers(responses.AliasList, errors=RETRY_LATER))
     async def list_aliases(request: Request) -> Response:
@@ -171,11 +223,13 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
     async def point_alias(request: Request) -> Response:
         """Create an alias, or repoint it: every collection route accepts the alias as a collection name."""
         return await created_or_existing("aliases.point", request, AliasRequest, collections.point_alias,
-                                         lambda alias: collections.model_of(alias.name))
+                                         lambda alias: collections.model_of(alias.name),
+                                         lambda alias: {"target": alias.name, "collection": alias.collection})
 
     @app.delete("/v1/aliases/{name}", responses=answers(responses.AliasDeleted))
-    async def drop_alias(name: str) -> Response:
+    async def drop_alias(name: str, request: Request) -> Response:
         """Remove an alias; the collection it reached stays."""
-        return json_response(await collections.drop_alias(name))
+        with change(request, name):
+            return json_response(await collections.drop_alias(name))
 
-    add_backup_routes(app, service, collections, services.store)
+    add_backup_routes(app, service, collections, services.store, change)

@@ -7,6 +7,7 @@ vectors and rows travel to the store deployment.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 from typing import Awaitable, Callable, Iterator, TypeVar
 
@@ -101,8 +102,7 @@ class DocumentsService:
         with self._collections.forgotten_if_gone(config.name):
             if config.chunking:
                 changed, tokens = await self._pieces_to_write(config, rows)
-                for part in _store_calls(changed):
-                    await self._store.upsert(config.name, part, name)
+                await self._write_whole(config.name, changed, name)
                 count = len({row[DOCUMENT_ID_FIELD] for row in changed})
                 return DocumentsUpserted(object="documents.upserted", collection=name, upserted=count,
                                          unchanged=len(rows) - count, tokens=tokens)
@@ -121,11 +121,22 @@ class DocumentsService:
                     for row, vector in zip(to_embed, embedded.vectors):
                         row[DENSE_FIELD] = vector
                     tokens = sum(embedded.token_counts)
-            count = 0
-            for part in _store_calls(changed):
-                count += await self._store.upsert(config.name, part, name)
+            count = await self._write_whole(config.name, changed, name)
         return DocumentsUpserted(object="documents.upserted", collection=name, upserted=count,
                                  unchanged=len(rows) - len(changed), tokens=tokens)
+
+    async def _write_whole(self, name: str, rows: list[dict], via: str) -> int:
+        """A request's rows in as many store calls as their size needs, all made once the first is: a client
+        hanging up cancels its request, and a cancel between two calls would leave half its documents. The
+        calls run in a task of their own, outside the request's context, where Serve's cancelling of the
+        request's calls to other deployments does not reach them."""
+        async def write() -> int:
+            count = 0
+            for part in _store_calls(rows):
+                count += await self._store.upsert(name, part, via)
+            return count
+
+        return await asyncio.shield(asyncio.get_running_loop().create_task(write(), context=contextvars.Context()))
 
     async def _pieces_to_write(self, config: CollectionConfig, rows: list[dict]) -> tuple[list[dict], int]:
         """The embedded pieces of the documents that changed (those not stored whole with the same text and

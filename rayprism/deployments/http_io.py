@@ -12,6 +12,7 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from rayprism.deployments.quotas import charge_inputs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.api.requests import RequestT, parse_body
 from rayprism.platform.errors import ErrorDetail, ErrorResponse, PayloadTooLargeError, RayprismError, RetryLaterError
@@ -56,10 +57,12 @@ CLIENT_GONE = 499
 
 
 async def parsed_body(request: Request, schema: type[RequestT], limit_bytes: int) -> RequestT:
+    """The body parsed into ``schema``, its inputs then counted against the key's quota (before any tokenising)."""
     body = await read_body(request, limit_bytes)
-    if len(body) > LARGE_BODY_BYTES:
-        return await asyncio.to_thread(parse_body, schema, body)
-    return parse_body(schema, body)
+    parsed = await asyncio.to_thread(parse_body, schema, body) if len(body) > LARGE_BODY_BYTES else (
+        parse_body(schema, body))
+    charge_inputs(request, parsed)
+    return parsed
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +83,15 @@ async def cancelled_if_client_leaves(request: Request) -> AsyncIterator[None]:
         watcher.cancel()
 
 
+def status_of(error: BaseException | None) -> int:
+    """The status a request ended with: 200, the error's own, 499 for a client gone, 500 for our fault."""
+    if error is None:
+        return 200
+    if isinstance(error, asyncio.CancelledError):
+        return CLIENT_GONE
+    return error.http_status if isinstance(error, RayprismError) else 500
+
+
 class Observed:
     """Records count, status and latency of one request, whatever way it ends.
 
@@ -96,12 +108,7 @@ class Observed:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is None:
-            status = 200
-        elif isinstance(exc, asyncio.CancelledError):
-            status = CLIENT_GONE
-        else:
-            status = exc.http_status if isinstance(exc, RayprismError) else 500
+        status = status_of(exc)
         model = self._model()
         self._metrics.requests(model, self._endpoint, str(status)).inc()
         self._metrics.latency(model, self._endpoint).observe(time.perf_counter() - self._started)

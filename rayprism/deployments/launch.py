@@ -20,6 +20,7 @@ from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.constants import API_KEYS_VARIABLE, APP_NAME
 from rayprism.platform.errors import ConfigError, NotReadyError
 from rayprism.platform.models.source import resolve_source
+from rayprism.platform.store.lite_disk import check_lite_store
 
 READY_TIMEOUT_S = 900
 GRACEFUL_STOP_S = 10.0
@@ -44,9 +45,13 @@ def own_key(config: ServeConfig) -> str | None:
 
 
 def preflight(config: ServeConfig, echo: Callable[[str], None]) -> None:
-    """Fail before Ray starts on what can be checked here (model sources, API keys); warn about an open door."""
+    """Fail before Ray starts on what can be checked here (model sources, API keys, Milvus Lite paths that hold
+    something else); warn about an open door."""
     for model in config.models:
         resolve_source(model.source)
+    for uri in {config.store.uri, *(collection.uri for collection in config.collections if collection.uri)}:
+        if is_lite_uri(uri):
+            check_lite_store(Path(uri).expanduser())
     keys = config.server.resolved_api_keys()
     needs_own_key = config.seed is not None or config.server.api_key_routes == "all"
     if keys and needs_own_key and own_key(config) is None:
@@ -70,7 +75,8 @@ def is_loopback(host: str) -> bool:
 
 
 def absolute_store_paths(config: ServeConfig) -> ServeConfig:
-    """Milvus Lite paths made absolute here: the store runs in a Ray worker with another working directory."""
+    """Milvus Lite paths (and the audit file's) made absolute here: the store and the replicas run in Ray workers
+    with another working directory."""
 
     def absolute(uri: str | None) -> str | None:
         return str(Path(uri).expanduser().resolve()) if uri and is_lite_uri(uri) else uri
@@ -78,6 +84,7 @@ def absolute_store_paths(config: ServeConfig) -> ServeConfig:
     return config.model_copy(
         update={
             "store": config.store.model_copy(update={"uri": absolute(config.store.uri)}),
+            "server": config.server.model_copy(update={"audit_log": absolute(config.server.audit_log)}),
             "collections": [c.model_copy(update={"uri": absolute(c.uri)}) for c in config.collections],
         }
     )
@@ -230,9 +237,10 @@ def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
 
 def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print,
                   verbose: bool = False) -> None:
-    import ray.serve  # noqa: F401  (Serve sets its loggers up when imported: before start_ray quiets them)
+    from rayprism.platform.ray_runtime import cluster_address, keep_local_ray_private, start_ray
 
-    from rayprism.platform.ray_runtime import cluster_address, start_ray
+    keep_local_ray_private(address)  # before Ray is imported: it reads the setting then
+    import ray.serve  # noqa: F401  (Serve sets its loggers up when imported: before start_ray quiets them)
 
     stop = StopSignal()
     stop.install()  # first: a Ctrl-C at any later moment must stop what has started so far

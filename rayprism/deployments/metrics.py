@@ -55,6 +55,10 @@ class ServiceMetrics:
         self.store_errors = Counter(
             "store_errors", "Store calls that failed, by HTTP status of the error", ["call", "status"], **common
         ).labels
+        self.throttled = Counter(
+            "throttled_requests", "Requests refused by an API key's quota, by the key's name and the limit it hit",
+            ["key", "limit"], **common,
+        ).labels
         self.model_ready = Gauge("model_ready", "1 when the model is loaded and serving", ["model"], **common).labels
         self.info = Gauge("replica_info", "Constant 1, labelled with this replica's id", list(constant), **common)
         self.info.labels(**constant).set(1)

@@ -32,6 +32,9 @@ RETRY_LATER = {
 }
 
 
+STORE_FULL = {507: "The store's disk is full (`store_full`): nothing of this request was written; free space, then retry"}
+
+
 def request_body(model: type[BaseModel], *, required: bool = True) -> dict:
     """``openapi_extra`` declaring a route's JSON body (``required=False``: it may be left out)."""
     schema = {"$ref": REF.format(model=model.__name__)}

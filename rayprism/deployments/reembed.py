@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rayprism.deployments.audit import AuditTrail, audit_record
 from rayprism.platform.bridge import bridge_quality, fit_bridge
 from rayprism.platform.config import DENSE_FIELD, CollectionConfig
 from rayprism.platform.constants import NAMESPACE, reembed_worker_name
@@ -63,7 +64,10 @@ def _chunks(items: list, size: int):
 class ReembedWorker:
     """One job's worker: ``run`` takes the job from where its record says it is to its end."""
 
-    def __init__(self, app_name: str, serving_deployment: str, store_deployment: str, job_id: str):
+    def __init__(self, app_name: str, serving_deployment: str, store_deployment: str, job_id: str,
+                 audit: tuple, origin: dict):
+        """``audit``: where the swap is recorded (:meth:`AuditTrail.of`); ``origin``: the audit fields of the
+        request that started (or resumed) the job, whose record the swap's is."""
         from ray import serve
 
         from rayprism.deployments.store_client import StoreClient
@@ -71,6 +75,8 @@ class ReembedWorker:
         self._store = StoreClient(serve.get_deployment_handle(store_deployment, app_name))
         self._service = serve.get_deployment_handle(serving_deployment, app_name)
         self._job_id = job_id
+        self._audit = audit
+        self._origin = origin
 
     async def _update(self, **fields: Any) -> ReembedRecord:
         return await self._store.reembed_update(self._job_id, **fields)
@@ -103,6 +109,9 @@ class ReembedWorker:
                     await self._store.reembed_freeze(self._job_id, FREEZE_MAX_S)  # (again: a freeze ends by itself)
                     applied = await self._follow(source)
                     if await self._store.reembed_swap(self._job_id, applied):
+                        AuditTrail.of(*self._audit).write(audit_record(
+                            **self._origin, target=record.alias, event=f"{record.direction} swap", job=self._job_id,
+                            collection=record.target, outcome="swapped"))
                         break
             finally:
                 await self._store.reembed_thaw(self._job_id)
@@ -273,18 +282,20 @@ class ReembedWorker:
 class ReembedJobs:
     """Starts a job's worker in the service's cluster and tells whether it still runs."""
 
-    def __init__(self, app_name: str, serving_deployment: str, store_deployment: str):
+    def __init__(self, app_name: str, serving_deployment: str, store_deployment: str, audit: tuple):
+        """``audit``: the service's audit settings, for each worker (:meth:`AuditTrail.of`)."""
         self._names = (app_name, serving_deployment, store_deployment)
+        self._audit = audit
 
     def worker(self, job_id: str) -> str:
         return reembed_worker_name(self._names[0], job_id)
 
-    def start(self, job_id: str) -> None:
+    def start(self, job_id: str, origin: dict) -> None:
         import ray
 
         actor = ray.remote(ReembedWorker).options(
             name=self.worker(job_id), namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_restarts=0,
-        ).remote(*self._names, job_id)
+        ).remote(*self._names, job_id, self._audit, origin)
         actor.run.remote()
 
     def alive(self, job_id: str) -> bool:

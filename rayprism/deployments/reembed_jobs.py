@@ -67,15 +67,16 @@ class ReembedService:
                                 f"interrupted: resume it (reembed with model {job.model!r}) first")
         return None
 
-    async def start(self, name: str, request: ReembedRequest) -> tuple[ReembedJob, bool]:
-        """(the job, started): a new job, or an interrupted one of the same model resumed (not started)."""
+    async def start(self, name: str, request: ReembedRequest, origin: dict) -> tuple[ReembedJob, bool]:
+        """(the job, started): a new job, or an interrupted one of the same model resumed (not started).
+        ``origin``: the audit fields of the request (its worker audits the swap as this request's)."""
         jobs = self._jobs_or_refuse()
         alias = await self._alias_of(name)
         source = await self._collections.collection(alias)
         previous = await self._alias_jobs(alias)
         interrupted = await self._resumable(previous, request.model)
         if interrupted is not None:
-            jobs.start(interrupted.id)
+            jobs.start(interrupted.id, origin)
             return self._job_view(await self._store.reembed_job(interrupted.id)), False
         self._embeddings.runner(request.model)  # 404 unless the service serves it
         kind = "multivector" if source.multivector else "chunked" if source.chunking else source.modality
@@ -98,10 +99,10 @@ class ReembedService:
             id=job_id, alias=alias, source=source.name, target=target.name, model=request.model,
             source_model=source.model, direction="forward", evaluation=request.evaluation,
             batch_size=request.batch_size, worker=jobs.worker(job_id)))
-        jobs.start(job_id)
+        jobs.start(job_id, origin)
         return self._job_view(record), True
 
-    async def rollback(self, name: str, request: RollbackRequest | None = None) -> ReembedJob:
+    async def rollback(self, name: str, request: RollbackRequest | None, origin: dict) -> ReembedJob:
         """Replay the writes made since the last swap into the collection the alias reached before, with
         that collection's model, then point the alias back (a job, like a re-embedding)."""
         jobs = self._jobs_or_refuse()
@@ -114,7 +115,7 @@ class ReembedService:
         if unfinished:
             if jobs.alive(unfinished[0].id) or unfinished[0].direction == "forward":
                 raise ConflictError(f"job {unfinished[0].id} of {alias!r} has not finished", param="name")
-            jobs.start(unfinished[0].id)  # an interrupted rollback: resume it
+            jobs.start(unfinished[0].id, origin)  # an interrupted rollback: resume it
             return self._job_view(await self._store.reembed_job(unfinished[0].id))
         if not swapped:
             raise InvalidInputError(f"no re-embedding moved {alias!r} to {current!r}: nothing to roll back",
@@ -126,7 +127,7 @@ class ReembedService:
             id=job_id, alias=alias, source=current, target=last.source, model=last.source_model,
             source_model=last.model, direction="rollback", rolls_back=last.id,
             batch_size=(request.batch_size if request else None) or last.batch_size, worker=jobs.worker(job_id)))
-        jobs.start(job_id)
+        jobs.start(job_id, origin)
         return self._job_view(record)
 
     async def job(self, job_id: str) -> ReembedJob:

@@ -112,7 +112,8 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
             if uri not in self._stores:
                 cache_rows = self._config.cache_max_rows if is_lite_uri(uri) else 0
                 self._stores[uri] = MilvusStore(
-                    uri, flush_after_s=self._config.flush_after_s, cache_max_rows=cache_rows
+                    uri, flush_after_s=self._config.flush_after_s, cache_max_rows=cache_rows,
+                    min_free_mb=self._config.min_free_mb,
                 )
             return self._stores[uri]
 

@@ -132,6 +132,14 @@ class OverloadedError(RetryLaterError):
     code = "overloaded"
 
 
+class RateLimitedError(RetryLaterError):
+    """An API key went over its quota (``rate`` of its entry): it may send again after ``Retry-After``."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+
 class NotReadyError(RetryLaterError):
     """A model or store is still starting; retry shortly."""
 
@@ -150,6 +158,15 @@ class StoreError(RayprismError):
     code = "store_error"
 
 
+class StoreFullError(StoreError):
+    """The store's disk has (nearly) no room left: the write was refused whole, nothing it carried is stored,
+    and what was acknowledged before is kept. Retrying helps only once space is freed."""
+
+    http_status = 507
+    retriable = False
+    code = "store_full"
+
+
 class MissingDependencyError(RayprismError):
     """An optional dependency is needed for this feature; the message says what to install."""
 
@@ -162,3 +179,14 @@ def unwrap(error: BaseException) -> RayprismError | None:
         return error
     cause = getattr(error, "cause", None)
     return cause if isinstance(cause, RayprismError) else None
+
+
+def one_line(error: BaseException) -> str:
+    """What went wrong, in one line for a person: our own error's message (also inside a Ray error), else the
+    innermost error's type and the last line of its text (a Ray error's text is the remote traceback)."""
+    own = unwrap(error)
+    if own is not None:
+        return own.message
+    cause = getattr(error, "cause", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else 'no reason given'}"

@@ -14,6 +14,12 @@ from rayprism.platform.constants import RAY_ADDRESS_VARIABLE
 
 QUIET_LOGGERS = ("ray", "ray.serve", "ray.data", "ray.train", "ray.tune")
 
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Ray's own switch for a one-machine Ray (its default on macOS and Windows): the node's address is
+127.0.0.1, so the GCS, raylet, workers and agents listen on loopback only. Without it they listen on
+every interface, and anyone who reaches the machine reaches Ray (token authentication guards its
+gRPC ports, not the agents' metrics page). Ray reads it when imported, in every process it starts."""
+
 
 def cluster_address(address: str | None) -> str | None:
     """The cluster to join: ``address`` if given, else ``$RAY_ADDRESS``; None means start a local Ray."""
@@ -27,8 +33,18 @@ def quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def keep_local_ray_private(address: str | None) -> None:
+    """Before Ray is first imported: a Ray this process will start listens on loopback only
+    (:data:`LOOPBACK_RAY`; a value the user set wins). Joining a cluster changes nothing."""
+    if cluster_address(address) is None:
+        for name, value in LOOPBACK_RAY.items():
+            os.environ.setdefault(name, value)
+
+
 def start_ray(address: str | None = None, *, verbose: bool = False) -> None:
-    """Join the cluster :func:`cluster_address` names, or start a local Ray without a dashboard."""
+    """Join the cluster :func:`cluster_address` names, or start a local Ray without a dashboard, on
+    loopback (see :func:`keep_local_ray_private`)."""
+    keep_local_ray_private(address)
     import ray
 
     if not verbose:

@@ -6,9 +6,17 @@ they are set here, at import, before anything imports ``ray.serve``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -71,7 +79,8 @@ def service_config(tiny_model_path, tiny_reranker_path, media_model_path, prompt
     )
 
     return ServeConfig(
-        server=ServerConfig(port=SERVICE_PORT),  # the default limits: 8 MiB bodies, 2048 inputs
+        # the default limits: 8 MiB bodies, 2048 inputs; the audit file beside the store
+        server=ServerConfig(port=SERVICE_PORT, audit_log=str(store_dir / "audit.jsonl")),
         store=StoreConfig(uri=str(store_dir / "rayprism.db"), flush_after_s=0.2),
         collections=[CollectionConfig(name="debian", fields=SAMPLE_FIELDS)],
         deployment=DeploymentConfig(num_cpus=1),
@@ -104,6 +113,37 @@ def service_url(ray_session, service_config) -> str:
     wait_until_ready(url, timeout_s=300)
     yield url
     serve.shutdown()
+
+
+@contextlib.contextmanager
+def rayprism_serve(config: Path, **env: str) -> Iterator[tuple[str, Path]]:
+    """`rayprism serve config` as a user runs it, with ``env`` added to its environment, on its own Ray in a temp
+    folder of its own (so its logs are this service's): yields its URL and that Ray's log folder; stopped by
+    SIGTERM, which must end it cleanly."""
+    ray_home = tempfile.mkdtemp(prefix="rk-", dir="/tmp")  # Ray's socket paths must stay short
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
+    environment.update(env, RAY_TMPDIR=ray_home)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    lines = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any("rayprism is serving at" in line for line in lines):
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "".join(lines)
+            lines.append(line)
+        assert "rayprism is serving at" in lines[-1], "".join(lines)
+        yield f"http://127.0.0.1:{port}", Path(ray_home, "ray", "session_latest", "logs")
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(ray_home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

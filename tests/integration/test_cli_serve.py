@@ -12,6 +12,7 @@ from openai import OpenAI
 
 from rayprism import Client, UnauthorizedError
 from tests.integration.conftest import free_port
+from tests.listening import assert_private
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -73,6 +74,7 @@ def test_serve_prints_its_url_guards_v1_with_its_key_and_stops_on_sigterm(tmp_pa
         with Client(url) as keyed:
             assert keyed.model("tiny")["id"] == "tiny"
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # probes and scrapers need no key
+        assert_private(process.pid, port)  # the service, and its Ray, answer no other machine
         assert httpx.get(f"{url}/metrics", timeout=30).status_code == 200
         with OpenAI(base_url=f"{url}/v1", api_key=KEY) as client:  # what OpenAI clients send
             assert len(client.embeddings.create(model="tiny", input="hello").data[0].embedding) == 16

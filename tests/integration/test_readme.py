@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import free_port
+from tests.listening import assert_private
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -70,6 +71,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
                 break
         else:
             pytest.fail("the service did not start:\n" + "".join(output))
+        assert_private(service.pid, port)  # make run's defaults: nothing of it answers another machine
         for language, code in blocks:
             if re.search(r"^make (run|test)", code, re.MULTILINE):
                 continue  # the service is the one `make run` started above

@@ -4,26 +4,20 @@ and each refusal in the service's log by the key's name, never the key."""
 
 import hashlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from rayprism import Client, ForbiddenError, UnauthorizedError
-from tests.integration.conftest import free_port
+from tests.integration.conftest import rayprism_serve
 
 OPS = "sk-ops-0123456789abcdef"  # admin, from $RAYPRISM_TEST_OPS_KEY where the service runs
 READER = "sk-search-ui-0123456789abcdef"
 TEAM_A = "sk-team-a-0123456789abcdef"
 CONFIG = """\
 server:
+  audit_log: {audit}
   api_keys:
     - {{name: search-ui, key: "{reader}", scopes: ["read:*"]}}
     - {{name: team-a, sha256: "{team_a}", scopes: ["embed", "read:team_a_*", "write:team_a_*"]}}
@@ -39,30 +33,9 @@ def scoped_service(tmp_path, tiny_model_path):
     """The URL of a `rayprism serve` with the three keys above, and its Ray's log folder."""
     config = tmp_path / "serve.yaml"
     config.write_text(CONFIG.format(reader=READER, team_a=hashlib.sha256(TEAM_A.encode()).hexdigest(),
-                                    model=tiny_model_path, store=tmp_path / "store.db"))
-    ray_home = tempfile.mkdtemp(prefix="rk-", dir="/tmp")  # Ray's socket paths must stay short
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
-    env.update(RAYPRISM_TEST_OPS_KEY=OPS, RAY_TMPDIR=ray_home)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not any("rayprism is serving at" in line for line in lines):
-            line = process.stdout.readline()
-            assert line or process.poll() is None, "".join(lines)
-            lines.append(line)
-        assert "rayprism is serving at" in lines[-1], "".join(lines)
-        yield f"http://127.0.0.1:{port}", Path(ray_home, "ray", "session_latest", "logs")
-        process.send_signal(signal.SIGTERM)
-        rest, _ = process.communicate(timeout=120)
-        assert process.returncode == 0, rest
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        shutil.rmtree(ray_home, ignore_errors=True)
+                                    model=tiny_model_path, store=tmp_path / "store.db", audit=tmp_path / "audit.jsonl"))
+    with rayprism_serve(config, RAYPRISM_TEST_OPS_KEY=OPS) as (url, logs):
+        yield url, logs, tmp_path / "audit.jsonl"
 
 
 def refusal(call, expected: type = ForbiddenError) -> str:
@@ -81,7 +54,7 @@ def denials(logs: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_read_only_key_searches_a_team_key_stays_in_its_collections_and_each_refusal_is_logged_by_name(
         scoped_service):
-    url, logs = scoped_service
+    url, logs, audit_file = scoped_service
     with Client(url, api_key=OPS) as ops:
         for name in ("team_a_docs", "team_b_docs"):
             ops.create_collection(name, model="tiny", bm25=False)
@@ -120,6 +93,8 @@ def test_a_read_only_key_searches_a_team_key_stays_in_its_collections_and_each_r
         ("team-a", "GET", "/v1/collections/team_b_docs/documents/team_b_docs-1", "read:team_b_docs", "denied 403"),
         ("unknown", "GET", "/v1/models", "key", "denied 401"),
     ], records
+    audited = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    assert [record for record in audited if record["outcome"].startswith("denied")] == records
     every_log = [path for path in logs.rglob("*") if path.is_file()]
     leaked = [path.name for path in every_log for key in (OPS, READER, TEAM_A) if key.encode() in path.read_bytes()]
     assert every_log and leaked == []

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 
 import httpx
 import pytest
@@ -101,8 +102,9 @@ def test_the_services_own_calls_use_an_admin_key_it_knows_and_narrow_keys_alone_
 def app(tiny_model_path, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TEST_EMBEDDER_KEY", EMBEDDER)
-        embeddings = EmbeddingService(ServeConfig(server=server(KEYS), models=[ModelConfig(name="tiny",
-                                                                                           source=tiny_model_path)]))
+        audit_log = str(tmp_path_factory.mktemp("audit") / "audit.jsonl")
+        embeddings = EmbeddingService(ServeConfig(server=server(KEYS).model_copy(update={"audit_log": audit_log}),
+                                                  models=[ModelConfig(name="tiny", source=tiny_model_path)]))
         assert embeddings.wait_loaded(120)
         store = StoreReplica(StoreConfig(uri=str(tmp_path_factory.mktemp("keys") / "store.db"),
                                          flush_after_s=0.1).model_dump(), [])
@@ -118,8 +120,8 @@ def app(tiny_model_path, tmp_path_factory):
     embeddings.close()
 
 
-async def send(app, key: str | None, method: str, path: str, body=None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+async def send(app, key: str | None, method: str, path: str, body=None, headers: dict | None = None) -> httpx.Response:
+    headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://keys") as client:
         return await client.request(method, path, json=body, headers=headers)
 
@@ -211,11 +213,12 @@ def test_each_route_answers_each_key_as_its_scopes_say_and_every_denial_is_logge
         response = asyncio.run(send(app, key, method, path, body))
         status = 403 if isinstance(expected, str) else expected
         assert response.status_code == status, (method, path, names.get(key, key), response.text)
+        records = [json.loads(record.getMessage()) for record in service_log]  # the audit trail's alone
         if status not in (401, 403):
-            assert not service_log
+            assert not [record for record in records if record["outcome"].startswith("denied")]
             continue
         error = response.json()["error"]
-        (record,) = [json.loads(record.getMessage()) for record in service_log]
+        (record,) = records
         assert (record["method"], record["path"], record["outcome"]) == (method, path, f"denied {status}")
         assert key is None or (key not in service_log[0].getMessage() and key not in response.text)
         if status == 401:
@@ -234,3 +237,17 @@ def test_lists_show_what_the_key_may_read(app):
     assert names(ADMIN, "/v1/collections") == names(READER, "/v1/collections") == ["team_a_docs", "team_b_docs"]
     assert names(TEAM_A, "/v1/collections") == ["team_a_docs"]
     assert names(TEAM_A, "/v1/aliases") == names(READER, "/v1/aliases") == ["team_a_live"]
+
+
+@pytest.mark.slow  # Milvus Lite
+def test_outside_serve_the_app_takes_or_makes_the_request_id_on_every_answer_and_audits_with_it(app, service_log):
+    given = asyncio.run(send(app, ADMIN, "GET", "/v1/models", headers={"X-Request-Id": "trace-7"}))
+    refused = asyncio.run(send(app, READER, "DELETE", "/v1/collections/team_b_docs", headers={"X-Request-Id": "r-8"}))
+    made = [asyncio.run(send(app, key, "GET", "/v1/models", headers=headers)) for key, headers in [
+        (ADMIN, {}), (None, {}), (ADMIN, {"X-Request-Id": "x" * 129}), (ADMIN, {"X-Request-Id": "tab\there"})]]
+    assert [given.headers["x-request-id"], refused.headers["x-request-id"]] == ["trace-7", "r-8"]
+    assert refused.status_code == 403 and json.loads(service_log[-2].getMessage())["request_id"] == "r-8"
+    made_ids = [answer.headers["x-request-id"] for answer in made]
+    assert all(re.fullmatch("[0-9a-f]{32}", request_id) for request_id in made_ids) and len(set(made_ids)) == 4
+    assert json.loads(service_log[-1].getMessage())["request_id"] == made_ids[1]  # the 401's record
+

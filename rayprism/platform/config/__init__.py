@@ -49,9 +49,11 @@ from rayprism.platform.config.models import (
     threads_for,
 )
 from rayprism.platform.config.serve import (
+    DEFAULT_MIN_FREE_MB,
     DEFAULT_STORE_URI,
     ApiKeyConfig,
     DeploymentConfig,
+    RateConfig,
     ReplicasConfig,
     SeedConfig,
     ServeConfig,
@@ -77,12 +79,12 @@ from rayprism.platform.config.train import (
 )
 
 __all__ = [
-    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_HASH_FIELD", "DOCUMENT_ID_FIELD",
+    "BITS_FIELD", "DEFAULT_MODEL_NAME", "DEFAULT_MODEL_SOURCE", "DEFAULT_MIN_FREE_MB", "DEFAULT_STORE_URI", "DENSE_FIELD", "DOCUMENT_HASH_FIELD", "DOCUMENT_ID_FIELD",
     "DOCUMENT_VECTOR_KEY", "PIECE_COUNT_FIELD", "PIECE_FIELDS", "PIECE_INDEX_FIELD", "PIECE_START_FIELD", "ChunkingConfig",
     "SPARSE_FIELD", "VECTOR_FIELDS",
     "ApiKeyConfig", "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FDEOptions", "FieldType", "MultivectorConfig", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
-    "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
+    "RateConfig", "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",
     "parse_config", "threads_for",
     "CheckpointsConfig", "CorpusConfig", "CrossEncoderObjectiveConfig", "EvaluationConfig", "HardNegativesConfig", "LossConfig", "NewImageTextModel",

@@ -25,6 +25,9 @@ from rayprism.platform.constants import API_KEYS_VARIABLE
 from rayprism.platform.errors import ConfigError
 
 DEFAULT_STORE_URI = "./data/rayprism.db"
+DEFAULT_MIN_FREE_MB = 256
+"""Free disk a Milvus Lite store keeps for its flushes: writes are refused (507) below it."""
+DEFAULT_AUDIT_LOG = "./data/audit.jsonl"
 
 
 class ReplicasConfig(StrictModel):
@@ -96,6 +99,22 @@ MIN_API_KEY_LENGTH = 16
 Key = Annotated[str, Field(min_length=MIN_API_KEY_LENGTH)]
 
 
+class RateConfig(StrictModel):
+    """A key's quota (docs/api.md, "Quotas"): requests and inputs per second for the whole service, with room for
+    a burst of ``burst_s`` seconds' worth at once. Either limit may be left out (no limit on it)."""
+
+    requests_per_s: Annotated[float, Field(gt=0)] | None = None
+    inputs_per_s: Annotated[float, Field(gt=0)] | None = None
+    """Inputs of ``/v1/embeddings``, documents of ``/v1/rerank`` and of a documents upsert."""
+    burst_s: Annotated[float, Field(gt=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateConfig:
+        if self.requests_per_s is None and self.inputs_per_s is None:
+            raise ValueError("rate needs requests_per_s, inputs_per_s or both")
+        return self
+
+
 class ApiKeyConfig(StrictModel):
     """A named key with scopes (docs/api.md, "API keys and scopes"), given one of three ways: ``key`` (its text),
     ``sha256`` (only its hex digest: the config then holds nothing that opens the service) or ``key_env`` (the
@@ -107,6 +126,8 @@ class ApiKeyConfig(StrictModel):
     sha256: Annotated[str, Field(pattern="^[0-9a-fA-F]{64}$")] | None = None
     key_env: str | None = None
     scopes: list[Annotated[str, AfterValidator(valid_scope)]] = Field(min_length=1)
+    rate: RateConfig | None = None
+    """The key's quota; none: only the service's own overload limits apply."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeyConfig:
@@ -141,6 +162,13 @@ class ServerConfig(StrictModel):
     api_key_routes: Literal["v1", "all"] = "v1"
     """Where a key is needed: every ``/v1`` route (``/health``, ``/metrics`` and ``/docs`` stay open
     for probes and scrapers), or all routes."""
+    audit_log: str | None = DEFAULT_AUDIT_LOG
+    """The audit trail (docs/api.md, "Audit trail"): one JSON line per change and per refused key, appended by
+    every serving replica to this one file (relative to where ``rayprism serve`` starts); none: the log only."""
+    audit_log_max_bytes: PositiveInt = 10 * 1024 * 1024
+    """The audit file is rotated when a line would take it past this size (``audit.jsonl.1`` … the oldest)."""
+    audit_log_backups: Annotated[int, Field(ge=0)] = 5
+    """Rotated audit files kept besides the current one."""
     ingress: Literal["direct", "proxy"] = "direct"
     """How HTTP reaches the serving replicas when ``rayprism serve`` starts Ray itself: ``direct``,
     each replica answers HTTP (Ray Serve's direct ingress: one replica on ``port``, several behind
@@ -172,6 +200,10 @@ class ServerConfig(StrictModel):
                               "with the scopes it needs")
         return keys
 
+    def rates(self) -> dict[str, RateConfig]:
+        """Each named key's quota, by the key's name."""
+        return {key.name: key.rate for key in self.api_keys if isinstance(key, ApiKeyConfig) and key.rate is not None}
+
 
 class StoreConfig(StrictModel):
     uri: str = DEFAULT_STORE_URI
@@ -184,6 +216,10 @@ class StoreConfig(StrictModel):
     """Milvus Lite only: mirror collections up to this many rows in memory (a FLAT index's
     dense vectors, ≈ rows × dimensions × 4 bytes, and BM25 postings) and answer unfiltered
     searches from the mirror instead of Lite's per-row Python; 0 turns it off."""
+    min_free_mb: Annotated[int, Field(ge=0)] = DEFAULT_MIN_FREE_MB
+    """Milvus Lite only: refuse writes (507, ``store_full``) while the store's disk has less free than this,
+    so a full disk never fails Lite half-way through sealing rows already acknowledged; 0 turns it off.
+    A Milvus server guards its own disk (its disk quota); its refusal is a 507 too."""
     replicas: PositiveInt = 1
     """Store processes (Serve replicas) sharing the searches and writes: more than one needs a Milvus server (a
     Lite file admits one process). They share one coordinator for what must be single: the newest write of each
@@ -232,6 +268,19 @@ class ServeConfig(StrictModel):
         unknown = sorted(set(grouped) - set(models))
         if unknown:
             raise ValueError(f"deployments name models that do not exist: {unknown}; models: {models}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> ServeConfig:
+        replicas = self.deployment.replicas.max
+        for name, rate in self.server.rates().items():
+            for limit in ("requests_per_s", "inputs_per_s"):
+                per_s = getattr(rate, limit)
+                if per_s is not None and per_s * rate.burst_s / replicas < 1:
+                    raise ValueError(
+                        f"API key {name!r}: rate.{limit} ({per_s}) × burst_s ({rate.burst_s}) / deployment.replicas."
+                        f"max ({replicas}) is under 1: each replica holds that share of the quota and could never "
+                        "admit one; raise the rate or burst_s")
         return self
 
     def group_of(self, model: str) -> GroupConfig | None:

@@ -26,6 +26,7 @@ from pymilvus.exceptions import ErrorCode
 
 from rayprism.platform.config import (
     BITS_FIELD,
+    DEFAULT_MIN_FREE_MB,
     DENSE_FIELD,
     DOCUMENT_ID_FIELD,
     PIECE_COUNT_FIELD,
@@ -42,6 +43,7 @@ from rayprism.platform.store.filters import ids_filter, renamed_field
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion, fuse, weighted
 from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
+from rayprism.platform.store.lite_disk import DiskGuard, check_lite_store, disk_full_error, is_disk_full
 from rayprism.platform.store.mirror import MirrorManager
 from rayprism.platform.store.mirror_memory import MirrorMemory
 from rayprism.platform.store.pieces import (
@@ -132,23 +134,29 @@ class SearchHits:
 
 
 class MilvusStore:
-    def __init__(self, uri: str, *, flush_after_s: float = 5.0, cache_max_rows: int = 0):
+    def __init__(self, uri: str, *, flush_after_s: float = 5.0, cache_max_rows: int = 0,
+                 min_free_mb: int = DEFAULT_MIN_FREE_MB):
         """``cache_max_rows`` > 0 mirrors collections up to that size in memory for unfiltered
-        searches (only sound where this process is the sole writer, as with a Milvus Lite file)."""
+        searches (only sound where this process is the sole writer, as with a Milvus Lite file).
+        ``min_free_mb``: a Lite store refuses writes while its disk has less free (see lite_disk)."""
         self.uri = uri
         if is_lite_uri(uri):
+            check_lite_store(Path(uri))
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._client = MilvusClient(uri)
+            self._client.list_collections()  # a damaged store fails here, not at its first request
         except MilvusException as error:
-            hint = (" A Milvus Lite file is held by the one process that opened it until that process exits:"
-                    " is a `rayprism serve` or `rayprism embed` using it?") if is_lite_uri(uri) else ""
+            hint = (" A Milvus Lite store is held by the one process that opened it until that process exits"
+                    " (is a `rayprism serve` or `rayprism embed` using it?); a damaged one is restored from a"
+                    " backup (`rayprism restore`) into a new path") if is_lite_uri(uri) else ""
             logger.error("cannot open Milvus at %s: %s", uri, getattr(error, "message", error))
             raise StoreError(f"cannot open the store (store.uri): {self._redact(getattr(error, 'message', error))}."
                              f"{hint}") from None
         self._flushes = FlushScheduler(self.flush, flush_after_s)
         self._gate = FlushGate()
         self._lite = is_lite_uri(uri)
+        self._disk = DiskGuard(Path(uri).parent, min_free_mb << 20) if self._lite else None
         self._reads = {} if self._lite else SESSION_READS
         self._clock = None if self._lite else SessionClock(self._client)
         self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
@@ -296,6 +304,8 @@ class MilvusStore:
         collection's token files before Milvus gets the rest. A chunked collection's rows are pieces of
         documents, written whole: once they are, the pieces past each document's new count are deleted, and
         the count returned is of documents."""
+        if self._disk is not None:
+            self._disk.check()
         compression = self.compression(name)
         stored = rows
         if not self._lite:
@@ -594,6 +604,8 @@ class MilvusStore:
             if filtered and (error.code in CALLER_MISTAKES or UNPARSABLE_FILTER in str(error.message)):
                 raise InvalidInputError(f"filter: {error.message}", param="filter") from None
             logger.warning("Milvus at %s failed on %r: %s", self.uri, name, error.message)
+            if is_disk_full(str(error.message)):
+                raise disk_full_error("Milvus could not write") from None
             raise StoreError(f"the store failed: {self._redact(error.message)}") from None
 
     def _redact(self, message: object) -> str:
