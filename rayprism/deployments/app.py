@@ -37,6 +37,14 @@ class ServingReplica(EmbeddingService):
         self.stored = CollectionServices.build(self, self._store, jobs)
         self._startup_done = False
 
+    async def start(self) -> None:
+        """The app's start-up, which Serve awaits before it counts the replica as started: its own models
+        loaded, so that a replica joining running ones (a replacement, a scale-up) takes no request it would
+        answer 503. The collections are checked after, in the background: a store that is itself starting
+        must not keep loaded models from serving."""
+        await asyncio.to_thread(self.wait_loaded)
+        self._finishing = asyncio.get_running_loop().create_task(self.finish_startup())
+
     async def finish_startup(self) -> None:
         """Once local models are loaded: wait for groups that keep replicas (not those that start on
         demand), then create or verify every declared collection, so a failure shows at start-up (in
@@ -77,7 +85,7 @@ class ServingReplica(EmbeddingService):
         return await self.stored.reembed.search_ids(collection, query, k)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self, self.stored, on_startup=self.finish_startup)
+        return create_app(self, self.stored, on_startup=self.start)
 
 
 def deployment_options(config: ServeConfig) -> dict:

@@ -7,7 +7,6 @@ mistakes are 4xx, overload 429/503 with ``Retry-After``, our own faults a bare
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Awaitable, Callable
@@ -61,10 +60,10 @@ def create_app(
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.get_running_loop().create_task(on_startup()) if on_startup else None
+        # Serve awaits the start-up before it counts the replica as started and sends it requests.
+        if on_startup is not None:
+            await on_startup()
         yield
-        if task is not None:
-            task.cancel()
 
     app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
