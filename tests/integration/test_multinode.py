@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rayprism.deployments.ingress import PROXY_READINESS
 from tests.conftest import cosines
 from tests.integration.conftest import free_port
 from tests.ray_cluster import RayCluster, cluster_env
@@ -44,13 +45,20 @@ def cluster():
     # (SO_REUSEPORT: the kernel hands each new connection to one of them, as an ingress in front of every
     # node does on a real cluster). Each proxy spreads its requests over every node's replicas, not its
     # own node's only: the surviving proxies keep trying a lost replica until Serve learns it is gone.
-    nodes = RayCluster({**cluster_env(), "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"})
+    nodes = RayCluster({**cluster_env(), "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", **PROXY_READINESS})
     try:
         nodes.start(num_cpus=1, resources={SERVING: 1})
         nodes.add_node(GPU_NODE, num_cpus=1, resources={"gpu_node": 1})
         yield nodes
     finally:
         nodes.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_port() -> int:
+    """The port of the cluster's Serve proxies: the first service there starts Serve with it, and Serve keeps
+    it for every later one (another port is refused: launch.check_serve_port)."""
+    return free_port()
 
 
 class Service:
@@ -97,11 +105,11 @@ class Service:
         self.log.close()
 
 
-def test_a_group_that_asks_for_a_nodes_resource_runs_on_that_node(cluster, tiny_model_path, tmp_path):
+def test_a_group_that_asks_for_a_nodes_resource_runs_on_that_node(cluster, serve_port, tiny_model_path, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     config = {
-        "server": {"port": free_port()},
+        "server": {"port": serve_port},
         "store": {"uri": str(tmp_path / "store.db")},
         "deployment": {"num_cpus": 0.25},
         "models": [{"name": "local", "source": tiny_model_path}, {"name": "remote", "source": tiny_model_path}],
@@ -251,7 +259,7 @@ def serving_replicas(cluster: RayCluster) -> dict[str, str]:
 
 
 def test_losing_the_node_of_one_of_two_replicas_fails_few_requests_and_the_replica_is_replaced(
-        cluster, tiny_model_path, tmp_path):
+        cluster, serve_port, tiny_model_path, tmp_path):
     """Two serving replicas (one ``serving`` unit each) on two of three nodes that offer one: the head and
     two nodes started here. The node of one of them (not the head) is killed under steady requests: the
     other replica keeps answering, Serve starts a new replica on the node with a free unit, at most 1% of
@@ -260,7 +268,7 @@ def test_losing_the_node_of_one_of_two_replicas_fails_few_requests_and_the_repli
     for name in ("serve-a", "serve-b"):  # one after the other: two starting at once may both be too slow
         cluster.add_node(name, num_cpus=1, resources={SERVING: 1})
     config = {
-        "server": {"port": free_port()},
+        "server": {"port": serve_port},
         "store": {"uri": str(tmp_path / "store.db")},
         "deployment": {"num_cpus": 0.5, "resources": {SERVING: 1}, "replicas": {"min": 2, "max": 2}},
         "models": [{"name": "tiny", "source": tiny_model_path}],
