@@ -7,6 +7,7 @@ mistakes are 4xx, overload 429/503 with ``Retry-After``, our own faults a bare
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Awaitable, Callable
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
+from rayprism.deployments.audit import AuditTrail
 from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
 from rayprism.deployments.http_io import (
@@ -29,6 +31,8 @@ from rayprism.deployments.http_io import (
     parsed_body,
 )
 from rayprism.deployments.openapi import CALLER_ERRORS, answers, install, request_body
+from rayprism.deployments.quotas import QuotaGuard, key_quotas
+from rayprism.deployments.request_ids import RequestIds
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.api import responses
@@ -42,7 +46,7 @@ from rayprism.platform.api.requests import (
     RollbackRequest,
     SearchRequest,
 )
-from rayprism.platform.config import CollectionConfig
+from rayprism.platform.config import CollectionConfig, ServerConfig
 from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
@@ -52,6 +56,11 @@ API_DESCRIPTION = (
     '`{"error": {"message", "type", "param", "code"}}`; 429 and 503 carry `Retry-After`.'
 )
 
+def audit_settings(server: ServerConfig) -> tuple[str | None, int, int]:
+    """What :meth:`AuditTrail.of` needs, also sent to re-embedding workers (which write the swap's record)."""
+    return server.audit_log, server.audit_log_max_bytes, server.audit_log_backups
+
+
 def create_app(
     service: EmbeddingService,
     collection_services: CollectionServices | None = None,
@@ -60,10 +69,10 @@ def create_app(
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Serve awaits the start-up before it counts the replica as started and sends it requests.
-        if on_startup is not None:
-            await on_startup()
+        task = asyncio.get_running_loop().create_task(on_startup()) if on_startup else None
         yield
+        if task is not None:
+            task.cancel()
 
     app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
@@ -71,10 +80,17 @@ def create_app(
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
-    keys = service.config.server.resolved_api_keys()
-    if keys:
+    server = service.config.server
+    audit = AuditTrail.of(*audit_settings(server))
+    keys = server.resolved_api_keys()
+    if keys:  # the last added runs first: request id, then the key, then its quota
+        quotas = key_quotas(server.rates(), service.config.deployment.replicas.max,
+                            lambda key, limit: service.metrics.throttled(key, limit).inc())
+        if quotas:
+            app.add_middleware(QuotaGuard, quotas=quotas, refuse=error_response)
         app.add_middleware(ApiKeyGuard, keys=keys, routes=app.router.routes,
-                           protect_open_paths=service.config.server.api_key_routes == "all", refuse=error_response)
+                           protect_open_paths=server.api_key_routes == "all", refuse=error_response, audit=audit)
+    app.add_middleware(RequestIds)
 
     @app.exception_handler(RayprismError)
     async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:
@@ -148,5 +164,5 @@ def create_app(
         return Response(await service.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if collection_services is not None:
-        add_collection_routes(app, service, collection_services)
+        add_collection_routes(app, service, collection_services, audit)
     return app
