@@ -11,15 +11,15 @@ from ray.serve.deployment import Application
 from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.groups import GroupReplica, group_options
-from rayprism.deployments.http import audit_settings, create_app
+from rayprism.deployments.http import create_app
 from rayprism.deployments.metrics import merged_exposition
 from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import StoreClient, StoreDeployment
 from rayprism.deployments.store_coordinator import StoreCoordinator
-from rayprism.platform.config import ServeConfig, is_lite_uri, parse_config
+from rayprism.platform.config import ServeConfig, parse_config
 from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_COORDINATOR_DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
-from rayprism.platform.errors import one_line
+from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ class ServingReplica(EmbeddingService):
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
-        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME,
-                           audit_settings(self.config.server))
+        jobs = ReembedJobs(serve.get_replica_context().app_name, DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME)
         self._store = StoreClient(store, self.metrics)
         self.stored = CollectionServices.build(self, self._store, jobs)
         self._startup_done = False
@@ -47,13 +46,12 @@ class ServingReplica(EmbeddingService):
                   if runner.state == "loading" and runner.load_error is None]
         checks += [(f"collection {collection.name}", self.stored.collections.collection(collection.name))
                    for collection in self.config.collections if self.runners[collection.model].load_error is None]
-        if is_lite_uri(self.config.store.uri):  # a Lite store that cannot open now never will: a server may be starting
-            checks.append(("store", self._store.ping()))
         for subject, check in checks:
             try:
                 await check
             except Exception as error:  # any failure must reach /health, or start-up would wait forever
-                self.startup_errors[subject] = one_line(error)
+                self.startup_errors[subject] = (
+                    error.message if isinstance(error, RayprismError) else f"{type(error).__name__}: {error}")
         for collection in self.config.collections:
             if f"collection {collection.name}" not in self.startup_errors:
                 try:

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rayprism import __version__
-from rayprism.deployments.audit import AuditTrail
 from rayprism.deployments.auth import ApiKeyGuard
 from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
 from rayprism.deployments.http_io import (
@@ -31,8 +30,6 @@ from rayprism.deployments.http_io import (
     parsed_body,
 )
 from rayprism.deployments.openapi import CALLER_ERRORS, answers, install, request_body
-from rayprism.deployments.quotas import QuotaGuard, key_quotas
-from rayprism.deployments.request_ids import RequestIds
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.api import responses
@@ -46,7 +43,7 @@ from rayprism.platform.api.requests import (
     RollbackRequest,
     SearchRequest,
 )
-from rayprism.platform.config import CollectionConfig, ServerConfig
+from rayprism.platform.config import CollectionConfig
 from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
@@ -55,11 +52,6 @@ API_DESCRIPTION = (
     "OpenAI-compatible embeddings, Milvus-backed collections and hybrid search. Every error has the shape "
     '`{"error": {"message", "type", "param", "code"}}`; 429 and 503 carry `Retry-After`.'
 )
-
-def audit_settings(server: ServerConfig) -> tuple[str | None, int, int]:
-    """What :meth:`AuditTrail.of` needs, also sent to re-embedding workers (which write the swap's record)."""
-    return server.audit_log, server.audit_log_max_bytes, server.audit_log_backups
-
 
 def create_app(
     service: EmbeddingService,
@@ -80,17 +72,10 @@ def create_app(
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest])
-    server = service.config.server
-    audit = AuditTrail.of(*audit_settings(server))
-    keys = server.resolved_api_keys()
-    if keys:  # the last added runs first: request id, then the key, then its quota
-        quotas = key_quotas(server.rates(), service.config.deployment.replicas.max,
-                            lambda key, limit: service.metrics.throttled(key, limit).inc())
-        if quotas:
-            app.add_middleware(QuotaGuard, quotas=quotas, refuse=error_response)
+    keys = service.config.server.resolved_api_keys()
+    if keys:
         app.add_middleware(ApiKeyGuard, keys=keys, routes=app.router.routes,
-                           protect_open_paths=server.api_key_routes == "all", refuse=error_response, audit=audit)
-    app.add_middleware(RequestIds)
+                           protect_open_paths=service.config.server.api_key_routes == "all", refuse=error_response)
 
     @app.exception_handler(RayprismError)
     async def _on_rayprism_error(request: Request, error: RayprismError) -> Response:
@@ -164,5 +149,5 @@ def create_app(
         return Response(await service.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if collection_services is not None:
-        add_collection_routes(app, service, collection_services, audit)
+        add_collection_routes(app, service, collection_services)
     return app
