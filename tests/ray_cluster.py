@@ -26,13 +26,20 @@ RAY = str(Path(sys.executable).parent / "ray")
 NODE_PORT_OPTIONS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
                      "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
 WORKER_PORTS_PER_NODE = 200
+NODE_STARTS = 5
+"""Tries to start a node whose raylet gives up: Ray 2.60's raylet waits a fixed 15 s for its dashboard agent
+(a Python process) to write its port, and ends the node when it is slower, which it is on a loaded 2-core
+machine (30 s seen); ``ray start --block`` runs on without it."""
 
 
 @dataclass
 class Node:
     name: str
     process: subprocess.Popen
+    options: list[str]
+    """What :meth:`RayCluster._launch` was given, to start the node again."""
     node_id: str = ""
+    starts: int = 1
 
 
 class RayCluster:
@@ -48,13 +55,14 @@ class RayCluster:
         # (32768 and up) that free_ports hands out: room for 5 nodes of 200 ports per test process.
         self._next_worker_port = 20000 + (os.getpid() % 10) * 1200
 
-    def start(self, *, num_cpus: float, timeout_s: float = 180) -> None:
+    def start(self, *, num_cpus: float, resources: dict[str, float] | None = None, timeout_s: float = 180) -> None:
         gcs, dashboard, client = free_ports(3)
         self.gcs_address = f"127.0.0.1:{gcs}"
         self.dashboard_url = f"http://127.0.0.1:{dashboard}"
         self._launch("head", ["--head", f"--port={gcs}", f"--num-cpus={num_cpus}", "--include-dashboard=true",
                               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                              f"--ray-client-server-port={client}", f"--temp-dir={self.temp_dir}"])
+                              f"--ray-client-server-port={client}", f"--temp-dir={self.temp_dir}",
+                              f"--resources={json.dumps(resources or {})}"])
         self._wait_for_nodes(timeout_s)
 
     def add_node(self, name: str, *, num_cpus: float, resources: dict[str, float] | None = None,
@@ -92,7 +100,7 @@ class RayCluster:
                 node.process.wait(60)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def _launch(self, name: str, options: list[str]) -> None:
+    def _launch(self, name: str, options: list[str], starts: int = 1) -> None:
         own_ports = [f"--{option}={port}" for option, port in zip(NODE_PORT_OPTIONS, free_ports(len(NODE_PORT_OPTIONS)))]
         low = self._next_worker_port
         self._next_worker_port += WORKER_PORTS_PER_NODE
@@ -103,27 +111,47 @@ class RayCluster:
             stdout=(Path(self.temp_dir) / f"{name}.log").open("w"), stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
         )
-        self.nodes[name] = Node(name, process)
+        self.nodes[name] = Node(name, process, options, starts=starts)
+
+    def _start_again(self, node: Node) -> None:
+        """A node whose raylet ended before it joined: end what is left of it, start it afresh."""
+        assert node.starts < NODE_STARTS, f"node {node.name}: its raylet ended {node.starts} times{self.raylet_failures()}"
+        os.killpg(node.process.pid, signal.SIGKILL)
+        node.process.wait(60)
+        self._launch(node.name, node.options, starts=node.starts + 1)
 
     def _wait_for_nodes(self, timeout_s: float) -> None:
         """Until every node started and not killed is alive in the cluster (a killed one may still
         count as alive for a while: the cluster learns of it by missed heartbeats)."""
         deadline = time.monotonic() + timeout_s
+        joined: dict[str, str] = {}  # a raylet that ends after it joined is a failure to see, not to retry
         while True:
             running = {name: node for name, node in self.nodes.items() if node.process.returncode is None}
             for node in running.values():
                 assert node.process.poll() is None, (
                     f"node {node.name} ended (rc {node.process.returncode}): {self.log_tail(node.name)}")
+                if node.name not in joined and raylet_ended(node.process.pid):
+                    self._start_again(node)
             try:
                 alive = self.alive_nodes() if self.dashboard_ready() else {}
             except Exception:  # the dashboard answers before its state API is up
                 alive = {}
+            joined = alive
             if all(name in alive for name in running):
-                for name, node in running.items():
-                    node.node_id = alive[name]
+                for name in running:
+                    self.nodes[name].node_id = alive[name]  # a node started again is a new Node
                 return
-            assert time.monotonic() < deadline, f"{sorted(running)} not up within {timeout_s} s (alive: {sorted(alive)})"
+            assert time.monotonic() < deadline, (f"{sorted(running)} not up within {timeout_s} s (alive: {sorted(alive)})"
+                                                 f"{self.raylet_failures()}")
             time.sleep(1)
+
+    def raylet_failures(self) -> str:
+        """The fatal lines of raylets that ended, as text to append to an error: a raylet that gives up
+        leaves its ``ray start --block`` running, so a node that never joins says why only there."""
+        logs = Path(self.temp_dir, "session_latest", "logs")
+        lines = [line.strip() for path in sorted(logs.glob("raylet*.out"))
+                 for line in path.read_text(errors="replace").splitlines() if " C " in line[:40]]
+        return "; raylet failures: " + " | ".join(line[-400:] for line in lines) if lines else ""
 
     def log_tail(self, name: str) -> str:
         return (Path(self.temp_dir) / f"{name}.log").read_text()[-2000:]
@@ -135,6 +163,24 @@ class RayCluster:
             return httpx.get(f"{self.dashboard_url}/api/version", timeout=2).status_code < 500
         except httpx.TransportError:
             return False
+
+
+def raylet_ended(pid: int) -> bool:
+    """Whether the raylet that ``ray start`` (``pid``) started has ended (a zombie: ``ray start --block``
+    does not reap it)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for child in children:
+        try:
+            if child.name() == "raylet" and child.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except psutil.NoSuchProcess:
+            continue
+    return False
 
 
 def cluster_env() -> dict[str, str]:

@@ -103,10 +103,22 @@ def deploy(config: ServeConfig, *, direct_ingress: bool, stop: StopSignal | None
 
     proxy_port = 0 if direct_ingress and ingress_path(config) == "direct" else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
+    check_serve_port(proxy_port)
     application = build_application(absolute_store_paths(config))
     serve.run_many([serve.RunTarget(application, name=APP_NAME, route_prefix="/")],
                    wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     wait_for_application(APP_NAME, stop or StopSignal())
+
+
+def check_serve_port(port: int) -> None:
+    """Serve that already runs on a cluster keeps its proxies' port (``serve.start`` only warns): a service
+    asking for another would never answer there, and ``rayprism serve`` would wait for it forever."""
+    from ray.serve.context import _get_global_client
+
+    running = _get_global_client().http_config.port
+    if port and running != port:
+        raise ConfigError(f"Ray Serve already runs on this cluster with its HTTP proxies on port {running}, not "
+                          f"{port}: set server.port (or --port) to {running}")
 
 
 def wait_for_application(name: str, stop: StopSignal) -> None:
