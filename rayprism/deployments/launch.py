@@ -231,6 +231,19 @@ def start(config: ServeConfig, *, joining: bool, echo: Callable[[str], None], st
         stop.run(lambda: seed_collection(url, config, echo, api_key))
 
 
+def delete_application(serve) -> None:
+    """Serve's delete of this application, when Serve runs: a Ctrl-C between Ray's start and Serve's has
+    nothing to delete (``serve.delete`` would fail looking for Serve's controller)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:  # no controller: Serve never started
+        return
+    serve.delete(APP_NAME)
+
+
 def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
     """Replicas get :data:`GRACEFUL_STOP_S` to finish what is in flight; then a local Ray ends with this
     process (Serve's HAProxy with it: see :mod:`rayprism.deployments.haproxy_exec`). A cluster's other
@@ -241,7 +254,7 @@ def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
     if not ray.is_initialized():
         return
     echo("stopping ...")
-    if not run_with_deadline(lambda: serve.delete(APP_NAME), GRACEFUL_STOP_S):
+    if not run_with_deadline(lambda: delete_application(serve), GRACEFUL_STOP_S):
         echo(f"replicas still busy after {GRACEFUL_STOP_S:.0f} s: ending them")
     if not joining:
         ray.shutdown()

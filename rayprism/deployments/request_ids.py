@@ -31,10 +31,13 @@ def request_id_of(scope: dict) -> str:
 
 
 def _serve_context():
-    """Serve's request context variable, when this runs inside a Serve replica (None outside one)."""
+    """Serve's request context variable, when this runs inside a Serve replica (None outside one: a test's
+    process that once ran Serve code may still hold a request context, but never a replica's)."""
     try:
         from ray.serve import context
     except ImportError:
+        return None
+    if context._get_internal_replica_context() is None:
         return None
     return context._serve_request_context  # Serve's own: its log filter reads the request id from here
 
