@@ -18,7 +18,7 @@ from rayprism.deployments.lifecycle import ServiceHome, StopRequested, StopSigna
 from rayprism.platform.api.keys import Need
 from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.constants import API_KEYS_VARIABLE, APP_NAME
-from rayprism.platform.errors import ConfigError, NotReadyError
+from rayprism.platform.errors import ConfigError, NotReadyError, last_line
 from rayprism.platform.models.source import resolve_source
 from rayprism.platform.store.lite_disk import check_lite_store
 
@@ -143,11 +143,6 @@ def deploy_failure(application) -> str:
               if status.status in (DeploymentStatus.DEPLOY_FAILED, DeploymentStatus.UNHEALTHY)]
     reasons = [f"deployment {name}: {last_line(message)}" for name, message in failed] or [last_line(application.message)]
     return "; ".join(reasons) + " (Ray's logs: /tmp/ray/session_latest/logs/serve)"
-
-
-def last_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no reason given"
 
 
 def wait_until_ready(url: str, *, replicas: int = 1, timeout_s: float = READY_TIMEOUT_S, api_key: str | None = None,

@@ -188,5 +188,10 @@ def one_line(error: BaseException) -> str:
     if own is not None:
         return own.message
     cause = getattr(error, "cause", None) or error
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else 'no reason given'}"
+    return f"{type(cause).__name__}: {last_line(str(cause))}"
+
+
+def last_line(message: str) -> str:
+    """A message's last non-empty line: where a traceback's text says what was raised."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason given"
