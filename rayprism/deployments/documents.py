@@ -127,9 +127,9 @@ class DocumentsService:
 
     async def _write_whole(self, name: str, rows: list[dict], via: str) -> int:
         """A request's rows in as many store calls as their size needs, all made once the first is: a client
-        hanging up cancels its request, and a cancel between two calls would leave half its documents. The
-        calls run in a task of their own, outside the request's context, where Serve's cancelling of the
-        request's calls to other deployments does not reach them."""
+        hanging up cancels its request (``cancelled_if_client_leaves``), and a cancel between two calls would
+        leave half its documents. Shielding is not enough: Serve cancels every call a cancelled request makes to
+        another deployment, so the calls run in a task outside the request's context (tested by hanging up)."""
         async def write() -> int:
             count = 0
             for part in _store_calls(rows):
