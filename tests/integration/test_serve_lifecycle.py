@@ -207,7 +207,7 @@ def test_two_services_side_by_side_private_and_back_within_seconds_after_every_r
         assert not any(address[1] in (8404, 9101) for addresses in listeners.values() for address in addresses)
 
     # kill -9 every replica of the first: it answers again within seconds, the second never stops answering
-    cold_start_s = cold_replica_start_s(first.config)
+    cold_start_s = cold_replica_start_s(first.config, at_once=2)
     victims = first.replica_pids()
     assert len(victims) == 2
     seconds_down = []
