@@ -8,13 +8,15 @@ In one run:
    ``title``) and ``plain`` (unchunked: a page is embedded from its first 256 tokens; pages over Milvus's
    64 KB text limit are refused);
 2. ingests the corpus into each through the documents endpoint (the path ``rayprism ingest`` takes), timed;
+   the chunked collection in slices of 64 pages, each followed by the plain script's chunk-and-encode of the
+   same slice in this process (the ingest baseline, measured at the same minutes on the same machine);
 3. scores the 500 dev description queries (MRR@10, R@10, one hit per page) in hybrid (the default), dense
    and sparse modes, and the 300 deep queries (a sentence from deep inside a long page): the page in the top
    10, and for the chunked collection its top passage holding the sentence;
 4. times hybrid search through HTTP on both, interleaved (p50, p99, query embedding included);
-5. stops the service and runs the plain script: sentence-transformers on 180-word windows (30 overlap),
+5. stops the service and scores the plain script: sentence-transformers on 180-word windows (30 overlap),
    a page scored by its best window, BM25 (k1 1.2, b 0.75) over whole pages, the same weighted fusion
-   (0.5/0.5 of min-max normalised top-100 lists); its chunk-and-encode rate is the ingest baseline.
+   (0.5/0.5 of min-max normalised top-100 lists).
 
 Needs ../shared/data/manpages/.
 """
@@ -94,16 +96,36 @@ def percentile_ms(seconds: list[float], q: float) -> float:
     return float(np.percentile(seconds, q) * 1e3)
 
 
-def ingest(client, name: str, pages: list[dict], batch_size: int):
+def source_documents(pages: list[dict]):
     from rayprism.client import SourceDocument
 
-    documents = [SourceDocument(page["id"], {"id": page["id"], "text": page["text"],
-                                             "title": f"{page['name']}({page['section']})", "section": page["section"]})
-                 for page in pages]
-    summary = client.ingest(name, documents, batch_size=batch_size)
-    print(f"{name}: ingested {summary.upserted} pages in {summary.seconds:.0f} s ({summary.docs_per_s:.2f} pages/s), "
-          f"refused {len(summary.rejected)}", flush=True)
-    return summary
+    return [SourceDocument(page["id"], {"id": page["id"], "text": page["text"],
+                                        "title": f"{page['name']}({page['section']})", "section": page["section"]})
+            for page in pages]
+
+
+def ingest(client, name: str, pages: list[dict], batch_size: int, plain: PlainScript | None = None,
+           slice_pages: int = 64):
+    """Ingest ``pages`` into ``name``; with ``plain``, in slices of ``slice_pages``, each followed by the plain
+    script's chunk-and-encode of the same slice, so that both rates are measured on the same machine at the same
+    minutes (a shared box's load drifts over the hour a full run takes)."""
+    from rayprism.client import IngestSummary
+
+    total = IngestSummary()
+    step = slice_pages if plain is not None else len(pages)
+    for start in range(0, len(pages), step):
+        part = pages[start:start + step]
+        summary = client.ingest(name, source_documents(part), batch_size=batch_size)
+        total.upserted += summary.upserted
+        total.rejected += summary.rejected
+        total.seconds += summary.seconds
+        if plain is not None:
+            plain.encode(part)
+            print(f"  {start + len(part)}/{len(pages)} pages: {name} {total.docs_per_s:.2f} pages/s, "
+                  f"plain script {plain.ingest_rate:.2f} pages/s", flush=True)
+    print(f"{name}: ingested {total.upserted} pages in {total.seconds:.0f} s ({total.docs_per_s:.2f} pages/s), "
+          f"refused {len(total.rejected)}", flush=True)
+    return total
 
 
 def search_ids(client, name: str, query: str, **options) -> tuple[list[str], list[dict]]:
@@ -111,7 +133,7 @@ def search_ids(client, name: str, query: str, **options) -> tuple[list[str], lis
     return [hit["id"] for hit in hits], hits
 
 
-def rayprism_runs(args, pages, queries, deep) -> dict:
+def rayprism_runs(args, pages, queries, deep, plain: PlainScript) -> dict:
     work = Path(tempfile.mkdtemp(prefix="rayprism-documents-"))
     config = {
         "models": [{"name": "minilm", "torch_threads": os.cpu_count()}],
@@ -129,8 +151,8 @@ def rayprism_runs(args, pages, queries, deep) -> dict:
     targets = [q["id"] for q in queries]
     try:
         with Client(url, timeout_s=900) as client:
-            for name in ("chunked", "plain"):
-                summary = ingest(client, name, pages, args.batch_size)
+            for name, interleaved in (("chunked", plain), ("plain", None)):
+                summary = ingest(client, name, pages, args.batch_size, interleaved)
                 results["ingest"][name] = (summary.docs_per_s, summary.upserted, len(summary.rejected))
             time.sleep(3)
             for name in ("chunked", "plain"):
@@ -198,46 +220,65 @@ def windows(text: str) -> list[str]:
     return [" ".join(words[start:start + WINDOW_WORDS]) for start in range(0, max(1, len(words) - WINDOW_OVERLAP), step)]
 
 
-def plain_script(pages, queries, latency_queries: int) -> dict:
-    from sentence_transformers import SentenceTransformer
+class PlainScript:
+    """The data set README's plain script: sentence-transformers on word windows, a page scored by its best
+    window, BM25 over whole pages, the same weighted fusion. Its chunk-and-encode time is the ingest baseline."""
 
-    from rayprism.platform.config import DEFAULT_MODEL_SOURCE
-    from rayprism.platform.models.source import resolve_source
-    from rayprism.platform.store.fusion import weighted
+    def __init__(self):
+        from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolve_source(DEFAULT_MODEL_SOURCE), device="cpu")
-    started = time.perf_counter()
-    owner, texts = [], []
-    for index, page in enumerate(pages):
-        for window in windows(page["text"]):
-            owner.append(index)
-            texts.append(window)
-    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    ingest_rate = len(pages) / (time.perf_counter() - started)
-    print(f"plain script: {len(texts)} windows, chunk-and-encode {ingest_rate:.2f} pages/s", flush=True)
-    owner = np.asarray(owner)
-    bm25 = PageBm25([page["text"] for page in pages])
-    ids = [page["id"] for page in pages]
+        from rayprism.platform.config import DEFAULT_MODEL_SOURCE
+        from rayprism.platform.models.source import resolve_source
 
-    def search(query: str) -> list[str]:
-        vector = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
-        window_scores = vectors @ vector
-        best = np.full(len(pages), -np.inf)
-        np.maximum.at(best, owner, window_scores)
-        top = np.argsort(-best)[:100]
-        dense = [(int(doc), float(best[doc])) for doc in top]
-        fused = weighted([dense, bm25.top(query, 100)], [0.5, 0.5])
-        return [ids[doc] for doc, _ in fused[:10]]
+        self.model = SentenceTransformer(resolve_source(DEFAULT_MODEL_SOURCE), device="cpu")
+        self.owner: list[int] = []
+        self.parts: list[np.ndarray] = []
+        self.pages = 0
+        self.seconds = 0.0
 
-    ranked, seconds = [], []
-    for q in queries:
+    @property
+    def ingest_rate(self) -> float:
+        return self.pages / self.seconds if self.seconds else 0.0
+
+    def encode(self, pages: list[dict]) -> None:
+        """Chunk and encode the next ``pages`` (in corpus order), timed."""
         started = time.perf_counter()
-        ranked.append(search(q["query"]))
-        seconds.append(time.perf_counter() - started)
-    mrr, r10 = ranking_scores(ranked, [q["id"] for q in queries])
-    print(f"plain script hybrid: MRR@10 {mrr:.3f} R@10 {r10:.3f}", flush=True)
-    return {"quality": (mrr, r10), "ingest": ingest_rate,
-            "latency": (percentile_ms(seconds[:latency_queries], 50), percentile_ms(seconds[:latency_queries], 99))}
+        texts = []
+        for index, page in enumerate(pages, start=self.pages):
+            for window in windows(page["text"]):
+                self.owner.append(index)
+                texts.append(window)
+        self.parts.append(self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True))
+        self.pages += len(pages)
+        self.seconds += time.perf_counter() - started
+
+    def score(self, pages, queries, latency_queries: int) -> dict:
+        from rayprism.platform.store.fusion import weighted
+
+        assert self.pages == len(pages), "encode every page first"
+        print(f"plain script: {len(self.owner)} windows, chunk-and-encode {self.ingest_rate:.2f} pages/s", flush=True)
+        vectors, owner = np.concatenate(self.parts), np.asarray(self.owner)
+        bm25 = PageBm25([page["text"] for page in pages])
+        ids = [page["id"] for page in pages]
+
+        def search(query: str) -> list[str]:
+            vector = self.model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+            best = np.full(len(pages), -np.inf)
+            np.maximum.at(best, owner, vectors @ vector)
+            top = np.argsort(-best)[:100]
+            dense = [(int(doc), float(best[doc])) for doc in top]
+            fused = weighted([dense, bm25.top(query, 100)], [0.5, 0.5])
+            return [ids[doc] for doc, _ in fused[:10]]
+
+        ranked, seconds = [], []
+        for q in queries:
+            started = time.perf_counter()
+            ranked.append(search(q["query"]))
+            seconds.append(time.perf_counter() - started)
+        mrr, r10 = ranking_scores(ranked, [q["id"] for q in queries])
+        print(f"plain script hybrid: MRR@10 {mrr:.3f} R@10 {r10:.3f}", flush=True)
+        return {"quality": (mrr, r10), "ingest": self.ingest_rate,
+                "latency": (percentile_ms(seconds[:latency_queries], 50), percentile_ms(seconds[:latency_queries], 99))}
 
 
 def main() -> None:
@@ -254,8 +295,9 @@ def main() -> None:
     queries = [q for q in read_jsonl(DATA / "queries-dev.jsonl") if q["id"] in kept]
     deep = [q for q in read_jsonl(DATA / "queries-deep-dev.jsonl") if q["id"] in kept]
 
-    ours = rayprism_runs(args, pages, queries, deep)
-    plain = plain_script(pages, queries, args.latency_queries)
+    script = PlainScript()
+    ours = rayprism_runs(args, pages, queries, deep, script)
+    plain = script.score(pages, queries, args.latency_queries)
 
     print(f"\n{len(pages)} pages, {len(queries)} dev description queries, {len(deep)} deep queries\n")
     print("| retriever | MRR@10 | R@10 |")
