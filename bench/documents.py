@@ -9,7 +9,8 @@ In one run:
    64 KB text limit are refused);
 2. ingests the corpus into each through the documents endpoint (the path ``rayprism ingest`` takes), timed;
    the chunked collection in slices of 64 pages, each followed by the plain script's chunk-and-encode of the
-   same slice in this process (the ingest baseline, measured at the same minutes on the same machine);
+   same slice in this process (the ingest baseline, measured at the same minutes on the same machine; the
+   service's Ray workers run at nice 0, as this process does, instead of Ray's 15);
 3. scores the 500 dev description queries (MRR@10, R@10, one hit per page) in hybrid (the default), dense
    and sparse modes, and the 300 deep queries (a sentence from deep inside a long page): the page in the top
    10, and for the chunked collection its top passage holding the sentence;
@@ -29,10 +30,7 @@ import math
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -40,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from services import rayprism_service, start, stop
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "manpages"
@@ -52,30 +51,6 @@ WINDOW_WORDS, WINDOW_OVERLAP = 180, 30
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open(encoding="utf-8")]
-
-
-def start_service(config_path: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "rayprism.cli", "serve", str(config_path), "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited before it was ready:\n{log.read_text()[-3000:]}")
-        if "rayprism is serving at" in log.read_text():
-            return process
-        time.sleep(1)
-    raise SystemExit("the service was not ready in 600 s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def ranking_scores(ranked: list[list[str]], targets: list[str]) -> tuple[float, float]:
@@ -113,15 +88,15 @@ def ingest(client, name: str, pages: list[dict], batch_size: int, plain: PlainSc
 
     total = IngestSummary()
     step = slice_pages if plain is not None else len(pages)
-    for start in range(0, len(pages), step):
-        part = pages[start:start + step]
+    for first in range(0, len(pages), step):
+        part = pages[first:first + step]
         summary = client.ingest(name, source_documents(part), batch_size=batch_size)
         total.upserted += summary.upserted
         total.rejected += summary.rejected
         total.seconds += summary.seconds
         if plain is not None:
             plain.encode(part)
-            print(f"  {start + len(part)}/{len(pages)} pages: {name} {total.docs_per_s:.2f} pages/s, "
+            print(f"  {first + len(part)}/{len(pages)} pages: {name} {total.docs_per_s:.2f} pages/s, "
                   f"plain script {plain.ingest_rate:.2f} pages/s", flush=True)
     print(f"{name}: ingested {total.upserted} pages in {total.seconds:.0f} s ({total.docs_per_s:.2f} pages/s), "
           f"refused {len(total.rejected)}", flush=True)
@@ -146,7 +121,7 @@ def rayprism_runs(args, pages, queries, deep, plain: PlainScript) -> dict:
     from rayprism.client import Client
 
     url = f"http://127.0.0.1:{args.port}"
-    service = start_service(config_path, args.port, work / "serve.log")
+    service = start(rayprism_service("rayprism", config_path, args.port, worker_niceness=0), work / "serve.log")
     results: dict = {"quality": {}, "deep": {}, "ingest": {}, "latency": {}}
     targets = [q["id"] for q in queries]
     try:

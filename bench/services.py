@@ -36,9 +36,15 @@ class Service:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-def rayprism_service(name: str, config: Path, port: int) -> Service:
-    """``rayprism serve`` as a user starts it, without any RAY_SERVE_* settings of this shell."""
+def rayprism_service(name: str, config: Path, port: int, *, worker_niceness: int | None = None) -> Service:
+    """``rayprism serve`` as a user starts it, without any RAY_SERVE_* settings of this shell.
+
+    ``worker_niceness``: Ray starts its workers, the serving replicas among them, at nice 15 (``RAY_worker_niceness``)
+    so that its own daemons come first. A benchmark that compares the service with a plain process on a shared
+    machine sets 0: at 15 the replicas get a fraction of what a nice-0 baseline gets from the same busy cores."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    if worker_niceness is not None:
+        env["RAY_worker_niceness"] = str(worker_niceness)
     command = [sys.executable, "-m", "rayprism.cli", "serve", str(config), "--port", str(port)]
     return Service(name, command, env, port, "/v1/embeddings", ready_line="rayprism is serving at")
 
