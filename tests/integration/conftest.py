@@ -170,6 +170,9 @@ STORE_REPLICA = "ServeReplica:rayprism:store"
 SERVING_REPLICA = "ServeReplica:rayprism:rayprism"
 
 
+RAY_WORKER_NICENESS = 15
+"""Ray's default niceness for its workers, serving replicas included (its ``worker_niceness`` setting)."""
+
 RESTART_OVERHEAD_S = 10
 """What Ray adds to a serving replica's own start when it replaces a killed one: a fresh worker, ``import
 ray.serve``, the controller noticing and routing to it (4.9 s measured on a quiet machine, twice that busy)."""
@@ -178,21 +181,19 @@ ray.serve``, the controller noticing and routing to it (4.9 s measured on a quie
 def cold_replica_start_s(config: Path, at_once: int = 1) -> float:
     """How long this machine takes, now, to start serving replicas' Python from nothing: import the app and load
     the models of the serve config at ``config``, in ``at_once`` fresh processes started together (as many as a
-    test kills: their replacements start together and share the cores); the time until the first is loaded. The
-    floor of any recovery: a busy 2-core machine stretches one start from ~13 s to past 30 s, so recovery bounds
-    are held to it as measured in the same run."""
-    import subprocess
-    import sys
-    import tempfile
-
+    test kills: their replacements start together and share the cores) at the niceness Ray gives its workers
+    (``RAY_worker_niceness``, 15: beside other work a replica gets a fraction of a nice-0 process's share); the
+    time until the first is loaded. The floor of any recovery: a busy 2-core machine stretches one start from
+    ~13 s to past 30 s, so recovery bounds are held to it as measured in the same run."""
     script = ("import sys; import rayprism.deployments.app; "
               "from rayprism.deployments.service import EmbeddingService; "
               "from rayprism.platform.config import load_serve_config; "
               "EmbeddingService(load_serve_config(sys.argv[1])).wait_loaded()")
     started = time.monotonic()
     errors = [tempfile.TemporaryFile() for _ in range(at_once)]
-    processes = [subprocess.Popen([sys.executable, "-c", script, str(config)], stdout=subprocess.DEVNULL, stderr=error)
-                 for error in errors]
+    niceness = int(os.environ.get("RAY_worker_niceness", RAY_WORKER_NICENESS))
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(config)], stdout=subprocess.DEVNULL, stderr=error,
+                                  preexec_fn=lambda: os.nice(niceness)) for error in errors]
     first_loaded_s = None
     while any(process.poll() is None for process in processes):
         if first_loaded_s is None and any(process.poll() == 0 for process in processes):
