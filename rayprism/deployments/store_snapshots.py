@@ -48,6 +48,14 @@ SPOOL_TTL_S = 3600.0
 SNAPSHOT_ID = re.compile(r"snap_[0-9a-f]{32}")
 
 
+def with_int8_ranges(config: CollectionConfig, ranges: list | None) -> CollectionConfig:
+    """``config`` with the int8 buckets its tier encodes with now: a restore then encodes every vector to the code
+    it had (calibrating again on the first rows restored would move every bucket)."""
+    if ranges is None:
+        return config
+    return config.model_copy(update={"compression": config.compression.model_copy(update={"int8_ranges": ranges})})
+
+
 def spool_directory(uri: str) -> Path:
     return Path(f"{uri}.snapshots") if is_lite_uri(uri) else Path("data", "snapshots").resolve()
 
@@ -113,7 +121,8 @@ class SnapshotSpools:
         tokens = store.tokens.load(physical) if layout.multivector and store.tokens is not None else None
         write_snapshot(store.row_pages(physical, stored_columns(config), page_rows), config, layout.dimensions, base,
                        tokens)
-        return config, layout.dimensions
+        ranges = store.int8_ranges(physical) if config.compression and config.compression.type == "int8" else None
+        return with_int8_ranges(config, ranges), layout.dimensions
 
     def _read_again(self, physical: str, config: CollectionConfig, dimensions: int, changed: list) -> pa.Table:
         """The rows of the documents written since the snapshot began, as they are now (writes held)."""

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -24,9 +25,9 @@ def rayprism(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rayprism.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-def make_collection(url: str, name: str, generation: int = -1) -> np.ndarray:
+def make_collection(url: str, name: str, generation: int = -1, **options) -> np.ndarray:
     """``DOCUMENTS`` documents with their own vectors (nothing to embed), ids ``doc000``…; returns the vectors."""
-    spec = {"name": name, "model": "minilm", "fields": {"section": "varchar", "generation": "int64"}}
+    spec = {"name": name, "model": "minilm", "fields": {"section": "varchar", "generation": "int64"}, **options}
     assert httpx.post(f"{url}/v1/collections", json=spec, timeout=60).status_code == 201
     vectors = np.random.default_rng(len(name)).standard_normal((DOCUMENTS, DIMENSIONS)).astype(np.float32)
     documents = [{"id": f"doc{i:03d}", "text": f"{SECTIONS[i % 5]} package {i}: {QUERIES[i % 5]} number {i}",
@@ -47,6 +48,15 @@ def answers(url: str, name: str) -> list[tuple[str, list, list]]:
                               timeout=60).json()["results"]
             found.append((mode, [hit["id"] for hit in hits], [hit["score"] for hit in hits]))
     return found
+
+
+def mirrored(url: str, name: str, timeout_s: float = 120) -> None:
+    """Wait until the collection's in-memory mirror is built (a search starts the build)."""
+    deadline = time.monotonic() + timeout_s
+    while not httpx.get(f"{url}/v1/collections/{name}", timeout=60).json().get("mirror"):
+        assert time.monotonic() < deadline, f"the mirror of {name!r} was not built in {timeout_s} s"
+        httpx.post(f"{url}/v1/collections/{name}/search", json={"query": "warm", "k": 1}, timeout=60)
+        time.sleep(0.5)
 
 
 def assert_same_answers(found, expected) -> None:
@@ -91,6 +101,29 @@ def test_backup_drop_restore_answers_the_same_searches_and_brings_the_aliases_ba
 
     httpx.delete(f"{url}/v1/aliases/backup_live")
     for name in ("backup_docs", "backup_copy"):
+        httpx.delete(f"{url}/v1/collections/{name}")
+
+
+def test_an_int8_tier_comes_back_with_the_buckets_it_encoded_with(service_url, tmp_path):
+    """The int8 tier calibrates on the first vectors its mirror encodes: a restore writes them in pages of its own,
+    so the backup carries the buckets in use. With one candidate per hit (no rescoring margin) the codes alone pick
+    the hits."""
+    url = service_url
+    vectors = make_collection(url, "backup_int8", compression={"type": "int8", "rescore_multiplier": 1})
+    mirrored(url, "backup_int8")
+    before = answers(url, "backup_int8")
+    made = rayprism("backup", "backup_int8", str(tmp_path / "b"), "--url", url, "--page-rows", "64")
+    assert made.returncode == 0, made.stdout + made.stderr
+    low, high = np.asarray(json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]["compression"][
+        "int8_ranges"])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert low.shape == high.shape == (DIMENSIONS,)
+    assert np.all(low >= unit.min(axis=0) - 1e-6) and np.all(high <= unit.max(axis=0) + 1e-6)  # from these vectors
+    restored = rayprism("restore", str(tmp_path / "b"), "--as", "backup_int8_copy", "--url", url)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    mirrored(url, "backup_int8_copy")  # the codes live in the mirror: until it is built, Milvus Lite answers
+    assert_same_answers(answers(url, "backup_int8_copy"), before)
+    for name in ("backup_int8", "backup_int8_copy"):
         httpx.delete(f"{url}/v1/collections/{name}")
 
 

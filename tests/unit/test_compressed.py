@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rayprism.platform.config import CollectionConfig
+from rayprism.platform.errors import InvalidInputError
 from rayprism.platform.store.compressed import CodeRoute
 from rayprism.platform.store.milvus import MilvusStore, SearchQuery
 from rayprism.platform.store.routes import RowTable
@@ -159,3 +160,55 @@ def test_codes_of_a_dropped_collection_are_removed(tmp_path):
         assert not list((tmp_path / "store.db.codes").iterdir())
     finally:
         store.close()
+
+
+def test_int8_codes_use_ranges_given_by_the_config_whatever_comes_first():
+    vectors = clustered(200)
+    given = CodeRoute(RowTable(), DIMENSIONS, "int8", 4, normalise=False).prepare(vectors)  # calibrates on all
+    ranges = np.vstack((vectors.min(axis=0), vectors.max(axis=0)))
+    seeded = CodeRoute(RowTable(), DIMENSIONS, "int8", 4, normalise=False, ranges=ranges.tolist())
+    later_first = np.concatenate([seeded.prepare(vectors[150:]), seeded.prepare(vectors[:150])])
+    assert np.array_equal(later_first, np.concatenate([given[150:], given[:150]]))
+    recalibrated = CodeRoute(RowTable(), DIMENSIONS, "int8", 4, normalise=False).prepare(vectors[150:])
+    assert not np.array_equal(recalibrated, given[150:])  # what a restore without them would encode
+
+
+@slow
+def test_a_collection_made_with_the_int8_ranges_in_use_encodes_every_vector_to_the_same_code(tmp_path):
+    vectors = clustered(300)
+    store = MilvusStore(str(tmp_path / "store.db"), cache_max_rows=10_000)
+    try:
+        store.ensure(CollectionConfig(name="first", fields={"n": "int64"}, compression={"type": "int8"}), DIMENSIONS)
+        fill(store, "first", vectors[:40])  # calibrates on these
+        fill(store, "first", vectors[40:], start=40)
+        original = wait_for_mirror(store, "first").code_route.saved()
+        ranges = store.int8_ranges("first")
+        assert np.array_equal(np.asarray(ranges, dtype=np.float32), original.ranges)
+        restored = CollectionConfig(name="second", fields={"n": "int64"},
+                                    compression={"type": "int8", "int8_ranges": ranges})
+        store.ensure(restored, DIMENSIONS)
+        fill(store, "second", vectors[200:], start=200)  # another order, as a restore's pages come
+        fill(store, "second", vectors[:200])
+        again = wait_for_mirror(store, "second").code_route.saved()
+        by_id = dict(zip(again.ids, again.codes))
+        assert all(np.array_equal(by_id[doc], code) for doc, code in zip(original.ids, original.codes))
+        assert len(by_id) == len(original.ids) == 300
+        with pytest.raises(InvalidInputError, match="int8_ranges give 3 dimensions"):
+            store.ensure(CollectionConfig(name="third", compression={"type": "int8", "int8_ranges": [[0, 0, 0], [1, 1, 1]]}),
+                         DIMENSIONS)
+    finally:
+        store.close()
+
+
+def test_int8_ranges_are_checked_and_left_out_of_the_match_with_a_declared_config():
+    from pydantic import ValidationError
+
+    from rayprism.platform.store.layout import Layout
+
+    with pytest.raises(ValidationError, match="belong to an int8 tier"):
+        CollectionConfig(name="x", compression={"type": "binary", "int8_ranges": [[0.0], [1.0]]})
+    with pytest.raises(ValidationError, match="a minimum is above its maximum"):
+        CollectionConfig(name="x", compression={"type": "int8", "int8_ranges": [[2.0], [1.0]]})
+    declared = CollectionConfig(name="x", compression={"type": "int8"})
+    restored = CollectionConfig(name="x", compression={"type": "int8", "int8_ranges": [[0.0], [1.0]]})
+    assert Layout.from_config(declared, 1).differences(Layout.from_config(restored, 1)) == []

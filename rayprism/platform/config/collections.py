@@ -88,6 +88,21 @@ class CompressionConfig(StrictModel):
     rescore_multiplier: int = Field(default=4, ge=1, le=100)
     """Candidates rescored per hit asked for: 4 keeps ≈0.99 of float Recall@10 for binary MiniLM codes
     (docs/benchmarks.md); higher costs a larger fetch of float vectors per search."""
+    int8_ranges: list[list[float]] | None = None
+    """An int8 tier's buckets, ``[minimums, maximums]`` per dimension. Default: calibrated on the first vectors
+    written. A backup carries the ones in use, so that a restore encodes every vector to the codes it had."""
+
+    @model_validator(mode="after")
+    def _ranges_fit(self) -> CompressionConfig:
+        if self.int8_ranges is None:
+            return self
+        if self.type != "int8":
+            raise ValueError("int8_ranges belong to an int8 tier")
+        if len(self.int8_ranges) != 2 or len(self.int8_ranges[0]) != len(self.int8_ranges[1]):
+            raise ValueError("int8_ranges must be two lists of one value per dimension: [minimums, maximums]")
+        if any(low > high for low, high in zip(*self.int8_ranges)):
+            raise ValueError("int8_ranges: a minimum is above its maximum")
+        return self
 
 
 MAX_VECTOR_DIMENSIONS = 32768

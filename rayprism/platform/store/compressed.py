@@ -56,7 +56,9 @@ class CodeRoute:
     """The dense route of a compressed mirror: codes per row, a coarse top-k over them, and
     exact rescoring of the candidates with vectors fetched from Milvus."""
 
-    def __init__(self, rows: RowTable, dimensions: int, kind: str, rescore_multiplier: int, *, normalise: bool):
+    def __init__(self, rows: RowTable, dimensions: int, kind: str, rescore_multiplier: int, *, normalise: bool,
+                 ranges: list | None = None):
+        """``ranges``: an int8 tier's buckets as its config gives them (else calibrated on the first write)."""
         if kind == "binary" and dimensions % 8:
             raise ValueError(f"binary codes need a multiple of 8 dimensions, got {dimensions}")
         self._rows = rows
@@ -65,7 +67,7 @@ class CodeRoute:
         self._normalise = normalise
         width, dtype = (dimensions // 8, np.uint8) if kind == "binary" else (dimensions, np.int8)
         self._codes = np.zeros((len(rows.alive), width), dtype=dtype)
-        self.ranges: np.ndarray | None = None
+        self.ranges: np.ndarray | None = None if ranges is None else np.asarray(ranges, dtype=np.float32)
         self._calibrating = threading.Lock()
 
     def prepare(self, vectors: Any) -> np.ndarray:

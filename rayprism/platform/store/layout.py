@@ -25,6 +25,7 @@ from rayprism.platform.config import (
     PIECE_START_FIELD,
     SPARSE_FIELD,
     CollectionConfig,
+    CompressionConfig,
 )
 from rayprism.platform.store.vocabulary import ID_MAX_BYTES
 
@@ -55,6 +56,9 @@ class Layout:
     model: str | None
     compression: dict | None = None
     """The collection's ``compression`` block (type, rescore_multiplier), None for float vectors."""
+    int8_ranges: list | None = None
+    """An int8 tier's buckets when its config gives them (a restored backup's); not part of the match with a
+    declared config, which leaves them to calibration."""
     multivector: dict | None = None
     """A multi-vector collection's ``multivector.fde`` options (its dense field holds their encodings)."""
     chunking: dict | None = None
@@ -71,7 +75,8 @@ class Layout:
             index_type=config.index.type,
             fields=dict(config.fields),
             model=config.model,
-            compression=config.compression.model_dump() if config.compression else None,
+            compression=_compared(config.compression),
+            int8_ranges=config.compression.int8_ranges if config.compression else None,
             multivector=config.multivector.fde.model_dump() if config.multivector else None,
             chunking=config.chunking.model_dump() if config.chunking else None,
         )
@@ -165,10 +170,16 @@ def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:
         index_type=index.get("index_type", "?"),
         fields=metadata,
         model=created_from.model if created_from else None,
-        compression=created_from.compression.model_dump() if created_from and created_from.compression else None,
+        compression=_compared(created_from.compression) if created_from else None,
+        int8_ranges=created_from.compression.int8_ranges if created_from and created_from.compression else None,
         multivector=created_from.multivector.fde.model_dump() if created_from and created_from.multivector else None,
         chunking=chunking,
     )
+
+
+def _compared(compression: CompressionConfig | None) -> dict | None:
+    """The compression block as a declared config must match it (calibrated ranges are the store's business)."""
+    return compression.model_dump(exclude={"int8_ranges"}) if compression else None
 
 
 def _guess_text_field(description: dict) -> str:

@@ -200,6 +200,10 @@ class MilvusStore:
             raise InvalidInputError(
                 "int8 compression runs in Milvus Lite's in-memory mirror; on a Milvus server use binary"
                 " (a BINARY_VECTOR field searched by Milvus)", param="compression")
+        ranges = config.compression.int8_ranges if config.compression else None
+        if ranges is not None and len(ranges[0]) != dimensions:
+            raise InvalidInputError(f"compression.int8_ranges give {len(ranges[0])} dimensions; the collection's model "
+                                    f"gives {dimensions}", param="compression")
         if config.multivector is not None and not self._lite:
             raise InvalidInputError(
                 "multivector collections keep their token vectors beside a Milvus Lite file, for the in-memory"
@@ -291,6 +295,13 @@ class MilvusStore:
         mode = "hybrid" if layout.bm25 else "dense"
         self.search(name, SearchQuery(mode=mode, k=1, dense_vector=np.ones(layout.dimensions, dtype=np.float32),
                                       text="warm up", metric=layout.metric, output_fields=[]))
+
+    def int8_ranges(self, name: str, timeout_s: float = WARM_TIMEOUT_S) -> list | None:
+        """The buckets an int8 tier's mirror encodes with (waiting for a mirror being built), None without them:
+        no int8 tier, nothing written yet, or no mirror (more rows than ``cache_max_rows``: no codes either)."""
+        mirror = self.mirrors.await_mirror(name, timeout_s)
+        route = mirror.code_route if mirror is not None else None
+        return route.ranges.tolist() if route is not None and route.ranges is not None else None
 
     def memory(self, name: str) -> MirrorMemory | None:
         """The in-memory mirror's size (rows, dense bytes per document), None while there is none."""

@@ -62,7 +62,8 @@ class Mirror:
         normalise = layout.metric == "COSINE"
         if layout.compression is not None:
             self.routes[DENSE_FIELD] = CodeRoute(self.rows, layout.dimensions, layout.compression["type"],
-                                           layout.compression["rescore_multiplier"], normalise=normalise)
+                                           layout.compression["rescore_multiplier"], normalise=normalise,
+                                           ranges=layout.int8_ranges)
         elif layout.index_type == "FLAT" and layout.metric in ("COSINE", "IP"):
             self.routes[DENSE_FIELD] = DenseRoute(self.rows, layout.dimensions, normalise=normalise)
         if bm25_scoring is not None:
