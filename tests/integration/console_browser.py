@@ -41,10 +41,13 @@ def chromium() -> Iterator:
 
 
 def wait_for(driver, condition: Callable, timeout_s: float = 60, message: str = ""):
-    """``condition(driver)``'s first truthy value within ``timeout_s`` (Selenium's wait, raising with ``message``)."""
+    """``condition(driver)``'s first truthy value within ``timeout_s`` (Selenium's wait, raising with ``message``);
+    an element replaced while read (a page that polls redraws) is read again at the next try."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(condition, message)
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def script_errors(driver) -> list[str]:

@@ -180,6 +180,7 @@ def test_with_keys_the_console_asks_for_one_and_a_read_only_key_sees_no_write_or
 
     css(browser, "#who button")[0].click()  # forget the key: back to the prompt
     enter_key(browser, OPS)
+    wait_for(browser, lambda d: "key: ops (admin)" in d.find_element("id", "who").text)
     open_page(browser, url, "jobs?alias=kept", "#start-reembed")
     assert css(browser, "#rollback")
     open_page(browser, url, "collections/kept_v1", "table[aria-label='Documents'] tbody tr button")

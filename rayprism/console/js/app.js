@@ -27,18 +27,28 @@ export function go(page, args = [], params = {}) {
 }
 
 let context = null;
+let generation = 0; // a render that a later one overtook (a fast second click) leaves the page alone
 
 async function render() {
   if (leave) { leave(); leave = null; }
+  const mine = ++generation;
   const { page, args, params } = route();
   for (const link of nav.querySelectorAll("a")) {
     link.toggleAttribute("aria-current", link.getAttribute("href") === `#/${page}`);
     if (link.hasAttribute("aria-current")) link.setAttribute("aria-current", "page");
   }
   show(main, h("p", { class: "muted" }, "Loading…"));
+  const view = h("div");
   try {
-    leave = (await PAGES[page].render(main, context, args, params)) || null;
+    const cleanup = (await PAGES[page].render(view, context, args, params)) || null;
+    if (mine !== generation) {
+      if (cleanup) cleanup();
+      return;
+    }
+    leave = cleanup;
+    show(main, view);
   } catch (error) {
+    if (mine !== generation) return;
     if (error instanceof ApiError && error.status === 401) return start();
     show(main, h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, error.message));
   }
@@ -46,6 +56,8 @@ async function render() {
 }
 
 function keyPrompt(message) {
+  generation++;
+  context = null;
   nav.hidden = true;
   show(who);
   const input = h("input", { type: "password", id: "api-key", name: "api-key", autocomplete: "off", required: true,
@@ -69,6 +81,7 @@ function keyPrompt(message) {
 
 async function start() {
   if (leave) { leave(); leave = null; }
+  generation++;
   let me;
   try {
     me = await api("/v1/keys/me");

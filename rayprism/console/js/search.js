@@ -116,12 +116,13 @@ export async function render(main, context, args, params) {
       h("label", { class: "inline" }, compare, "Compare two settings"),
       h("button", { type: "submit", id: "run-search" }, "Search")),
     h("div", { class: "columns" }, a.fieldset, b.fieldset));
+  const submit = () => run(collection.value, query.value.trim(), compare.checked ? [a, b] : [a], results, code, collections);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    run(collection.value, query.value.trim(), compare.checked ? [a, b] : [a], results, code, collections);
+    submit();
   });
   show(main, h("h1", {}, "Search playground"), form, results, code);
-  if (query.value) form.requestSubmit();
+  if (query.value) submit();
 }
 
 async function run(name, query, sides, results, code, collections) {
