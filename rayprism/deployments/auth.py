@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 
 from rayprism.deployments.audit import NO_KEY, UNKNOWN_KEY, AuditTrail, audit_record
+from rayprism.deployments.console import CONSOLE_URL
 from rayprism.deployments.request_ids import request_id_of
 from rayprism.deployments.scopes import need_of
 from rayprism.platform.api.keys import ApiKey, find_key
@@ -23,6 +24,9 @@ from rayprism.platform.errors import ForbiddenError, RayprismError, Unauthorized
 PROTECTED_PREFIX = "/v1"
 OPEN_PATHS = ("/health", "/metrics")
 """Probes and scrapers reach these without a key unless the operator protects them too."""
+ALWAYS_OPEN_PREFIX = CONSOLE_URL
+"""The console's static files hold no data, and a browser loading a page sends no key: every call the console
+makes sends one (``api_key_routes: all`` included)."""
 STATE_KEY = "api_key"
 """Where an admitted request's :class:`ApiKey` waits for its route (``request.state.api_key``)."""
 
@@ -61,6 +65,8 @@ class ApiKeyGuard:
         self._audit = audit
 
     def _protects(self, path: str) -> bool:
+        if path == ALWAYS_OPEN_PREFIX or path.startswith(ALWAYS_OPEN_PREFIX + "/"):
+            return False
         if path in OPEN_PATHS:
             return self._protect_open_paths
         return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/") or self._protect_open_paths

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Iterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from starlette.responses import Response
 
 from rayprism.deployments.audit import AuditTrail, audit_record
 from rayprism.deployments.auth import key_name, may_read
 from rayprism.deployments.backup_routes import add_backup_routes
+from rayprism.deployments.collection_map import MAP_SAMPLE_DEFAULT, MAP_SAMPLE_MAX, CollectionMapService
 from rayprism.deployments.collections import CollectionsService
 from rayprism.deployments.documents import DocumentsService
 from rayprism.deployments.http_io import (
@@ -42,6 +43,10 @@ from rayprism.platform.api.requests import (
 )
 from rayprism.platform.config import CollectionConfig
 
+DOCUMENT_PAGE_DEFAULT = 20
+DOCUMENT_PAGE_MAX = 100
+"""Documents in one page of ``GET /v1/collections/{name}/documents`` (each with its whole text)."""
+
 
 @dataclass(frozen=True)
 class CollectionServices:
@@ -53,6 +58,7 @@ class CollectionServices:
     reembed: ReembedService
     store: Store
     """The store the services share: backup and restore call it directly."""
+    map: CollectionMapService
 
     @classmethod
     def build(cls, embeddings: EmbeddingService, store: Store, jobs: ReembedJobs | None = None) -> CollectionServices:
@@ -61,7 +67,8 @@ class CollectionServices:
         collections = CollectionsService(embeddings, store)
         search = SearchService(embeddings, collections, store)
         return cls(collections, DocumentsService(embeddings, collections, store), search,
-                   ReembedService(embeddings, collections, search, store, jobs), store)
+                   ReembedService(embeddings, collections, search, store, jobs), store,
+                   CollectionMapService(collections, search, store))
 
 
 def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices,
@@ -150,6 +157,24 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         """Embed and upsert documents by id; a batch with any invalid document is refused whole."""
         return await observed_call("documents.upsert", name, request, DocumentsRequest, services.documents.upsert,
                                    counted=("documents", "upserted"))
+
+    @app.get("/v1/collections/{name}/documents", responses=answers(responses.DocumentPage))
+    async def list_documents(name: str, limit: int = Query(DOCUMENT_PAGE_DEFAULT, ge=1, le=DOCUMENT_PAGE_MAX),
+                             offset: int = Query(0, ge=0)) -> Response:
+        """A page of the collection's documents in the order of their ids, and how many there are."""
+        with Observed(service, "documents.list", lambda: service.metrics_label(collections.model_of(name))):
+            return json_response(await services.documents.page(name, limit, offset))
+
+    @app.get("/v1/collections/{name}/map", responses=answers(responses.CollectionMap))
+    async def collection_map(name: str, sample: int = Query(MAP_SAMPLE_DEFAULT, ge=1, le=MAP_SAMPLE_MAX),
+                             color_by: str | None = Query(None, description="A metadata field to colour points by"),
+                             query: str | None = Query(None, description="A text query placed on the map, with its hits"),
+                             k: int = Query(10, ge=1, le=100, description="Hits of `query` placed"),
+                             *, request: Request) -> Response:
+        """A 2-D picture of the collection: a sample of its documents' vectors projected by PCA (the console's map)."""
+        with Observed(service, "collections.map", lambda: service.metrics_label(collections.model_of(name))):
+            async with cancelled_if_client_leaves(request):
+                return json_response(await services.map(name, sample, color_by, query or None, k))
 
     @app.get("/v1/collections/{name}/documents/{document_id:path}", responses=answers(responses.Document))
     async def get_document(name: str, document_id: str) -> Response:

@@ -19,7 +19,7 @@ from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import CollectionMovedError
 from rayprism.deployments.store_client import Store
 from rayprism.platform.api.requests import DeleteDocumentsRequest, DocumentsRequest
-from rayprism.platform.api.responses import Document, DocumentsDeleted, DocumentsUpserted
+from rayprism.platform.api.responses import Document, DocumentPage, DocumentsDeleted, DocumentsUpserted
 from rayprism.platform.codecs.muvera import encode_documents
 from rayprism.platform.config import DENSE_FIELD, DOCUMENT_ID_FIELD, ChunkingConfig, CollectionConfig
 from rayprism.platform.errors import InvalidInputError, NotFoundError
@@ -246,3 +246,14 @@ class DocumentsService:
             raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
         return Document(object="document", **found[0])
 
+
+    async def page(self, name: str, limit: int, offset: int) -> DocumentPage:
+        """Documents ``offset`` to ``offset + limit`` of the collection, in the order of their ids."""
+        config = await self._collections.collection(name)
+        with self._collections.forgotten_if_gone(config.name):
+            ids = sorted(await self._store.ids(config.name))
+            chosen = ids[offset : offset + limit]
+            found = await self._store.get(config.name, chosen, ["id", config.text_field, *config.fields])
+        by_id = {row["id"]: row for row in found}  # a document deleted between the two reads is left out
+        return DocumentPage(object="list", collection=name, total=len(ids), offset=offset, limit=limit,
+                            data=[Document(object="document", **by_id[key]) for key in chosen if key in by_id])

@@ -20,8 +20,9 @@ from starlette.responses import Response
 
 from rayprism import __version__
 from rayprism.deployments.audit import AuditTrail
-from rayprism.deployments.auth import ApiKeyGuard
+from rayprism.deployments.auth import ApiKeyGuard, key_of
 from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
+from rayprism.deployments.console import install_console
 from rayprism.deployments.http_io import (
     Observed,
     cancelled_if_client_leaves,
@@ -36,6 +37,7 @@ from rayprism.deployments.request_ids import RequestIds
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.swagger_ui import install_swagger_ui
 from rayprism.platform.api import responses
+from rayprism.platform.api.keys import ADMIN
 from rayprism.platform.api.requests import (
     AliasRequest,
     DeleteDocumentsRequest,
@@ -78,6 +80,7 @@ def create_app(
     app = FastAPI(title="rayprism", version=__version__, lifespan=lifespan, description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     install_swagger_ui(app)  # /docs, its own files served from here with root-relative links
+    install_console(app)  # /console, the browser console's files from the package
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
                   SearchRequest, AliasRequest, ReembedRequest, RollbackRequest, SnapshotRequest])
@@ -129,6 +132,14 @@ def create_app(
             parsed = await parsed_body(request, RerankRequest, body_limit)
             async with cancelled_if_client_leaves(request):
                 return json_response(await service.rerank(parsed))
+
+    @app.get("/v1/keys/me", responses=answers(responses.KeyDescription, errors={}))
+    async def key_me(request: Request) -> Response:
+        """The key this request presented: its name and scopes (a console shows only what the key may do)."""
+        key = key_of(request)
+        return json_response(responses.KeyDescription(
+            object="key", name=key.name if key else None, scopes=list(key.scopes) if key else [ADMIN],
+            keys_required=bool(keys)))
 
     @app.get("/v1/models", responses=answers(responses.ModelList, errors={}))
     async def list_models() -> Response:

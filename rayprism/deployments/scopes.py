@@ -15,6 +15,7 @@ from rayprism.platform.api.keys import Action, Need
 ROUTE_SCOPES: dict[tuple[str, str], Action] = {
     ("POST", "/v1/embeddings"): "embed",
     ("POST", "/v1/rerank"): "embed",
+    ("GET", "/v1/keys/me"): "key",  # what the presented key may do: the console hides what it may not
     ("GET", "/v1/models"): "key",
     ("GET", "/v1/models/{name}"): "key",
     ("GET", "/v1/collections"): "read",  # any read scope: the answer lists what the key may read
@@ -22,7 +23,9 @@ ROUTE_SCOPES: dict[tuple[str, str], Action] = {
     ("GET", "/v1/collections/{name}"): "read",
     ("DELETE", "/v1/collections/{name}"): "admin",
     ("POST", "/v1/collections/{name}/documents"): "write",
+    ("GET", "/v1/collections/{name}/documents"): "read",
     ("GET", "/v1/collections/{name}/documents/{document_id:path}"): "read",
+    ("GET", "/v1/collections/{name}/map"): "read",
     ("DELETE", "/v1/collections/{name}/documents"): "write",
     ("POST", "/v1/collections/{name}/search"): "read",
     ("POST", "/v1/collections/{name}/reembed"): "admin",

@@ -135,6 +135,19 @@ class SearchService:
             self._bridges[job_id] = bridge
         return job_id, bridge
 
+    def dimensions(self, config: CollectionConfig) -> int:
+        """The length of the collection's dense vectors (a multi-vector collection's: its MUVERA encodings')."""
+        if config.multivector:
+            return self._collections.fde(config).output_dim
+        return self._embeddings.runner(config.model).encoder.dimensions
+
+    async def query_vector(self, config: CollectionConfig, query: str) -> np.ndarray:
+        """A text query's vector in the collection's dense space, as a search embeds it (MUVERA-encoded for a
+        multi-vector collection)."""
+        if config.multivector:
+            return encode_query(await self._query_tokens(config, query), self._collections.fde(config))
+        return await self._embed_query(config, query)
+
     async def _query_vector(self, config: CollectionConfig, request: SearchRequest,
                             bridge: tuple[str, Bridge] | None) -> np.ndarray:
         """The query's vector in the collection's space: embedded by its model, or by the re-embedding's new

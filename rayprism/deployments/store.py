@@ -286,6 +286,11 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.get, ids, output_fields)
 
+    async def document_sample(self, name: str, ids: list, fields: list[str], preview_chars: int
+                              ) -> tuple[list, Any, list[dict]]:
+        """For the console's map: these documents' ids, vectors (one matrix) and fields with a text preview."""
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.document_sample, ids, fields, preview_chars)
+
     async def document_hashes(self, name: str, ids: list) -> dict:
         """Of a chunked collection's documents ``ids``, those stored whole, with their digests."""
         return await asyncio.to_thread(self._call_at, name, MilvusStore.document_hashes, ids)

@@ -30,7 +30,7 @@ UI_PARAMETERS = {"tryItOutEnabled": True, "persistAuthorization": True, "filter"
 """fastapi-swagger's choices: "Try it out" open, a pasted API key kept across reloads, a filter box by tag."""
 
 
-def _root(request: Request) -> str:
+def root_of(request: Request) -> str:
     """The prefix the app is mounted under (empty at the root): the one part of a link taken from the request,
     and from the server's configuration (ASGI ``root_path``), never from a header a caller sets."""
     return request.scope.get("root_path", "").rstrip("/")
@@ -41,11 +41,11 @@ def install_swagger_ui(app: FastAPI, docs_url: str = "/docs") -> None:
 
     @app.get("/", include_in_schema=False)
     async def redirect_to_docs(request: Request) -> Response:
-        return RedirectResponse(_root(request) + docs_url)
+        return RedirectResponse(root_of(request) + docs_url)
 
     @app.get(docs_url, include_in_schema=False)
     async def swagger_ui_html(request: Request) -> Response:
-        root = _root(request)
+        root = root_of(request)
         return get_swagger_ui_html(
             openapi_url=root + app.openapi_url,
             title=f"{app.title} - Swagger UI",

@@ -186,6 +186,14 @@ CASES = [  # (method, path, body, key, status or the scope a 403 names); a 422 o
     ("GET", "/v1/snapshots/snap_0/pages/0", None, ADMIN, 404),
     ("DELETE", "/v1/snapshots/snap_0", None, TEAM_A, "admin"),
     ("POST", "/v1/collections/team_a_docs/rows", None, TEAM_A, "admin"),
+    ("GET", "/v1/keys/me", None, READER, 200),
+    ("GET", "/v1/keys/me", None, None, 401),
+    ("GET", "/v1/collections/team_b_docs/documents?limit=5", None, READER, 200),
+    ("GET", "/v1/collections/team_b_docs/documents", None, TEAM_A, "read:team_b_docs"),
+    ("GET", "/v1/collections/team_a_docs/map", None, TEAM_A, 200),
+    ("GET", "/v1/collections/team_b_docs/map", None, EMBEDDER, "read:team_b_docs"),
+    ("GET", "/console/", None, None, 200),  # the console's files hold no data: its calls send the key
+    ("GET", "/console/js/app.js", None, None, 200),
     ("GET", "/v1/no-such-route", None, EMBEDDER, 404),
     ("GET", "/v1/no-such-route", None, None, 401),
     ("GET", "/health", None, None, 200),
@@ -251,3 +259,16 @@ def test_outside_serve_the_app_takes_or_makes_the_request_id_on_every_answer_and
     assert all(re.fullmatch("[0-9a-f]{32}", request_id) for request_id in made_ids) and len(set(made_ids)) == 4
     assert json.loads(service_log[-1].getMessage())["request_id"] == made_ids[1]  # the 401's record
 
+
+
+@pytest.mark.slow  # Milvus Lite
+def test_a_key_learns_its_own_name_and_scopes_and_the_console_is_served_with_no_key(app):
+    me = asyncio.run(send(app, READER, "GET", "/v1/keys/me")).json()
+    assert me == {"object": "key", "name": "search-ui", "scopes": ["read:*"], "keys_required": True}
+    assert asyncio.run(send(app, TEAM_A, "GET", "/v1/keys/me")).json()["scopes"] == [
+        "embed", "read:team_a_*", "write:team_a_*"]
+    page = asyncio.run(send(app, None, "GET", "/console/"))
+    assert page.headers["content-type"].startswith("text/html") and b'type="module"' in page.content
+    for outside in ("/console/../pyproject.toml", "/console/%2e%2e/deployments/http.py", "/console/js/nothing.js",
+                    "/console/index.py"):
+        assert asyncio.run(send(app, None, "GET", outside)).status_code in (401, 404), outside

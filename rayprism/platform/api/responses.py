@@ -225,6 +225,81 @@ class Document(TypedDict):
 
 
 @documented
+class DocumentPage(TypedDict):
+    """One page of a collection's documents, in the order of their ids."""
+
+    object: Literal["list"]
+    collection: str
+    total: int
+    """Documents in the collection."""
+    offset: int
+    limit: int
+    data: list[Document]
+
+
+@documented
+class MapPoint(TypedDict):
+    id: str | int
+    x: float
+    y: float
+    value: Any
+    """The value of the field the map is coloured by (null without ``color_by``)."""
+    text: str
+    """The start of the document's text (a chunked document's first piece's)."""
+
+
+@documented
+class MapHit(TypedDict):
+    id: str | int
+    x: float
+    y: float
+    score: float
+    rank: int
+    """From 1, best first."""
+
+
+@documented
+class MapQuery(TypedDict):
+    text: str
+    x: float
+    y: float
+    """The query's own vector, on the same axes."""
+    hits: list[MapHit]
+    """The collection's search answer to the query (its default mode), placed on the map."""
+
+
+@documented
+class CollectionMap(TypedDict):
+    """A 2-D picture of a collection: a sample of its documents' vectors projected onto their first two
+    principal components (PCA)."""
+
+    object: Literal["collection.map"]
+    collection: str
+    count: int
+    """Documents in the collection; ``points`` holds a sample of at most ``sample`` of them."""
+    color_by: str | None
+    explained_variance: list[float]
+    """The share of the sample's variance along x and along y."""
+    points: list[MapPoint]
+    query: NotRequired[MapQuery]
+    """With ``query``: where it and its hits fall."""
+
+
+@documented
+class KeyDescription(TypedDict):
+    """The API key a request presented, and what it may do (``GET /v1/keys/me``)."""
+
+    object: Literal["key"]
+    name: str | None
+    """Null when the service takes no keys."""
+    scopes: list[str]
+    """``embed``, ``admin``, ``read:GLOB``, ``write:GLOB``; a service without keys lets every caller do
+    everything, so ``["admin"]``."""
+    keys_required: bool
+    """Whether the service asks for a key at all."""
+
+
+@documented
 class Passage(TypedDict):
     index: int
     """The piece's place in its document, from 0."""

@@ -406,6 +406,32 @@ class MilvusStore:
         return [row for start in range(0, len(ids), QUERY_MAX_ROWS)
                 for row in self._by_ids(name, ids[start : start + QUERY_MAX_ROWS], output_fields)]
 
+    def document_sample(self, name: str, ids: list, fields: list[str], preview_chars: int
+                        ) -> tuple[list, np.ndarray, list[dict]]:
+        """What a picture of the collection shows of these documents (those that exist, in the order of ``ids``):
+        their ids; their vectors as one float32 matrix (a chunked document's: the mean of its pieces'); and each
+        one's ``fields`` with ``text``, its text (a chunked document's first piece's) cut to ``preview_chars``."""
+        layout = self._fixed_layout(name)
+        chunked = self.chunked(name)
+        key = DOCUMENT_ID_FIELD if chunked else "id"
+        rows = self.stored_rows(name, ids, [key, DENSE_FIELD, layout.text_field, *fields,
+                                            *([PIECE_INDEX_FIELD] if chunked else [])])
+        sums: dict[Any, np.ndarray] = {}
+        counts: dict[Any, int] = {}
+        shown: dict[Any, dict] = {}
+        for row in rows:
+            document = row[key]
+            vector = np.asarray(row[DENSE_FIELD], dtype=np.float32)
+            sums[document] = sums[document] + vector if document in sums else vector
+            counts[document] = counts.get(document, 0) + 1
+            if not chunked or row[PIECE_INDEX_FIELD] == 0:
+                shown[document] = {"text": str(row.get(layout.text_field) or "")[:preview_chars],
+                                   **{field: row.get(field) for field in fields}}
+        found = [document for document in ids if document in sums]
+        matrix = (np.stack([sums[document] / counts[document] for document in found]) if found
+                  else np.zeros((0, 0), dtype=np.float32))
+        return found, matrix, [shown.get(document, {"text": ""}) for document in found]
+
     def _writing(self, name: str, compression: dict | None, multivector: bool) -> contextlib.ExitStack:
         """Around a write: a compressed collection's saved codes are stale from before it starts, and a
         multi-vector collection's token files are not compacted until it ends."""

@@ -1,0 +1,119 @@
+// Collections: the list (count, model, tiers, chunking, aliases), one collection's schema and config, and a
+// document browser (GET /v1/collections/{name}/documents, a page at a time; a document opened whole).
+import { api, enc } from "./api.js";
+import { may } from "./access.js";
+import { h, number, show } from "./dom.js";
+
+const PAGE = 20;
+
+export function tiers(collection) {
+  const shown = [collection.multivector ? "multivector" : "dense"];
+  if (collection.bm25) shown.push("bm25");
+  for (const [tier, setting] of Object.entries(collection.compression || {})) {
+    if (setting) shown.push(typeof setting === "object" && setting.dimensions ? `${tier} ${setting.dimensions}` : tier);
+  }
+  return shown;
+}
+
+function chunking(collection) {
+  const c = collection.chunking;
+  return c ? `${c.max_tokens} tokens, ${c.overlap_tokens} overlap${c.markdown ? ", markdown" : ""}` : "—";
+}
+
+async function aliasesByCollection() {
+  const found = {};
+  for (const alias of (await api("/v1/aliases")).data) (found[alias.collection] ||= []).push(alias.name);
+  return found;
+}
+
+export async function render(main, context, args, params) {
+  if (args[0]) return detail(main, context, args[0], params);
+  const [list, aliases] = await Promise.all([api("/v1/collections"), aliasesByCollection()]);
+  const rows = list.data.map((c) => h("tr", {},
+    h("td", {}, h("a", { href: `#/collections/${enc(c.name)}` }, c.name)),
+    h("td", { class: "num" }, number(c.count)),
+    h("td", {}, c.model),
+    h("td", {}, tiers(c).flatMap((tier) => [h("span", { class: "pill" }, tier), " "])),
+    h("td", {}, chunking(c)),
+    h("td", {}, (aliases[c.name] || []).join(", ") || "—"),
+    h("td", {}, h("a", { href: `#/search?collection=${enc(c.name)}` }, "search"), " · ",
+      h("a", { href: `#/map?collection=${enc(c.name)}` }, "map"))));
+  show(main, h("h1", {}, "Collections"),
+    list.data.length ? h("table", { "aria-label": "Collections" },
+      h("thead", {}, h("tr", {}, ["Name", "Documents", "Model", "Tiers", "Chunking", "Aliases", ""].map(
+        (title, i) => h("th", { scope: "col", class: i === 1 ? "num" : null }, title)))),
+      h("tbody", {}, rows))
+      : h("p", { class: "muted" }, "No collections this key may read."));
+}
+
+async function detail(main, context, name, params) {
+  const collection = await api(`/v1/collections/${enc(name)}`);
+  const offset = Math.max(0, Number(params.get("offset")) || 0);
+  const facts = [
+    ["Name", collection.name === name ? name : `${name} → ${collection.name}`],
+    ["Documents", number(collection.count)], ["Model", collection.model], ["Modality", collection.modality],
+    ["Dimensions", collection.dimensions ?? "—"], ["Tiers", tiers(collection).join(", ")],
+    ["Chunking", chunking(collection)], ["Text field", collection.text_field], ["Id type", collection.id_type],
+  ];
+  const browser = h("section", { "aria-labelledby": "docs-title" });
+  const opened = h("section", { "aria-live": "polite" });
+  show(main,
+    h("p", {}, h("a", { href: "#/collections" }, "← Collections")),
+    h("h1", {}, `Collection ${name}`),
+    h("div", { class: "columns" },
+      h("div", { class: "panel" }, h("h2", {}, "Summary"),
+        h("dl", { class: "facts" }, facts.map(([key, value]) => [h("dt", {}, key), h("dd", {}, value)]))),
+      h("div", { class: "panel" }, h("h2", {}, "Schema"),
+        h("table", { "aria-label": "Fields" },
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Type"))),
+          h("tbody", {}, h("tr", {}, h("td", {}, collection.text_field), h("td", {}, "text")),
+            Object.entries(collection.fields).map(([field, type]) => h("tr", {}, h("td", {}, field), h("td", {}, type))))),
+        h("details", {}, h("summary", {}, "Index and full config"),
+          h("pre", {}, JSON.stringify({ index: collection.index, compression: collection.compression,
+            multivector: collection.multivector, chunking: collection.chunking, mirror: collection.mirror }, null, 2))))),
+    browser, opened);
+  await documents(browser, opened, context, name, collection, offset);
+}
+
+async function documents(browser, opened, context, name, collection, offset) {
+  const page = await api(`/v1/collections/${enc(name)}/documents?limit=${PAGE}&offset=${offset}`);
+  const canWrite = may(context.me, "write", name);
+  const rows = page.data.map((document) => h("tr", {},
+    h("td", {}, h("button", { type: "button", class: "secondary", onclick: () => open(opened, context, name, collection, document) },
+      String(document.id))),
+    h("td", {}, String(document[collection.text_field] ?? "").slice(0, 160)),
+    h("td", { class: "fields" }, Object.keys(collection.fields).map((field) =>
+      document[field] !== undefined ? h("div", {}, `${field}: ${document[field]}`) : null))));
+  const last = Math.min(page.total, offset + page.data.length);
+  const to = (at) => context.go("collections", [name], { offset: at || null });
+  show(browser, h("h2", { id: "docs-title" }, "Documents"),
+    h("div", { class: "row" },
+      h("button", { type: "button", class: "secondary", disabled: offset === 0, onclick: () => to(Math.max(0, offset - PAGE)) }, "← Previous"),
+      h("span", { "aria-live": "polite" }, page.total ? `${number(offset + 1)}–${number(last)} of ${number(page.total)}` : "No documents"),
+      h("button", { type: "button", class: "secondary", disabled: last >= page.total, onclick: () => to(offset + PAGE) }, "Next →"),
+      canWrite ? h("span", { class: "muted" }, "(open a document to delete it)") : null),
+    h("table", { "aria-label": "Documents" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Id"), h("th", { scope: "col" }, "Text"), h("th", { scope: "col" }, "Fields"))),
+      h("tbody", {}, rows)));
+}
+
+async function open(opened, context, name, collection, row) {
+  const document = await api(`/v1/collections/${enc(name)}/documents/${enc(row.id)}`);
+  const text = String(document[collection.text_field] ?? "");
+  const status = h("p", { role: "status" });
+  const remove = may(context.me, "write", name) ? h("button", { type: "button", class: "danger", onclick: async () => {
+    if (!window.confirm(`Delete document ${document.id} from ${name}?`)) return;
+    try {
+      await api(`/v1/collections/${enc(name)}/documents`, { method: "DELETE", body: { ids: [document.id] } });
+      status.textContent = "Deleted.";
+    } catch (error) { status.textContent = error.message; status.className = "error"; }
+  } }, "Delete document") : null;
+  const fields = Object.entries(document).filter(([key]) => !["object", "id", collection.text_field].includes(key));
+  show(opened, h("div", { class: "panel" },
+    h("div", { class: "row" }, h("h2", { tabindex: "-1", id: "opened-title" }, `Document ${document.id}`), remove),
+    h("dl", { class: "facts" }, fields.map(([key, value]) => [h("dt", {}, key), h("dd", {}, String(value))])),
+    collection.chunking ? h("p", { class: "muted" },
+      `Stored as pieces of at most ${collection.chunking.max_tokens} tokens (${collection.chunking.overlap_tokens} overlap); shown whole.`) : null,
+    h("div", { class: "doc-text", tabindex: "0", "aria-label": "Document text" }, text), status));
+  opened.querySelector("#opened-title").focus();
+}
