@@ -35,9 +35,9 @@ class Assumptions:
     """Short inputs one GPU embeds per second with all-MiniLM-L6-v2: the "speed" column of sentence-transformers'
     pretrained-models table (a V100; an A10G or L4 is of the same class for a 6-layer MiniLM). Not measured here: this
     machine has no GPU."""
-    gpu_rerank_pairs_per_s: float = 2_000
-    """(query, document) pairs one GPU scores per second with a 6-layer MiniLM cross-encoder at ~100 tokens a pair:
-    a planning figure (about 7x fewer than queries per second for 10x the tokens), not a measurement."""
+    gpu_rerank_pairs_per_s: float = 1_800
+    """(query, document) pairs one GPU scores per second with cross-encoder/ms-marco-MiniLM-L-6-v2: the "docs / sec"
+    column of sentence-transformers' MS MARCO cross-encoder table (a V100), recalled without network access."""
     node_cpus: int = 16
     node_gpus: int = 1
     node_memory_gib: float = 64
@@ -98,21 +98,34 @@ class Plan:
     one_store_process_ceiling: float
 
 
-def plan_server(measured: dict, store_cpu_s_per_search: float, qps: float, assumptions: Assumptions,
+@dataclass(frozen=True)
+class StoreCpu:
+    """The store's CPU seconds per search on a Milvus server, measured (bench/store_replicas.py): ``one`` with one
+    store replica; ``several`` summed over 2 replicas and their coordinator, which every read asks where to read."""
+
+    one: float
+    several: float
+
+    def per_search(self, replicas: float) -> float:
+        return self.one if replicas <= 1 else self.several
+
+
+def plan_server(measured: dict, store_cpu: StoreCpu, qps: float, assumptions: Assumptions,
                 rerank: bool = False) -> Plan:
     """Resources for ``qps`` dense or hybrid searches/s on a Milvus server (the server sized by Milvus's own rules):
     GPUs embedding queries (and scoring rerank pairs), serving replicas' cores (request handling and fusion) and
-    store replicas (each one process, at most ``utilisation`` of one core: ``store_cpu_s_per_search`` each search)."""
+    store replicas (each one process, at most ``utilisation`` of one core; past one replica each search costs what
+    several replicas and their coordinator spent together)."""
     a = assumptions
     gpus_query = math.ceil(qps / (a.gpu_query_embeddings_per_s * a.utilisation))
     gpus_rerank = math.ceil(qps * a.rerank_pairs / (a.gpu_rerank_pairs_per_s * a.utilisation)) if rerank else 0
     serving_cores = qps * (a.serve_cpu_s_per_request + measured["fusion"]["cpu_s_per_call"]) / a.utilisation
-    store_cores = qps * store_cpu_s_per_search / a.utilisation
+    store_cores = qps * store_cpu.per_search(qps * store_cpu.one / a.utilisation) / a.utilisation
     store_replicas = math.ceil(store_cores)
     gpus = gpus_query + gpus_rerank
     nodes = max(math.ceil(gpus / a.node_gpus), math.ceil((serving_cores + store_cores) / a.node_cpus))
     return Plan(qps, gpus_query, gpus_rerank, serving_cores, store_cores, store_replicas, nodes,
-                1.0 / store_cpu_s_per_search)
+                1.0 / store_cpu.one)
 
 
 def cpu_only_cores(measured: dict, qps: float, assumptions: Assumptions) -> float:
@@ -199,7 +212,7 @@ def milvus_memory_table(dimensions: int = 384) -> str:
     return table(["Milvus index (384-d)", "bytes per vector"] + [f"GiB at {n / 1e6:,.0f}M" for n in DOCUMENTS], rows)
 
 
-def plan_table(measured: dict, store_cpu: float, assumptions: Assumptions) -> str:
+def plan_table(measured: dict, store_cpu: StoreCpu, assumptions: Assumptions) -> str:
     rows = []
     for qps in TARGET_QPS:
         plain = plan_server(measured, store_cpu, qps, assumptions)
@@ -242,6 +255,24 @@ def check_table(measured: dict, check: dict) -> str:
     return table(["tier", "rows", "mirror MiB predicted / measured (ratio)", "CPU ms per search predicted / measured (ratio)",
                   "p50 / p99 ms (wall)", "restart CPU s predicted / measured (ratio)",
                   "restart wall s predicted / measured (ratio)", "of which: open Lite + build mirror"], rows)
+
+
+def fill_table(measured: dict, fills: dict) -> str:
+    """Mirrors filled in process at a large N (``bench/capacity.py --point TIER N``: the rows a build reads, without
+    reading them from Milvus) against the model's lines, fitted at smaller N: memory and CPU per search."""
+    rows = []
+    for tier in TIERS:
+        if tier not in fills:
+            continue
+        point = fills[tier]
+        n = point["rows"]
+        memory = memory_bytes(measured, tier, n)
+        cpu = per_search_cpu_s(measured["tiers"][tier], n)
+        rows.append([TIER_LABELS[tier], f"{n:,}",
+                     f"{memory / 2**20:,.0f} / {point['rss_bytes'] / 2**20:,.0f} ({point['rss_bytes'] / memory:.2f})",
+                     f"{_ms(cpu)} / {_ms(point['search_cpu_s'])} ({point['search_cpu_s'] / cpu:.2f})"])
+    return table(["tier", "rows", "mirror MiB predicted / measured (ratio)",
+                  "CPU ms per search, scan only, predicted / measured (ratio)"], rows)
 
 
 def _predicted_measured(line: dict | None, rows: float, measured: float | None) -> str:
@@ -296,7 +327,7 @@ def _grouped(body: list, documented: str) -> list[str]:
 # --- plots --------------------------------------------------------------------------------------------------------
 
 
-def plots(directory: Path, measured: dict, store_cpu: float | None, assumptions: Assumptions) -> list[str]:
+def plots(directory: Path, measured: dict, store_cpu: StoreCpu | None, assumptions: Assumptions) -> list[str]:
     """docs/capacity-memory.png, docs/capacity-search.png and (with the store's CPU per search on a server measured)
     docs/capacity-nodes.png; [] without matplotlib."""
     try:
@@ -324,7 +355,7 @@ def plots(directory: Path, measured: dict, store_cpu: float | None, assumptions:
     for tier in TIERS:
         axes.loglog(documents, [1 / store_cpu_s(measured, tier, n) for n in documents], label=TIER_LABELS[tier])
     if store_cpu is not None:
-        axes.axhline(1 / store_cpu, color="grey", linestyle=":", label="store on a Milvus server (measured)")
+        axes.axhline(1 / store_cpu.one, color="grey", linestyle=":", label="store on a Milvus server (measured)")
     axes.set(xlabel="documents", ylabel="searches/s per core", title="Store searches one core answers (top 10)")
     axes.legend(fontsize=7)
     figure.tight_layout()
@@ -367,21 +398,27 @@ def generated(measured: dict, check: dict | None, replicas: dict | None, assumpt
              "each search)\n\n" + lite_table(measured)]
     if store_cpu is not None:
         parts.append(f"### Replicas and nodes for a target rate, on a Milvus server\n\nThe store's CPU per search on a "
-                     f"Milvus server, measured: **{store_cpu * 1000:.2f} ms**, so one store process answers at most "
-                     f"**{1 / store_cpu:,.0f} searches/s** (the one-process ceiling); store replicas below run at "
-                     f"{assumptions.utilisation:.0%} of that.\n\n" + plan_table(measured, store_cpu, assumptions))
-    if check:
-        parts.append("### The model against a 1M-vector run on this machine\n\n" + check_table(measured, check))
+                     f"Milvus server, measured: **{store_cpu.one * 1000:.2f} ms** with one store replica, so one store "
+                     f"process answers at most **{1 / store_cpu.one:,.0f} searches/s** (the one-process ceiling). With "
+                     f"two, each search cost {store_cpu.several * 1000:.2f} ms summed over the replicas and their "
+                     "coordinator: rows needing more than one store replica are charged that. Store replicas run at "
+                     f"{assumptions.utilisation:.0%} of a core.\n\n" + plan_table(measured, store_cpu, assumptions))
+    if check and check.get("fill"):
+        parts.append("### The model against mirrors of 1M vectors filled in one process\n\n"
+                     + fill_table(measured, check["fill"]))
+    if check and any(tier in check for tier in ("float32", "binary", "int8")):
+        parts.append("### The model against a store restarted over Milvus Lite\n\n" + check_table(measured, check))
     parts.append("### Assumptions (change them in bench/capacity_model.py)\n\n" + assumptions_table(assumptions))
     parts += [f"![{image}]({image})" for image in images]
     return "\n\n".join(parts)
 
 
-def server_store_cpu_s(replicas: dict | None) -> float | None:
+def server_store_cpu_s(replicas: dict | None) -> StoreCpu | None:
     """The store's CPU seconds per dense search on a Milvus server, from bench/store_replicas.py's run."""
     if not replicas:
         return None
-    return replicas["runs"]["1"]["store_cpu_s_per_search"]
+    one = replicas["runs"]["1"]["store_cpu_s_per_search"]
+    return StoreCpu(one, replicas["runs"].get("2", {}).get("store_cpu_s_per_search", one))
 
 
 def write_report(directory: Path, measured: dict, check: dict | None, replicas: dict | None,

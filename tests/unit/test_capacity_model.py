@@ -8,6 +8,7 @@ from bench.capacity_model import (
     BEGIN,
     END,
     Assumptions,
+    StoreCpu,
     lite_ceiling,
     memory_table,
     plan_server,
@@ -46,16 +47,20 @@ def test_a_search_costs_its_tiers_line_plus_the_rescoring_fetch_of_a_compressed_
 
 
 def test_a_plan_counts_gpus_cores_replicas_and_nodes():
-    plan = plan_server(MEASURED, store_cpu_s_per_search=0.002, qps=1000, assumptions=SMALL)
+    store = StoreCpu(one=0.002, several=0.003)
+    small = plan_server(MEASURED, store, qps=200, assumptions=SMALL)
+    assert small.store_cores == pytest.approx(0.8)  # 200 × 0.002 / 0.5: one replica, charged one replica's CPU
+    assert small.store_replicas == 1
+    plan = plan_server(MEASURED, store, qps=1000, assumptions=SMALL)
     assert plan.gpus_query == 2  # 1000 / (1000 × 0.5)
     assert plan.serving_cores == pytest.approx(1000 * (0.001 + 0.0001) / 0.5)  # 2.2
-    assert plan.store_cores == pytest.approx(4.0)  # 1000 × 0.002 / 0.5
-    assert plan.store_replicas == 4
-    assert plan.nodes == 1  # 2 GPUs fit one node; 6.2 cores fit its 8
+    assert plan.store_cores == pytest.approx(6.0)  # past one replica: 1000 × 0.003 / 0.5
+    assert plan.store_replicas == 6
+    assert plan.nodes == 2  # 2 GPUs fit one node; 8.2 cores do not fit its 8
     assert plan.one_store_process_ceiling == pytest.approx(500)
-    bigger = plan_server(MEASURED, 0.002, 2000, SMALL)
-    assert (bigger.gpus_query, bigger.store_replicas, bigger.nodes) == (4, 8, 2)  # 12.4 cores: 2 nodes of 8
-    reranked = plan_server(MEASURED, 0.002, 1000, SMALL, rerank=True)
+    bigger = plan_server(MEASURED, store, 2000, SMALL)
+    assert (bigger.gpus_query, bigger.store_replicas, bigger.nodes) == (4, 12, 3)  # 16.4 cores: 3 nodes of 8
+    reranked = plan_server(MEASURED, store, 1000, SMALL, rerank=True)
     assert reranked.gpus_rerank == 20  # 1000 × 10 pairs / (1000 × 0.5)
     assert reranked.nodes == 11  # 22 GPUs, 2 a node
 
@@ -73,14 +78,17 @@ def test_the_report_replaces_only_its_generated_part_and_checks_the_1m_run(tmp_p
     check = {"float32": {"restart": {"rows": 1_000_000, "rss_delta_bytes": 1600e6 * 1.1, "search_cpu_s": 0.0012 * 1.25,
                                      "search_p50_ms": 3.0, "search_p99_ms": 9.0, "open_s": 10.0, "mirror_build_s": 100.0,
                                      "restart_s": 110.0 * 1.05}}}
-    replicas = {"runs": {"1": {"store_cpu_s_per_search": 0.002}}}
+    check["fill"] = {"binary": {"rows": 1_000_000, "rss_bytes": 100e6 * 0.9, "search_cpu_s": 0.0003 * 1.5}}
+    replicas = {"runs": {"1": {"store_cpu_s_per_search": 0.002}, "2": {"store_cpu_s_per_search": 0.003}}}
     write_report(tmp_path, MEASURED, check, replicas, SMALL)
     text = page.read_text()
     assert text.startswith("# Capacity\n\nWritten by hand.") and text.endswith("Also by hand.\n")
     assert "old tables" not in text
     assert "(1.10)" in text and "(1.25)" in text  # measured ÷ predicted, memory and CPU per search
+    assert "| 95 / 86 (0.90) | 0.300 / 0.450 (1.50) |" in text  # the binary mirror filled at 1M: 100 MB, 0.3 ms
     assert "105 / 116 (1.10)" in text  # restart: 5 s + 1M × 0.1 ms predicted, 115.5 s measured
     assert "**500 searches/s**" in text  # the one-process ceiling, 1 / 0.002
+    assert "each search cost 3.00 ms summed" in text
     assert "| `utilisation` | 0.5 |" in text
     for image in ("capacity-memory.png", "capacity-search.png", "capacity-nodes.png"):
         assert (tmp_path / image).stat().st_size > 1000
