@@ -272,7 +272,7 @@ def fill_table(measured: dict, fills: dict) -> str:
                      f"{memory / 2**20:,.0f} / {point['rss_bytes'] / 2**20:,.0f} ({point['rss_bytes'] / memory:.2f})",
                      f"{_ms(cpu)} / {_ms(point['search_cpu_s'])} ({point['search_cpu_s'] / cpu:.2f})"])
     return table(["tier", "rows", "mirror MiB predicted / measured (ratio)",
-                  "CPU ms per search, scan only, predicted / measured (ratio)"], rows)
+                  "CPU ms per search (no Milvus fetch) predicted / measured (ratio)"], rows)
 
 
 def _predicted_measured(line: dict | None, rows: float, measured: float | None) -> str:
