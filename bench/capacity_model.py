@@ -246,12 +246,14 @@ def check_table(measured: dict, check: dict) -> str:
                                                restart.get("restart_cpu_s"))
         rows.append([TIER_LABELS[tier], f"{n:,}",
                      f"{predicted_memory / 2**20:,.0f} / {restart['rss_delta_bytes'] / 2**20:,.0f} "
-                     f"({restart['rss_delta_bytes'] / predicted_memory:.2f})",
+                     f"({restart['rss_delta_bytes'] / predicted_memory:.2f})" if restart["rss_delta_bytes"] > 0 else
+                     f"{predicted_memory / 2**20:,.0f} / not measurable (Milvus Lite, in the same process, released "
+                     f"{-restart['rss_delta_bytes'] / 2**20:,.0f} MiB meanwhile)",
                      f"{_ms(predicted_cpu)} / {_ms(restart['search_cpu_s'])} ({restart['search_cpu_s'] / predicted_cpu:.2f})",
                      f"{restart['search_p50_ms']:.1f} / {restart['search_p99_ms']:.1f}", restart_cpu_cell, restart_cell,
                      f"{restart['open_s']:.0f} + {restart['mirror_build_s']:.0f}"
                      + (f"; from codes {check[tier]['restart_from_codes']['open_s']:.0f} + "
-                        f"{check[tier]['restart_from_codes']['mirror_build_s']:.0f}" if "restart_from_codes" in check[tier] else "")])
+                        f"{check[tier]['restart_from_codes']['mirror_build_s']:.0f}" if isinstance(check[tier].get("restart_from_codes"), dict) else "")])
     return table(["tier", "rows", "mirror MiB predicted / measured (ratio)", "CPU ms per search predicted / measured (ratio)",
                   "p50 / p99 ms (wall)", "restart CPU s predicted / measured (ratio)",
                   "restart wall s predicted / measured (ratio)", "of which: open Lite + build mirror"], rows)
