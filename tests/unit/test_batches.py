@@ -198,3 +198,11 @@ def test_batch_lines_answer_as_the_online_route(service):
     vectors = np.array(answers[0][1]["data"][0]["embedding"])
     assert vectors.shape == (service.runner("tiny").encoder.dimensions,)
     json.dumps(answers[3][1])  # errors are plain JSON
+
+
+def test_repeated_custom_ids_are_found_before_the_units_run(tmp_path):
+    from rayprism.jobs.batches import repeated_custom_ids
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"custom_id": "a"}\n\n{not json\n{"custom_id": "b"}\n{"custom_id": "a"}\n[1]\n')
+    assert repeated_custom_ids(source) == (5, frozenset({4}))  # blank lines are no requests; rows count from 0
