@@ -5,10 +5,12 @@ the same code as an online request, through the same batcher. Left alone, a unit
 the batcher's queue, and an online request would wait behind them. The lane admits batch lines one at a time
 and holds them back by what the replica sees of its online traffic:
 
-- while an online embeddings request is in flight, no batch line enters;
-- within ``batches.quiet_s`` of the last one, batch lines enter only while fewer than ``batches.busy_inputs`` of
-  their inputs are waiting or running, so an online request waits for at most one small forward pass of them;
-- after that, up to ``batches.background_inputs``: enough for full forward passes back to back.
+- while an online embeddings request is in flight, or one ended less than ``batches.online_gap_s`` ago (online
+  requests coming back to back), no batch line enters: the batch pauses;
+- within ``batches.quiet_s`` of the last one, batch lines enter in the gaps between online requests, while fewer
+  than ``batches.busy_inputs`` of their inputs are waiting or running, so an online request waits for at most one
+  small forward pass of them;
+- after that, up to ``batches.background_inputs``: a full forward pass, back to back.
 
 A line larger than the share still runs, alone.
 """
@@ -48,10 +50,10 @@ class BackgroundLane:
 
     def share(self) -> int:
         """How many batch inputs may wait or run now (0: none may enter)."""
-        if self.online_in_flight:
+        since = self._clock() - self._last_online
+        if self.online_in_flight or since < self._settings.online_gap_s:
             return 0
-        quiet = self._clock() - self._last_online >= self._settings.quiet_s
-        return self._settings.background_inputs if quiet else self._settings.busy_inputs
+        return self._settings.background_inputs if since >= self._settings.quiet_s else self._settings.busy_inputs
 
     def may_enter(self, inputs: int) -> bool:
         share = self.share()

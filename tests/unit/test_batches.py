@@ -134,21 +134,23 @@ class Clock:
 
 def test_the_lane_holds_batch_lines_behind_online_requests():
     clock = Clock()
-    lane = BackgroundLane(BatchesConfig(background_inputs=8, busy_inputs=2, quiet_s=1.0), clock)
+    lane = BackgroundLane(BatchesConfig(background_inputs=8, busy_inputs=2, online_gap_s=0.05, quiet_s=1.0), clock)
     assert lane.share() == 8 and lane.may_enter(8)
     with lane.online():
         assert lane.share() == 0 and not lane.may_enter(1)  # nothing enters while an online request runs
-    assert lane.share() == 2  # just after one: a small share
+    assert lane.share() == 0  # nor right after it: online requests back to back pause the batch
+    clock.now += 0.06
+    assert lane.share() == 2  # in a gap between them: a small share
     lane.background_inputs = 2
     assert not lane.may_enter(1)
     lane.background_inputs = 0
     assert lane.may_enter(50)  # a line larger than the share still runs, alone
-    clock.now += 1.0
+    clock.now += 0.94
     assert lane.share() == 8  # quiet again: the full share
 
 
 async def test_a_held_line_enters_once_the_online_request_ends():
-    lane = BackgroundLane(BatchesConfig(quiet_s=0.0))
+    lane = BackgroundLane(BatchesConfig(quiet_s=0.0, online_gap_s=0.0))
     entered = asyncio.Event()
 
     async def batch_line():

@@ -222,11 +222,15 @@ class BatchesConfig(StrictModel):
     redoes at most the units in flight)."""
     workers: PositiveInt = 2
     """Ray Data actors that send a batch's units to the serving replicas, each one unit at a time."""
-    background_inputs: PositiveInt = 64
-    """Inputs of batch lines a replica lets wait for its model at once while no online request came lately."""
-    busy_inputs: PositiveInt = 4
-    """The same while online requests came within ``quiet_s``: a batch line enters only between online
+    background_inputs: PositiveInt = 16
+    """Inputs of batch lines a replica lets wait for its model at once while no online request came lately (the
+    default: one forward pass of the default ``forward_batch_size``, the longest an online request then waits)."""
+    busy_inputs: PositiveInt = 1
+    """The same while online requests came within ``quiet_s``: a batch line enters only in a gap between online
     requests, so an online request waits behind at most a forward pass of this many batch inputs."""
+    online_gap_s: NonNegativeFloat = 0.05
+    """A gap between online requests shorter than this is no gap: online requests coming back to back pause the
+    batch."""
     quiet_s: NonNegativeFloat = 1.0
     """How long after the last online embeddings request a replica gives batch lines their full share again."""
 
