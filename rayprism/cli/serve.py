@@ -32,7 +32,10 @@ def serve(
         if overrides:
             settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
         from rayprism.deployments.launch import serve_forever
+        from rayprism.jobs.batches import BatchJobs
+        from rayprism.platform.constants import APP_NAME, DEPLOYMENT_NAME
 
-        serve_forever(settings, address=address, echo=typer.echo, verbose=verbose)
+        serve_forever(settings, address=address, echo=typer.echo, verbose=verbose,
+                      batch_jobs=BatchJobs(APP_NAME, DEPLOYMENT_NAME))
     except RayprismError as error:
         fail(error.message)

@@ -8,6 +8,7 @@ import logging
 from ray import serve
 from ray.serve.deployment import Application
 
+from rayprism.deployments.batch_routes import BatchLauncher, BatchService
 from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.framing import answer_framing_errors_as_json
 from rayprism.deployments.groups import GroupReplica, group_options
@@ -28,7 +29,9 @@ logger = logging.getLogger(__name__)
 class ServingReplica(EmbeddingService):
     """One replica: the HTTP app, and every model no group takes with its batcher, in one process."""
 
-    def __init__(self, config: dict, store, groups: dict | None = None):
+    def __init__(self, config: dict, store, groups: dict | None = None, batch_jobs: BatchLauncher | None = None):
+        """``batch_jobs``: what starts the OpenAI Batch API's jobs (``rayprism serve`` gives one: this layer does
+        not import :mod:`rayprism.jobs`); none: batches are refused."""
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
@@ -36,6 +39,7 @@ class ServingReplica(EmbeddingService):
                            audit_settings(self.config.server))
         self._store = StoreClient(store, self.metrics)
         self.stored = CollectionServices.build(self, self._store, jobs)
+        self.batches = BatchService(self.config.batches, batch_jobs)
         self._startup_done = False
 
     async def finish_startup(self) -> None:
@@ -54,6 +58,12 @@ class ServingReplica(EmbeddingService):
                 await check
             except Exception as error:  # any failure must reach /health, or start-up would wait forever
                 self.startup_errors[subject] = one_line(error)
+        try:
+            resumed = await self.batches.resume()
+            if resumed:
+                logger.info("resumed %d unfinished batch(es): %s", len(resumed), ", ".join(resumed))
+        except Exception:  # the batches stay unfinished, and resume at the next start; serving goes on
+            logger.warning("resuming unfinished batches failed", exc_info=True)
         for collection in self.config.collections:
             if f"collection {collection.name}" not in self.startup_errors:
                 try:
@@ -79,7 +89,7 @@ class ServingReplica(EmbeddingService):
         return await self.stored.reembed.search_ids(collection, query, k)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self, self.stored, on_startup=self.finish_startup)
+        return create_app(self, self.stored, on_startup=self.finish_startup, batches=self.batches)
 
 
 def deployment_options(config: ServeConfig) -> dict:
@@ -124,7 +134,7 @@ def app_builder(args: dict) -> Application:
     return build_application(parse_config(ServeConfig, args.get("config"), "the application's args.config"))
 
 
-def build_application(config: ServeConfig) -> Application:
+def build_application(config: ServeConfig, batch_jobs: BatchLauncher | None = None) -> Application:
     dumped = config.model_dump(mode="json")
     store_config = config.store.model_dump(mode="json")
     coordinator = (serve.deployment(StoreCoordinator).options(**coordinator_options(config)).bind(store_config)
@@ -135,4 +145,4 @@ def build_application(config: ServeConfig) -> Application:
     groups = {group.name: serve.deployment(GroupReplica).options(**group_options(config, group)).bind(dumped, group.name)
               for group in config.deployments}
     deployment = serve.deployment(ServingReplica).options(**deployment_options(config))
-    return deployment.bind(dumped, store, groups)
+    return deployment.bind(dumped, store, groups, batch_jobs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 from fastapi import FastAPI, Query, Request
 from starlette.responses import Response
@@ -71,19 +71,22 @@ class CollectionServices:
                    CollectionMapService(collections, search, store))
 
 
-def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices,
-                          audit: AuditTrail) -> None:
-    collections = services.collections
-    body_limit = service.config.server.max_request_bytes
+def origin_of(request: Request) -> dict:
+    """Who asked for a change, and how: the fields every audit record of it has."""
+    return dict(key=key_name(request), method=request.method, route=request.scope["route"].path,
+                path=request.url.path, request_id=request_id_of(request.scope))
 
-    def origin_of(request: Request) -> dict:
-        """Who asked for a change, and how: the fields every audit record of it has."""
-        return dict(key=key_name(request), method=request.method, route=request.scope["route"].path,
-                    path=request.url.path, request_id=request_id_of(request.scope))
+
+Change = Callable[[Request, "str | None"], ContextManager[dict]]
+"""Audits one change, however it ends: ``change(request, target)`` yields the record's details for the route to
+fill (counts, ids)."""
+
+
+def audited(audit: AuditTrail) -> Change:
+    """The :data:`Change` of every route that changes something: collections, documents, aliases, batches."""
 
     @contextlib.contextmanager
     def change(request: Request, target: str | None) -> Iterator[dict]:
-        """Audit one change, however it ends: yields the record's details for the route to fill (counts, ids)."""
         details: dict = {}
         error: BaseException | None = None
         try:
@@ -94,6 +97,16 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
         finally:
             audit.write(audit_record(**origin_of(request), target=details.pop("target", target), **details,
                                      outcome="ok" if error is None else f"failed {status_of(error)}"))
+
+    return change
+
+
+def add_collection_routes(app: FastAPI, service: EmbeddingService, services: CollectionServices,
+                          audit: AuditTrail) -> None:
+    collections = services.collections
+    body_limit = service.config.server.max_request_bytes
+
+    change = audited(audit)
 
     async def observed_call(endpoint: str, name: str, request: Request, schema: type, method,
                             counted: tuple[str, str] | None = None) -> Response:

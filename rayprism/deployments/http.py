@@ -21,7 +21,8 @@ from starlette.responses import Response
 from rayprism import __version__
 from rayprism.deployments.audit import AuditTrail
 from rayprism.deployments.auth import ApiKeyGuard, key_of
-from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes
+from rayprism.deployments.batch_routes import BatchService, add_batch_routes
+from rayprism.deployments.collection_routes import CollectionServices, add_collection_routes, audited
 from rayprism.deployments.console import install_console
 from rayprism.deployments.http_io import (
     Observed,
@@ -49,6 +50,7 @@ from rayprism.platform.api.requests import (
     SearchRequest,
     SnapshotRequest,
 )
+from rayprism.platform.batches import BatchRequest
 from rayprism.platform.config import CollectionConfig, ServerConfig
 from rayprism.platform.errors import RayprismError
 
@@ -69,6 +71,7 @@ def create_app(
     collection_services: CollectionServices | None = None,
     *,
     on_startup: Callable[[], Awaitable[None]] | None = None,
+    batches: BatchService | None = None,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,7 +86,7 @@ def create_app(
     install_console(app)  # /console, the browser console's files from the package
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
-                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest, SnapshotRequest])
+                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest, SnapshotRequest, BatchRequest])
     server = service.config.server
     audit = AuditTrail.of(*audit_settings(server))
     keys = server.resolved_api_keys()
@@ -117,7 +120,8 @@ def create_app(
     async def create_embeddings(request: Request) -> Response:
         """Embed texts (or token ids) with one model, OpenAI-style; requests are batched across callers."""
         parsed: EmbeddingRequest | None = None
-        with Observed(service, "embeddings", lambda: service.metrics_label(parsed.model) if parsed else "unknown"):
+        with (Observed(service, "embeddings", lambda: service.metrics_label(parsed.model) if parsed else "unknown"),
+              service.lane.online()):  # batch lines wait behind it
             parsed = await parsed_body(request, EmbeddingRequest, body_limit)
             async with cancelled_if_client_leaves(request):
                 return json_response(await service.create_embeddings(parsed))
@@ -177,4 +181,6 @@ def create_app(
 
     if collection_services is not None:
         add_collection_routes(app, service, collection_services, audit)
+    # without a launcher (an app built other than by `rayprism serve`), files are taken and batches refused
+    add_batch_routes(app, service, batches or BatchService(service.config.batches, None), audited(audit))
     return app

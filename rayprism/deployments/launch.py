@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from rayprism.deployments.batch_routes import BatchLauncher
 from rayprism.deployments.ingress import check_ports, ingress_env, ingress_path, lingers, port_plan
 from rayprism.deployments.lifecycle import ServiceHome, StopRequested, StopSignal, run_with_deadline
 from rayprism.platform.api.keys import Need
@@ -86,6 +87,7 @@ def absolute_store_paths(config: ServeConfig) -> ServeConfig:
             "store": config.store.model_copy(update={"uri": absolute(config.store.uri)}),
             "server": config.server.model_copy(update={"audit_log": absolute(config.server.audit_log)}),
             "collections": [c.model_copy(update={"uri": absolute(c.uri)}) for c in config.collections],
+            "batches": config.batches.model_copy(update={"dir": str(Path(config.batches.dir).expanduser().resolve())}),
         }
     )
 
@@ -94,7 +96,8 @@ def service_url(config: ServeConfig) -> str:
     return f"http://{config.server.host}:{config.server.port}"
 
 
-def deploy(config: ServeConfig, *, direct_ingress: bool, stop: StopSignal | None = None) -> None:
+def deploy(config: ServeConfig, *, direct_ingress: bool, stop: StopSignal | None = None,
+           batch_jobs: BatchLauncher | None = None) -> None:
     """Run the application on the Ray this process is connected to; returns once its replicas run.
     With direct ingress and one replica, Ray's own proxy moves aside to a free port."""
     from ray import serve
@@ -104,7 +107,7 @@ def deploy(config: ServeConfig, *, direct_ingress: bool, stop: StopSignal | None
     proxy_port = 0 if direct_ingress and ingress_path(config) == "direct" else config.server.port
     serve.start(http_options={"host": config.server.host, "port": proxy_port})
     check_serve_port(proxy_port)
-    application = build_application(absolute_store_paths(config))
+    application = build_application(absolute_store_paths(config), batch_jobs)
     serve.run_many([serve.RunTarget(application, name=APP_NAME, route_prefix="/")],
                    wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     wait_for_application(APP_NAME, stop or StopSignal())
@@ -215,9 +218,10 @@ def prepare_local_ports(config: ServeConfig, home: ServiceHome, echo: Callable[[
             stop.sleep(1)
 
 
-def start(config: ServeConfig, *, joining: bool, echo: Callable[[str], None], stop: StopSignal) -> None:
+def start(config: ServeConfig, *, joining: bool, echo: Callable[[str], None], stop: StopSignal,
+          batch_jobs: BatchLauncher | None = None) -> None:
     """Deploy, wait for every replica, fill the seed collection: each step stoppable."""
-    deploy(config, direct_ingress=not joining, stop=stop)
+    deploy(config, direct_ingress=not joining, stop=stop, batch_jobs=batch_jobs)
     url = service_url(config)
     echo(f"loading models {sorted(m.name for m in config.models)} ...")
     api_key = own_key(config)
@@ -256,7 +260,9 @@ def stop_service(*, joining: bool, echo: Callable[[str], None]) -> None:
 
 
 def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Callable[[str], None] = print,
-                  verbose: bool = False) -> None:
+                  verbose: bool = False, batch_jobs: BatchLauncher | None = None) -> None:
+    """``batch_jobs``: what starts the OpenAI Batch API's jobs (the CLI gives :class:`rayprism.jobs.batches.BatchJobs`;
+    without one, batches are refused)."""
     from rayprism.platform.ray_runtime import cluster_address, keep_local_ray_private, start_ray
 
     keep_local_ray_private(address)  # before Ray is imported: it reads the setting then
@@ -277,7 +283,7 @@ def serve_forever(config: ServeConfig, *, address: str | None = None, echo: Call
         if home is not None:
             stop.every(REMEMBER_EVERY_S, home.remember_started)
         stop.check()
-        start(config, joining=joining, echo=echo, stop=stop)
+        start(config, joining=joining, echo=echo, stop=stop, batch_jobs=batch_jobs)
         url = service_url(config)
         echo(f"rayprism is serving at {url}  (POST {url}/v1/embeddings, GET {url}/health)")
         if config.seed is not None:

@@ -39,6 +39,13 @@ ROUTE_SCOPES: dict[tuple[str, str], Action] = {
     ("GET", "/v1/aliases"): "read",  # any read scope: the answer lists the aliases the key may read
     ("POST", "/v1/aliases"): "admin",
     ("DELETE", "/v1/aliases/{name}"): "admin",
+    ("POST", "/v1/files"): "embed",  # the OpenAI Batch API: files and batches of embeddings requests
+    ("GET", "/v1/files/{file_id}"): "embed",
+    ("GET", "/v1/files/{file_id}/content"): "embed",
+    ("POST", "/v1/batches"): "embed",
+    ("GET", "/v1/batches"): "embed",
+    ("GET", "/v1/batches/{batch_id}"): "embed",
+    ("POST", "/v1/batches/{batch_id}/cancel"): "embed",
 }
 """(method, declared path) → the action it needs; ``read``/``write`` of the path's ``name``."""
 

@@ -8,15 +8,19 @@ is reached through its group's handle (:mod:`~rayprism.deployments.remote_runner
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
 
+import orjson
+
+from rayprism.deployments.background import BackgroundLane
 from rayprism.deployments.metrics import ServiceMetrics, merged_exposition
 from rayprism.deployments.remote_media import RemoteMedia
 from rayprism.deployments.remote_runner import RemoteRunner
 from rayprism.deployments.runner import ModelRunner
-from rayprism.platform.api.requests import EmbeddingRequest, RerankRequest
+from rayprism.platform.api.requests import EmbeddingRequest, RerankRequest, parse_body
 from rayprism.platform.api.responses import (
     Embedding,
     EmbeddingResponse,
@@ -31,8 +35,21 @@ from rayprism.platform.api.responses import (
 from rayprism.platform.codecs.matryoshka import truncate
 from rayprism.platform.codecs.output import row_encoder
 from rayprism.platform.config import ServeConfig
-from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, RayprismError
+from rayprism.platform.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RayprismError,
+    RetryLaterError,
+)
 from rayprism.platform.models.base import Embeddings, ModelKind, PromptRole, prompt_for_role
+
+logger = logging.getLogger(__name__)
+
+BATCH_RETRY_S = 0.5
+"""How long a batch line refused for overload (a full queue, a model restarting) waits before it tries again."""
+BATCH_RETRY_FOR_S = 600.0
+"""How long a batch line keeps trying through such refusals before the refusal is its answer."""
 
 _KIND_NAMES = {"embedder": "embedding model", "reranker": "reranker"}
 _A_KIND = {"embedder": "an embedding model", "reranker": "a reranker"}
@@ -65,6 +82,8 @@ class EmbeddingService:
             )
         self.remote_media = RemoteMedia(max_bytes=config.server.max_request_bytes) if (
             config.server.allow_remote_media) else None
+        self.lane = BackgroundLane(config.batches)
+        """Batch lines wait here behind online requests (:mod:`~rayprism.deployments.background`)."""
         self.startup_errors: dict[str, str] = {}
         """Problems found after loading (e.g. a collection whose schema disagrees), by subject."""
         self._loader = threading.Thread(target=self._load_models, name="rayprism-model-loader", daemon=True)
@@ -141,6 +160,39 @@ class EmbeddingService:
         data: list[Embedding] = [{"object": "embedding", "index": index, "embedding": row}
                                  for index, row in enumerate(encode(vectors))]  # typed literals: see responses.py
         return EmbeddingResponse(object="list", data=data, model=runner.name, usage=_usage(result.token_counts))
+
+    async def batch_lines(self, bodies: list[dict]) -> list[tuple[int, Any]]:
+        """Each body of a batch's lines answered as ``POST /v1/embeddings`` answers it: (status, body). The lines
+        enter one by one as the lane lets them (behind online requests), and run together."""
+        running = []
+        for body in bodies:
+            try:
+                request = parse_body(EmbeddingRequest, orjson.dumps(body))
+            except RayprismError as error:
+                running.append(asyncio.sleep(0, (error.http_status, error.to_body())))
+                continue
+            inputs = len(request.input)
+            await self.lane.admit(inputs)
+            running.append(asyncio.get_running_loop().create_task(self._batch_line(request, inputs)))
+        return list(await asyncio.gather(*running))
+
+    async def _batch_line(self, request: EmbeddingRequest, inputs: int) -> tuple[int, Any]:
+        deadline = time.monotonic() + BATCH_RETRY_FOR_S
+        try:
+            while True:
+                try:
+                    return 200, await self.create_embeddings(request)
+                except RetryLaterError as error:
+                    if time.monotonic() > deadline:
+                        return error.http_status, error.to_body()
+                await asyncio.sleep(BATCH_RETRY_S)
+        except RayprismError as error:
+            return error.http_status, error.to_body()
+        except Exception:  # our own fault: the line says so, as the online route would, with no trace
+            logger.exception("a batch line failed")
+            return 500, RayprismError("internal server error").to_body()
+        finally:
+            self.lane.release(inputs)
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:
         self.check_input_count(len(request.documents), "documents", "documents")

@@ -35,7 +35,7 @@ from rayprism.jobs.readers import (
 from rayprism.jobs.records import UnitReport, WorkerSetup, service_embeds
 from rayprism.jobs.state import JobState
 from rayprism.platform.codecs.quantize import calibrate_int8, ranges_from_json, ranges_to_json
-from rayprism.platform.config import CollectionConfig, JobConfig, JobModelConfig
+from rayprism.platform.config import CollectionConfig, ComputeConfig, JobConfig, JobModelConfig
 from rayprism.platform.config.jobs import FILES_FORMAT, MEDIA_FORMATS
 from rayprism.platform.errors import ConfigError, RayprismError, unwrap
 from rayprism.platform.files import write_atomically
@@ -305,14 +305,16 @@ def _writer(job: JobConfig, sink: Any) -> Any:
 
 def _embed_units(job_plan: JobPlan, setup: WorkerSetup, on_unit: Callable[[UnitReport], None]) -> int:
     """Stream the unfinished units through the encoder actors; returns how many were lost on the way.
-    Ray does not restart them (see :func:`_unit_dataset`): a death ends the dataset, and the units the
+    Ray does not restart them (see :func:`unit_dataset`): a death ends the dataset, and the units the
     state directory does not record as finished run again on fresh actors."""
     import ray
+
+    from rayprism.jobs.worker import UnitWorker
 
     todo, deaths = job_plan.todo, 0
     while todo:
         try:
-            for row in _unit_dataset(todo, setup).iter_rows():
+            for row in unit_dataset(todo, UnitWorker, setup, setup.job.compute).iter_rows():
                 on_unit(_unit_done(row))
             return deaths
         except ray.exceptions.RayActorError as error:  # died, or unreachable: either way not restarted
@@ -327,8 +329,9 @@ def _embed_units(job_plan: JobPlan, setup: WorkerSetup, on_unit: Callable[[UnitR
     return deaths
 
 
-def _unit_dataset(units: list[Unit], setup: WorkerSetup):
-    """One row per unit, mapped by an autoscaling pool of :class:`UnitWorker` actors into one report row
+def unit_dataset(units: list[Unit], worker: type, setup: Any, compute: ComputeConfig):
+    """One row per unit, mapped by an autoscaling pool of ``worker`` actors (built from ``setup``: a
+    :class:`UnitWorker`, or a batch's :class:`~rayprism.jobs.batches.BatchUnitWorker`) into one report row
     per unit. The actors run with ``max_restarts=0``: Ray Data hands them their constructor arguments (its
     own map function and context, whatever the job passes) as object-store references, and for such a
     restartable actor Ray logs an ERROR line on every job, since its restart fails once those objects are
@@ -340,14 +343,11 @@ def _unit_dataset(units: list[Unit], setup: WorkerSetup):
     import ray
     from ray.util.annotations import RayDeprecationWarning
 
-    from rayprism.jobs.worker import UnitWorker
-
-    compute = setup.job.compute
     dataset = ray.data.from_items([unit.to_dict() for unit in units], override_num_blocks=len(units))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
         return dataset.map_batches(
-            UnitWorker,
+            worker,
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(min_size=compute.min_actors, max_size=compute.max_actors),
             num_cpus=compute.num_cpus,

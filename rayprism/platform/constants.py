@@ -26,6 +26,11 @@ def group_deployment_name(group: str) -> str:
 NAMESPACE = "rayprism"  # the Ray namespace re-embedding workers are created in and found by name
 
 
+def batch_driver_name(app_name: str, batch_id: str) -> str:
+    """The detached actor that runs the job of batch ``batch_id`` (the OpenAI Batch API) of application ``app_name``."""
+    return f"batch:{app_name}:{batch_id}"
+
+
 def reembed_worker_name(app_name: str, job_id: str) -> str:
     """The detached actor that runs re-embedding job ``job_id`` of application ``app_name``."""
     return f"reembed:{app_name}:{job_id}"

@@ -194,6 +194,12 @@ CASES = [  # (method, path, body, key, status or the scope a 403 names); a 422 o
     ("GET", "/v1/collections/team_b_docs/map", None, EMBEDDER, "read:team_b_docs"),
     ("GET", "/console/", None, None, 200),  # the console's files hold no data: its calls send the key
     ("GET", "/console/js/app.js", None, None, 200),
+    ("GET", "/v1/batches", None, EMBEDDER, 200),
+    ("GET", "/v1/batches", None, READER, "embed"),
+    ("POST", "/v1/batches", {}, TEAM_A, 422),
+    ("POST", "/v1/batches/batch_x/cancel", None, READER, "embed"),
+    ("GET", "/v1/files/file-x", None, EMBEDDER, 404),
+    ("GET", "/v1/files/file-x/content", None, READER, "embed"),
     ("GET", "/v1/no-such-route", None, EMBEDDER, 404),
     ("GET", "/v1/no-such-route", None, None, 401),
     ("GET", "/health", None, None, 200),

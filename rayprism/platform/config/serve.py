@@ -28,6 +28,7 @@ DEFAULT_STORE_URI = "./data/rayprism.db"
 DEFAULT_MIN_FREE_MB = 256
 """Free disk a Milvus Lite store keeps for its flushes: writes are refused (507) below it."""
 DEFAULT_AUDIT_LOG = "./data/audit.jsonl"
+DEFAULT_BATCHES_DIR = "./data/batches"
 
 
 class ReplicasConfig(StrictModel):
@@ -205,6 +206,35 @@ class ServerConfig(StrictModel):
         return {key.name: key.rate for key in self.api_keys if isinstance(key, ApiKeyConfig) and key.rate is not None}
 
 
+class BatchesConfig(StrictModel):
+    """The OpenAI Batch API (``/v1/files``, ``/v1/batches``): where its files live, their limits, and how a
+    batch shares the models with online requests (docs/api.md, "Batches")."""
+
+    dir: str = DEFAULT_BATCHES_DIR
+    """Uploaded files, batch records, their progress and output files (relative to where ``rayprism serve``
+    starts). Every serving replica reads and writes it: on a cluster, a directory they all share."""
+    max_file_bytes: PositiveInt = 200 * 1024 * 1024
+    """Largest file ``POST /v1/files`` takes (OpenAI's limit: 200 MB); a larger one is a 413."""
+    max_lines: PositiveInt = 50_000
+    """Most request lines in one batch's input file (OpenAI's limit); a file with more is refused on upload."""
+    lines_per_unit: PositiveInt = 200
+    """Lines a batch job handles as one unit: written whole, and never redone once written (a restart
+    redoes at most the units in flight)."""
+    workers: PositiveInt = 2
+    """Ray Data actors that send a batch's units to the serving replicas, each one unit at a time."""
+    background_inputs: PositiveInt = 16
+    """Inputs of batch lines a replica lets wait for its model at once while no online request came lately (the
+    default: one forward pass of the default ``forward_batch_size``, the longest an online request then waits)."""
+    busy_inputs: PositiveInt = 1
+    """The same while online requests came within ``quiet_s``: a batch line enters only in a gap between online
+    requests, so an online request waits behind at most a forward pass of this many batch inputs."""
+    online_gap_s: NonNegativeFloat = 0.05
+    """A gap between online requests shorter than this is no gap: online requests coming back to back pause the
+    batch."""
+    quiet_s: NonNegativeFloat = 1.0
+    """How long after the last online embeddings request a replica gives batch lines their full share again."""
+
+
 class StoreConfig(StrictModel):
     uri: str = DEFAULT_STORE_URI
     """Default store for collections: a Milvus Lite file path or ``http://host:19530``."""
@@ -252,6 +282,7 @@ class ServeConfig(StrictModel):
     seed: SeedConfig | None = None
     deployments: list[GroupConfig] = Field(default_factory=list)
     """Model groups in deployments of their own; models in no group live in every serving replica."""
+    batches: BatchesConfig = BatchesConfig()
 
     @field_validator("models")
     @classmethod
