@@ -31,6 +31,9 @@ def serve(
         overrides = {key: value for key, value in {"host": host, "port": port}.items() if value is not None}
         if overrides:
             settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+        from rayprism.platform.ray_runtime import keep_local_ray_private
+
+        keep_local_ray_private(address)  # before the imports below import Ray: it reads the setting then
         from rayprism.deployments.launch import serve_forever
         from rayprism.jobs.batches import BatchJobs
         from rayprism.platform.constants import APP_NAME, DEPLOYMENT_NAME

@@ -11,9 +11,8 @@ import ipaddress
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from rayprism.deployments.batch_routes import BatchLauncher
 from rayprism.deployments.ingress import check_ports, ingress_env, ingress_path, lingers, port_plan
 from rayprism.deployments.lifecycle import ServiceHome, StopRequested, StopSignal, run_with_deadline
 from rayprism.platform.api.keys import Need
@@ -22,6 +21,9 @@ from rayprism.platform.constants import API_KEYS_VARIABLE, APP_NAME
 from rayprism.platform.errors import ConfigError, NotReadyError, last_line
 from rayprism.platform.models.source import resolve_source
 from rayprism.platform.store.lite_disk import check_lite_store
+
+if TYPE_CHECKING:  # batch_routes imports Ray, which must not be imported before keep_local_ray_private
+    from rayprism.deployments.batch_routes import BatchLauncher
 
 READY_TIMEOUT_S = 900
 GRACEFUL_STOP_S = 10.0

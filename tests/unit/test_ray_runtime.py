@@ -33,3 +33,15 @@ def test_a_value_the_user_set_wins(clean_env):
     clean_env.setenv(SWITCH, "1")
     keep_local_ray_private(None)
     assert os.environ[SWITCH] == "1"
+
+
+def test_nothing_serve_imports_before_keeping_ray_on_loopback_imports_ray():
+    """Ray reads the loopback setting when it is first imported: what `rayprism serve` imports before it calls
+    keep_local_ray_private (the CLI module, the launcher) must not import Ray already."""
+    import subprocess
+    import sys
+
+    script = ("import sys; import rayprism.cli.serve, rayprism.deployments.launch, rayprism.platform.ray_runtime; "
+              "print(sorted(name for name in sys.modules if name == 'ray' or name.startswith('ray.')))")
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

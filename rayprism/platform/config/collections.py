@@ -49,12 +49,12 @@ class _NoParams(StrictModel):
 
 
 class _HnswParams(StrictModel):
-    M: int = Field(default=16, ge=2, le=2048)
-    efConstruction: int = Field(default=200, ge=1, le=2**31 - 1)
+    M: Integer = Field(default=16, ge=2, le=2048)
+    efConstruction: Integer = Field(default=200, ge=1, le=2**31 - 1)
 
 
 class _IvfFlatParams(StrictModel):
-    nlist: int = Field(default=128, ge=1, le=65536)
+    nlist: Integer = Field(default=128, ge=1, le=65536)
 
 
 _INDEX_PARAMS: dict[str, type[StrictModel]] = {
@@ -85,7 +85,7 @@ class CompressionConfig(StrictModel):
     int8 (4×) codes, then rescores the best ``k × rescore_multiplier`` with their float vectors."""
 
     type: Literal["binary", "int8"]
-    rescore_multiplier: int = Field(default=4, ge=1, le=100)
+    rescore_multiplier: Integer = Field(default=4, ge=1, le=100)
     """Candidates rescored per hit asked for: 4 keeps ≈0.99 of float Recall@10 for binary MiniLM codes
     (docs/benchmarks.md); higher costs a larger fetch of float vectors per search."""
     int8_ranges: list[list[float]] | None = None
@@ -119,16 +119,16 @@ class FDEOptions(StrictModel):
     (2560 dimensions for d_proj 16 and r_reps 20), which is what Milvus stores, the mirror holds and
     every search scans; ``bench/kernels.py --only fde`` measures both on the Debian 10k corpus."""
 
-    k_sim: int = Field(default=3, ge=0, le=16)
+    k_sim: Integer = Field(default=3, ge=0, le=16)
     """SimHash hyperplanes per repetition: 2^k_sim partitions."""
-    d_proj: int = Field(default=16, ge=1, le=4096)
+    d_proj: Integer = Field(default=16, ge=1, le=4096)
     """Each partition's block is projected to this many dimensions (the identity when equal to the token width)."""
-    r_reps: int = Field(default=20, ge=1, le=1024)
+    r_reps: Integer = Field(default=20, ge=1, le=1024)
     """Independent repetitions, concatenated."""
-    seed: int = Field(default=0, ge=0)
+    seed: Integer = Field(default=0, ge=0)
     fill_empty_partitions: bool = True
     """An empty partition of a document takes its token nearest in Hamming distance."""
-    d_final: int | None = Field(default=None, ge=1, le=MAX_VECTOR_DIMENSIONS)
+    d_final: Integer | None = Field(default=None, ge=1, le=MAX_VECTOR_DIMENSIONS)
     """Count-sketch the encoding down to this many dimensions; None keeps 2^k_sim · d_proj · r_reps."""
 
     @property
@@ -155,7 +155,7 @@ class MultivectorConfig(StrictModel):
     their MUVERA encoding is the collection's dense vector, searched for the rerank's candidates."""
 
     fde: FDEOptions = FDEOptions()
-    candidates: int = Field(default=200, ge=1, le=16384)
+    candidates: Integer = Field(default=200, ge=1, le=16384)
     """Documents taken by their encoding and reranked by MaxSim, unless a search asks for another number
     (``candidates``): 200 hold the exact-Chamfer top-1 document for ≥ 90% of the Debian dev queries."""
 
