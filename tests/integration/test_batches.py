@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import rayprism_serve
+from tests.integration.console_browser import chromium, installed_browser, script_errors, wait_for
 
 CONFIG = """\
 server: {{audit_log: {folder}/audit.jsonl}}
@@ -191,6 +192,25 @@ def test_batches_list_newest_first_and_page(batch_service):
     assert created == sorted(created, reverse=True)
     after = client.batches.list(limit=100, after=first.data[-1].id)
     assert [batch.id for batch in after.data] == everything[2:]
+
+
+@pytest.mark.skipif(installed_browser() is None, reason="needs Debian's chromium and chromium-driver")
+def test_the_consoles_jobs_page_lists_a_batch_with_its_lines_and_files(batch_service):
+    """The console (tests/integration/test_console.py has the rest of it) shows the Batch API's batches."""
+    url, _ = batch_service
+    client = client_of(url)
+    batch = ended(client, submit(client, [request_line("c1", input="one"), request_line("c2", input="two"),
+                                          "not json"]).id)
+    with chromium() as browser:
+        browser.get(f"{url}/console/#/jobs")
+        row = f"tr[data-batch='{batch.id}']"
+        wait_for(browser, lambda d: d.find_elements("css selector", row), 60, "the batch's row")
+        assert script_errors(browser) == []
+        cells = [cell.text for cell in browser.find_elements("css selector", f"{row} td")]
+        assert cells[1] == batch.status == "completed" and cells[2] == "2 / 3 lines · 1 failed", cells
+        files = {button.text: button.get_attribute("data-file")
+                 for button in browser.find_elements("css selector", f"{row} button[data-file]")}
+        assert files == {"output": batch.output_file_id, "errors": batch.error_file_id}
 
 
 def inputs_embedded(url: str) -> float:

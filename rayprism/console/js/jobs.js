@@ -1,6 +1,7 @@
 // Jobs: an alias's re-embedding jobs (phase, progress, gate, swap), followed while one runs; an admin key starts
-// one and rolls the last one back. (The service has no batch-jobs API yet: `rayprism embed` jobs run outside it.)
-import { api, enc } from "./api.js";
+// one and rolls the last one back. Below them, the Batch API's batches (a key with the embed scope): status,
+// lines done, the output and error files, a cancel button while one runs.
+import { api, enc, serviceUrl, apiKey } from "./api.js";
 import { may } from "./access.js";
 import { field, h, number, show } from "./dom.js";
 
@@ -35,11 +36,61 @@ function jobRow(job) {
       : job.error ? h("span", { class: "error" }, job.error) : "—"));
 }
 
+const ACTIVE_BATCH = new Set(["validating", "in_progress", "finalizing", "cancelling"]);
+
+async function download(fileId, name) {
+  const headers = apiKey.get() ? { Authorization: `Bearer ${apiKey.get()}` } : {};
+  const response = await fetch(`${serviceUrl}/v1/files/${enc(fileId)}/content`, { headers });
+  const link = h("a", { href: URL.createObjectURL(await response.blob()), download: name });
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+function batchRow(batch, cancel) {
+  const counts = batch.request_counts || { total: 0, completed: 0, failed: 0 };
+  const stateClass = { completed: "ok", failed: "error", cancelled: "warn", expired: "warn" }[batch.status] || "";
+  const file = (id, label) => id ? h("button", { type: "button", class: "link", "data-file": id,
+    onclick: () => download(id, `${batch.id}-${label}.jsonl`) }, label) : null;
+  return h("tr", { "data-batch": batch.id },
+    h("td", {}, batch.id, h("div", { class: "muted" }, new Date(batch.created_at * 1000).toLocaleString())),
+    h("td", { class: "state" }, h("span", { class: stateClass }, batch.status)),
+    h("td", { class: "counts" }, `${number(counts.completed)} / ${number(counts.total)} lines` +
+      (counts.failed ? ` · ${number(counts.failed)} failed` : "")),
+    h("td", {}, file(batch.output_file_id, "output"), " ", file(batch.error_file_id, "errors")),
+    h("td", {}, ACTIVE_BATCH.has(batch.status) && batch.status !== "cancelling"
+      ? h("button", { type: "button", class: "danger", onclick: () => cancel(batch.id) }, "Cancel") : "—"));
+}
+
+/** The Batch API's batches, newest first, followed while one is active. */
+function batchesSection() {
+  const section = h("section", { "aria-live": "polite", "aria-label": "Batches" });
+  let timer = null;
+  let stopped = false;
+  async function cancel(id) {
+    await api(`/v1/batches/${enc(id)}/cancel`, { method: "POST" });
+    refresh();
+  }
+  async function refresh() {
+    clearTimeout(timer);
+    const batches = (await api("/v1/batches?limit=50")).data;
+    show(section, h("h2", {}, "Batches"), batches.length ? h("table", { "aria-label": "Batches" },
+      h("thead", {}, h("tr", {}, ["Batch", "Status", "Lines", "Files", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, batches.map((batch) => batchRow(batch, cancel))))
+      : h("p", { class: "muted" }, "No batches yet: POST /v1/files, then POST /v1/batches (the OpenAI client's files.create "
+        + "and batches.create)."));
+    if (!stopped && batches.some((batch) => ACTIVE_BATCH.has(batch.status))) timer = setTimeout(refresh, POLL_MS);
+  }
+  return { section, refresh, stop: () => { stopped = true; clearTimeout(timer); } };
+}
+
 export async function render(main, context, args, params) {
+  const batches = may(context.me, "embed") ? batchesSection() : null;
   if (!may(context.me, "admin")) {
     show(main, h("h1", {}, "Jobs"), h("p", { class: "muted" },
-      "Re-embedding jobs are read and run with an admin key; this key has scopes: ", context.me.scopes.join(", ")));
-    return null;
+      "Re-embedding jobs are read and run with an admin key; this key has scopes: ", context.me.scopes.join(", ")),
+    batches?.section);
+    if (batches) await batches.refresh();
+    return batches?.stop ?? null;
   }
   const [aliases, models] = await Promise.all([api("/v1/aliases"), api("/v1/models")]);
   const chosen = params.get("alias") || aliases.data[0]?.name || "";
@@ -73,7 +124,8 @@ export async function render(main, context, args, params) {
   show(main, h("h1", {}, "Jobs"),
     aliases.data.length ? [h("div", { class: "row" }, field("Alias", alias)), start, status, table]
       : h("p", { class: "muted" }, "Re-embedding moves an alias: this service has no aliases yet (POST /v1/aliases)."),
-    h("p", { class: "muted" }, "Batch embedding jobs (rayprism embed, rayprism submit) run as Ray jobs: follow them in Ray's dashboard."));
+    batches.section,
+    h("p", { class: "muted" }, "Batch jobs started with rayprism embed or rayprism submit run as Ray jobs: follow them in Ray's dashboard."));
   let timer = null;
   let stopped = false;
   async function refresh() {
@@ -86,5 +138,6 @@ export async function render(main, context, args, params) {
     if (!stopped && jobs.some((job) => job.state === "running")) timer = setTimeout(refresh, POLL_MS);
   }
   if (alias.value) await refresh();
-  return () => { stopped = true; clearTimeout(timer); };
+  await batches.refresh();
+  return () => { stopped = true; clearTimeout(timer); batches.stop(); };
 }
