@@ -161,10 +161,11 @@ class Routes:
                     body(DocumentsRequest, documents=documents), DocumentsUpserted)
 
     @route
-    def document(collection: str, id: str | int) -> Call[Document]:
-        """``GET /v1/collections/{name}/documents/{id}``: the whole document (ids may hold slashes)."""
-        return Call("GET", f"/v1/collections/{_name(collection)}/documents/{quote(str(id), safe='/')}",
-                    answer=Document)
+    def document(collection: str, id: str | int, *, pieces: bool = False) -> Call[Document]:
+        """``GET /v1/collections/{name}/documents/{id}``: the whole document (ids may hold slashes); ``pieces``:
+        with the pieces a chunked collection stores it as."""
+        return Call("GET", f"/v1/collections/{_name(collection)}/documents/{quote(str(id), safe='/')}"
+                           + ("?pieces=true" if pieces else ""), answer=Document)
 
     @route
     def delete_documents(collection: str, ids: Iterable[str | int]) -> Call[DocumentsDeleted]:

@@ -190,9 +190,10 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
                 return json_response(await services.map(name, sample, color_by, query or None, k))
 
     @app.get("/v1/collections/{name}/documents/{document_id:path}", responses=answers(responses.Document))
-    async def get_document(name: str, document_id: str) -> Response:
+    async def get_document(name: str, document_id: str, pieces: bool = Query(
+            False, description="Also the pieces a chunked collection stores it as (index, start, text)")) -> Response:
         """One document by id."""
-        return json_response(await services.documents.get_document(name, document_id))
+        return json_response(await services.documents.get_document(name, document_id, pieces))
 
     @app.delete("/v1/collections/{name}/documents", responses=answers(responses.DocumentsDeleted),
                 openapi_extra=request_body(DeleteDocumentsRequest))

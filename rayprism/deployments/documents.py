@@ -234,8 +234,12 @@ class DocumentsService:
             count = await self._store.delete(config.name, ids, name)
         return DocumentsDeleted(object="documents.deleted", collection=name, deleted=count)
 
-    async def get_document(self, name: str, document_id: str) -> Document:
+    async def get_document(self, name: str, document_id: str, pieces: bool = False) -> Document:
+        """``pieces``: also the pieces a chunked collection stores the document as (refused for another)."""
         config = await self._collections.collection(name)
+        if pieces and config.chunking is None:
+            raise InvalidInputError(f"collection {name!r} is not chunked: it stores each document whole, without "
+                                    "pieces", param="pieces")
         try:
             key = normalise_id(config, int(document_id) if config.id_type == "int64" else document_id)
         except ValueError as error:
@@ -244,6 +248,9 @@ class DocumentsService:
             found = await self._store.get(config.name, [key], ["id", config.text_field, *config.fields])
         if not found:
             raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
+        if pieces:
+            with self._collections.forgotten_if_gone(config.name):
+                return Document(object="document", **found[0], pieces=await self._store.pieces(config.name, key))
         return Document(object="document", **found[0])
 
 

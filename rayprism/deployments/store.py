@@ -286,6 +286,10 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
     async def get(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         return await asyncio.to_thread(self._call_at, name, MilvusStore.get, ids, output_fields)
 
+    async def pieces(self, name: str, document_id: Any) -> list[dict]:
+        """A chunked collection's document as stored: its pieces (index, start, text), in order."""
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.pieces, document_id)
+
     async def document_sample(self, name: str, ids: list, fields: list[str], preview_chars: int
                               ) -> tuple[list, Any, list[dict]]:
         """For the console's map: these documents' ids, vectors (one matrix) and fields with a text preview."""

@@ -118,6 +118,31 @@ def test_each_page_shows_the_services_own_answers_and_a_search_finds_its_hits(co
 
 
 @pytest.mark.slow
+def test_a_chunked_documents_pieces_show_as_stored(console_service, browser):
+    url = console_service
+    spec = {"name": "console_pages", "model": "minilm", "chunking": {"max_tokens": 32, "overlap_tokens": 4}}
+    assert httpx.post(f"{url}/v1/collections", json=spec, timeout=60).status_code == 201
+    text = "\n\n".join(f"Section {i}. " + " ".join(f"word{i}x{j}" for j in range(40)) for i in range(4))
+    written = httpx.post(f"{url}/v1/collections/console_pages/documents",
+                         json={"documents": [{"id": "guide.md", "text": text}]}, timeout=120)
+    assert written.status_code == 200, written.text
+    try:
+        open_page(browser, url, "collections/console_pages", "table[aria-label='Documents'] tbody tr button")
+        css(browser, "table[aria-label='Documents'] tbody tr button")[0].click()
+        wait_for(browser, lambda d: css(d, "ol.pieces li"))
+        stored = httpx.get(f"{url}/v1/collections/console_pages/documents/guide.md", params={"pieces": "true"},
+                           timeout=60).json()["pieces"]
+        assert len(stored) > 1 and [piece["index"] for piece in stored] == list(range(len(stored)))
+        shown = css(browser, "ol.pieces li")
+        assert [item.get_attribute("data-piece") for item in shown] == [str(piece["index"]) for piece in stored]
+        assert [item.text.split(": ", 1)[1].split() for item in shown] == [piece["text"].split() for piece in stored]
+        assert css(browser, ".doc-text")[0].text.split() == text.split()
+        assert script_errors(browser) == []
+    finally:
+        httpx.delete(f"{url}/v1/collections/console_pages", timeout=60)
+
+
+@pytest.mark.slow
 def test_the_jobs_page_starts_a_reembedding_and_follows_it_to_its_swap(console_service, browser):
     url = console_service
     open_page(browser, url, "jobs?alias=console_live", "#start-reembed")

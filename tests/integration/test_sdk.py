@@ -96,6 +96,8 @@ def steps(prefix: str) -> list[Step]:
         Step("document", (docs, doc_id), {}, responses.Document, read("GET", f"/v1/collections/{docs}/documents/{doc_id}")),
         Step("document", (pages, "guide/install.md"), {}, responses.Document,
              read("GET", f"/v1/collections/{pages}/documents/guide/install.md")),
+        Step("document", (pages, "guide/install.md"), {"pieces": True}, responses.Document,
+             read("GET", f"/v1/collections/{pages}/documents/guide/install.md?pieces=true")),
         search(docs, query, k=5),
         search(docs, query, k=5, mode="dense", filter='section == "utils"', output_fields=["package"]),
         search(docs, query, k=5, mode="sparse"),

@@ -128,6 +128,16 @@ def test_pieces_join_back_and_a_shorter_version_leaves_no_stale_piece(store):
     assert sorted(store.ids("versions")) == sorted(d["id"] for d in documents if d["id"] not in ("doc-5", "doc-6"))
 
 
+def test_a_documents_pieces_come_back_in_order_as_they_were_written(store):
+    store.ensure(config("pieces", store.bm25), DIMENSIONS)
+    documents, rows = corpus(8)
+    store.upsert("pieces", rows[::-1])  # written in another order than theirs
+    written = sorted((row for row in rows if row["doc_id"] == "doc-5"), key=lambda row: row["piece_index"])
+    assert store.pieces("pieces", "doc-5") == [
+        {"index": row["piece_index"], "start": row["piece_start"], "text": row["text"]} for row in written]
+    assert len(written) == 6 and store.pieces("pieces", "no-such") == []
+
+
 def test_an_interrupted_write_is_not_taken_for_a_whole_document(store):
     store.ensure(config("interrupted", store.bm25), DIMENSIONS)
     rng = np.random.default_rng(2)

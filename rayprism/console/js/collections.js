@@ -98,7 +98,9 @@ async function documents(browser, opened, context, name, collection, offset) {
 }
 
 async function open(opened, context, name, collection, row) {
-  const document = await api(`/v1/collections/${enc(name)}/documents/${enc(row.id)}`);
+  const document = await api(`/v1/collections/${enc(name)}/documents/${enc(row.id)}` + (collection.chunking ? "?pieces=true" : ""));
+  const pieces = document.pieces || [];
+  delete document.pieces;
   const text = String(document[collection.text_field] ?? "");
   const status = h("p", { role: "status" });
   const remove = may(context.me, "write", name) ? h("button", { type: "button", class: "danger", onclick: async () => {
@@ -112,8 +114,11 @@ async function open(opened, context, name, collection, row) {
   show(opened, h("div", { class: "panel" },
     h("div", { class: "row" }, h("h2", { tabindex: "-1", id: "opened-title" }, `Document ${document.id}`), remove),
     h("dl", { class: "facts" }, fields.map(([key, value]) => [h("dt", {}, key), h("dd", {}, String(value))])),
-    collection.chunking ? h("p", { class: "muted" },
-      `Stored as pieces of at most ${collection.chunking.max_tokens} tokens (${collection.chunking.overlap_tokens} overlap); shown whole.`) : null,
-    h("div", { class: "doc-text", tabindex: "0", "aria-label": "Document text" }, text), status));
+    h("div", { class: "doc-text", tabindex: "0", "aria-label": "Document text" }, text),
+    collection.chunking ? h("section", { "aria-label": "Pieces" },
+      h("h3", {}, `${pieces.length} pieces of at most ${collection.chunking.max_tokens} tokens (${collection.chunking.overlap_tokens} overlap), as stored and embedded`),
+      h("ol", { class: "pieces", start: "0" }, pieces.map((piece) => h("li", { "data-piece": piece.index },
+        h("span", { class: "muted" }, `from character ${number(piece.start)}: `), piece.text)))) : null,
+    status));
   opened.querySelector("#opened-title").focus();
 }

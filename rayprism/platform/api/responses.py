@@ -216,12 +216,24 @@ class DocumentsDeleted(TypedDict):
     deleted: int
 
 
+@documented
+class DocumentPiece(TypedDict):
+    """One piece of a chunked collection's document, as stored and embedded."""
+
+    index: int
+    start: int
+    """Where the piece starts in the document's text (a character offset)."""
+    text: str
+
+
 @with_config(ConfigDict(use_attribute_docstrings=True, extra="allow"))
 class Document(TypedDict):
     """The document's id, its text and its metadata fields."""
 
     object: Literal["document"]
     id: str | int
+    pieces: NotRequired[list[DocumentPiece]]
+    """With ``?pieces=true`` (a chunked collection): the pieces it is stored as, in order."""
 
 
 @documented

@@ -367,6 +367,14 @@ class MilvusStore:
         (:func:`~rayprism.platform.store.pieces.whole_documents`): an upsert leaves those alone if unchanged."""
         return whole_documents(self._pieces_of(name, ids, PIECE_READ_FIELDS))
 
+    def pieces(self, name: str, document_id: Any) -> list[dict]:
+        """A chunked collection's document as it is stored: its pieces in order, each with its index, where it
+        starts in the document's text, and its text."""
+        text_field = self._fixed_layout(name).text_field
+        rows = self._pieces_of(name, [document_id], [PIECE_INDEX_FIELD, PIECE_START_FIELD, text_field])
+        return [{"index": row[PIECE_INDEX_FIELD], "start": row[PIECE_START_FIELD], "text": row[text_field]}
+                for row in sorted(rows, key=lambda row: row[PIECE_INDEX_FIELD])]
+
     def _pieces_of(self, name: str, ids: list, output_fields: list[str] | tuple[str, ...]) -> list[dict]:
         """Every stored piece of these documents (read in pages: a long document has many)."""
         if not ids:
