@@ -34,6 +34,8 @@ import httpx
 import numpy as np
 from services import REPO, rayprism_service, start, stop
 
+from rayprism.platform.batches import UNFINISHED
+
 DATA = REPO.parent / "shared" / "data" / "debian"
 MODEL = "minilm"
 
@@ -67,7 +69,7 @@ def wait_ended(client, batch_id: str, timeout_s: float = 3600):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
+        if batch.status not in UNFINISHED:
             return batch
         time.sleep(0.5)
     raise SystemExit(f"batch {batch_id} did not end in {timeout_s} s")

@@ -246,11 +246,10 @@ class DocumentsService:
             raise InvalidInputError(f"id {error}", param="id") from None
         with self._collections.forgotten_if_gone(config.name):
             found = await self._store.get(config.name, [key], ["id", config.text_field, *config.fields])
+            if found and pieces:
+                found[0]["pieces"] = await self._store.pieces(config.name, key)
         if not found:
             raise NotFoundError(f"document {document_id!r} is not in collection {name!r}")
-        if pieces:
-            with self._collections.forgotten_if_gone(config.name):
-                return Document(object="document", **found[0], pieces=await self._store.pieces(config.name, key))
         return Document(object="document", **found[0])
 
 

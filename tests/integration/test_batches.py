@@ -15,6 +15,7 @@ import numpy as np
 import openai
 import pytest
 
+from rayprism.platform.batches import UNFINISHED
 from tests.integration.conftest import rayprism_serve
 from tests.integration.console_browser import chromium, installed_browser, script_errors, wait_for
 
@@ -62,7 +63,7 @@ def ended(client: openai.OpenAI, batch_id: str, timeout_s: float = 180):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
+        if batch.status not in UNFINISHED:
             return batch
         time.sleep(0.5)
     raise AssertionError(f"batch {batch_id} still {batch.status} after {timeout_s} s: {batch}")
