@@ -88,9 +88,10 @@ class CompressionConfig(StrictModel):
     rescore_multiplier: Integer = Field(default=4, ge=1, le=100)
     """Candidates rescored per hit asked for: 4 keeps ≈0.99 of float Recall@10 for binary MiniLM codes
     (docs/benchmarks.md); higher costs a larger fetch of float vectors per search."""
-    int8_ranges: list[list[float]] | None = None
+    int8_ranges: list[list[float]] | None = Field(default=None, exclude_if=lambda ranges: ranges is None)
     """An int8 tier's buckets, ``[minimums, maximums]`` per dimension. Default: calibrated on the first vectors
-    written. A backup carries the ones in use, so that a restore encodes every vector to the codes it had."""
+    written. A backup carries the ones in use, so that a restore encodes every vector to the codes it had. Left out
+    of a dumped config while unset, so that a described collection shows the block as it was declared."""
 
     @model_validator(mode="after")
     def _ranges_fit(self) -> CompressionConfig:
