@@ -3,9 +3,9 @@
 ``batches.cancel`` and ``files.content`` work unchanged.
 
 The routes keep files and batch records in ``batches.dir`` (:mod:`rayprism.platform.batches`) and start each
-batch's job (:mod:`rayprism.jobs.batches`) through the launcher ``rayprism serve`` gives the replicas; the job
-sends the batch's lines back to the serving replicas (:meth:`EmbeddingService.batch_lines`), behind online
-requests.
+batch's job (:mod:`rayprism.jobs.batches`) through the launcher that ``rayprism serve`` and the cluster's
+application (:mod:`rayprism.application`) give the replicas; the job sends the batch's lines back to the
+serving replicas (:meth:`EmbeddingService.batch_lines`), behind online requests.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class BatchService:
     async def create(self, request: BatchRequest) -> Batch:
         if self._launcher is None:
             raise InvalidInputError("this service runs no batch jobs: its application was built without them "
-                                    "(`rayprism serve` builds it with them)")
+                                    "(`rayprism serve` and rayprism.application:app_builder build it with them)")
         batch = await asyncio.to_thread(self.store.create, request)
         await asyncio.to_thread(self._launch, batch.id)
         return batch
