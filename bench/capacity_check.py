@@ -33,8 +33,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.capacity import fitted  # noqa: E402
+
 DIMENSIONS = 384
 BATCH_ROWS = 5000
+FIT_QUERIES = 20
+"""Searches at each smaller size (their CPU is the scan's line, measured by bench/capacity.py already)."""
 COMPRESSION = {"float32": None, "binary": {"type": "binary"}, "int8": {"type": "int8"}}
 
 
@@ -48,25 +53,25 @@ def collection_name(tier: str) -> str:
 
 
 def load(store_path: Path, tier: str, rows: int, seed: int = 0) -> dict:
-    """``rows`` vectors into a fresh collection of ``tier``, through the store layer (no mirror while loading)."""
+    """The collection of ``tier`` grown to ``rows`` vectors (created first if missing), through the store layer (no
+    mirror while loading): rows ``r{count}`` … ``r{rows - 1}``, vectors seeded by where they start."""
     from rayprism.platform.config import DENSE_FIELD, CollectionConfig
     from rayprism.platform.store.milvus import MilvusStore
 
     store = MilvusStore(str(store_path), cache_max_rows=0)
     name = collection_name(tier)
-    if store.exists(name):
-        store.drop(name)
     store.ensure(CollectionConfig(name=name, bm25=False, compression=COMPRESSION[tier]), DIMENSIONS)
-    rng = np.random.default_rng(seed)
+    first = store.count(name)
+    rng = np.random.default_rng([seed, first])
     started, cpu = time.perf_counter(), time.process_time()
-    for start in range(0, rows, BATCH_ROWS):
+    for start in range(first, rows, BATCH_ROWS):
         vectors = unit_vectors(rng, min(BATCH_ROWS, rows - start))
         store.upsert(name, [{"id": f"r{start + i}", DENSE_FIELD: vector, "text": ""} for i, vector in enumerate(vectors)])
     store.flush(name)
     seconds = time.perf_counter() - started
     count = store.count(name)
     store.close()
-    return {"rows": rows, "count": count, "load_s": seconds, "load_rows_per_s": rows / seconds,
+    return {"rows": rows - first, "count": count, "load_s": seconds, "load_rows_per_s": (rows - first) / seconds,
             "load_cpu_s": time.process_time() - cpu}
 
 
@@ -117,7 +122,8 @@ def drop(store_path: Path, tier: str) -> dict:
     from rayprism.platform.store.milvus import MilvusStore
 
     store = MilvusStore(str(store_path))  # the next tier's rows in place of these: the disk stays small
-    store.drop(collection_name(tier))
+    if store.exists(collection_name(tier)):
+        store.drop(collection_name(tier))
     store.close()
     return {}
 
@@ -150,6 +156,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--tiers", default="float32,binary,int8")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--fit-rows", type=lambda text: [int(size) for size in text.split(",")],
+                        default=[100_000, 300_000], help="smaller sizes the collection grows through first, each "
+                        "restarted: the restart line fitted through them predicts the one at --rows")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "capacity-check.json")
     parser.add_argument("--store", type=Path, help="the Lite file (default: a temporary directory's)")
     parser.add_argument("--step", nargs=2, metavar=("STEP", "TIER"), help=argparse.SUPPRESS)
@@ -163,11 +172,20 @@ def main() -> None:
         record(args.out, "run", {"rows": args.rows, "started": time.strftime("%Y-%m-%d %H:%M"),
                                  "load_average": os.getloadavg()})
         for tier in args.tiers.split(","):
-            loaded = in_fresh_process("load", store_path, tier, args)
-            print(f"{tier}: loaded {loaded}", flush=True)
-            first = in_fresh_process("restart", store_path, tier, args)
-            print(f"{tier}: restart {first}", flush=True)
-            result = {"load": loaded, "restart": first}
+            in_fresh_process("drop", store_path, tier, args)
+            points = []
+            for rows in [*(size for size in args.fit_rows if size < args.rows), args.rows]:
+                step_args = argparse.Namespace(**{**vars(args), "rows": rows,
+                                                  "queries": args.queries if rows == args.rows else FIT_QUERIES})
+                loaded = in_fresh_process("load", store_path, tier, step_args)
+                print(f"{tier}: loaded {loaded}", flush=True)
+                restarted = in_fresh_process("restart", store_path, tier, step_args)
+                print(f"{tier}: restart {restarted}", flush=True)
+                points.append({"load": loaded, "restart": restarted})
+            result = {**points[-1], "restart_points": [point["restart"] for point in points[:-1]]}
+            if len(points) > 2:
+                result["restart_fit"] = {key: fitted(result["restart_points"], key)
+                                         for key in ("restart_s", "restart_cpu_s", "mirror_build_s")}
             if COMPRESSION[tier] is not None:
                 result["restart_from_codes"] = in_fresh_process("restart", store_path, tier, args)
                 print(f"{tier}: restart from codes {result['restart_from_codes']}", flush=True)
