@@ -279,17 +279,20 @@ def fill_table(measured: dict, fills: dict) -> str:
 
 def restart_table(check: dict) -> str:
     """Each restart of the check's collections as it grew (the line through the smaller sizes predicts the largest):
-    wall and CPU seconds, and per 1,000 rows, which stays flat when the restart is linear in N."""
+    wall and CPU seconds, and CPU per 1,000 rows, which stays flat when the restart is linear in N; beside them, what one
+    page of ``query_iterator`` cost on the same collection (how a build read it before: N / 4,096 such pages)."""
     rows = []
     for tier in ("float32", "binary", "int8"):
         if tier not in check:
             continue
         for point in [*check[tier].get("restart_points", []), check[tier]["restart"]]:
             rows.append([TIER_LABELS[tier], f"{point['rows']:,}", f"{point['restart_s']:,.0f}",
-                         f"{point['restart_cpu_s']:,.0f}", f"{1000 * point['restart_s'] / point['rows']:.2f}",
-                         f"{point['open_s']:.0f} + {point['mirror_build_s']:.0f}"])
-    return table(["tier", "rows", "restart wall s", "restart CPU s", "wall s per 1,000 rows",
-                  "open Lite + build mirror (s)"], rows)
+                         f"{point['restart_cpu_s']:,.0f}", f"{1000 * point['restart_cpu_s'] / point['rows']:.3f}",
+                         f"{point['open_s']:.0f} + {point['mirror_build_s']:.0f}",
+                         " / ".join(f"{point[key]:.2f}" if key in point else "—"
+                                    for key in ("iterator_page_s", "iterator_page_cpu_s"))])
+    return table(["tier", "rows", "restart wall s", "restart CPU s", "CPU s per 1,000 rows",
+                  "open Lite + build mirror (wall s)", "one query_iterator page of 4,096 rows, wall / CPU s"], rows)
 
 
 def _predicted_measured(line: dict | None, rows: float, measured: float | None) -> str:
