@@ -287,33 +287,6 @@ def fetch_point(path: Path, rows: int) -> dict:
     return {"rows": rows, "fetch_cpu_s": (time.process_time() - started) / 50}
 
 
-def restart_costs(work: Path) -> dict:
-    """A float32 collection's restart (open the Lite store, build its mirror) at two sizes, through
-    bench/capacity_check.py's steps, fitted: the model's restart time for N rows."""
-    from types import SimpleNamespace
-
-    from bench.capacity_check import in_fresh_process
-
-    points = []
-    for rows in (20_000, 60_000):
-        args = SimpleNamespace(rows=rows, queries=20)
-        store = work / f"restart-{rows}.db"
-        in_fresh_process("load", store, "float32", args)
-        restarted = in_fresh_process("restart", store, "float32", args)
-        points.append({key: restarted[key] for key in ("rows", "restart_s", "restart_cpu_s", "mirror_build_s")
-                       if key in restarted})
-        print(f"  restart {points[-1]}", flush=True)
-    return {key: fitted(points, key) for key in ("restart_s", "restart_cpu_s", "mirror_build_s") if key in points[0]}
-
-
-def measure_again(out: Path, section: str) -> None:
-    """One section measured again (``restart_lite``), the rest of ``out`` kept."""
-    results = json.loads(out.read_text())
-    with tempfile.TemporaryDirectory() as directory:
-        results[section] = {"restart_lite": restart_costs}[section](Path(directory))
-    out.write_text(json.dumps(results, indent=1) + "\n")
-
-
 def measure(out: Path) -> None:
     results: dict = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count(),
                      "load_average_start": os.getloadavg()}
@@ -326,8 +299,6 @@ def measure(out: Path) -> None:
         results["fusion"] = fusion_costs()
         print("rescore fetch (Milvus Lite)", flush=True)
         results["rescore_fetch_lite"] = rescore_fetch_costs(work)
-        print("restart (Milvus Lite, float32)", flush=True)
-        results["restart_lite"] = restart_costs(work)
     results["tiers"] = {}
     for tier in TIER_SIZES:
         print(f"tier {tier}", flush=True)
@@ -346,7 +317,6 @@ def main() -> None:
     parser.add_argument("--check", type=Path, default=REPO / "bench" / "capacity-check.json")
     parser.add_argument("--replicas", type=Path, default=REPO / "bench" / "store-replicas.json")
     parser.add_argument("--report", action="store_true", help="only regenerate docs/capacity.md from the JSON files")
-    parser.add_argument("--again", choices=["restart_lite"], help="measure one section again, keep the rest")
     parser.add_argument("--point", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--fetch-point", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -356,9 +326,7 @@ def main() -> None:
     if args.fetch_point:
         print(json.dumps(fetch_point(Path(args.fetch_point[0]), int(args.fetch_point[1]))))
         return
-    if args.again:
-        measure_again(args.out, args.again)
-    elif not args.report:
+    if not args.report:
         measure(args.out)
     from bench.capacity_model import write_report
 

@@ -241,9 +241,9 @@ def check_table(measured: dict, check: dict) -> str:
         n = restart["rows"]
         predicted_memory = memory_bytes(measured, tier, n)
         predicted_cpu = store_cpu_s(measured, tier, n)
-        restart_cell = _predicted_measured(measured.get("restart_lite", {}).get("restart_s"), n, restart["restart_s"])
-        restart_cpu_cell = _predicted_measured(measured.get("restart_lite", {}).get("restart_cpu_s"), n,
-                                               restart.get("restart_cpu_s"))
+        fit = check[tier].get("restart_fit", {})
+        restart_cell = _predicted_measured(fit.get("restart_s"), n, restart["restart_s"])
+        restart_cpu_cell = _predicted_measured(fit.get("restart_cpu_s"), n, restart.get("restart_cpu_s"))
         rows.append([TIER_LABELS[tier], f"{n:,}",
                      f"{predicted_memory / 2**20:,.0f} / {restart['rss_delta_bytes'] / 2**20:,.0f} "
                      f"({restart['rss_delta_bytes'] / predicted_memory:.2f})" if restart["rss_delta_bytes"] > 0 else
@@ -277,9 +277,27 @@ def fill_table(measured: dict, fills: dict) -> str:
                   "CPU ms per search (no Milvus fetch) predicted / measured (ratio)"], rows)
 
 
+def restart_table(check: dict) -> str:
+    """Each restart of the check's collections as it grew (the line through the smaller sizes predicts the largest):
+    wall and CPU seconds, and CPU per 1,000 rows, which stays flat when the restart is linear in N; beside them, what one
+    page of ``query_iterator`` cost on the same collection (how a build read it before: N / 4,096 such pages)."""
+    rows = []
+    for tier in ("float32", "binary", "int8"):
+        if tier not in check:
+            continue
+        for point in [*check[tier].get("restart_points", []), check[tier]["restart"]]:
+            rows.append([TIER_LABELS[tier], f"{point['rows']:,}", f"{point['restart_s']:,.0f}",
+                         f"{point['restart_cpu_s']:,.0f}", f"{1000 * point['restart_cpu_s'] / point['rows']:.3f}",
+                         f"{point['open_s']:.0f} + {point['mirror_build_s']:.0f}",
+                         " / ".join(f"{point[key]:.2f}" if key in point else "—"
+                                    for key in ("iterator_page_s", "iterator_page_cpu_s"))])
+    return table(["tier", "rows", "restart wall s", "restart CPU s", "CPU s per 1,000 rows",
+                  "open Lite + build mirror (wall s)", "one query_iterator page of 4,096 rows, wall / CPU s"], rows)
+
+
 def _predicted_measured(line: dict | None, rows: float, measured: float | None) -> str:
-    """``predicted / measured (measured ÷ predicted)`` for a fitted line at ``rows`` (float32's restart line: every
-    tier's first restart reads the float vectors); a dash where either is missing."""
+    """``predicted / measured (measured ÷ predicted)`` for a fitted line at ``rows`` (the tier's restarts at smaller
+    sizes); a dash where either is missing."""
     if measured is None:
         return "—"
     if not line:
@@ -410,6 +428,7 @@ def generated(measured: dict, check: dict | None, replicas: dict | None, assumpt
                      + fill_table(measured, check["fill"]))
     if check and any(tier in check for tier in ("float32", "binary", "int8")):
         parts.append("### The model against a store restarted over Milvus Lite\n\n" + check_table(measured, check))
+        parts.append("### Restarts of a Lite store as its collection grew\n\n" + restart_table(check))
     parts.append("### Assumptions (change them in bench/capacity_model.py)\n\n" + assumptions_table(assumptions))
     parts += [f"![{image}]({image})" for image in images]
     return "\n\n".join(parts)

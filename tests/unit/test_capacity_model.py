@@ -30,7 +30,6 @@ MEASURED = {
     "rerank": {"cpu_s_per_pair": 0.01, "tokens_per_pair": 100.0},
     "fusion": {"cpu_s_per_call": 0.0001, "candidates": 100},
     "rescore_fetch_lite": {"fixed": 0.0, "per_row": 0.0, "points": [[10_000, 0.0012], [40_000, 0.0008]]},  # mean 0.001
-    "restart_lite": {"restart_s": {"fixed": 5.0, "per_row": 1e-4}},  # 105 s at 1M rows
     "tiers": {"float32": tier(1600, 0.0002, 1e-9), "int8": tier(400, 0.0002, 5e-10), "binary": tier(100, 0.0002, 1e-10),
               "fde": tier(110_000, 0.004, 2e-8), "bm25": tier(900, 0.0003, 0.0)},
 }
@@ -77,7 +76,10 @@ def test_the_report_replaces_only_its_generated_part_and_checks_the_1m_run(tmp_p
     page.write_text(f"# Capacity\n\nWritten by hand.\n\n{BEGIN}\nold tables\n{END}\n\nAlso by hand.\n")
     check = {"float32": {"restart": {"rows": 1_000_000, "rss_delta_bytes": 1600e6 * 1.1, "search_cpu_s": 0.0012 * 1.25,
                                      "search_p50_ms": 3.0, "search_p99_ms": 9.0, "open_s": 10.0, "mirror_build_s": 100.0,
-                                     "restart_s": 110.0 * 1.05}}}
+                                     "restart_s": 110.0 * 1.05, "restart_cpu_s": 90.0},
+                         "restart_points": [{"rows": 100_000, "restart_s": 15.0, "restart_cpu_s": 12.0, "open_s": 1.0,
+                                             "mirror_build_s": 14.0, "iterator_page_s": 0.5}],
+                         "restart_fit": {"restart_s": {"fixed": 5.0, "per_row": 1e-4}}}}  # 105 s at 1M rows
     check["fill"] = {"binary": {"rows": 1_000_000, "rss_bytes": 100e6 * 0.9, "search_cpu_s": 0.0003 * 1.5}}
     replicas = {"runs": {"1": {"store_cpu_s_per_search": 0.002}, "2": {"store_cpu_s_per_search": 0.003}}}
     write_report(tmp_path, MEASURED, check, replicas, SMALL)
@@ -87,6 +89,7 @@ def test_the_report_replaces_only_its_generated_part_and_checks_the_1m_run(tmp_p
     assert "(1.10)" in text and "(1.25)" in text  # measured ÷ predicted, memory and CPU per search
     assert "| 95 / 86 (0.90) | 0.300 / 0.450 (1.50) |" in text  # the binary mirror filled at 1M: 100 MB, 0.3 ms
     assert "105 / 116 (1.10)" in text  # restart: 5 s + 1M × 0.1 ms predicted, 115.5 s measured
+    assert "| float32 mirror (384-d) | 100,000 | 15 | 12 | 0.120 | 1 + 14 | 0.50 / — |" in text  # 15 s for 100k rows
     assert "**500 searches/s**" in text  # the one-process ceiling, 1 / 0.002
     assert "each search cost 3.00 ms summed" in text
     assert "| `utilisation` | 0.5 |" in text

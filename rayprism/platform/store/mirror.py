@@ -25,6 +25,7 @@ from rayprism.platform.store.compressed import CodeFiles, CodeRoute, FetchVector
 from rayprism.platform.store.filter_compiler import Columns, FilterError, Unsupported, filter_mask
 from rayprism.platform.store.flushing import FlushGate
 from rayprism.platform.store.layout import Layout
+from rayprism.platform.store.mirror_loading import PAGE_ROWS, collection_keys, rows_by_key
 from rayprism.platform.store.mirror_memory import DenseTierMemory, MirrorMemory, TokenMemory
 from rayprism.platform.store.routes import Bm25Route, DenseRoute, RowTable
 from rayprism.platform.store.token_files import TokenFiles
@@ -53,10 +54,12 @@ class Mirror:
     compressed tier), ``sparse`` (BM25) and ``tokens`` (a multi-vector collection's token vectors, for
     reranking), and the filterable fields as columns, so a filter becomes a mask over the same rows."""
 
-    def __init__(self, layout: Layout, bm25_scoring: dict | None, fetch_vectors: FetchVectors):
+    def __init__(self, layout: Layout, bm25_scoring: dict | None, fetch_vectors: FetchVectors, *,
+                 capacity: int = 1024):
         """``bm25_scoring``: :class:`Bm25Route`'s arguments (see :func:`lite_bm25_scoring`), None without BM25;
-        ``fetch_vectors``: float vectors from Milvus, for rescoring a compressed tier's candidates."""
-        self.rows = RowTable()
+        ``fetch_vectors``: float vectors from Milvus, for rescoring a compressed tier's candidates;
+        ``capacity``: rows the arrays hold before they grow (a build knows its count: no doubling, no slack)."""
+        self.rows = RowTable(capacity)
         self.text_field = layout.text_field
         self.routes: dict[str, DenseRoute | CodeRoute | Bm25Route | TokenRoute] = {}
         normalise = layout.metric == "COSINE"
@@ -72,7 +75,7 @@ class Mirror:
             self.routes[TOKENS_KEY] = TokenRoute(self.rows)
         ids = ({"id": "varchar", DOCUMENT_ID_FIELD: layout.id_type, PIECE_INDEX_FIELD: "int64"} if layout.chunking
                else {"id": layout.id_type})
-        self.columns = Columns({**ids, **layout.fields})
+        self.columns = Columns({**ids, **layout.fields}, capacity)
         self._fetch_vectors = fetch_vectors
         self.codes_read_back = False
         """Whether the compressed tier's codes came from their file rather than from encoding vectors."""
@@ -296,8 +299,10 @@ class MirrorManager:
 
 
 def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors: FetchVectors,
-                 saved: SavedCodes | None = None, tokens: dict | None = None) -> Mirror | None:
-    """A loaded collection's mirror, filled from Milvus; None if nothing in it is worth mirroring
+                 saved: SavedCodes | None = None, tokens: dict | None = None, *,
+                 page_rows: int = PAGE_ROWS) -> Mirror | None:
+    """A loaded collection's mirror, filled from Milvus (its keys, then its rows by key, ``page_rows`` at a
+    time: see :mod:`~rayprism.platform.store.mirror_loading`); None if nothing in it is worth mirroring
     (FLAT cosine/IP vectors, exact either way, a compressed tier's codes, BM25 text and a
     multi-vector collection's token vectors are).
 
@@ -306,32 +311,24 @@ def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors:
     (a multi-vector collection's, by id, from its files) join the rows read from Milvus; a
     document without any is never a search hit (a warning says how many there are).
     """
-    def new_mirror() -> Mirror:
+    def new_mirror(capacity: int) -> Mirror:
         return Mirror(layout, lite_bm25_scoring(client, name, layout.text_field) if layout.bm25 else None,
-                      fetch_vectors)
+                      fetch_vectors, capacity=capacity)
 
-    mirror = new_mirror()
-    if not mirror.routes:
+    if not new_mirror(0).routes:
         return None
+    keys = collection_keys(client, name)
+    mirror = new_mirror(len(keys))
     if saved is not None and mirror.code_route is not None:
-        if _filled_from_saved(client, name, mirror, saved):
+        if _filled_from_saved(client, name, mirror, saved, keys, page_rows):
             return mirror
         logger.info("the saved codes of %r do not match its documents; encoding them again", name)
-        mirror = new_mirror()
-    if mirror.token_route is None:
-        _fill(client, name, mirror.output_fields(), mirror.upsert)
-        return mirror
+        mirror = new_mirror(len(keys))
     missing: list = []
-
-    def write_with_tokens(records: list[dict]) -> None:
-        for record in records:
-            matrix = (tokens or {}).get(record["id"])
-            if matrix is None:
-                missing.append(record["id"])
-            record[TOKENS_KEY] = matrix if matrix is not None else np.zeros((0, 0), dtype=np.float32)
+    for records in rows_by_key(client, name, keys, mirror.output_fields(), page_rows):
+        if mirror.token_route is not None:
+            missing += _with_tokens(records, tokens or {})
         mirror.upsert(records)
-
-    _fill(client, name, mirror.output_fields(), write_with_tokens)
     if missing:
         logger.warning("%d documents of %r have no token vectors (written outside the document API?), e.g. %r; "
                        "multi-vector search leaves them out until they are upserted again", len(missing), name,
@@ -339,34 +336,30 @@ def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors:
     return mirror
 
 
-def _filled_from_saved(client: MilvusClient, name: str, mirror: Mirror, saved: SavedCodes) -> bool:
-    """Fill ``mirror`` with the stored fields and the saved codes; False if some document has none."""
+def _with_tokens(records: list[dict], tokens: dict) -> list:
+    """Give each record its token vectors (none where it has none); returns the ids that have none."""
+    missing = []
+    for record in records:
+        matrix = tokens.get(record["id"])
+        if matrix is None:
+            missing.append(record["id"])
+        record[TOKENS_KEY] = matrix if matrix is not None else np.zeros((0, 0), dtype=np.float32)
+    return missing
+
+
+def _filled_from_saved(client: MilvusClient, name: str, mirror: Mirror, saved: SavedCodes, keys: list,
+                       page_rows: int) -> bool:
+    """Fill ``mirror`` with the stored fields and the saved codes; False if the codes are not exactly the
+    documents' (some key has none, or a document went missing meanwhile)."""
     row_of = {doc: row for row, doc in enumerate(saved.ids)}
+    if len(keys) != len(row_of) or any(key not in row_of for key in keys):
+        return False
     mirror.code_route.ranges = saved.ranges
-
-    def write(records: list[dict]) -> bool:
-        rows = [row_of.get(record["id"]) for record in records]
-        if None in rows:
-            return False
-        mirror.upsert(records, codes=saved.codes[np.asarray(rows, dtype=np.int64)])
-        return True
-
-    complete = _fill(client, name, mirror.output_fields(with_vectors=False), write)
-    mirror.codes_read_back = complete and len(mirror) == len(row_of)
+    for records in rows_by_key(client, name, keys, mirror.output_fields(with_vectors=False), page_rows):
+        rows = np.asarray([row_of[record["id"]] for record in records], dtype=np.int64)
+        mirror.upsert(records, codes=saved.codes[rows])
+    mirror.codes_read_back = len(mirror) == len(row_of)
     return mirror.codes_read_back
-
-
-def _fill(client: MilvusClient, name: str, output_fields: list[str],
-          write: Callable[[list[dict]], bool | None]) -> bool:
-    """Stream the collection's rows into ``write``; False as soon as ``write`` answers False."""
-    iterator = client.query_iterator(name, batch_size=4096, output_fields=output_fields)
-    try:
-        while records := iterator.next():
-            if write(records) is False:
-                return False
-        return True
-    finally:
-        iterator.close()
 
 
 def _apply(mirror: Mirror, operation: str, payload: list) -> None:
