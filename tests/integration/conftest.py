@@ -146,6 +146,69 @@ def rayprism_serve(config: Path, **env: str) -> Iterator[tuple[str, Path]]:
         shutil.rmtree(ray_home, ignore_errors=True)
 
 
+OPS = "sk-ops-0123456789abcdef"  # admin, from $RAYPRISM_TEST_OPS_KEY where the service runs
+SEARCH_UI = "sk-search-ui-0123456789abcdef"  # read:*
+TEAM_A = "sk-team-a-0123456789abcdef"  # given to the service as its digest
+FLOOD = "sk-flood-0123456789abcdef"  # 1 request/s, 2 at once
+BATCH = "sk-batch-0123456789abcdef"  # 10 inputs/s, 10 at once
+READER = "sk-reader-0123456789abcdef"  # read:*
+KEYED_CONFIG = """\
+server:
+  audit_log: {folder}/audit.jsonl
+  api_keys:
+    - {{name: search-ui, key: "{search_ui}", scopes: ["read:*"]}}
+    - {{name: team-a, sha256: "{team_a}", scopes: ["embed", "read:team_a_*", "write:team_a_*"]}}
+    - {{name: ops, key_env: RAYPRISM_TEST_OPS_KEY, scopes: ["admin"]}}
+    - {{name: flood, key: "{flood}", scopes: ["embed", "read:*"], rate: {{requests_per_s: 1, burst_s: 2}}}}
+    - {{name: batch, key: "{batch}", scopes: ["embed"], rate: {{inputs_per_s: 10, burst_s: 1}}}}
+    - {{name: reader, key: "{reader}", scopes: ["read:*"]}}
+models:
+  - {{name: tiny, source: {model}}}
+  - {{name: tiny2, source: {model}}}  # a second model to re-embed with
+store: {{uri: {folder}/store.db}}
+"""
+
+
+@pytest.fixture(scope="session")
+def keyed_service(tmp_path_factory, tiny_model_path) -> Iterator[tuple[str, Path, Path]]:
+    """A `rayprism serve` with the keys above (keys given as text, as a digest and by an environment variable;
+    scopes; quotas), shared by the modules that test keys (a start costs ~35 s): its URL, its Ray's log folder
+    and its audit file. What a test reads from the logs or the audit file is what it made after it began."""
+    import hashlib
+
+    folder = tmp_path_factory.mktemp("keyed")
+    config = folder / "serve.yaml"
+    config.write_text(KEYED_CONFIG.format(folder=folder, search_ui=SEARCH_UI, flood=FLOOD, batch=BATCH, reader=READER,
+                                          team_a=hashlib.sha256(TEAM_A.encode()).hexdigest(), model=tiny_model_path))
+    with rayprism_serve(config, RAYPRISM_TEST_OPS_KEY=OPS) as (url, logs):
+        yield url, logs, folder / "audit.jsonl"
+
+
+OWN_CONFIG = """\
+server: {{audit_log: {folder}/audit.jsonl}}
+deployment: {{num_cpus: 0.5}}
+models:
+  - {{name: tiny, source: {model}}}
+store: {{uri: {folder}/store.db, cache_max_rows: 1, flush_after_s: 0.2}}
+batches: {{dir: {folder}/batches, lines_per_unit: 10, workers: 1}}
+collections:
+  - {{name: late, model: tiny, multivector: {{}}}}
+"""
+
+
+@pytest.fixture(scope="session")
+def own_service(tmp_path_factory, tiny_model_path) -> Iterator[tuple[str, Path]]:
+    """A `rayprism serve` without keys, shared by the modules that need settings the session's service lacks (a
+    start costs ~35 s): the OpenAI Batch API (test_batches), and a store that mirrors at most one row, so that the
+    multi-vector collection ``late`` never has all its token vectors in memory (test_sdk_not_ready). Its URL and
+    its folder (the audit file, the batches)."""
+    folder = tmp_path_factory.mktemp("own")
+    config = folder / "serve.yaml"
+    config.write_text(OWN_CONFIG.format(folder=folder, model=tiny_model_path))
+    with rayprism_serve(config) as (url, _):
+        yield url, folder
+
+
 def pytest_collection_modifyitems(items):
     """Everything here starts Ray (or needs the session's service): slow by definition."""
     here = Path(__file__).parent
