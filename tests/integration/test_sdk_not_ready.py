@@ -18,7 +18,7 @@ SEARCH = {"query": "a window manager", "k": 3}
 RETRY_AFTER_S = NotReadyError.default_retry_after_s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def unmirrored(own_service):
     """The URL of a `rayprism serve` (its own Ray, as a user starts it) that mirrors at most one row, with two
     documents in its multi-vector collection: they are never all in memory."""
