@@ -10,7 +10,9 @@ In one run:
 2. ingests the corpus into each through the documents endpoint (the path ``rayprism ingest`` takes), timed;
    the chunked collection in slices of 64 pages, each followed by the plain script's chunk-and-encode of the
    same slice in this process (the ingest baseline, measured at the same minutes on the same machine; the
-   service's Ray workers run at nice 0, as this process does, instead of Ray's 15);
+   service's Ray workers run at nice 0, as this process does, instead of Ray's 15); besides the rates, the CPU
+   seconds each side spends per page (the service's processes and this process's HTTP client, against this
+   process alone), which a shared machine's load moves far less than wall time;
 3. scores the 500 dev description queries (MRR@10, R@10, one hit per page) in hybrid (the default), dense
    and sparse modes, and the 300 deep queries (a sentence from deep inside a long page): the page in the top
    10, and for the chunked collection its top passage holding the sentence;
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from services import rayprism_service, start, stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,28 +82,46 @@ def source_documents(pages: list[dict]):
             for page in pages]
 
 
-def ingest(client, name: str, pages: list[dict], batch_size: int, plain: PlainScript | None = None,
-           slice_pages: int = 64):
+def tree_cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds of a process and every process under it (a service and the Ray it started) so far."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def ingest(client, name: str, pages: list[dict], batch_size: int, service: psutil.Process,
+           plain: PlainScript | None = None, slice_pages: int = 64):
     """Ingest ``pages`` into ``name``; with ``plain``, in slices of ``slice_pages``, each followed by the plain
     script's chunk-and-encode of the same slice, so that both rates are measured on the same machine at the same
-    minutes (a shared box's load drifts over the hour a full run takes)."""
+    minutes (a shared box's load drifts over the hour a full run takes). Returns the summary and the CPU seconds
+    spent (``service``'s processes and this process's client)."""
     from rayprism.client import IngestSummary
 
     total = IngestSummary()
+    cpu = 0.0
     step = slice_pages if plain is not None else len(pages)
     for first in range(0, len(pages), step):
         part = pages[first:first + step]
+        cpu_before = tree_cpu_seconds(service) + time.process_time()
         summary = client.ingest(name, source_documents(part), batch_size=batch_size)
+        cpu += tree_cpu_seconds(service) + time.process_time() - cpu_before
         total.upserted += summary.upserted
         total.rejected += summary.rejected
         total.seconds += summary.seconds
         if plain is not None:
             plain.encode(part)
-            print(f"  {first + len(part)}/{len(pages)} pages: {name} {total.docs_per_s:.2f} pages/s, "
-                  f"plain script {plain.ingest_rate:.2f} pages/s", flush=True)
+            done = first + len(part)
+            print(f"  {done}/{len(pages)} pages: {name} {total.docs_per_s:.2f} pages/s ({cpu / done:.2f} CPU s/page), "
+                  f"plain script {plain.ingest_rate:.2f} pages/s ({plain.cpu_seconds / done:.2f} CPU s/page)",
+                  flush=True)
     print(f"{name}: ingested {total.upserted} pages in {total.seconds:.0f} s ({total.docs_per_s:.2f} pages/s), "
           f"refused {len(total.rejected)}", flush=True)
-    return total
+    return total, cpu
 
 
 def search_ids(client, name: str, query: str, **options) -> tuple[list[str], list[dict]]:
@@ -122,13 +143,14 @@ def rayprism_runs(args, pages, queries, deep, plain: PlainScript) -> dict:
 
     url = f"http://127.0.0.1:{args.port}"
     service = start(rayprism_service("rayprism", config_path, args.port, worker_niceness=0), work / "serve.log")
+    service_processes = psutil.Process(service.pid)
     results: dict = {"quality": {}, "deep": {}, "ingest": {}, "latency": {}}
     targets = [q["id"] for q in queries]
     try:
         with Client(url, timeout_s=900) as client:
             for name, interleaved in (("chunked", plain), ("plain", None)):
-                summary = ingest(client, name, pages, args.batch_size, interleaved)
-                results["ingest"][name] = (summary.docs_per_s, summary.upserted, len(summary.rejected))
+                summary, cpu = ingest(client, name, pages, args.batch_size, service_processes, interleaved)
+                results["ingest"][name] = (summary.docs_per_s, summary.upserted, len(summary.rejected), cpu)
             time.sleep(3)
             for name in ("chunked", "plain"):
                 for mode in MODES:
@@ -210,6 +232,7 @@ class PlainScript:
         self.parts: list[np.ndarray] = []
         self.pages = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
 
     @property
     def ingest_rate(self) -> float:
@@ -217,7 +240,7 @@ class PlainScript:
 
     def encode(self, pages: list[dict]) -> None:
         """Chunk and encode the next ``pages`` (in corpus order), timed."""
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), time.process_time()
         texts = []
         for index, page in enumerate(pages, start=self.pages):
             for window in windows(page["text"]):
@@ -226,6 +249,7 @@ class PlainScript:
         self.parts.append(self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True))
         self.pages += len(pages)
         self.seconds += time.perf_counter() - started
+        self.cpu_seconds += time.process_time() - cpu_before
 
     def score(self, pages, queries, latency_queries: int) -> dict:
         from rayprism.platform.store.fusion import weighted
@@ -293,12 +317,14 @@ def main() -> None:
     print(f"| hybrid search p50, ms (HTTP, query embedding included) | {c50:.1f} | {u50:.1f} | {c50 / u50:.2f} | "
           f"{plain['latency'][0]:.1f} (in process) |")
     print(f"| hybrid search p99, ms | {c99:.1f} | {u99:.1f} | {c99 / u99:.2f} | {plain['latency'][1]:.1f} |")
-    chunked_rate, stored, _ = ours["ingest"]["chunked"]
-    plain_rate, plain_stored, refused = ours["ingest"]["plain"]
+    chunked_rate, stored, _, chunked_cpu = ours["ingest"]["chunked"]
+    plain_rate, plain_stored, refused, _ = ours["ingest"]["plain"]
     print(f"| ingest, pages/s | {chunked_rate:.2f} | {plain_rate:.2f} | {chunked_rate / plain_rate:.2f} | "
           f"{plain['ingest']:.2f} (chunk and encode) |")
     print(f"| pages stored | {stored} | {plain_stored} ({refused} refused) | — | — |")
-    print(f"\nchunked ingest ÷ plain script's chunk-and-encode rate: {chunked_rate / plain['ingest']:.2f}")
+    print(f"| ingest CPU seconds per page | {chunked_cpu / stored:.2f} | — | — | {script.cpu_seconds / script.pages:.2f} |")
+    print(f"\nchunked ingest ÷ plain script's chunk-and-encode rate: {chunked_rate / plain['ingest']:.2f} "
+          f"(by CPU seconds per page: {(script.cpu_seconds / script.pages) / (chunked_cpu / stored):.2f})")
     print(f"search p50 ms, median of the two: {statistics.median([c50, u50]):.1f}")
 
 

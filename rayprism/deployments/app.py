@@ -18,7 +18,7 @@ from rayprism.deployments.reembed import ReembedJobs
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store_client import StoreClient, StoreDeployment
 from rayprism.deployments.store_coordinator import StoreCoordinator
-from rayprism.platform.config import ServeConfig, is_lite_uri, parse_config
+from rayprism.platform.config import ServeConfig, is_lite_uri
 from rayprism.platform.constants import DEPLOYMENT_NAME, STORE_COORDINATOR_DEPLOYMENT_NAME, STORE_DEPLOYMENT_NAME
 from rayprism.platform.errors import one_line
 
@@ -30,8 +30,8 @@ class ServingReplica(EmbeddingService):
     """One replica: the HTTP app, and every model no group takes with its batcher, in one process."""
 
     def __init__(self, config: dict, store, groups: dict | None = None, batch_jobs: BatchLauncher | None = None):
-        """``batch_jobs``: what starts the OpenAI Batch API's jobs (``rayprism serve`` gives one: this layer does
-        not import :mod:`rayprism.jobs`); none: batches are refused."""
+        """``batch_jobs``: what starts the OpenAI Batch API's jobs (``rayprism serve`` and
+        :mod:`rayprism.application` give one: this layer does not import :mod:`rayprism.jobs`); none: batches are refused."""
         answer_framing_errors_as_json()
         replica = serve.get_replica_context().replica_id.unique_id
         super().__init__(ServeConfig.model_validate(config), replica=replica, groups=groups or {})
@@ -125,13 +125,6 @@ def coordinator_options(config: ServeConfig) -> dict:
     """The one coordinator of several store replicas: every read and write of each asks it something small."""
     return {"name": STORE_COORDINATOR_DEPLOYMENT_NAME, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0},
             "max_ongoing_requests": 4096, "health_check_period_s": config.deployment.health_check_period_s}
-
-
-def app_builder(args: dict) -> Application:
-    """The application a Serve config file (a KubeRay RayService's ``serveConfigV2``) names as
-    ``import_path: rayprism.deployments.app:app_builder``, with the serve YAML under ``args.config``:
-    validated here as ``rayprism serve`` validates its file."""
-    return build_application(parse_config(ServeConfig, args.get("config"), "the application's args.config"))
 
 
 def build_application(config: ServeConfig, batch_jobs: BatchLauncher | None = None) -> Application:

@@ -1,11 +1,11 @@
 """The OpenAI Batch API for embeddings: ``/v1/files`` and ``/v1/batches`` in OpenAI's shapes, so the official
 ``openai`` client's ``files.create``, ``batches.create``, ``batches.retrieve``, ``batches.list``,
-``batches.cancel`` and ``files.content`` work unchanged.
+``batches.cancel``, ``files.content``, ``files.list`` and ``files.delete`` work unchanged.
 
 The routes keep files and batch records in ``batches.dir`` (:mod:`rayprism.platform.batches`) and start each
-batch's job (:mod:`rayprism.jobs.batches`) through the launcher ``rayprism serve`` gives the replicas; the job
-sends the batch's lines back to the serving replicas (:meth:`EmbeddingService.batch_lines`), behind online
-requests.
+batch's job (:mod:`rayprism.jobs.batches`) through the launcher that ``rayprism serve`` and the cluster's
+application (:mod:`rayprism.application`) give the replicas; the job sends the batch's lines back to the
+serving replicas (:meth:`EmbeddingService.batch_lines`), behind online requests.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from fastapi import FastAPI, Query, Request
 from starlette.responses import FileResponse, Response
@@ -25,7 +25,16 @@ from rayprism.deployments.http_io import json_response, read_body
 from rayprism.deployments.openapi import CALLER_ERRORS, answers, request_body
 from rayprism.deployments.service import EmbeddingService
 from rayprism.platform.api.requests import parse_body
-from rayprism.platform.batches import Batch, BatchList, BatchRequest, BatchStore, FileObject, check_upload
+from rayprism.platform.batches import (
+    Batch,
+    BatchList,
+    BatchRequest,
+    BatchStore,
+    FileDeleted,
+    FileList,
+    FileObject,
+    check_upload,
+)
 from rayprism.platform.config import BatchesConfig
 from rayprism.platform.errors import InvalidInputError
 
@@ -34,6 +43,9 @@ logger = logging.getLogger(__name__)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 """Room in an upload's body for its multipart framing and form fields, beyond the file itself."""
 LIST_MAX = 100
+"""The most batches one page lists (OpenAI's limit)."""
+FILES_LIST_MAX = 10_000
+"""The most files one page lists (OpenAI's limit, and its default)."""
 
 
 class BatchLauncher(Protocol):
@@ -59,7 +71,7 @@ class BatchService:
     async def create(self, request: BatchRequest) -> Batch:
         if self._launcher is None:
             raise InvalidInputError("this service runs no batch jobs: its application was built without them "
-                                    "(`rayprism serve` builds it with them)")
+                                    "(`rayprism serve` and rayprism.application:app_builder build it with them)")
         batch = await asyncio.to_thread(self.store.create, request)
         await asyncio.to_thread(self._launch, batch.id)
         return batch
@@ -119,6 +131,20 @@ def add_batch_routes(app: FastAPI, service: EmbeddingService, batches: BatchServ
         body = await read_body(request, upload_limit)
         uploaded = await batches.upload(request.headers.get("content-type", ""), body)
         return json_response(uploaded.model_dump())
+
+    @app.get("/v1/files", responses=answers(FileList, errors=CALLER_ERRORS))
+    async def list_files(limit: int = Query(FILES_LIST_MAX, ge=1, le=FILES_LIST_MAX), after: str | None = None,
+                         order: Literal["asc", "desc"] = "desc", purpose: str | None = None) -> Response:
+        """Files (uploads and batches' output and error files) by creation time, newest first unless
+        `order=asc`; only those of `purpose` if given; `limit` of them after the file `after`."""
+        return json_response((await asyncio.to_thread(store.files.page, limit, after, order, purpose)).model_dump())
+
+    @app.delete("/v1/files/{file_id}", responses=answers(FileDeleted, errors={
+        **CALLER_ERRORS, 409: "An unfinished batch reads the file: cancel it or wait until it ends"}))
+    async def delete_file(file_id: str, request: Request) -> Response:
+        """Delete a file and its bytes; refused (409) while an unfinished batch reads it."""
+        with change(request, file_id):
+            return json_response((await asyncio.to_thread(store.delete_file, file_id)).model_dump())
 
     @app.get("/v1/files/{file_id}", responses=answers(FileObject, errors=CALLER_ERRORS))
     async def get_file(file_id: str) -> Response:

@@ -181,6 +181,6 @@ def create_app(
 
     if collection_services is not None:
         add_collection_routes(app, service, collection_services, audit)
-    # without a launcher (an app built other than by `rayprism serve`), files are taken and batches refused
+    # without a launcher (an app built by `build_application` alone), files are taken and batches refused
     add_batch_routes(app, service, batches or BatchService(service.config.batches, None), audited(audit))
     return app

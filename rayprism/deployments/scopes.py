@@ -40,7 +40,9 @@ ROUTE_SCOPES: dict[tuple[str, str], Action] = {
     ("POST", "/v1/aliases"): "admin",
     ("DELETE", "/v1/aliases/{name}"): "admin",
     ("POST", "/v1/files"): "embed",  # the OpenAI Batch API: files and batches of embeddings requests
+    ("GET", "/v1/files"): "embed",
     ("GET", "/v1/files/{file_id}"): "embed",
+    ("DELETE", "/v1/files/{file_id}"): "embed",
     ("GET", "/v1/files/{file_id}/content"): "embed",
     ("POST", "/v1/batches"): "embed",
     ("GET", "/v1/batches"): "embed",

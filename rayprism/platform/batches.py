@@ -20,12 +20,12 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from rayprism.platform.files import write_atomically
 
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
@@ -109,12 +109,40 @@ class Batch(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-class BatchList(BaseModel):
+Listed = TypeVar("Listed", bound=BaseModel)
+
+
+class ListPage(BaseModel, Generic[Listed]):
+    """OpenAI's cursor page: ``limit`` records after the one named ``after``, in the list's order."""
+
     object: Literal["list"] = "list"
-    data: list[Batch]
+    data: list[Listed]
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+    @classmethod
+    def of(cls, records: list, limit: int, after: str | None) -> ListPage:
+        if after is not None:
+            ids = [record.id for record in records]
+            if after not in ids:
+                raise NotFoundError(f"no {after!r} in this list (the after parameter)", param="after")
+            records = records[ids.index(after) + 1:]
+        data = records[:limit]
+        return cls(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                   has_more=len(records) > limit)
+
+
+BatchList = ListPage[Batch]
+FileList = ListPage[FileObject]
+
+
+class FileDeleted(BaseModel):
+    """OpenAI's answer to a file's deletion."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
 
 
 class BatchRequest(BaseModel):
@@ -211,6 +239,31 @@ class BatchFiles:
         self.get(file_id)
         return self._paths(file_id)[1]
 
+    def all(self) -> list[FileObject]:
+        """Every file, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        records = []
+        for meta in self.directory.glob("file-*.json"):
+            try:
+                records.append(FileObject.model_validate_json(meta.read_bytes()))
+            except FileNotFoundError:  # deleted while listed
+                continue
+        return sorted(records, key=lambda record: (record.created_at, record.id))
+
+    def page(self, limit: int, after: str | None, order: Literal["asc", "desc"], purpose: str | None) -> FileList:
+        """``GET /v1/files``: by creation time in ``order``, of one ``purpose`` if given."""
+        records = [record for record in self.all() if purpose is None or record.purpose == purpose]
+        return FileList.of(records if order == "asc" else records[::-1], limit, after)
+
+    def delete(self, file_id: str) -> FileDeleted:
+        """The record first, so that a reader never finds a record without its bytes."""
+        meta, data = self._paths(file_id)
+        self.get(file_id)
+        meta.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+        return FileDeleted(id=file_id)
+
 
 def check_upload(content: bytes, purpose: str, *, max_bytes: int, max_lines: int) -> None:
     """A file for ``POST /v1/files``: purpose ``batch``, UTF-8, at most ``max_lines`` request lines (each line is
@@ -305,15 +358,15 @@ class BatchStore:
 
     def page(self, limit: int, after: str | None) -> BatchList:
         """``GET /v1/batches``: newest first, ``limit`` of them after the batch ``after``."""
-        batches = self.all()
-        if after is not None:
-            ids = [batch.id for batch in batches]
-            if after not in ids:
-                raise NotFoundError(f"no batch {after!r} (the after parameter)", param="after")
-            batches = batches[ids.index(after) + 1:]
-        data = batches[:limit]
-        return BatchList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                         has_more=len(batches) > limit)
+        return BatchList.of(self.all(), limit, after)
+
+    def delete_file(self, file_id: str) -> FileDeleted:
+        """A file no unfinished batch reads (its job would lose its input mid-way): 409 while one does."""
+        readers = [batch.id for batch in self.all() if batch.status in UNFINISHED and batch.input_file_id == file_id]
+        if readers:
+            raise ConflictError(f"file {file_id!r} is the input of unfinished batch(es) {readers}: cancel them or "
+                                "wait until they end", param="file_id")
+        return self.files.delete(file_id)
 
     def unfinished(self) -> list[str]:
         """Batches whose job must run to end them: after a restart, those it left half done."""

@@ -1,6 +1,6 @@
 """The OpenAI Batch API through `rayprism serve` as a user runs it, driven by the official `openai` client: a batch
 completes and each output line matches what /v1/embeddings answers for the same body; malformed lines land in the
-error file one by one; cancel; list and paging; a service restarted in the middle of a batch finishes it without
+error file one by one; cancel; list and paging of batches and files; deleting a file; a service restarted in the middle of a batch finishes it without
 embedding again the lines it had done."""
 
 import base64
@@ -186,6 +186,24 @@ def test_batches_list_newest_first_and_page(own_service):
     assert created == sorted(created, reverse=True)
     after = client.batches.list(limit=100, after=first.data[-1].id)
     assert [batch.id for batch in after.data] == everything[2:]
+
+
+def test_files_list_and_delete_through_the_openai_client(batch_service):
+    url, _ = batch_service
+    client = client_of(url)
+    batch = ended(client, submit(client, [request_line("d", input="delete me")]).id)
+    listed = list(client.files.list())  # the client follows `after` by itself
+    assert {batch.input_file_id, batch.output_file_id} <= {record.id for record in listed}
+    assert [record.created_at for record in listed] == sorted((record.created_at for record in listed), reverse=True)
+    outputs = client.files.list(purpose="batch_output", order="asc")
+    assert batch.output_file_id in {record.id for record in outputs} and {r.purpose for r in outputs} == {"batch_output"}
+
+    deleted = client.files.delete(batch.input_file_id)
+    assert deleted.deleted and deleted.id == batch.input_file_id
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(batch.input_file_id)
+    assert batch.input_file_id not in {record.id for record in client.files.list()}
+    assert lines_of(client, batch.output_file_id)[0]["custom_id"] == "d"  # the batch's own files stay
 
 
 @pytest.mark.skipif(installed_browser() is None, reason="needs Debian's chromium and chromium-driver")

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 from openai.types import Batch as OpenAIBatch
+from openai.types import FileDeleted as OpenAIFileDeleted
 from openai.types import FileObject as OpenAIFileObject
 
 from rayprism.deployments.background import BackgroundLane
@@ -24,7 +25,7 @@ from rayprism.platform.batches import (
     request_of,
 )
 from rayprism.platform.config import BatchesConfig, ModelConfig, ServeConfig
-from rayprism.platform.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
 
 
 def line(custom_id="a", **body):
@@ -208,3 +209,37 @@ def test_repeated_custom_ids_are_found_before_the_units_run(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"custom_id": "a"}\n\n{not json\n{"custom_id": "b"}\n{"custom_id": "a"}\n[1]\n')
     assert repeated_custom_ids(source) == (5, frozenset({4}))  # blank lines are no requests; rows count from 0
+
+
+def test_files_list_in_either_order_by_purpose_and_page(tmp_path):
+    store = BatchStore(tmp_path)
+    made = []
+    for created, purpose in enumerate(["batch", "batch_output", "batch", "batch"]):
+        record = store.files.add(f"f{created}", purpose, b"{}\n")
+        meta = store.files.directory / f"{record.id}.json"
+        meta.write_bytes(record.model_copy(update={"created_at": 1000 + created}).model_dump_json().encode())
+        made.append(record.id)
+    assert [f.id for f in store.files.page(10, None, "asc", None).data] == made
+    newest = store.files.page(2, None, "desc", "batch")
+    assert [f.id for f in newest.data] == [made[3], made[2]] and newest.has_more
+    rest = store.files.page(2, newest.last_id, "desc", "batch")
+    assert [f.id for f in rest.data] == [made[0]] and not rest.has_more
+    with pytest.raises(NotFoundError, match="after"):
+        store.files.page(2, "file-" + "0" * 24, "desc", None)
+
+
+def test_a_file_is_deleted_unless_an_unfinished_batch_reads_it(tmp_path):
+    store = BatchStore(tmp_path)
+    source = store.files.add("in", "batch", b"{}\n").id
+    batch = store.create(BatchRequest(input_file_id=source, endpoint="/v1/embeddings", completion_window="24h"))
+    with pytest.raises(ConflictError, match=batch.id):
+        store.delete_file(source)
+    assert store.files.content_path(source).read_bytes() == b"{}\n"
+    store.save(store.stored(batch.id).model_copy(update={"status": "completed"}))
+    deleted = OpenAIFileDeleted.model_validate(store.delete_file(source).model_dump())
+    assert deleted.deleted and deleted.id == source
+    with pytest.raises(NotFoundError):
+        store.files.get(source)
+    assert list(store.files.directory.iterdir()) == []
+    with pytest.raises(NotFoundError):
+        store.delete_file(source)

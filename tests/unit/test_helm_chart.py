@@ -216,16 +216,22 @@ def check_serve_config(objects: list[dict]):
     from ray.serve.deployment import Application
     from ray.serve.schema import ServeDeploySchema
 
-    from rayprism.deployments.app import app_builder
+    from rayprism.application import app_builder
+    from rayprism.jobs.batches import BatchJobs
     from rayprism.platform.config import ServeConfig, parse_config
+    from rayprism.platform.constants import APP_NAME
 
     deploy = ServeDeploySchema.model_validate(serve_deploy_config(objects))
     (application,) = deploy.applications
-    assert application.import_path == "rayprism.deployments.app:app_builder"
+    assert application.import_path == "rayprism.application:app_builder"
     assert application.route_prefix == "/"
     assert deploy.http_options.host == "0.0.0.0" and deploy.http_options.port == 8000
     config = parse_config(ServeConfig, application.args["config"], "serveConfigV2 args.config")
-    assert isinstance(app_builder(application.args), Application)  # what Serve calls, without Ray
+    built = app_builder(application.args)  # what Serve calls, without Ray
+    assert isinstance(built, Application)
+    # the serving replicas get what starts batch jobs (Serve has no public accessor for bound arguments), and it
+    # reaches the application by the name the chart gives it
+    assert isinstance(built._bound_deployment.init_args[-1], BatchJobs) and application.name == APP_NAME
     return config
 
 

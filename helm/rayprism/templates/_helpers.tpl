@@ -128,7 +128,7 @@ http_options:
 applications:
   - name: rayprism
     route_prefix: /
-    import_path: rayprism.deployments.app:app_builder
+    import_path: rayprism.application:app_builder
     args:
       config:
         {{- include "rayprism.serveConfig" . | nindent 8 }}
