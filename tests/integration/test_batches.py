@@ -188,8 +188,8 @@ def test_batches_list_newest_first_and_page(own_service):
     assert [batch.id for batch in after.data] == everything[2:]
 
 
-def test_files_list_and_delete_through_the_openai_client(batch_service):
-    url, _ = batch_service
+def test_files_list_and_delete_through_the_openai_client(own_service):
+    url, _ = own_service
     client = client_of(url)
     batch = ended(client, submit(client, [request_line("d", input="delete me")]).id)
     listed = list(client.files.list())  # the client follows `after` by itself
