@@ -146,12 +146,130 @@ def rayprism_serve(config: Path, **env: str) -> Iterator[tuple[str, Path]]:
         shutil.rmtree(ray_home, ignore_errors=True)
 
 
+OPS = "sk-ops-0123456789abcdef"  # admin, from $RAYPRISM_TEST_OPS_KEY where the service runs
+SEARCH_UI = "sk-search-ui-0123456789abcdef"  # read:*
+TEAM_A = "sk-team-a-0123456789abcdef"  # given to the service as its digest
+FLOOD = "sk-flood-0123456789abcdef"  # 1 request/s, 2 at once
+BATCH = "sk-batch-0123456789abcdef"  # 10 inputs/s, 10 at once
+READER = "sk-reader-0123456789abcdef"  # read:*
+KEYED_CONFIG = """\
+server:
+  audit_log: {folder}/audit.jsonl
+  api_keys:
+    - {{name: search-ui, key: "{search_ui}", scopes: ["read:*"]}}
+    - {{name: team-a, sha256: "{team_a}", scopes: ["embed", "read:team_a_*", "write:team_a_*"]}}
+    - {{name: ops, key_env: RAYPRISM_TEST_OPS_KEY, scopes: ["admin"]}}
+    - {{name: flood, key: "{flood}", scopes: ["embed", "read:*"], rate: {{requests_per_s: 1, burst_s: 2}}}}
+    - {{name: batch, key: "{batch}", scopes: ["embed"], rate: {{inputs_per_s: 10, burst_s: 1}}}}
+    - {{name: reader, key: "{reader}", scopes: ["read:*"]}}
+models:
+  - {{name: tiny, source: {model}}}
+  - {{name: tiny2, source: {model}}}  # a second model to re-embed with
+store: {{uri: {folder}/store.db}}
+"""
+
+
+SHARED_SERVICES = ("keyed_service", "own_service")
+"""Services that several modules share (a start costs ~35 s on CI): each is started for the first test that asks
+for it and stopped after the last (``pytest_collection_modifyitems`` runs the modules that ask one after the other),
+so that it does not idle through the rest of the suite."""
+
+
+@pytest.fixture(scope="session")
+def running_services() -> Iterator[dict[str, tuple[contextlib.ExitStack, object]]]:
+    """The shared services running now, by fixture name; one still running at the session's end (the session
+    stopped early: -x, a Ctrl-C) is stopped then."""
+    running: dict[str, tuple[contextlib.ExitStack, object]] = {}
+    yield running
+    for stack, _ in running.values():
+        stack.close()
+
+
+def shared_service(request, running: dict, start) -> Iterator:
+    """What ``start()`` (a context manager) yields, entered once for the run of tests that ask for the fixture
+    ``request.fixturename`` and left after the last of them."""
+    name = request.fixturename
+    if name not in running:
+        stack = contextlib.ExitStack()
+        running[name] = stack, stack.enter_context(start())
+    yield running[name][1]
+    items = request.session.items
+    if not any(name in item.fixturenames for item in items[items.index(request.node) + 1:]):
+        stack, _ = running.pop(name)
+        stack.close()
+
+
+@pytest.fixture()
+def keyed_service(request, running_services, tmp_path_factory, tiny_model_path) -> Iterator[tuple[str, Path, Path]]:
+    """A `rayprism serve` with the keys above (keys given as text, as a digest and by an environment variable;
+    scopes; quotas), shared by the modules that test keys: its URL, its Ray's log folder and its audit file. What
+    a test reads from the logs or the audit file is what it made after it began."""
+    import hashlib
+
+    @contextlib.contextmanager
+    def start():
+        folder = tmp_path_factory.mktemp("keyed")
+        config = folder / "serve.yaml"
+        config.write_text(KEYED_CONFIG.format(folder=folder, search_ui=SEARCH_UI, flood=FLOOD, batch=BATCH,
+                                              reader=READER, team_a=hashlib.sha256(TEAM_A.encode()).hexdigest(),
+                                              model=tiny_model_path))
+        with rayprism_serve(config, RAYPRISM_TEST_OPS_KEY=OPS) as (url, logs):
+            yield url, logs, folder / "audit.jsonl"
+
+    yield from shared_service(request, running_services, start)
+
+
+OWN_CONFIG = """\
+server: {{audit_log: {folder}/audit.jsonl}}
+deployment: {{num_cpus: 0.5}}
+models:
+  - {{name: tiny, source: {model}}}
+store: {{uri: {folder}/store.db, cache_max_rows: 1, flush_after_s: 0.2}}
+batches: {{dir: {folder}/batches, lines_per_unit: 10, workers: 1}}
+collections:
+  - {{name: late, model: tiny, multivector: {{}}}}
+"""
+
+
+@pytest.fixture()
+def own_service(request, running_services, tmp_path_factory, tiny_model_path) -> Iterator[tuple[str, Path]]:
+    """A `rayprism serve` without keys, shared by the modules that need settings the session's service lacks: the
+    OpenAI Batch API (test_batches), and a store that mirrors at most one row, so that the multi-vector collection
+    ``late`` never has all its token vectors in memory (test_sdk_not_ready). Its URL and its folder (the audit
+    file, the batches)."""
+
+    @contextlib.contextmanager
+    def start():
+        folder = tmp_path_factory.mktemp("own")
+        config = folder / "serve.yaml"
+        config.write_text(OWN_CONFIG.format(folder=folder, model=tiny_model_path))
+        with rayprism_serve(config) as (url, _):
+            yield url, folder
+
+    yield from shared_service(request, running_services, start)
+
+
 def pytest_collection_modifyitems(items):
-    """Everything here starts Ray (or needs the session's service): slow by definition."""
+    """Everything here starts Ray (or needs the session's service): slow by definition. The modules that share one
+    of ``SHARED_SERVICES`` run one after the other, from where the first of them stands (each module stays whole)."""
     here = Path(__file__).parent
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.slow)
+    module_start: dict[Path, int] = {}
+    service_start: dict[str, int] = {}
+    for index, item in enumerate(items):
+        start = module_start.setdefault(item.path, index)
+        for name in SHARED_SERVICES:
+            if name in item.fixturenames:
+                service_start.setdefault(name, start)
+    anchor = dict(module_start)
+    for item in items:
+        for name in SHARED_SERVICES:
+            if name in item.fixturenames:
+                anchor[item.path] = min(anchor[item.path], service_start[name])
+    order = {id(item): (anchor[item.path], module_start[item.path], index) for index, item in enumerate(items)}
+    items.sort(key=lambda item: order[id(item)])
 
 
 def actor_pids(class_name: str) -> list[int]:

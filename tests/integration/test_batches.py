@@ -34,13 +34,6 @@ def write_config(folder: Path, model: str, lines_per_unit: int = 10) -> Path:
     return config
 
 
-@pytest.fixture(scope="module")
-def batch_service(tmp_path_factory, tiny_model_path):
-    folder = tmp_path_factory.mktemp("batches")
-    with rayprism_serve(write_config(folder, tiny_model_path)) as (url, _):
-        yield url, folder
-
-
 def client_of(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
@@ -97,8 +90,8 @@ BODIES = [
 ]
 
 
-def test_a_batch_completes_and_every_line_matches_the_online_answer(batch_service):
-    url, folder = batch_service
+def test_a_batch_completes_and_every_line_matches_the_online_answer(own_service):
+    url, folder = own_service
     client = client_of(url)
     lines = [request_line(f"line-{n}", **BODIES[n % len(BODIES)]) for n in range(30)]
     created = submit(client, lines, metadata={"purpose": "test"})
@@ -125,8 +118,8 @@ def test_a_batch_completes_and_every_line_matches_the_online_answer(batch_servic
                for record in audit)
 
 
-def test_malformed_lines_land_in_the_error_file_one_by_one(batch_service):
-    url, _ = batch_service
+def test_malformed_lines_land_in_the_error_file_one_by_one(own_service):
+    url, _ = own_service
     client = client_of(url)
     lines = [request_line("good-1", input="fine"),
              "{not json",
@@ -152,8 +145,8 @@ def test_malformed_lines_land_in_the_error_file_one_by_one(batch_service):
     assert "nope" in answered[0]["response"]["body"]["error"]["message"]
 
 
-def test_bad_uploads_and_batches_get_clear_errors(batch_service):
-    url, _ = batch_service
+def test_bad_uploads_and_batches_get_clear_errors(own_service):
+    url, _ = own_service
     client = client_of(url)
     with pytest.raises(openai.BadRequestError, match="purpose must be 'batch'"):
         client.files.create(file=("x.jsonl", io.BytesIO(b"{}\n")), purpose="fine-tune")
@@ -166,8 +159,8 @@ def test_bad_uploads_and_batches_get_clear_errors(batch_service):
         client.batches.retrieve("batch_nope")
 
 
-def test_cancel_stops_a_batch_and_keeps_what_it_did(batch_service):
-    url, _ = batch_service
+def test_cancel_stops_a_batch_and_keeps_what_it_did(own_service):
+    url, _ = own_service
     client = client_of(url)
     batch = submit(client, [request_line(f"c{n}", input=f"line {n}") for n in range(1500)])
     cancelling = client.batches.cancel(batch.id)
@@ -179,8 +172,8 @@ def test_cancel_stops_a_batch_and_keeps_what_it_did(batch_service):
     assert client.batches.cancel(batch.id).status == "cancelled"  # an ended batch stays as it ended
 
 
-def test_batches_list_newest_first_and_page(batch_service):
-    url, _ = batch_service
+def test_batches_list_newest_first_and_page(own_service):
+    url, _ = own_service
     client = client_of(url)
     made = [submit(client, [request_line("p", input="page")]).id for _ in range(3)]
     for batch_id in made:
@@ -195,8 +188,8 @@ def test_batches_list_newest_first_and_page(batch_service):
     assert [batch.id for batch in after.data] == everything[2:]
 
 
-def test_files_list_and_delete_through_the_openai_client(batch_service):
-    url, _ = batch_service
+def test_files_list_and_delete_through_the_openai_client(own_service):
+    url, _ = own_service
     client = client_of(url)
     batch = ended(client, submit(client, [request_line("d", input="delete me")]).id)
     listed = list(client.files.list())  # the client follows `after` by itself
@@ -214,9 +207,9 @@ def test_files_list_and_delete_through_the_openai_client(batch_service):
 
 
 @pytest.mark.skipif(installed_browser() is None, reason="needs Debian's chromium and chromium-driver")
-def test_the_consoles_jobs_page_lists_a_batch_with_its_lines_and_files(batch_service):
+def test_the_consoles_jobs_page_lists_a_batch_with_its_lines_and_files(own_service):
     """The console (tests/integration/test_console.py has the rest of it) shows the Batch API's batches."""
-    url, _ = batch_service
+    url, _ = own_service
     client = client_of(url)
     batch = ended(client, submit(client, [request_line("c1", input="one"), request_line("c2", input="two"),
                                           "not json"]).id)

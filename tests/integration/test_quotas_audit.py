@@ -1,44 +1,15 @@
-"""Quotas, the audit trail and request ids through `rayprism serve` as a user runs it (its own Ray, keys of its
-own): a throttled key is refused before its body is read while another key is answered, /metrics counts the
-refusals by name, every change is one line of the audit file, and every response carries its request id."""
+"""Quotas, the audit trail and request ids through `rayprism serve` as a user runs it (the keyed service of
+tests/integration/conftest.py: its own Ray, keys of its own): a throttled key is refused before its body is read
+while another key is answered, /metrics counts the refusals by name, every change is one line of the audit file,
+and every response carries its request id."""
 
 import json
 import re
 import time
 
 import httpx
-import pytest
 
-from tests.integration.conftest import rayprism_serve
-
-OPS = "sk-ops-0123456789abcdef"
-FLOOD = "sk-flood-0123456789abcdef"  # 1 request/s, 2 at once
-BATCH = "sk-batch-0123456789abcdef"  # 10 inputs/s, 10 at once
-READER = "sk-reader-0123456789abcdef"
-CONFIG = """\
-server:
-  audit_log: {audit}
-  api_keys:
-    - {{name: ops, key: "{ops}", scopes: ["admin"]}}
-    - {{name: flood, key: "{flood}", scopes: ["embed", "read:*"], rate: {{requests_per_s: 1, burst_s: 2}}}}
-    - {{name: batch, key: "{batch}", scopes: ["embed"], rate: {{inputs_per_s: 10, burst_s: 1}}}}
-    - {{name: reader, key: "{reader}", scopes: ["read:*"]}}
-models:
-  - {{name: tiny, source: {model}}}
-  - {{name: tiny2, source: {model}}}  # a second model to re-embed with
-store: {{uri: {store}}}
-"""
-
-
-@pytest.fixture(scope="module")
-def rated_service(tmp_path_factory, tiny_model_path):
-    """The URL of a `rayprism serve` with the keys above, its Ray's log folder and its audit file."""
-    folder = tmp_path_factory.mktemp("quotas")
-    config = folder / "serve.yaml"
-    config.write_text(CONFIG.format(ops=OPS, flood=FLOOD, batch=BATCH, reader=READER, model=tiny_model_path,
-                                    store=folder / "store.db", audit=folder / "audit.jsonl"))
-    with rayprism_serve(config) as (url, logs):
-        yield url, logs, folder / "audit.jsonl"
+from tests.integration.conftest import BATCH, FLOOD, OPS, READER
 
 
 def call(url: str, key: str, method: str, path: str, **options) -> httpx.Response:
@@ -46,8 +17,8 @@ def call(url: str, key: str, method: str, path: str, **options) -> httpx.Respons
                                                           **options.pop("headers", {})}, timeout=60, **options)
 
 
-def test_a_key_over_its_quota_gets_429_before_its_body_is_read_while_another_key_is_answered(rated_service):
-    url, _, _ = rated_service
+def test_a_key_over_its_quota_gets_429_before_its_body_is_read_while_another_key_is_answered(keyed_service):
+    url, _, _ = keyed_service
     started = time.monotonic()
     answers = [call(url, FLOOD, "GET", "/v1/models") for _ in range(6)]
     elapsed = time.monotonic() - started
@@ -77,8 +48,8 @@ def test_a_key_over_its_quota_gets_429_before_its_body_is_read_while_another_key
     assert not [key for key in (OPS, FLOOD, BATCH, READER) if key in metrics]
 
 
-def test_every_change_and_refusal_is_one_audit_line_and_every_response_carries_its_request_id(rated_service):
-    url, logs, audit_file = rated_service
+def test_every_change_and_refusal_is_one_audit_line_and_every_response_carries_its_request_id(keyed_service):
+    url, logs, audit_file = keyed_service
     before = len(audit_file.read_text().splitlines()) if audit_file.exists() else 0
     steps = [  # (key, method, path, body, status)
         (OPS, "POST", "/v1/collections", {"name": "audited", "model": "tiny", "bm25": False}, 201),
@@ -139,8 +110,8 @@ def finished(url: str, job_id: str) -> dict:
     return job
 
 
-def test_a_reembedding_and_its_rollback_are_audited_with_the_swaps_their_workers_make(rated_service):
-    url, _, audit_file = rated_service
+def test_a_reembedding_and_its_rollback_are_audited_with_the_swaps_their_workers_make(keyed_service):
+    url, _, audit_file = keyed_service
     documents = [{"id": str(n), "text": f"a document about topic {n}"} for n in range(20)]
     for method, path, body in [("POST", "/v1/collections", {"name": "moved", "model": "tiny", "bm25": False}),
                                ("POST", "/v1/collections/moved/documents", {"documents": documents}),

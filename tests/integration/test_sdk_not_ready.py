@@ -11,35 +11,22 @@ import httpx
 import pytest
 
 from rayprism import Client, NotReadyError, RetryLaterError
-from tests.integration.conftest import free_port
 from tests.integration.test_sdk import metric_value
-from tests.integration.test_serve_lifecycle import Service
 
 COLLECTION = "late"
 SEARCH = {"query": "a window manager", "k": 3}
 RETRY_AFTER_S = NotReadyError.default_retry_after_s
 
 
-@pytest.fixture(scope="module")
-def unmirrored(tmp_path_factory, tiny_model_path):
-    """A service of its own (its own Ray, as a user starts it) that mirrors at most one row: the two documents
-    of its multi-vector collection are never all in memory."""
-    home = tmp_path_factory.mktemp("not-ready")
-    config = home / "serve.yaml"
-    config.write_text(f"server: {{port: {free_port()}}}\n"
-                      "deployment: {num_cpus: 0.5}\n"
-                      f"models:\n  - name: tiny\n    source: {tiny_model_path}\n"
-                      f"store: {{uri: {home / 'store.db'}, cache_max_rows: 1, flush_after_s: 0.2}}\n"
-                      f"collections:\n  - name: {COLLECTION}\n    model: tiny\n    multivector: {{}}\n")
-    service = Service(config)
-    try:
-        service.start()
-        with Client(service.url) as client:
-            client.upsert(COLLECTION, [{"id": "wm", "text": "a tiling window manager"},
-                                       {"id": "ed", "text": "a text editor for the terminal"}])
-        yield service.url
-    finally:
-        service.stop_quietly()
+@pytest.fixture()
+def unmirrored(own_service):
+    """The URL of a `rayprism serve` (its own Ray, as a user starts it) that mirrors at most one row, with two
+    documents in its multi-vector collection: they are never all in memory."""
+    url, _ = own_service
+    with Client(url) as client:
+        client.upsert(COLLECTION, [{"id": "wm", "text": "a tiling window manager"},
+                                   {"id": "ed", "text": "a text editor for the terminal"}])
+    return url
 
 
 def test_a_lasting_503_is_raised_typed_and_retried_after_its_retry_after(unmirrored, caplog):

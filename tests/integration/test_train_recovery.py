@@ -20,8 +20,10 @@ import pytest
 from tests.integration.conftest import actor_pids
 from tests.integration.test_train_run import tiny_config
 
-LONG = {"epochs": 12, "batch_size": 8, "learning_rate": 1e-3, "log_every_steps": 10}
-"""60 steps: long enough that an interruption lands mid-run."""
+LONG_STEPS = 30
+LONG = {"epochs": LONG_STEPS // 5, "batch_size": 8, "learning_rate": 1e-3, "log_every_steps": 10}
+"""30 steps (40 pairs, 8 a step: 5 steps an epoch): the interruption comes right after the first checkpoint
+(step 2), so it lands mid-run with 14 checkpoints to go."""
 
 
 def has_registered_checkpoint(directory: Path) -> bool:
@@ -58,7 +60,7 @@ def test_a_killed_worker_is_replaced_and_training_goes_on(ray_session, tiny_mode
     thread.join(timeout=600)
     assert not thread.is_alive() and "summary" in outcome, lines
     summary = outcome["summary"]
-    assert summary.attempts == 2 and summary.steps == 60
+    assert summary.attempts == 2 and summary.steps == LONG_STEPS
     restarts = [line for line in lines if "worker group of 2 started (attempt 2)" in line]
     assert restarts and "from " in restarts[0] and "at step 0 " not in restarts[0]
     assert Path(summary.output, "modules.json").is_file()
@@ -85,14 +87,14 @@ def test_rerunning_an_interrupted_run_resumes_from_its_last_checkpoint(ray_sessi
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert "trained 60 steps" not in output, output  # it was stopped before the end
+    assert f"trained {LONG_STEPS} steps" not in output, output  # it was stopped before the end
     wait_for_no_workers()
 
     lines: list[str] = []
     summary = execute(config, echo=lines.append)
     started = next(line for line in lines if line.startswith("worker group of 2 started"))
     assert "at step 0 " not in started and "from " in started, lines
-    assert summary.steps == 60 and summary.attempts == 2
+    assert summary.steps == LONG_STEPS and summary.attempts == 2
 
 
 def wait_for_no_workers(timeout_s: float = 60) -> None:
