@@ -1,6 +1,6 @@
 """`rayprism tune` on the Debian set: tuned settings against the defaults on dev queries the search never saw.
 
-    python bench/tune.py [--trials 32] [--holdout 0.3] [--concurrency 4] [--seeds 0] [--store DIR]
+    python bench/tune.py [--trials 24] [--holdout 0.3] [--concurrency 4] [--seeds 0] [--store DIR]
 
 In one run:
 1. starts ``rayprism serve`` as configs/serve.yaml does on this machine (two replicas of one thread, MiniLM) with a
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,13 @@ from debian import DATA, FIELDS, percentile_ms, read_jsonl, scores
 from services import REPO, rayprism_service, start, stop
 
 sys.path.insert(0, str(REPO))
-from rayprism.jobs.tune import queries_of, split_queries  # noqa: E402  (the command's own split, to score on)
+from rayprism.jobs.tune import (  # noqa: E402  (the command's defaults, and its own split to score on)
+    DEFAULT_CONCURRENCY,
+    DEFAULT_HOLDOUT,
+    DEFAULT_TRIALS,
+    queries_of,
+    split_queries,
+)
 
 SERVE = {  # configs/serve.yaml's serving layout on this 2-core machine; the Debian collection instead of docs
     "server": {"audit_log": None},
@@ -72,9 +79,9 @@ def interleaved(url: str, settings: dict, queries: list[dict]) -> dict[str, tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--holdout", type=float, default=0.3)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
+    parser.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--seeds", default="0", help="comma-separated: one tune run (query split, sampling) per seed")
     parser.add_argument("--port", type=int, default=8130)
     parser.add_argument("--store", type=Path, default=None, help="keep the store here and reuse it (default: a temp dir)")
@@ -131,8 +138,9 @@ def main() -> None:
                         for name, (ranked, latencies) in runs.items()}
             complete = sum(trial["complete"] for trial in result["trials"])
             rows.append((seed, result, measured, wall_s, complete))
-            print(f"seed {seed}: {wall_s:.0f} s; chosen {result['chosen']['label']}; held-out MRR@10 tuned "
-                  f"{measured['tuned'][0]:.3f} vs defaults {measured['defaults'][0]:.3f}", flush=True)
+            load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+            print(f"seed {seed}: {wall_s:.0f} s (load average {load}); chosen {result['chosen']['label']}; held-out "
+                  f"MRR@10 tuned {measured['tuned'][0]:.3f} vs defaults {measured['defaults'][0]:.3f}", flush=True)
     finally:
         stop(process)
 

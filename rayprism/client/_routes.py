@@ -179,7 +179,9 @@ class Routes:
                filter: str | None = None, **options: Any) -> Call[SearchResults]:
         """``POST /v1/collections/{name}/search``. ``query``: text, or ``{"image": "data:..."}`` /
         ``{"audio": ...}``. ``options``: ``fusion``, ``candidates``, ``output_fields``, ``passages``, ``rerank``
-        (a stage: ``{"model", "candidates", "weight"}``), ``model``."""
+        (a stage: ``{"model", "candidates", "weight"}``), ``model``. Settings left out (None) are the collection's
+        search defaults (:meth:`set_search_defaults`); to turn a default rerank stage off, send the body yourself
+        with ``"rerank": None`` (:meth:`request`)."""
         return Call("POST", f"/v1/collections/{_name(collection)}/search",
                     body(SearchRequest, query=query, mode=mode, k=k, filter=filter, **options), SearchResults)
 

@@ -57,8 +57,8 @@ class WeightedFusion(BaseModel):
     """``min_max``: each list's scores mapped to [0, 1] (its worst hit 0, its best 1). ``z_score``: each list's
     mean subtracted and the difference divided by its standard deviation, so a hit far above the rest of its list
     counts for more than one barely ahead (a document a list lacks gets nothing from it; fused scores may be
-    negative). On the Debian dev queries z_score at 0.55/0.45 scored 0.848 MRR@10 against min_max's 0.835
-    (docs/benchmarks.md, "Tuned search settings"); ``rayprism tune`` tries both."""
+    negative). On the Debian dev queries z_score scored about 0.847 MRR@10 against min_max's 0.835 (equal weights,
+    50 candidates; docs/benchmarks.md, "Tuned search settings"); ``rayprism tune`` tries both."""
 
 
 Fusion = Annotated[RRFFusion | WeightedFusion, Field(discriminator="type")]
