@@ -43,7 +43,7 @@ from rayprism.platform.api.responses import (
     Snapshot,
     SnapshotDeleted,
 )
-from rayprism.platform.config import CollectionConfig
+from rayprism.platform.config import CollectionConfig, SearchDefaults
 from rayprism.platform.constants import ARROW_STREAM
 
 P = ParamSpec("P")
@@ -179,9 +179,28 @@ class Routes:
                filter: str | None = None, **options: Any) -> Call[SearchResults]:
         """``POST /v1/collections/{name}/search``. ``query``: text, or ``{"image": "data:..."}`` /
         ``{"audio": ...}``. ``options``: ``fusion``, ``candidates``, ``output_fields``, ``passages``, ``rerank``
-        (a stage: ``{"model", "candidates", "weight"}``), ``model``."""
+        (a stage: ``{"model", "candidates", "weight"}``), ``model``. Settings left out (None) are the collection's
+        search defaults (:meth:`set_search_defaults`); to turn a default rerank stage off, send the body yourself
+        with ``"rerank": None`` (:meth:`request`)."""
         return Call("POST", f"/v1/collections/{_name(collection)}/search",
                     body(SearchRequest, query=query, mode=mode, k=k, filter=filter, **options), SearchResults)
+
+    @route
+    def set_search_defaults(collection: str, *, mode: Literal["hybrid", "dense", "sparse", "multivector"] | None = None,
+                            fusion: dict | None = None, candidates: int | None = None,
+                            rerank: dict | None = None) -> Call[CollectionDescription]:
+        """``PUT /v1/collections/{name}/search_defaults``: the settings every search of the collection uses where it
+        gives none, in place of its config's (settings left out here: the built-in ones). Answers the collection,
+        its ``search_defaults`` the ones now in use."""
+        return Call("PUT", f"/v1/collections/{_name(collection)}/search_defaults",
+                    body(SearchDefaults, mode=mode, fusion=fusion, candidates=candidates, rerank=rerank),
+                    CollectionDescription)
+
+    @route
+    def remove_search_defaults(collection: str) -> Call[CollectionDescription]:
+        """``DELETE /v1/collections/{name}/search_defaults``: the collection's config's search defaults (or the
+        built-in settings) are in use again."""
+        return Call("DELETE", f"/v1/collections/{_name(collection)}/search_defaults", answer=CollectionDescription)
 
     @route
     def list_aliases() -> Call[AliasList]:

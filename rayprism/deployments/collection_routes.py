@@ -41,7 +41,7 @@ from rayprism.platform.api.requests import (
     SearchRequest,
     parse_body,
 )
-from rayprism.platform.config import CollectionConfig
+from rayprism.platform.config import CollectionConfig, SearchDefaults
 
 DOCUMENT_PAGE_DEFAULT = 20
 DOCUMENT_PAGE_MAX = 100
@@ -207,6 +207,26 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
     async def search(name: str, request: Request) -> Response:
         """Dense, BM25 or hybrid search, with an optional Milvus filter."""
         return await observed_call("search", name, request, SearchRequest, services.search)
+
+    @app.put("/v1/collections/{name}/search_defaults", openapi_extra=request_body(SearchDefaults),
+             responses=answers(responses.CollectionDescription))
+    async def apply_search_defaults(name: str, request: Request) -> Response:
+        """Set the settings (mode, fusion, candidates, rerank) every search of the collection uses where it gives
+        none, in place of its config's `search_defaults`; kept in the store, so a restart keeps them. Each search
+        still sets any of them itself. `rayprism tune --apply` stores the settings it chose this way."""
+        with (Observed(service, "collections.search_defaults", lambda: service.metrics_label(collections.model_of(name))),
+              change(request, name) as details):
+            parsed = await parsed_body(request, SearchDefaults, body_limit)
+            details["search_defaults"] = parsed.model_dump(mode="json", exclude_none=True)
+            return json_response(await collections.apply_search_defaults(name, parsed))
+
+    @app.delete("/v1/collections/{name}/search_defaults", responses=answers(responses.CollectionDescription))
+    async def remove_search_defaults(name: str, request: Request) -> Response:
+        """Remove the search defaults applied to the collection: its config's `search_defaults` (or the built-in
+        settings, without them) are in use again."""
+        with (Observed(service, "collections.search_defaults", lambda: service.metrics_label(collections.model_of(name))),
+              change(request, name)):
+            return json_response(await collections.apply_search_defaults(name, None))
 
     @app.post("/v1/collections/{name}/reembed", status_code=202, openapi_extra=request_body(ReembedRequest),
               responses={**answers(responses.ReembedJob, status=202, description="Started", errors={

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Callable, Iterator
 
 from rayprism.deployments.service import EmbeddingService
@@ -19,17 +20,24 @@ from rayprism.platform.api.responses import (
     CollectionList,
 )
 from rayprism.platform.codecs.muvera import FDEConfig
-from rayprism.platform.config import CollectionConfig
+from rayprism.platform.config import CollectionConfig, SearchDefaults
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError
 from rayprism.platform.store.tokens import fde_config
 
 STORE_HEALTH_TIMEOUT_S = 2.0
+SEARCH_DEFAULTS_REFRESH_S = 1.0
+"""How long a replica uses a collection's search defaults before asking the store again: defaults applied
+through another replica are in use everywhere within this (at once on the replica that applied them)."""
 
 
 def _differences(requested: CollectionConfig, existing: CollectionConfig) -> list[str]:
-    """One line per top-level key that differs: ``key: requested <x>, existing <y>``."""
-    wanted, found = requested.model_dump(exclude={"uri"}), existing.model_dump(exclude={"uri"})
-    return [f"{key}: requested {wanted[key]!r}, existing {found[key]!r}" for key in wanted if wanted[key] != found[key]]
+    """One line per top-level key that differs: ``key: requested <x>, existing <y>``. Search defaults count only
+    when the request gives some (``existing``'s are those in use, maybe applied since it was made)."""
+    ignored = {"uri"} if requested.search_defaults is not None else {"uri", "search_defaults"}
+    wanted, found = requested.model_dump(exclude=ignored), existing.model_dump(exclude=ignored)
+    return [f"{key}: requested {wanted[key]!r}, existing {found[key]!r}"
+            + (" (PUT .../search_defaults changes them)" if key == "search_defaults" else "")
+            for key in wanted if wanted[key] != found[key]]
 
 
 class CollectionsService:
@@ -40,6 +48,8 @@ class CollectionsService:
         self._known: dict[str, CollectionConfig] = {}
         self._reached: dict[str, str] = {}
         """The physical collection each alias last resolved to: what its requests are labelled by."""
+        self._defaults: dict[str, tuple[SearchDefaults | None, float]] = {}
+        """Each physical collection's search defaults in use, and when they were read (``time.monotonic``)."""
 
     @contextlib.contextmanager
     def forgotten_if_gone(self, name: str) -> Iterator[None]:
@@ -146,8 +156,47 @@ class CollectionsService:
 
     async def drop(self, name: str) -> CollectionDeleted:
         self._known.pop(name, None)
+        self._defaults.pop(name, None)
         await self._store.drop(name)
         return CollectionDeleted(object="collection.deleted", name=name, deleted=True)
+
+    # --- search defaults -----------------------------------------------------------------
+
+    async def search_defaults(self, physical: str) -> SearchDefaults | None:
+        """The search defaults of the collection ``physical`` (a name :meth:`collection` resolved), read from the
+        store at most every :data:`SEARCH_DEFAULTS_REFRESH_S`; meanwhile, and while a read is under way, the last
+        ones read."""
+        known = self._defaults.get(physical)
+        now = time.monotonic()
+        if known is not None and now - known[1] < SEARCH_DEFAULTS_REFRESH_S:
+            return known[0]
+        if known is not None:
+            self._defaults[physical] = (known[0], now)  # concurrent searches keep these while one reads
+        try:
+            block = await self._store.search_defaults(physical)
+        except BaseException:
+            self._defaults.pop(physical, None)
+            raise
+        defaults = SearchDefaults.model_validate(block) if block is not None else None
+        self._defaults[physical] = (defaults, time.monotonic())
+        return defaults
+
+    async def apply_search_defaults(self, name: str, defaults: SearchDefaults | None) -> CollectionDescription:
+        """Make ``defaults`` the search defaults of the collection ``name`` reaches, in place of its config's (None:
+        remove applied ones, the config's are in use again); checked against the collection and the served
+        rerankers first. The collection as described after."""
+        config = await self.collection(name)
+        if defaults is not None:
+            problem = config.search_defaults_problem(defaults)
+            if problem:
+                raise InvalidInputError(problem, param=problem.split(" ", 1)[0].removeprefix("search_defaults."))
+            if defaults.rerank is not None:
+                self._embeddings.runner(defaults.rerank.model, "reranker")  # unless it is served: 404 (or 400)
+        with self.forgotten_if_gone(config.name):
+            await self._store.apply_search_defaults(
+                config.name, defaults.model_dump(mode="json") if defaults is not None else None)
+        self._defaults.pop(config.name, None)
+        return await self.describe(name)
 
     # --- aliases -----------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from rayprism.platform.api.requests import (
     SnapshotRequest,
 )
 from rayprism.platform.batches import BatchRequest
-from rayprism.platform.config import CollectionConfig, ServerConfig
+from rayprism.platform.config import CollectionConfig, SearchDefaults, ServerConfig
 from rayprism.platform.errors import RayprismError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def create_app(
     install_console(app)  # /console, the browser console's files from the package
     body_limit = service.config.server.max_request_bytes
     install(app, [EmbeddingRequest, RerankRequest, CollectionConfig, DocumentsRequest, DeleteDocumentsRequest,
-                  SearchRequest, AliasRequest, ReembedRequest, RollbackRequest, SnapshotRequest, BatchRequest])
+                  SearchRequest, SearchDefaults, AliasRequest, ReembedRequest, RollbackRequest, SnapshotRequest,
+                  BatchRequest])
     server = service.config.server
     audit = AuditTrail.of(*audit_settings(server))
     keys = server.resolved_api_keys()

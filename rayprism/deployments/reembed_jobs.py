@@ -92,7 +92,8 @@ class ReembedService:
         number = 2
         while f"{alias}_v{number}" in names:
             number += 1
-        target = source.model_copy(update={"name": f"{alias}_v{number}", "model": request.model, "uri": None})
+        target = source.model_copy(update={"name": f"{alias}_v{number}", "model": request.model, "uri": None,
+                                           "search_defaults": await self._collections.search_defaults(source.name)})
         await self._collections.ensure(target)
         job_id = f"{alias}-{len(previous) + 1}"
         record = await self._store.reembed_begin(ReembedRecord(

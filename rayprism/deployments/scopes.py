@@ -28,6 +28,8 @@ ROUTE_SCOPES: dict[tuple[str, str], Action] = {
     ("GET", "/v1/collections/{name}/map"): "read",
     ("DELETE", "/v1/collections/{name}/documents"): "write",
     ("POST", "/v1/collections/{name}/search"): "read",
+    ("PUT", "/v1/collections/{name}/search_defaults"): "admin",  # changes how every caller's searches run
+    ("DELETE", "/v1/collections/{name}/search_defaults"): "admin",
     ("POST", "/v1/collections/{name}/reembed"): "admin",
     ("GET", "/v1/collections/{name}/reembed"): "admin",
     ("POST", "/v1/collections/{name}/rollback"): "admin",

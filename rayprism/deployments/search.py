@@ -44,6 +44,8 @@ class SearchService:
     async def __call__(self, name: str, request: SearchRequest) -> SearchResults:
         started = time.perf_counter()
         config = await self._collections.collection(name)
+        with self._collections.forgotten_if_gone(config.name):  # the settings it leaves out: the collection's
+            request = request.with_defaults(await self._collections.search_defaults(config.name))
         example = request.query if isinstance(request.query, MediaQuery) else None
         text = request.query if isinstance(request.query, str) else None
         default_mode = "multivector" if config.multivector else "hybrid" if config.bm25 and text else "dense"

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from rayprism.deployments.metrics import StoreMetrics
 from rayprism.deployments.store_reembed import ReembedLedger
 from rayprism.deployments.store_snapshots import SnapshotSpools
-from rayprism.platform.config import DOCUMENT_ID_FIELD, CollectionConfig, StoreConfig, is_lite_uri
+from rayprism.platform.config import DOCUMENT_ID_FIELD, CollectionConfig, SearchDefaults, StoreConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError, unwrap
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery
@@ -150,19 +150,32 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
         return store, physical
 
     def _resolve(self, name: str) -> CollectionConfig:
-        """A collection's config: declared in serve.yaml, or read back from the one Milvus made."""
+        """A collection's config: declared in serve.yaml, or read back from the one Milvus made; its
+        ``search_defaults`` the block in use (:meth:`_resolve_defaults`)."""
+        return self._resolve_defaults(name)[0]
+
+    def _resolve_defaults(self, name: str) -> tuple[CollectionConfig, bool]:
+        """(:meth:`_resolve`'s config, whether its ``search_defaults`` were applied to the live collection).
+        Applied defaults replace the config's block whole: the config's own (declared, or given at creation)
+        is in use again once they are removed."""
         name = self._physical(name)
-        if name in self._declared:
-            return self._declared[name]
         store, _ = self._at(name)
-        if not store.exists(name):
-            raise NotFoundError(f"collection {name!r} does not exist")
-        config = store.config_of(name)
-        if config is None:
-            raise InvalidInputError(
-                f"collection {name!r} was not created by rayprism; declare it under collections: in the config"
-            )
-        return config
+        if name in self._declared:
+            config = self._declared[name]
+            if not store.exists(name):  # created on first use: nothing applied yet
+                return config, False
+        else:
+            if not store.exists(name):
+                raise NotFoundError(f"collection {name!r} does not exist")
+            config = store.config_of(name)
+            if config is None:
+                raise InvalidInputError(
+                    f"collection {name!r} was not created by rayprism; declare it under collections: in the config"
+                )
+        applied = store.applied_search_defaults(name)
+        if applied is None:
+            return config, False
+        return config.model_copy(update={"search_defaults": applied}), True
 
     async def ping(self) -> None:
         """Raises unless the service's own store answers (a cheap call: list its collections)."""
@@ -200,7 +213,8 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
 
     async def describe(self, name: str) -> dict:
         def work() -> dict:
-            config = self._resolve(name).model_dump(mode="json", exclude={"uri"})
+            resolved, applied = self._resolve_defaults(name)
+            config = {**resolved.model_dump(mode="json", exclude={"uri"}), "search_defaults_applied": applied}
             store, physical = self._at(name)
             if not store.exists(physical):  # declared but not created yet: created on first use
                 return {**config, "count": 0, "dimensions": None, "created": False}
@@ -213,6 +227,17 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
             }
 
         return await asyncio.to_thread(work)
+
+    async def search_defaults(self, name: str) -> dict | None:
+        """The search defaults in use by the collection ``name`` reaches: applied ones, else its config's."""
+        defaults = (await asyncio.to_thread(self._resolve, name)).search_defaults
+        return defaults.model_dump(mode="json", exclude_none=True) if defaults is not None else None
+
+    async def apply_search_defaults(self, name: str, defaults: dict | None) -> None:
+        """Keep ``defaults`` (checked by the caller against the collection and the served models) as the search
+        defaults of the collection ``name`` reaches, in place of its config's; None removes them."""
+        parsed = SearchDefaults.model_validate(defaults) if defaults is not None else None
+        await asyncio.to_thread(self._call_at, name, MilvusStore.apply_search_defaults, parsed)
 
     async def drop(self, name: str) -> None:
         await asyncio.to_thread(self._call_at, name, MilvusStore.drop)

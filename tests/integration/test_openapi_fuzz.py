@@ -46,6 +46,7 @@ def test_every_post_and_delete_declares_its_body(service_url):
                                                     ("delete", "/v1/aliases/{name}"),
                                                     ("delete", "/v1/snapshots/{snapshot_id}"),  # a drop has no body
                                                     ("delete", "/v1/files/{file_id}"),
+                                                    ("delete", "/v1/collections/{name}/search_defaults"),
                                                     ("post", "/v1/batches/{batch_id}/cancel")}  # nor, as OpenAI's, this
     assert expected <= with_body and len(expected) >= 5
 

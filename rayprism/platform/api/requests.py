@@ -24,13 +24,18 @@ from pydantic import (
 
 from rayprism.platform.codecs.output import OutputDtype
 from rayprism.platform.config.base import Identifier, Integer, bounded
+from rayprism.platform.config.search import (  # noqa: F401  (RerankStage: part of this schema)
+    DEFAULT_FUSION,
+    MAX_CANDIDATES,
+    Fusion,
+    RerankStage,
+    SearchDefaults,
+)
 from rayprism.platform.constants import REEMBED_BATCH_SIZE, REEMBED_MAX_BATCH_SIZE
 from rayprism.platform.errors import InvalidInputError, UnprocessableError
 from rayprism.platform.models.base import Modality
 from rayprism.platform.reembed_record import Evaluation
-from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion
 from rayprism.platform.store.vocabulary import (
-    DEFAULT_CANDIDATES,
     ID_MAX_BYTES,
     INT64_MAX,
     INT64_MIN,
@@ -190,22 +195,6 @@ class VectorQuery(BaseModel):
     """A list of numbers, or base64 of little-endian float32 (as ``encoding_format: base64`` returns it)."""
 
 
-class RerankStage(BaseModel):
-    """A search's last stage: a cross-encoder scores (query, text) of the best hits so far, and the
-    k best by that score are the answer."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    """A ``kind: reranker`` model; optional when the service has exactly one."""
-    candidates: Integer = Field(default=DEFAULT_CANDIDATES, gt=0, le=1000)
-    """Hits rescored (at least k are)."""
-    weight: StrictFloat = Field(default=1.0, ge=0, le=1)
-    """The reranker's share of the final score. 1: the reranker's order alone. Below 1, the reranker's
-    and the first stage's scores over the candidates are fused as ``weighted`` fusion fuses routes
-    (each min-max normalised, weights ``weight`` and ``1 - weight``): a reranker trained on little
-    data still adds what it knows without discarding what fusion knew."""
-
-
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -217,7 +206,7 @@ class SearchRequest(BaseModel):
     """Default: multivector for a multi-vector collection, else hybrid when the collection has BM25, else dense."""
     filter: str | None = None
     fusion: Fusion = Field(default_factory=lambda: DEFAULT_FUSION)
-    candidates: bounded(gt=0, le=16384) | None = None
+    candidates: bounded(gt=0, le=MAX_CANDIDATES) | None = None
     """Hits taken from each of dense and sparse before fusion, default max(DEFAULT_CANDIDATES (50), k); in mode multivector the
     documents reranked by MaxSim, default the collection's ``multivector.candidates`` (or k if larger)."""
     output_fields: list[Identifier] | None = None
@@ -232,6 +221,24 @@ class SearchRequest(BaseModel):
     """The model that embeds the query; default (or the collection's own model): the collection's. While a
     re-embedding moves the collection to another model, that model too: the query it embeds searches the
     old index through the job's bridge until the swap, the new index after it."""
+
+    def with_defaults(self, defaults: SearchDefaults | None) -> SearchRequest:
+        """This request with each setting it leaves out taken from its collection's search defaults: the one
+        place the two meet. A setting the request gives wins, also when it gives it as null (``"rerank": null``:
+        no rerank stage; ``"mode": null``: the collection's built-in mode). A search by example or by vector is
+        dense and has no text to rerank: it takes neither ``mode`` nor ``rerank`` from the defaults. Default
+        ``candidates`` are raised to what the request needs (k, and the rerank stage's candidates), as the
+        built-in default is."""
+        if defaults is None:
+            return self
+        given = self.model_fields_set
+        settings = ("mode", "fusion", "rerank") if isinstance(self.query, str) else ("fusion",)
+        update = {name: getattr(defaults, name) for name in settings
+                  if name not in given and getattr(defaults, name) is not None}
+        if "candidates" not in given and defaults.candidates is not None:
+            rerank = update.get("rerank", self.rerank)
+            update["candidates"] = max(defaults.candidates, self.k, rerank.candidates if rerank else 0)
+        return self.model_copy(update=update) if update else self
 
 
 class DocumentsRequest(BaseModel):

@@ -139,6 +139,12 @@ class CollectionDescription(TypedDict):
     """A chunked collection's ``max_tokens``, ``overlap_tokens`` and ``markdown``."""
     media_field: str | None
     """An image or audio collection's document key for the item, as configured (null: the modality's name)."""
+    search_defaults: dict[str, Any] | None
+    """The settings a search of the collection uses where it gives none (``mode``, ``fusion``, ``candidates``,
+    ``rerank``): those applied to it (``PUT .../search_defaults``), else its config's; null: the built-in ones."""
+    search_defaults_applied: bool
+    """Whether ``search_defaults`` were applied to the live collection (then they replace its config's block until
+    ``DELETE .../search_defaults`` removes them)."""
     count: int
     dimensions: int | None
     created: bool

@@ -48,6 +48,7 @@ from rayprism.platform.config.models import (
     ModelConfig,
     threads_for,
 )
+from rayprism.platform.config.search import SearchDefaults
 from rayprism.platform.config.serve import (
     DEFAULT_MIN_FREE_MB,
     DEFAULT_STORE_URI,
@@ -85,7 +86,7 @@ __all__ = [
     "SPARSE_FIELD", "VECTOR_FIELDS",
     "ApiKeyConfig", "BatchingConfig", "CodecSpec", "CollectionConfig", "CompressionConfig", "ComputeConfig", "DenseIndexConfig", "DeploymentConfig",
     "FDEOptions", "FieldType", "MultivectorConfig", "InputConfig", "JobConfig", "JobModelConfig", "MatryoshkaCodec", "ModelConfig", "OutputConfig",
-    "BatchesConfig", "RateConfig", "ReplicasConfig", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
+    "BatchesConfig", "RateConfig", "ReplicasConfig", "SearchDefaults", "SeedConfig", "ServeConfig", "ServerConfig", "StoreConfig", "StrictModel",
     "format_validation_error", "is_lite_uri", "load_config", "load_job_config", "load_serve_config",
     "parse_config", "threads_for",
     "CheckpointsConfig", "CorpusConfig", "CrossEncoderObjectiveConfig", "EvaluationConfig", "HardNegativesConfig", "LossConfig", "NewImageTextModel",

@@ -16,6 +16,7 @@ from rayprism.platform.config.base import (
     nested_problems,
 )
 from rayprism.platform.config.models import DEFAULT_MODEL_NAME
+from rayprism.platform.config.search import SearchDefaults
 from rayprism.platform.models.base import Modality
 from rayprism.platform.store.vocabulary import Metric
 
@@ -214,6 +215,11 @@ class CollectionConfig(StrictModel):
     """Image and audio collections: the document key that carries the item (a ``data:`` URI); default:
     the modality's name. The item is embedded, not stored: keep e.g. a ``uri`` field to find the original.
     The text field then holds an optional caption (searchable with BM25)."""
+    search_defaults: SearchDefaults | None = None
+    """Settings (mode, fusion, candidates, rerank) every search of the collection uses unless it gives its own.
+    Defaults applied to the live collection (``PUT /v1/collections/{name}/search_defaults``, ``rayprism tune
+    --apply``) replace this block, whole, until they are removed (``DELETE``): described, the collection shows
+    the block in use."""
 
     @property
     def media_key(self) -> str | None:
@@ -280,6 +286,28 @@ class CollectionConfig(StrictModel):
     def _check_compression(self) -> CollectionConfig:
         if self.compression is not None and self.index.metric not in ("COSINE", "IP"):
             raise ValueError(f"compression ranks by inner product: it needs metric COSINE or IP, not {self.index.metric}")
+        return self
+
+    def search_defaults_problem(self, defaults: SearchDefaults) -> str | None:
+        """Why ``defaults`` cannot be this collection's search defaults (a mode it has no route for, a rerank of
+        media), or None: the rule the config, a creation and an applied block are all held to."""
+        mode = defaults.mode
+        if mode == "multivector" and self.multivector is None:
+            return f"search_defaults.mode 'multivector' needs a multivector collection; {self.name!r} is not one"
+        if self.multivector is not None and mode in ("dense", "hybrid"):
+            return (f"search_defaults.mode {mode!r}: collection {self.name!r} is multivector, searched with mode "
+                    "multivector (or sparse)")
+        if mode in ("hybrid", "sparse") and not self.bm25:
+            return f"search_defaults.mode {mode!r} needs BM25, which collection {self.name!r} does not have"
+        if defaults.rerank is not None and self.modality != "text":
+            return f"search_defaults.rerank scores stored text; collection {self.name!r} holds {self.modality}"
+        return None
+
+    @model_validator(mode="after")
+    def _check_search_defaults(self) -> CollectionConfig:
+        problem = self.search_defaults and self.search_defaults_problem(self.search_defaults)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

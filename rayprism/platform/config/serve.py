@@ -322,10 +322,16 @@ class ServeConfig(StrictModel):
     def _check_collections(self) -> ServeConfig:
         check_unique("collection", [c.name for c in self.collections])
         models = [m.name for m in self.models if m.kind == "embedder"]
+        rerankers = [m.name for m in self.models if m.kind == "reranker"]
         for collection in self.collections:
             if collection.model not in models:
                 raise ValueError(f"collection {collection.name!r} uses model {collection.model!r}; embedding "
                                  f"models: {models}")
+            rerank = collection.search_defaults.rerank if collection.search_defaults else None
+            if rerank is not None and (rerank.model not in rerankers if rerank.model else len(rerankers) != 1):
+                raise ValueError(f"collection {collection.name!r}: search_defaults.rerank.model {rerank.model!r} must "
+                                 f"name one of the reranker models {rerankers} (it may be left out when there is "
+                                 "exactly one)")
         lite = [c.name for c in self.collections if c.uri is not None and is_lite_uri(c.uri)]
         if self.store.replicas > 1 and lite:
             raise ValueError(f"store.replicas ({self.store.replicas}) must be 1 while collections live in Milvus Lite "

@@ -1,56 +1,28 @@
 """Fusing ranked lists from dense and sparse search into one, and the fusions a search may ask for.
 
 Both take lists of ``(id, score)``, best first, where a higher score is better. The fusion
-models are the HTTP schema's ``fusion`` and what the store fuses by: one definition, read by
-attribute on both sides of the hop.
+models (:mod:`rayprism.platform.config.search`, where a collection's search defaults name them too) are the HTTP
+schema's ``fusion`` and what the store fuses by: one definition, read by attribute on both sides of the hop.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat
-
-from rayprism.platform.config.base import Integer
+from rayprism.platform.config.search import (  # noqa: F401  (the fusion models, defined with the search settings)
+    DEFAULT_FUSION,
+    MAX_RRF_K,
+    MAX_WEIGHT,
+    RRF_K,
+    Fusion,
+    FusionWeights,
+    Normalization,
+    RRFFusion,
+    Weight,
+    WeightedFusion,
+)
 from rayprism.platform.store.vocabulary import Hits
-
-RRF_K = 60
-"""Reciprocal rank fusion's constant, as in the RRF paper and Milvus's ``RRFRanker``."""
-MAX_RRF_K = 16384
-"""Milvus's ``RRFRanker`` takes k in [1, 16384); a larger k ranks by list membership alone."""
-MAX_WEIGHT = 1e6
-"""Weights are relative (only their ratio ranks); a million to one is as lopsided as fusion gets."""
-
-Weight = Annotated[StrictFloat, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
-"""A fusion weight: finite and bounded, so no weighted sum can overflow (fusion is safe beyond it too)."""
-
-
-class RRFFusion(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["rrf"]
-    """Required, as the discriminator of ``fusion`` (the schema's ``oneOf`` cannot pick a member without it)."""
-    k: Integer = Field(default=RRF_K, gt=0, lt=MAX_RRF_K)
-
-
-class FusionWeights(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    dense: Weight = 0.5
-    sparse: Weight = 0.5
-
-
-class WeightedFusion(BaseModel):
-    """Each list's scores min-max normalised over its own hits, then a weighted sum (the default)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["weighted"]
-    weights: FusionWeights = FusionWeights()
-
-
-Fusion = Annotated[RRFFusion | WeightedFusion, Field(discriminator="type")]
-
-DEFAULT_FUSION = WeightedFusion(type="weighted")
-"""Equal-weight min-max fusion: on the Debian dev queries it beat RRF (k=60) by 0.03 MRR@10
-and both single modes by 0.04+ (docs/benchmarks.md); RRF stays one option away."""
 
 
 def reciprocal_rank(routes: list[Hits], k: int = RRF_K) -> Hits:
@@ -72,27 +44,35 @@ def shares(weights: list[float]) -> tuple[list[float], float, float]:
     return [weight / sum(scaled) for weight in scaled], largest, sum(scaled)
 
 
-def weighted(routes: list[Hits], weights: list[float]) -> Hits:
-    """Each list's scores min-max normalised to [0, 1] over its own hits, then a weighted sum;
-    a document absent from a list gets nothing from it.
+def normalised(scores: list[float], normalization: Normalization = "min_max") -> list[float]:
+    """One list's scores on the scale ``normalization`` names: ``min_max`` to [0, 1] (all equal: 1 each),
+    ``z_score`` as standard deviations from the list's mean (all equal, or one hit: 0 each)."""
+    if not scores:
+        return []
+    if normalization == "z_score":
+        mean = sum(scores) / len(scores)
+        deviation = math.sqrt(sum((score - mean) ** 2 for score in scores) / len(scores))
+        return [(score - mean) / deviation if deviation > 0 else 0.0 for score in scores]
+    low, spread = min(scores), max(scores) - min(scores)
+    return [(score - low) / spread if spread > 0 else 1.0 for score in scores]
+
+
+def weighted(routes: list[Hits], weights: list[float], normalization: Normalization = "min_max") -> Hits:
+    """Each list's scores :func:`normalised` over its own hits (min-max to [0, 1] by default), then a weighted
+    sum; a document absent from a list gets nothing from it.
 
     Ranked by the sum with the weights' :func:`shares` (in [0, 1]); the score reported is that times
     the weights' sum: the plain weighted sum (inf, never NaN, past the largest float)."""
     fused: dict[Any, float] = {}
     parts, largest, rest = shares(weights)
     for hits, part in zip(routes, parts):
-        if not hits:
-            continue
-        values = [score for _, score in hits]
-        low, spread = min(values), max(values) - min(values)
-        for doc_id, score in hits:
-            normalised = (score - low) / spread if spread > 0 else 1.0
-            fused[doc_id] = fused.get(doc_id, 0.0) + part * normalised
+        for (doc_id, _), value in zip(hits, normalised([score for _, score in hits], normalization)):
+            fused[doc_id] = fused.get(doc_id, 0.0) + part * value
     ranked = sorted(fused.items(), key=lambda item: item[1], reverse=True)
     return [(doc_id, share * largest * rest) for doc_id, share in ranked]
 
 
 def fuse(dense: Hits, sparse: Hits, fusion: Fusion = DEFAULT_FUSION) -> Hits:
     if isinstance(fusion, WeightedFusion):
-        return weighted([dense, sparse], [fusion.weights.dense, fusion.weights.sparse])
+        return weighted([dense, sparse], [fusion.weights.dense, fusion.weights.sparse], fusion.normalization)
     return reciprocal_rank([dense, sparse], fusion.k)

@@ -4,7 +4,8 @@ A rayprism collection has a primary key ``id``, a text field, a ``dense`` float
 vector from the collection's model, optionally a ``sparse`` vector filled by
 Milvus's BM25 function from the text, and typed nullable metadata fields. The
 config it was made from rides along as a collection property, so a collection
-created at run time is fully known after a restart.
+created at run time is fully known after a restart; search defaults applied to
+it later ride in a property of their own.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ from rayprism.platform.config import (
     SPARSE_FIELD,
     CollectionConfig,
     CompressionConfig,
+    SearchDefaults,
 )
 from rayprism.platform.store.vocabulary import ID_MAX_BYTES
 
 CONFIG_PROPERTY = "rayprism.config"
+SEARCH_DEFAULTS_PROPERTY = "rayprism.search_defaults"
+"""The search defaults applied to a live collection (JSON; empty or absent: none applied). Apart from the
+config it was made from, which a declared collection takes from serve.yaml instead."""
 VARCHAR_MAX_BYTES = 65535
 
 FIELD_TYPES = {
@@ -144,6 +149,12 @@ def stored_config(description: dict) -> CollectionConfig | None:
     """The config a collection was created from, if rayprism created it."""
     text = (description.get("properties") or {}).get(CONFIG_PROPERTY)
     return CollectionConfig.model_validate(json.loads(text)) if text else None
+
+
+def applied_search_defaults(description: dict) -> SearchDefaults | None:
+    """The search defaults applied to a collection since it was made, if any."""
+    text = (description.get("properties") or {}).get(SEARCH_DEFAULTS_PROPERTY)
+    return SearchDefaults.model_validate_json(text) if text else None
 
 
 def read_layout(client: MilvusClient, name: str, description: dict) -> Layout:

@@ -34,6 +34,7 @@ from rayprism.platform.config import (
     PIECE_START_FIELD,
     SPARSE_FIELD,
     CollectionConfig,
+    SearchDefaults,
     is_lite_uri,
 )
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
@@ -42,7 +43,14 @@ from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_b
 from rayprism.platform.store.filters import ids_filter, renamed_field
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion, fuse, weighted
-from rayprism.platform.store.layout import Layout, create_collection, read_layout, stored_config
+from rayprism.platform.store.layout import (
+    SEARCH_DEFAULTS_PROPERTY,
+    Layout,
+    applied_search_defaults,
+    create_collection,
+    read_layout,
+    stored_config,
+)
 from rayprism.platform.store.lite_disk import DiskGuard, check_lite_store, disk_full_error, is_disk_full
 from rayprism.platform.store.mirror import MirrorManager
 from rayprism.platform.store.mirror_memory import MirrorMemory
@@ -242,6 +250,17 @@ class MilvusStore:
     def config_of(self, name: str) -> CollectionConfig | None:
         """The config a collection was created with, or None if rayprism did not create it."""
         return stored_config(self._describe(name))
+
+    def applied_search_defaults(self, name: str) -> SearchDefaults | None:
+        """The search defaults applied to the collection (:meth:`apply_search_defaults`), None if none are."""
+        return applied_search_defaults(self._describe(name))
+
+    def apply_search_defaults(self, name: str, defaults: SearchDefaults | None) -> None:
+        """Keep ``defaults`` with the collection (a property of it, so a restart keeps them); None removes
+        them (an empty value: Milvus servers before 2.5 cannot drop a property)."""
+        self._describe(name)
+        value = defaults.model_dump_json(exclude_none=True) if defaults is not None else ""
+        self._call(self._client.alter_collection_properties, name, properties={SEARCH_DEFAULTS_PROPERTY: value})
 
     def count(self, name: str) -> int:
         """Documents (a chunked collection's first pieces)."""
