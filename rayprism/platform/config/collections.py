@@ -12,6 +12,7 @@ from rayprism.platform.config.base import (
     Identifier,
     Integer,
     StrictModel,
+    bounded,
     full_match,
     nested_problems,
 )
@@ -130,7 +131,7 @@ class FDEOptions(StrictModel):
     seed: Integer = Field(default=0, ge=0)
     fill_empty_partitions: bool = True
     """An empty partition of a document takes its token nearest in Hamming distance."""
-    d_final: Integer | None = Field(default=None, ge=1, le=MAX_VECTOR_DIMENSIONS)
+    d_final: bounded(ge=1, le=MAX_VECTOR_DIMENSIONS) | None = None
     """Count-sketch the encoding down to this many dimensions; None keeps 2^k_sim · d_proj · r_reps."""
 
     @property
