@@ -173,10 +173,13 @@ def add_collection_routes(app: FastAPI, service: EmbeddingService, services: Col
 
     @app.get("/v1/collections/{name}/documents", responses=answers(responses.DocumentPage))
     async def list_documents(name: str, limit: int = Query(DOCUMENT_PAGE_DEFAULT, ge=1, le=DOCUMENT_PAGE_MAX),
-                             offset: int = Query(0, ge=0)) -> Response:
+                             after: str | None = Query(None, description="A cursor: the documents after this id (the "
+                                                       "last_id of the page before)"),
+                             offset: int = Query(0, ge=0, description="Instead of after: skip this many (walks the "
+                                                 "ids before it; after costs the same anywhere)")) -> Response:
         """A page of the collection's documents in the order of their ids, and how many there are."""
         with Observed(service, "documents.list", lambda: service.metrics_label(collections.model_of(name))):
-            return json_response(await services.documents.page(name, limit, offset))
+            return json_response(await services.documents.page(name, limit, offset, after))
 
     @app.get("/v1/collections/{name}/map", responses=answers(responses.CollectionMap))
     async def collection_map(name: str, sample: int = Query(MAP_SAMPLE_DEFAULT, ge=1, le=MAP_SAMPLE_MAX),

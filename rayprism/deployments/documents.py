@@ -253,13 +253,23 @@ class DocumentsService:
         return Document(object="document", **found[0])
 
 
-    async def page(self, name: str, limit: int, offset: int) -> DocumentPage:
-        """Documents ``offset`` to ``offset + limit`` of the collection, in the order of their ids."""
+    async def page(self, name: str, limit: int, offset: int = 0, after: str | None = None) -> DocumentPage:
+        """``limit`` documents in the order of their ids: those after the id ``after`` (a cursor; it need not be
+        stored), else those from position ``offset`` (which walks the ids before it: page with ``after``)."""
         config = await self._collections.collection(name)
+        cursor = None
+        if after is not None:
+            try:
+                cursor = normalise_id(config, int(after) if config.id_type == "int64" else after)
+            except ValueError as error:
+                raise InvalidInputError(f"after {error}", param="after") from None
+            if offset:
+                raise InvalidInputError("give after (a cursor) or offset, not both", param="offset")
         with self._collections.forgotten_if_gone(config.name):
-            ids = sorted(await self._store.ids(config.name))
-            chosen = ids[offset : offset + limit]
-            found = await self._store.get(config.name, chosen, ["id", config.text_field, *config.fields])
-        by_id = {row["id"]: row for row in found}  # a document deleted between the two reads is left out
-        return DocumentPage(object="list", collection=name, total=len(ids), offset=offset, limit=limit,
-                            data=[Document(object="document", **by_id[key]) for key in chosen if key in by_id])
+            page = await self._store.document_page(config.name, limit, ["id", config.text_field, *config.fields],
+                                                   cursor, offset)
+        data = [Document(object="document", **row) for row in page.rows]
+        return DocumentPage(object="list", collection=name, total=page.total, after=cursor,
+                            offset=None if after is not None else offset, limit=limit, data=data,
+                            first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None,
+                            has_more=page.has_more)

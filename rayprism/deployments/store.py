@@ -27,7 +27,7 @@ from rayprism.deployments.store_snapshots import SnapshotSpools
 from rayprism.platform.config import DOCUMENT_ID_FIELD, CollectionConfig, SearchDefaults, StoreConfig, is_lite_uri
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, RayprismError, unwrap
 from rayprism.platform.store.aliases import Aliases
-from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery
+from rayprism.platform.store.milvus import MilvusStore, SearchHits, SearchQuery, StoredPage
 from rayprism.platform.store.vocabulary import Hits
 
 
@@ -314,6 +314,17 @@ class StoreReplica(ReembedLedger, SnapshotSpools):
     async def pieces(self, name: str, document_id: Any) -> list[dict]:
         """A chunked collection's document as stored: its pieces (index, start, text), in order."""
         return await asyncio.to_thread(self._call_at, name, MilvusStore.pieces, document_id)
+
+    async def document_page(self, name: str, limit: int, output_fields: list[str], after: Any = None,
+                            offset: int = 0) -> StoredPage:
+        """A page of the collection's documents in the order of their keys, after the id ``after`` or from ``offset``."""
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.document_page, limit, output_fields, after,
+                                       offset)
+
+    async def document_id_sample(self, name: str, size: int) -> tuple[int, list, str | None]:
+        """For the console's map: how many documents there are, a sample of ``size`` of their ids, and the version of
+        the in-memory mirror they were read from (None without one)."""
+        return await asyncio.to_thread(self._call_at, name, MilvusStore.document_id_sample, size)
 
     async def document_sample(self, name: str, ids: list, fields: list[str], preview_chars: int
                               ) -> tuple[list, Any, list[dict]]:

@@ -70,7 +70,15 @@ def test_each_page_shows_the_services_own_answers_and_a_search_finds_its_hits(co
     open_page(browser, url, "collections/console_v1", "table[aria-label='Documents'] tbody tr")
     shown = texts(browser, "table[aria-label='Documents'] tbody tr td:first-child")
     stored = sorted(document["id"] for document in DOCUMENTS[:24])
-    assert shown == stored[:20] and "1–20 of 24" in browser.page_source
+    assert shown == stored[:20] and css(browser, "#docs-range")[0].text == "1–20 of 24"
+    assert not css(browser, "#docs-first")[0].is_enabled() and not css(browser, "#docs-previous")[0].is_enabled()
+    css(browser, "#docs-next")[0].click()  # the next page, asked after the last id shown
+    wait_for(browser, lambda d: css(d, "#docs-range") and css(d, "#docs-range")[0].text == "21–24 of 24")
+    assert texts(browser, "table[aria-label='Documents'] tbody tr td:first-child") == stored[20:]
+    assert f"after={stored[19]}" in browser.current_url and not css(browser, "#docs-next")[0].is_enabled()
+    css(browser, "#docs-previous")[0].click()
+    wait_for(browser, lambda d: css(d, "#docs-range") and css(d, "#docs-range")[0].text == "1–20 of 24")
+    assert texts(browser, "table[aria-label='Documents'] tbody tr td:first-child") == stored[:20]
     css(browser, "table[aria-label='Documents'] tbody tr button")[0].click()
     wait_for(browser, lambda d: css(d, ".doc-text"))
     first = httpx.get(f"{url}/v1/collections/console_v1/documents/{stored[0]}", timeout=60).json()
@@ -183,10 +191,14 @@ def test_with_keys_the_console_asks_for_one_and_a_read_only_key_sees_no_write_or
     assert httpx.post(f"{url}/v1/aliases", headers=admin, json={"name": "kept", "collection": "kept_v1"},
                       timeout=60).status_code == 201
 
-    browser.get(f"{url}/console/#/collections")
-    wait_for(browser, lambda d: css(d, "#api-key"))
-    assert not browser.find_element("id", "nav").is_displayed()
-    assert texts(browser, "main h1") == ["API key"] and not css(browser, "table")
+    for page in ("collections/kept_v1", "search?collection=kept_v1&q=library", "models", "jobs?alias=kept",
+                 "map?collection=kept_v1", "collections"):  # any page, without a key: only the prompt
+        browser.get(f"{url}/console/#/{page}")
+        browser.refresh()
+        wait_for(browser, lambda d: css(d, "#api-key"))
+        assert not browser.find_element("id", "nav").is_displayed(), page
+        assert texts(browser, "main h1") == ["API key"], page
+        assert not css(browser, "main table") and not css(browser, "main button:not([type=submit])"), page
     enter_key(browser, "sk-not-a-key-0123456789")
     wait_for(browser, lambda d: css(d, "form.keybox .error"))
     assert "That key was refused" in css(browser, "form.keybox .error")[0].text and not css(browser, "table")
@@ -201,7 +213,12 @@ def test_with_keys_the_console_asks_for_one_and_a_read_only_key_sees_no_write_or
     open_page(browser, url, "jobs?alias=kept", "main h1")
     assert not css(browser, "#start-reembed") and not css(browser, "#rollback")
     assert "admin key" in browser.find_element("tag name", "main").text
+    assert not css(browser, "section[aria-label='Batches']")  # no batches to cancel: the key may not embed
+    open_page(browser, url, "models", "article h2")
+    assert not css(browser, "#try-model") and "This key may not embed" in browser.find_element("tag name", "main").text
     open_page(browser, url, "search?collection=kept_v1&q=library", "ol.hits li")  # reading works
+    open_page(browser, url, "map?collection=kept_v1", "circle.point")
+    assert not css(browser, "button.danger") and script_errors(browser) == []
 
     css(browser, "#who button")[0].click()  # forget the key: back to the prompt
     enter_key(browser, OPS)

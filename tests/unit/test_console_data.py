@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from rayprism.deployments.collection_map import sample_ids
 from rayprism.deployments.collection_routes import CollectionServices
 from rayprism.deployments.service import EmbeddingService
 from rayprism.deployments.store import StoreReplica
 from rayprism.platform.api.requests import DocumentsRequest, SearchRequest
 from rayprism.platform.config import CollectionConfig, ModelConfig, ServeConfig, StoreConfig
 from rayprism.platform.errors import InvalidInputError
-from rayprism.platform.projection import pca
+from rayprism.platform.projection import pca, sample_ids
 
 
-def test_pca_matches_scikit_learn_up_to_each_axis_sign_and_places_new_vectors_the_same_way():
+@pytest.mark.parametrize("n", [300, 15])  # more vectors than dimensions, and fewer
+def test_pca_matches_scikit_learn_up_to_each_axis_sign_and_places_new_vectors_the_same_way(n):
     rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(300, 24)) @ rng.normal(size=(24, 24))  # correlated: distinct variances
+    vectors = rng.normal(size=(n, 24)) @ rng.normal(size=(24, 24))  # correlated: distinct variances
     ours = pca(vectors)
     theirs = PCA(n_components=2, svd_solver="full").fit(vectors)
     signs = np.sign(np.sum(ours.axes * theirs.components_, axis=1))
@@ -78,9 +78,23 @@ def test_pages_cover_the_store_once_in_id_order_and_the_map_projects_the_stored_
     pages = [run(service.documents.page(name, 20, offset)) for offset in (0, 20, 40, 60)]
     assert [page["total"] for page in pages] == [45] * 4
     assert [len(page["data"]) for page in pages] == [20, 20, 5, 0]
+    assert [(page["offset"], page["after"], page["has_more"]) for page in pages] == [
+        (0, None, True), (20, None, True), (40, None, False), (60, None, False)]
     seen = [document for page in pages for document in page["data"]]
     assert [document["id"] for document in seen] == sorted(run(store.ids(name)))
     assert seen == [{"object": "document", **document} for document in DOCUMENTS]  # text and fields as stored
+    walked, after = [], None  # the same documents by cursor, as the console pages
+    while True:
+        page = run(service.documents.page(name, 20, after=after))
+        assert (page["offset"], page["after"], page["total"]) == (0 if after is None else None, after, 45)
+        assert (page["first_id"], page["last_id"]) == (page["data"][0]["id"], page["data"][-1]["id"])
+        walked += page["data"]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert walked == seen
+    with pytest.raises(InvalidInputError, match="not both"):
+        run(service.documents.page(name, 20, 20, after="doc-001"))
 
     picture = run(service.map(name, 30, "kind", None, 5))
     ids = sample_ids([document["id"] for document in DOCUMENTS], 30)

@@ -5,6 +5,9 @@ import { may } from "./access.js";
 import { h, number, show } from "./dom.js";
 
 const PAGE = 20;
+/** Per collection, the cursor (``after``) of each page position seen in this tab: how Previous goes back. Pages are
+ * asked by cursor (the last id of the page before), which costs the same anywhere in a collection. */
+const cursors = new Map();
 
 export function tiers(collection) {
   const shown = [collection.multivector ? "multivector" : "dense"];
@@ -48,7 +51,8 @@ export async function render(main, context, args, params) {
 
 async function detail(main, context, name, params) {
   const collection = await api(`/v1/collections/${enc(name)}`);
-  const offset = Math.max(0, Number(params.get("offset")) || 0);
+  const after = params.get("after");
+  const from = after === null ? 0 : Math.max(0, Number(params.get("from")) || 0);
   const facts = [
     ["Name", collection.name === name ? name : `${name} → ${collection.name}`],
     ["Documents", number(collection.count)], ["Model", collection.model], ["Modality", collection.modality],
@@ -72,11 +76,17 @@ async function detail(main, context, name, params) {
           h("pre", {}, JSON.stringify({ index: collection.index, compression: collection.compression,
             multivector: collection.multivector, chunking: collection.chunking, mirror: collection.mirror }, null, 2))))),
     browser, opened);
-  await documents(browser, opened, context, name, collection, offset);
+  await documents(browser, opened, context, name, collection, after, from);
 }
 
-async function documents(browser, opened, context, name, collection, offset) {
-  const page = await api(`/v1/collections/${enc(name)}/documents?limit=${PAGE}&offset=${offset}`);
+async function documents(browser, opened, context, name, collection, after, from) {
+  const query = new URLSearchParams({ limit: PAGE });
+  if (after !== null) query.set("after", after);
+  const page = await api(`/v1/collections/${enc(name)}/documents?${query}`);
+  const seen = cursors.get(name) || new Map([[0, null]]);
+  cursors.set(name, seen);
+  if (from > 0) seen.set(from, after);
+  if (page.has_more) seen.set(from + page.data.length, page.last_id);
   const canWrite = may(context.me, "write", name);
   const rows = page.data.map((document) => h("tr", {},
     h("td", {}, h("button", { type: "button", class: "secondary", onclick: () => open(opened, context, name, collection, document) },
@@ -84,13 +94,18 @@ async function documents(browser, opened, context, name, collection, offset) {
     h("td", {}, String(document[collection.text_field] ?? "").slice(0, 160)),
     h("td", { class: "fields" }, Object.keys(collection.fields).map((field) =>
       document[field] !== undefined ? h("div", {}, `${field}: ${document[field]}`) : null))));
-  const last = Math.min(page.total, offset + page.data.length);
-  const to = (at) => context.go("collections", [name], { offset: at || null });
+  const to = (position) => context.go("collections", [name], position ? { after: seen.get(position), from: position } : {});
+  const back = Math.max(0, from - PAGE);
+  const label = page.data.length ? `${number(from + 1)}–${number(from + page.data.length)} of ${number(page.total)}`
+    : page.total ? `None after ${after} (of ${number(page.total)})` : "No documents";
   show(browser, h("h2", { id: "docs-title" }, "Documents"),
     h("div", { class: "row" },
-      h("button", { type: "button", class: "secondary", disabled: offset === 0, onclick: () => to(Math.max(0, offset - PAGE)) }, "← Previous"),
-      h("span", { "aria-live": "polite" }, page.total ? `${number(offset + 1)}–${number(last)} of ${number(page.total)}` : "No documents"),
-      h("button", { type: "button", class: "secondary", disabled: last >= page.total, onclick: () => to(offset + PAGE) }, "Next →"),
+      h("button", { type: "button", class: "secondary", id: "docs-first", disabled: after === null, onclick: () => to(0) }, "⇤ First"),
+      h("button", { type: "button", class: "secondary", id: "docs-previous", disabled: after === null || !seen.has(back),
+        onclick: () => to(back) }, "← Previous"),
+      h("span", { "aria-live": "polite", id: "docs-range" }, label),
+      h("button", { type: "button", class: "secondary", id: "docs-next", disabled: !page.has_more,
+        onclick: () => to(from + page.data.length) }, "Next →"),
       canWrite ? h("span", { class: "muted" }, "(open a document to delete it)") : null),
     h("table", { "aria-label": "Documents" },
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Id"), h("th", { scope: "col" }, "Text"), h("th", { scope: "col" }, "Fields"))),

@@ -244,15 +244,24 @@ class Document(TypedDict):
 
 @documented
 class DocumentPage(TypedDict):
-    """One page of a collection's documents, in the order of their ids."""
+    """One page of a collection's documents, in the order of their ids (a chunked collection's: of its documents'
+    first pieces' keys, ``{id}#0``). The next page is the one ``after`` this page's ``last_id``."""
 
     object: Literal["list"]
     collection: str
     total: int
     """Documents in the collection."""
-    offset: int
+    after: str | int | None
+    """The cursor the page was asked for: it holds the documents after this id (null: from ``offset``)."""
+    offset: int | None
+    """With ``offset``: the position of the page's first document (null with ``after``)."""
     limit: int
     data: list[Document]
+    first_id: str | int | None
+    last_id: str | int | None
+    """The cursor of the next page (``after``); null for an empty page."""
+    has_more: bool
+    """Whether documents follow this page."""
 
 
 @documented

@@ -11,6 +11,7 @@ and a collection the server's version cannot hold is refused before it is made
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import logging
@@ -38,9 +39,10 @@ from rayprism.platform.config import (
     is_lite_uri,
 )
 from rayprism.platform.errors import ConflictError, InvalidInputError, NotFoundError, NotReadyError, StoreError
+from rayprism.platform.projection import sample_ids
 from rayprism.platform.store.aliases import Aliases
 from rayprism.platform.store.compressed import CodeFiles, FetchVectors, encode_bits, exact_rescore
-from rayprism.platform.store.filters import ids_filter, renamed_field
+from rayprism.platform.store.filters import ids_filter, renamed_field, string_literal
 from rayprism.platform.store.flushing import FlushGate, FlushScheduler
 from rayprism.platform.store.fusion import DEFAULT_FUSION, Fusion, fuse, weighted
 from rayprism.platform.store.layout import (
@@ -58,8 +60,10 @@ from rayprism.platform.store.pieces import (
     PIECE_READ_FIELDS,
     best_pieces,
     by_document,
+    document_of,
     documents_from_pieces,
     is_opening,
+    piece_key,
     stale_keys,
     whole_documents,
 )
@@ -68,6 +72,7 @@ from rayprism.platform.store.session_reads import SESSION_READS, SessionClock
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY
 from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, Hits, Metric, SearchMode
+from rayprism.platform.vectors import normalised
 
 logger = logging.getLogger(__name__)
 # pymilvus logs every failed RPC with a traceback; the errors raised here carry the message.
@@ -141,6 +146,18 @@ class SearchHits:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class StoredPage:
+    """One page of a collection's documents, as :meth:`MilvusStore.document_page` reads it."""
+
+    rows: list[dict]
+    """The documents, each with the fields asked for, in the order of their keys."""
+    total: int
+    """Documents in the collection."""
+    has_more: bool
+    """Whether documents follow the last of ``rows``."""
+
+
 class MilvusStore:
     def __init__(self, uri: str, *, flush_after_s: float = 5.0, cache_max_rows: int = 0,
                  min_free_mb: int = DEFAULT_MIN_FREE_MB):
@@ -166,6 +183,8 @@ class MilvusStore:
         self._lite = is_lite_uri(uri)
         self._disk = DiskGuard(Path(uri).parent, min_free_mb << 20) if self._lite else None
         self._reads = {} if self._lite else SESSION_READS
+        self._key_order = {"iterator": "True"} if self._lite else {}
+        """What makes a query with a limit answer rows in key order (see :meth:`_keys_after`)."""
         self._clock = None if self._lite else SessionClock(self._client)
         self.codes = CodeFiles(Path(f"{uri}.codes")) if self._lite else None
         """Where a Lite store's compressed collections keep their codes between runs."""
@@ -263,8 +282,13 @@ class MilvusStore:
         self._call(self._client.alter_collection_properties, name, properties={SEARCH_DEFAULTS_PROPERTY: value})
 
     def count(self, name: str) -> int:
-        """Documents (a chunked collection's first pieces)."""
+        """Documents (a chunked collection's first pieces): counted in the in-memory mirror when there is one
+        (Milvus Lite counts a filter's matches by reading them all)."""
         filter = FIRST_PIECE if self.chunked(name) else ""
+        mirror = self.mirrors.built(name)
+        counted = mirror.count(filter) if mirror is not None else None
+        if counted is not None:
+            return counted
         rows = self._call(self._client.query, name, filter=filter, output_fields=["count(*)"], **self._reads)
         return int(rows[0]["count(*)"])
 
@@ -433,31 +457,114 @@ class MilvusStore:
         return [row for start in range(0, len(ids), QUERY_MAX_ROWS)
                 for row in self._by_ids(name, ids[start : start + QUERY_MAX_ROWS], output_fields)]
 
+    def document_page(self, name: str, limit: int, output_fields: list[str], after: Any = None,
+                      offset: int = 0) -> StoredPage:
+        """``limit`` documents in the order of their keys, with the ``output_fields`` of :meth:`get`: those after the
+        document ``after`` (a cursor: any id, stored or not), else those from position ``offset``.
+
+        Keyset paging, never every id read from Milvus: the in-memory mirror's keys, sorted once per write
+        (:meth:`~rayprism.platform.store.mirror.Mirror.document_keys`), where there is one; else Milvus reads the keys
+        that follow the cursor in its primary-key order (``id > cursor``, with a limit). The two orders are the same,
+        so a cursor from one holds in the other. A document stored throughout a walk is on exactly one of its pages,
+        whatever is written meanwhile. ``offset`` walks the keys before it (from Milvus: ids only). A chunked
+        collection's documents are in the order of their first pieces' keys, ``{id}#0``: the order of their ids,
+        unless those are numbers or hold a character that sorts before ``#``."""
+        chunked = self.chunked(name)
+        cursor = None if after is None else piece_key(after, 0) if chunked else after
+        mirror = self.mirrors.built(name)
+        if mirror is not None:
+            keys = mirror.document_keys()
+            start = (bisect.bisect_right(keys, cursor) if cursor is not None else 0) + offset
+            chosen, total = keys[start : start + limit + 1], len(keys)
+        else:
+            skipped = self._keys_after(name, cursor, offset) if offset else []
+            cursor = skipped[-1]["id"] if skipped else cursor
+            chosen = [] if len(skipped) < offset else [row["id"] for row in self._keys_after(name, cursor, limit + 1)]
+            total = self.count(name)
+        id_type = self._fixed_layout(name).id_type
+        ids = [document_of(key, id_type) if chunked else key for key in chosen[:limit]]
+        by_id = {row["id"]: row for row in self.get(name, ids, output_fields)} if ids else {}
+        return StoredPage([by_id[key] for key in ids if key in by_id],  # one deleted since its key was read: left out
+                          total, len(chosen) > limit)
+
+    def _keys_after(self, name: str, cursor: Any, count: int) -> list[dict]:
+        """The first ``count`` rows after the key ``cursor`` (from the first without one) in primary-key order (a
+        chunked collection's first pieces), with their key. A server answers a query with a limit in key order (it
+        merges its segments' rows by key); Milvus Lite does only for pymilvus's query iterator's queries (flagged
+        ``iterator``), a flag a 2.3 server must not get: its answer right after a write then takes its growing
+        segment's rows out of key order."""
+        found: list[dict] = []
+        while len(found) < count:
+            conditions = [FIRST_PIECE] if self.chunked(name) else []
+            if cursor is not None:
+                conditions.append(f"id > {string_literal(cursor) if isinstance(cursor, str) else int(cursor)}")
+            rows = self._call(self._client.query, name, filter=" and ".join(conditions), output_fields=["id"],
+                              limit=min(count - len(found), QUERY_MAX_ROWS), **self._key_order, **self._reads)
+            if not rows:
+                break
+            found += rows
+            cursor = rows[-1]["id"]
+        return found
+
+    def document_id_sample(self, name: str, size: int) -> tuple[int, list, str | None]:
+        """How many documents the collection holds, :func:`~rayprism.platform.projection.sample_ids` of their ids,
+        and the in-memory mirror's :attr:`~rayprism.platform.store.mirror.Mirror.version` they were read at (None:
+        without a mirror, every id was read from Milvus, and the next call may differ with no sign of it)."""
+        mirror = self.mirrors.built(name)
+        if mirror is None:
+            ids = self.ids(name)
+            return len(ids), sample_ids(ids, size), None
+        version = mirror.version
+        keys = mirror.document_keys()
+        if self.chunked(name):
+            id_type = self._fixed_layout(name).id_type
+            keys = [document_of(key, id_type) for key in keys]
+        return len(keys), sample_ids(keys, size), version
+
     def document_sample(self, name: str, ids: list, fields: list[str], preview_chars: int
                         ) -> tuple[list, np.ndarray, list[dict]]:
         """What a picture of the collection shows of these documents (those that exist, in the order of ``ids``):
-        their ids; their vectors as one float32 matrix (a chunked document's: the mean of its pieces'); and each
-        one's ``fields`` with ``text``, its text (a chunked document's first piece's) cut to ``preview_chars``."""
+        their ids; their vectors as one float32 matrix, as the collection's metric sees them (unit length for
+        cosine; a chunked document's: the mean of its pieces'), from the in-memory mirror when it holds them; and
+        each one's ``fields`` with ``text``, its text (a chunked document's first piece's) cut to ``preview_chars``."""
         layout = self._fixed_layout(name)
         chunked = self.chunked(name)
-        key = DOCUMENT_ID_FIELD if chunked else "id"
-        rows = self.stored_rows(name, ids, [key, DENSE_FIELD, layout.text_field, *fields,
-                                            *([PIECE_INDEX_FIELD] if chunked else [])])
-        sums: dict[Any, np.ndarray] = {}
-        counts: dict[Any, int] = {}
-        shown: dict[Any, dict] = {}
-        for row in rows:
-            document = row[key]
-            vector = np.asarray(row[DENSE_FIELD], dtype=np.float32)
-            sums[document] = sums[document] + vector if document in sums else vector
-            counts[document] = counts.get(document, 0) + 1
-            if not chunked or row[PIECE_INDEX_FIELD] == 0:
-                shown[document] = {"text": str(row.get(layout.text_field) or "")[:preview_chars],
-                                   **{field: row.get(field) for field in fields}}
-        found = [document for document in ids if document in sums]
-        matrix = (np.stack([sums[document] / counts[document] for document in found]) if found
-                  else np.zeros((0, 0), dtype=np.float32))
-        return found, matrix, [shown.get(document, {"text": ""}) for document in found]
+        if not ids:
+            return [], np.zeros((0, layout.dimensions), dtype=np.float32), []
+        if chunked:
+            openings = self._call(self._client.query, name, filter=f"{ids_filter(ids, DOCUMENT_ID_FIELD)} and {FIRST_PIECE}",
+                                  output_fields=[DOCUMENT_ID_FIELD, PIECE_COUNT_FIELD, layout.text_field, *fields],
+                                  **self._reads)
+            shown = {row[DOCUMENT_ID_FIELD]: row for row in openings}
+        else:
+            shown = {row["id"]: row for row in self._by_ids(name, ids, ["id", layout.text_field, *fields])}
+        found = [document for document in ids if document in shown]
+        keys_of = {document: [piece_key(document, index) for index in range(shown[document][PIECE_COUNT_FIELD])]
+                   if chunked else [document] for document in found}
+        keys = [key for document in found for key in keys_of[document]]
+        vectors = self._document_vectors(name, layout, keys)
+        found = [document for document in found if all(key in vectors for key in keys_of[document])]
+        if not found:
+            return [], np.zeros((0, layout.dimensions), dtype=np.float32), []
+        matrix = np.stack([np.mean([vectors[key] for key in keys_of[document]], axis=0) if chunked
+                           else vectors[document] for document in found]).astype(np.float32, copy=False)
+        return found, matrix, [
+            {"text": str(shown[document].get(layout.text_field) or "")[:preview_chars],
+             **{field: shown[document].get(field) for field in fields}} for document in found]
+
+    def _document_vectors(self, name: str, layout: Layout, keys: list) -> dict:
+        """The dense vectors of these row keys, by key (those stored): the mirror's, else read from Milvus, and
+        made unit length for a cosine collection as the mirror keeps them."""
+        mirror = self.mirrors.built(name)
+        vectors = mirror.dense_vectors(keys) if mirror is not None else None
+        if vectors is not None and len(vectors) == len(keys):
+            return vectors
+        rows = [row for start in range(0, len(keys), QUERY_MAX_ROWS)
+                for row in self._by_ids(name, keys[start : start + QUERY_MAX_ROWS], ["id", DENSE_FIELD])]
+        if not rows:
+            return {}
+        matrix = np.asarray([row[DENSE_FIELD] for row in rows], dtype=np.float32)
+        return dict(zip([row["id"] for row in rows], normalised(matrix) if layout.metric == "COSINE" else matrix))
 
     def _writing(self, name: str, compression: dict | None, multivector: bool) -> contextlib.ExitStack:
         """Around a write: a compressed collection's saved codes are stale from before it starts, and a

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from rayprism.platform.store.flushing import FlushGate
 from rayprism.platform.store.layout import Layout
 from rayprism.platform.store.mirror_loading import PAGE_ROWS, collection_keys, rows_by_key
 from rayprism.platform.store.mirror_memory import DenseTierMemory, MirrorMemory, TokenMemory
+from rayprism.platform.store.pieces import is_opening
 from rayprism.platform.store.routes import Bm25Route, DenseRoute, RowTable
 from rayprism.platform.store.token_files import TokenFiles
 from rayprism.platform.store.tokens import TOKENS_KEY, TokenRoute
@@ -77,6 +79,11 @@ class Mirror:
                else {"id": layout.id_type})
         self.columns = Columns({**ids, **layout.fields}, capacity)
         self._fetch_vectors = fetch_vectors
+        self._chunked = layout.chunking is not None
+        self._token = uuid.uuid4().hex
+        self._writes = 0
+        self._document_keys: tuple[int, list] | None = None
+        """:meth:`document_keys` as of the write count beside them."""
         self.codes_read_back = False
         """Whether the compressed tier's codes came from their file rather than from encoding vectors."""
 
@@ -111,6 +118,7 @@ class Mirror:
             for name, route in self.routes.items()
         }
         with self.rows.lock:
+            self._writes += 1
             rows, retired = self.rows.assign([record["id"] for record in records])
             for name, route in self.routes.items():
                 route.retire(retired)
@@ -120,6 +128,7 @@ class Mirror:
 
     def delete(self, ids: list) -> None:
         with self.rows.lock:
+            self._writes += 1
             retired = self.rows.remove(ids)
             for route in self.routes.values():
                 route.retire(retired)
@@ -159,6 +168,45 @@ class Mirror:
                 return found.top_k(query, k, allowed)
             candidates = found.top_k(query, k * found.rescore_multiplier, allowed)
         return found.rescore(query, [doc for doc, _ in candidates], k, self._fetch_vectors)
+
+    def count(self, filter: str = "") -> int | None:
+        """Live rows that ``filter`` matches (all without one); None for a filter the mirror does not evaluate."""
+        with self.rows.lock:
+            try:
+                allowed = filter_mask(filter, self.columns) if filter else None
+            except (Unsupported, FilterError):
+                return None
+            return int(np.count_nonzero(self.rows.eligible(allowed)))
+
+    @property
+    def version(self) -> str:
+        """Changes with every write (and is another mirror's never): what was read at one version holds until it changes."""
+        return f"{self._token}-{self._writes}"
+
+    def document_keys(self) -> list:
+        """The live documents' keys (a chunked collection's: its first pieces', ``{id}#0``) in the order Milvus keeps
+        its primary keys: sorted once per :attr:`version`, outside the lock. Shared: read it, never change it."""
+        with self.rows.lock:
+            writes = self._writes
+            if self._document_keys is not None and self._document_keys[0] == writes:
+                return self._document_keys[1]
+            keys = list(self.rows.row_of)
+        keys = sorted(key for key in keys if is_opening(key)) if self._chunked else sorted(keys)
+        with self.rows.lock:
+            if self._writes == writes:
+                self._document_keys = (writes, keys)
+        return keys
+
+    def dense_vectors(self, keys: list) -> dict | None:
+        """The float dense route's vectors of those ``keys`` that are live, by key, as the route keeps them (unit
+        length for a cosine collection); None without such a route (a compressed tier keeps codes)."""
+        route = self.routes.get(DENSE_FIELD)
+        if not isinstance(route, DenseRoute):
+            return None
+        with self.rows.lock:
+            found = [key for key in keys if key in self.rows.row_of]
+            rows = np.array([self.rows.row_of[key] for key in found], dtype=np.int64)
+            return dict(zip(found, route.vectors(rows))) if found else {}
 
     def rerank(self, query_tokens: Any, candidates: list, k: int) -> Hits:
         """The ``k`` best ``candidates`` (ids) by exact MaxSim (a multi-vector collection's mirror)."""

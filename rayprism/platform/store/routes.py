@@ -126,6 +126,10 @@ class DenseRoute:
     def bytes_per_document(self) -> int:
         return self._matrix.shape[1] * self._matrix.itemsize
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors stored at ``rows`` (as prepared: unit length when normalising), a copy (under the table's lock)."""
+        return self._matrix[rows]
+
     def top_k(self, query: Any, k: int, allowed: np.ndarray | None = None) -> Hits:
         vector = self.prepare(np.asarray(query)[None, :])
         with self._rows.lock:
