@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
-from rayprism.platform.config.base import Integer, StrictModel
+from rayprism.platform.config.base import Integer, StrictModel, bounded
 from rayprism.platform.store.vocabulary import DEFAULT_CANDIDATES, SearchMode
 
 RRF_K = 60
@@ -95,7 +95,7 @@ class SearchDefaults(StrictModel):
     """The mode of a text search that names none."""
     fusion: Fusion | None = None
     """How hybrid search fuses its dense and BM25 hits."""
-    candidates: Integer | None = Field(default=None, gt=0, le=MAX_CANDIDATES)
+    candidates: bounded(gt=0, le=MAX_CANDIDATES) | None = None
     """Hits taken from each route before fusion (a multi-vector collection: documents reranked by MaxSim);
     a search asking for more hits (k, rerank.candidates) takes at least that many."""
     rerank: RerankStage | None = None
