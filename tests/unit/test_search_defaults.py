@@ -247,3 +247,28 @@ def test_z_score_fusion_equals_the_weighted_sum_of_standard_scores():
     assert fuse([("x", 1.0)], [], fusion) == [("x", 0.0)]  # one hit, or all equal: no spread, no standing
     min_max = fuse(dense, sparse, WeightedFusion(type="weighted", weights={"dense": 0.6, "sparse": 0.4}))
     assert [doc_id for doc_id, _ in min_max] != [doc_id for doc_id, _ in fused]  # the scale changes the order
+
+
+@pytest.mark.slow
+def test_a_milvus_server_keeps_applied_defaults_as_a_collection_property(milvus_server_uri):
+    """The server path of what a Lite file does above: kept, read back by a new client, removed (an empty value:
+    a 2.3 server cannot drop a property)."""
+    from rayprism.platform.store.milvus import MilvusStore
+    from tests.conftest import drop_new_collections
+
+    store = MilvusStore(milvus_server_uri, flush_after_s=600)
+    before = set(store.names())
+    try:
+        store.ensure(CollectionConfig(name="tuned_on_server", bm25=False, search_defaults={"mode": "dense"}), 8)
+        assert store.applied_search_defaults("tuned_on_server") is None
+        assert store.config_of("tuned_on_server").search_defaults == SearchDefaults(mode="dense")
+        applied = SearchDefaults(mode="dense", candidates=80)
+        store.apply_search_defaults("tuned_on_server", applied)
+        assert MilvusStore(milvus_server_uri).applied_search_defaults("tuned_on_server") == applied
+        store.apply_search_defaults("tuned_on_server", None)
+        assert store.applied_search_defaults("tuned_on_server") is None
+        with pytest.raises(NotFoundError):
+            store.apply_search_defaults("no_such_collection", applied)
+    finally:
+        drop_new_collections(store, before)
+        store.close()

@@ -114,7 +114,7 @@ class RerankRequest(BaseModel):
     documents: list[StrictStr] = Field(min_length=1)
     top_n: bounded(gt=0) | None = None
     """Return the best ``top_n``; default: every document."""
-    return_documents: bool = False
+    return_documents: StrictBool = False
     """Return each document's text with its score."""
     truncate: StrictBool = True
     """A (query, document) pair longer than the model reads (``max_input_tokens`` in ``GET /v1/models``) is cut
