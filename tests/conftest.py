@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,6 +133,30 @@ def milvus_server_uri(tmp_path_factory) -> str:
 
     with milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
         yield uri
+
+
+STORE_PATHS = ["mirror", "lite", "server"]
+"""The three ways a store answers: Milvus Lite with its in-memory mirror, Lite without one, the Milvus server."""
+
+
+@contextlib.contextmanager
+def store_on_path(request, tmp_path: Path) -> Iterator:
+    """A ``MilvusStore`` on the path ``request.param`` names (one of :data:`STORE_PATHS`), with ``store.path`` set to
+    it; on leaving, the collections it made are dropped and it is closed."""
+    from rayprism.platform.store.milvus import MilvusStore
+
+    if request.param == "server":
+        store = MilvusStore(request.getfixturevalue("milvus_server_uri"), flush_after_s=600)
+    else:
+        store = MilvusStore(str(tmp_path / "store.db"), flush_after_s=0.1,
+                            cache_max_rows=10_000 if request.param == "mirror" else 0)
+    store.path = request.param
+    before = set(store.names())
+    try:
+        yield store
+    finally:
+        drop_new_collections(store, before)
+        store.close()
 
 
 def drop_new_collections(store, before: set[str]) -> None:

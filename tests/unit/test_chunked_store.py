@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rayprism.platform.config import CollectionConfig
-from rayprism.platform.store.milvus import MilvusStore, SearchQuery
+from rayprism.platform.store.milvus import SearchQuery
 from rayprism.platform.store.pieces import Slice, document_hash, joined, piece_rows, tiling, whole_documents
-from tests.conftest import drop_new_collections
+from tests.conftest import STORE_PATHS, store_on_path
 
 pytestmark = pytest.mark.slow  # Milvus Lite and a Milvus server
 
@@ -56,19 +56,11 @@ def best_documents(rows: list[dict], query: np.ndarray, k: int, allowed=lambda r
     return sorted(best.items(), key=lambda item: -item[1])[:k]
 
 
-@pytest.fixture(params=["mirror", "lite", "server"])
+@pytest.fixture(params=STORE_PATHS)
 def store(request, tmp_path):
-    if request.param == "server":
-        store = MilvusStore(request.getfixturevalue("milvus_server_uri"), flush_after_s=600)
-    else:
-        store = MilvusStore(str(tmp_path / "store.db"), flush_after_s=0.1,
-                            cache_max_rows=10_000 if request.param == "mirror" else 0)
-    store.bm25 = request.param != "server"  # Milvus 2.3 has no BM25
-    store.path = request.param
-    before = set(store.names())
-    yield store
-    drop_new_collections(store, before)
-    store.close()
+    with store_on_path(request, tmp_path) as store:
+        store.bm25 = request.param != "server"  # Milvus 2.3 has no BM25
+        yield store
 
 
 def test_documents_are_ranked_by_their_best_piece(store):

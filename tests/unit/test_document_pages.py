@@ -12,7 +12,7 @@ from rayprism.platform.config import CollectionConfig
 from rayprism.platform.projection import sample_ids
 from rayprism.platform.store.milvus import QUERY_MAX_ROWS, MilvusStore
 from rayprism.platform.store.pieces import document_hash, piece_rows, tiling
-from tests.conftest import drop_new_collections
+from tests.conftest import STORE_PATHS, store_on_path
 
 pytestmark = pytest.mark.slow  # Milvus Lite and a Milvus server
 
@@ -20,18 +20,10 @@ DIMENSIONS = 8
 SECTIONS = ["net", "libs", "games"]
 
 
-@pytest.fixture(params=["mirror", "lite", "server"])
+@pytest.fixture(params=STORE_PATHS)
 def store(request, tmp_path):
-    if request.param == "server":
-        store = MilvusStore(request.getfixturevalue("milvus_server_uri"), flush_after_s=600)
-    else:
-        store = MilvusStore(str(tmp_path / "store.db"), flush_after_s=0.1,
-                            cache_max_rows=10_000 if request.param == "mirror" else 0)
-    store.path = request.param
-    before = set(store.names())
-    yield store
-    drop_new_collections(store, before)
-    store.close()
+    with store_on_path(request, tmp_path) as store:
+        yield store
 
 
 def ready(store: MilvusStore, name: str) -> None:
