@@ -55,6 +55,7 @@ from rayprism.platform.store.layout import (
 )
 from rayprism.platform.store.lite_disk import DiskGuard, check_lite_store, disk_full_error, is_disk_full
 from rayprism.platform.store.mirror import MirrorManager
+from rayprism.platform.store.mirror_loading import PAGE_ROWS, collection_keys, rows_by_key
 from rayprism.platform.store.mirror_memory import MirrorMemory
 from rayprism.platform.store.pieces import (
     PIECE_READ_FIELDS,
@@ -424,31 +425,36 @@ class MilvusStore:
             return []
         return self._pages(name, ids_filter(ids, DOCUMENT_ID_FIELD), list(output_fields))
 
-    def _pages(self, name: str, filter: str, output_fields: list[str], batch_size: int = 4096) -> list[dict]:
+    def _pages(self, name: str, filter: str, output_fields: list[str]) -> list[dict]:
         """Every row matching ``filter``: one query, or pages if there are more than one query answers."""
         rows = self._call(self._client.query, name, filter=filter, output_fields=output_fields, limit=QUERY_MAX_ROWS,
                           **self._reads)
         if len(rows) < QUERY_MAX_ROWS:
             return list(rows)
-        pages = self._call(self._client.query_iterator, name, batch_size=batch_size, filter=filter,
-                           output_fields=output_fields, **self._reads)
-        rows = []
-        try:
-            while page := pages.next():
-                rows.extend(page)
-        finally:
-            pages.close()
-        return rows
+        return [row for page in self._row_pages(name, filter, output_fields, PAGE_ROWS) for row in page]
 
     def row_pages(self, name: str, output_fields: list[str], page_rows: int) -> Iterator[list[dict]]:
-        """Every row of the collection, ``page_rows`` at a time (a query iterator: never all in memory)."""
-        pages = self._call(self._client.query_iterator, name, batch_size=page_rows, filter="",
-                           output_fields=output_fields, **self._reads)
-        try:
-            while page := pages.next():
-                yield list(page)
-        finally:
-            pages.close()
+        """Every row of the collection, ``page_rows`` at a time (never all in memory)."""
+        return self._row_pages(name, "", output_fields, page_rows)
+
+    def _row_pages(self, name: str, filter: str, output_fields: list[str], page_rows: int) -> Iterator[list[dict]]:
+        """The rows matching ``filter``, ``page_rows`` at a time, in key order. Lite: the keys in one query, then
+        the rows by key (its query iterator's pages cost O(N) each: :mod:`~rayprism.platform.store.mirror_loading`).
+        A server: keyset pages (:meth:`_rows_after`), never pymilvus's query iterator, which resumes from an id it
+        does not escape (an id holding ``"`` or ``\\`` broke it)."""
+        if self._lite:
+            query = functools.partial(self._call, self._client.query)
+            keys = collection_keys(query, name, filter)
+            if output_fields == ["id"]:
+                yield from ([{"id": key} for key in keys[start : start + page_rows]]
+                            for start in range(0, len(keys), page_rows))
+            else:
+                yield from rows_by_key(query, name, keys, output_fields, page_rows)
+            return
+        cursor = None
+        while page := self._rows_after(name, filter, cursor, page_rows, output_fields):
+            yield page
+            cursor = page[-1]["id"]
 
     def stored_rows(self, name: str, ids: list, output_fields: list[str]) -> list[dict]:
         """The stored rows of these documents (a chunked collection's: all their pieces), those that exist."""
@@ -488,17 +494,23 @@ class MilvusStore:
                           total, len(chosen) > limit)
 
     def _keys_after(self, name: str, cursor: Any, count: int) -> list[dict]:
-        """The first ``count`` rows after the key ``cursor`` (from the first without one) in primary-key order (a
-        chunked collection's first pieces), with their key. A server answers a query with a limit in key order (it
-        merges its segments' rows by key); Milvus Lite does only for pymilvus's query iterator's queries (flagged
-        ``iterator``), a flag a 2.3 server must not get: its answer right after a write then takes its growing
-        segment's rows out of key order."""
+        """The first ``count`` documents after the key ``cursor`` (from the first without one) in primary-key order
+        (a chunked collection's first pieces), with their key."""
+        return self._rows_after(name, FIRST_PIECE if self.chunked(name) else "", cursor, count, ["id"])
+
+    def _rows_after(self, name: str, filter: str, cursor: Any, count: int, output_fields: list[str]) -> list[dict]:
+        """The first ``count`` rows matching ``filter`` after the key ``cursor`` (from the first without one) in
+        primary-key order. A server answers a query with a limit in key order (it merges its segments' rows by
+        key); Milvus Lite does only for pymilvus's query iterator's queries (flagged ``iterator``), a flag a 2.3
+        server must not get: its answer right after a write then takes its growing segment's rows out of key
+        order."""
         found: list[dict] = []
         while len(found) < count:
-            conditions = [FIRST_PIECE] if self.chunked(name) else []
+            conditions = [f"({filter})"] if filter else []
             if cursor is not None:
                 conditions.append(f"id > {string_literal(cursor) if isinstance(cursor, str) else int(cursor)}")
-            rows = self._call(self._client.query, name, filter=" and ".join(conditions), output_fields=["id"],
+            rows = self._call(self._client.query, name, filter=" and ".join(conditions),
+                              output_fields=list(dict.fromkeys(["id", *output_fields])),
                               limit=min(count - len(found), QUERY_MAX_ROWS), **self._key_order, **self._reads)
             if not rows:
                 break

@@ -365,7 +365,7 @@ def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors:
 
     if not new_mirror(0).routes:
         return None
-    keys = collection_keys(client, name)
+    keys = collection_keys(client.query, name)
     mirror = new_mirror(len(keys))
     if saved is not None and mirror.code_route is not None:
         if _filled_from_saved(client, name, mirror, saved, keys, page_rows):
@@ -373,7 +373,7 @@ def build_mirror(client: MilvusClient, name: str, layout: Layout, fetch_vectors:
         logger.info("the saved codes of %r do not match its documents; encoding them again", name)
         mirror = new_mirror(len(keys))
     missing: list = []
-    for records in rows_by_key(client, name, keys, mirror.output_fields(), page_rows):
+    for records in rows_by_key(client.query, name, keys, mirror.output_fields(), page_rows):
         if mirror.token_route is not None:
             missing += _with_tokens(records, tokens or {})
         mirror.upsert(records)
@@ -403,7 +403,7 @@ def _filled_from_saved(client: MilvusClient, name: str, mirror: Mirror, saved: S
     if len(keys) != len(row_of) or any(key not in row_of for key in keys):
         return False
     mirror.code_route.ranges = saved.ranges
-    for records in rows_by_key(client, name, keys, mirror.output_fields(with_vectors=False), page_rows):
+    for records in rows_by_key(client.query, name, keys, mirror.output_fields(with_vectors=False), page_rows):
         rows = np.asarray([row_of[record["id"]] for record in records], dtype=np.int64)
         mirror.upsert(records, codes=saved.codes[rows])
     mirror.codes_read_back = len(mirror) == len(row_of)
