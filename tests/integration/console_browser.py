@@ -20,8 +20,14 @@ def installed_browser() -> str | None:
     return found if found and (Path(CHROMEDRIVER).exists() or shutil.which("chromedriver")) else None
 
 
+OFFLINE_PROXY = "http://127.0.0.1:9"
+"""A proxy at a closed port: with it, a request to any host but this machine's loopback fails, as offline."""
+
+
 @contextlib.contextmanager
-def chromium() -> Iterator:
+def chromium(*, offline: bool = False) -> Iterator:
+    """The system Chromium, headless, at a laptop's window size; ``offline``: it reaches nothing but loopback
+    (Chromium sends loopback requests past its proxy, every other one to :data:`OFFLINE_PROXY`)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -29,7 +35,8 @@ def chromium() -> Iterator:
     options = Options()
     options.binary_location = installed_browser()
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     f"--window-size={WINDOW[0]},{WINDOW[1]}", "--lang=en-US"):
+                     f"--window-size={WINDOW[0]},{WINDOW[1]}", "--lang=en-US",
+                     *([f"--proxy-server={OFFLINE_PROXY}"] if offline else [])):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER if Path(CHROMEDRIVER).exists()

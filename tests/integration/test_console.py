@@ -229,3 +229,43 @@ def test_with_keys_the_console_asks_for_one_and_a_read_only_key_sees_no_write_or
     css(browser, "table[aria-label='Documents'] tbody tr button")[0].click()
     wait_for(browser, lambda d: css(d, "button.danger"))
     assert script_errors(browser) == []
+
+
+NEWCOMER_QUERY = "how do I run the tests"
+
+
+def the_newcomer_path(url: str) -> None:
+    """What a newcomer sees after `make run` (``url``: that service, configs/serve.yaml as shipped): the console lists
+    the ``docs`` collection as the service describes it, the playground, used as a person uses it (the form, typed),
+    answers "how do I run the tests" with a passage that says to run `make test`, and the map draws the collection
+    with that query's hits. Offline: the browser reaches nothing but this machine, and every resource the pages
+    loaded is the service's own."""
+    described = httpx.get(f"{url}/v1/collections/docs", timeout=60).json()
+    with chromium(offline=True) as driver:
+        driver.get(f"{url}/console/")
+        wait_for(driver, lambda d: css(d, "a[href='#/collections/docs']"), 120, "no docs collection listed")
+        row = css(driver, "a[href='#/collections/docs']")[0].find_element("xpath", "./ancestor::tr")
+        cells = [cell.text for cell in row.find_elements("css selector", "td")]
+        assert cells[:3] == ["docs", str(described["count"]), described["model"]] and described["count"] > 0, cells
+
+        css(driver, "nav a[href='#/search']")[0].click()
+        wait_for(driver, lambda d: css(d, "#query"), 60, "no playground")
+        css(driver, "#collection option[value='docs']")[0].click()
+        css(driver, "#query")[0].send_keys(NEWCOMER_QUERY)
+        css(driver, "#run-search")[0].click()
+        wait_for(driver, lambda d: css(d, "ol.hits li .passage"), 120, "no hits")
+        passages = [hit.text for hit in css(driver, "ol.hits li")[:3]]
+        assert any("make test" in passage for passage in passages), passages
+
+        css(driver, "nav a[href='#/map']")[0].click()
+        wait_for(driver, lambda d: css(d, "#map-query"), 60, "no map page")
+        css(driver, "#map-collection option[value='docs']")[0].click()
+        css(driver, "#map-query")[0].send_keys(NEWCOMER_QUERY)
+        css(driver, "#draw-map")[0].click()
+        wait_for(driver, lambda d: css(d, "circle.hit"), 120, "the query's hits not on the map")
+        points = {point.get_attribute("data-id") for point in css(driver, "circle.point")}
+        hits = {hit.get_attribute("data-hit") for hit in css(driver, "circle.hit")}
+        assert len(points) == described["count"] and hits and hits <= points  # every document, its hits among them
+        assert script_errors(driver) == []
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map((entry) => entry.name)")
+        assert loaded and all(name.startswith(f"{url}/") for name in loaded), loaded

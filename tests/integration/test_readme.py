@@ -2,7 +2,8 @@
 Python example in order, each of which must succeed; the service's own output stays free of warnings.
 
 The only liberty taken: the service listens on a free port instead of 8000, and the examples'
-`localhost:8000` / `127.0.0.1:8000` say so.
+`localhost:8000` / `127.0.0.1:8000` say so. Before the examples, where Chromium is installed, a newcomer's first
+look at the console (`the_newcomer_path`) on the same service.
 """
 
 import contextlib
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import free_port
+from tests.integration.console_browser import installed_browser
+from tests.integration.test_console import the_newcomer_path
 from tests.listening import assert_private
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +75,8 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
         else:
             pytest.fail("the service did not start:\n" + "".join(output))
         assert_private(service.pid, port)  # make run's defaults: nothing of it answers another machine
+        if installed_browser() is not None:
+            the_newcomer_path(f"http://127.0.0.1:{port}")
         for language, code in blocks:
             if re.search(r"^make (run|test)", code, re.MULTILINE):
                 continue  # the service is the one `make run` started above

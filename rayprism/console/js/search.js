@@ -19,10 +19,12 @@ function settingsForm(side, rerankers, initial) {
   const rerank = control("select", "rerank", {}, h("option", { value: "" }, "none"),
     rerankers.map((name) => h("option", { value: name }, name)));
   const k = control("input", "k", { type: "number", min: "1", max: "1000", value: initial.k || "10" });
+  // A chunked collection's hit shows its best pieces: its best one alone is often the one quoting the query
+  const passages = control("input", "passages", { type: "number", min: "0", max: "20", value: "3" });
   const fieldset = h("fieldset", { class: "panel" }, h("legend", {}, side === "a" ? "Setting A" : "Setting B"),
     h("div", { class: "settings" },
       field("Mode", mode), field("Fusion", fusion), field("Dense weight", dense), field("Sparse weight", sparse),
-      field("RRF k", rrfK), field("k (hits)", k), field("Rerank with", rerank),
+      field("RRF k", rrfK), field("k (hits)", k), field("Passages per document", passages), field("Rerank with", rerank),
       h("label", { class: "wide" }, "Filter (Milvus expression)", filter, filterError)));
   const sync = () => {
     const weighted = fusion.value === "weighted";
@@ -34,7 +36,7 @@ function settingsForm(side, rerankers, initial) {
   return {
     fieldset, filter, filterError,
     body(query) {
-      const body = { query, k: Number(k.value) || 10 };
+      const body = { query, k: Number(k.value) || 10, passages: Number(passages.value) };
       if (mode.value) body.mode = mode.value;
       if (!mode.value || mode.value === "hybrid") {
         body.fusion = fusion.value === "rrf" ? { type: "rrf", k: Number(rrfK.value) || 60 }
