@@ -165,8 +165,8 @@ class EmbeddingService:
         """Each body of a batch's lines answered as ``POST /v1/embeddings`` answers it: (status, body), in order.
         The lines enter one by one as the lane lets them (behind online requests), shortest first, and run
         together: a forward pass pads each input to the pass's longest, so lines of like length entering together
-        share passes with little padding (in the order they came, a pass of Debian descriptions was mostly
-        padding: 15.6 lines/s on a thread that embeds 26 sorted ones)."""
+        share passes with little padding (in file order, Debian descriptions' passes were mostly padding:
+        docs/benchmarks.md, "Batches")."""
         answers: list[Any] = [None] * len(bodies)
         requests: list[tuple[int, EmbeddingRequest]] = []
         for index, body in enumerate(bodies):
