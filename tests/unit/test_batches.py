@@ -203,6 +203,22 @@ def test_batch_lines_answer_as_the_online_route(service):
     json.dumps(answers[3][1])  # errors are plain JSON
 
 
+def test_batch_lines_enter_shortest_first_and_answer_in_their_own_order(service, monkeypatch):
+    """Lines of like length share forward passes (less padding): they enter by length, whatever their order."""
+    texts = [" ".join(["word"] * count) for count in (40, 3, 25, 1, 12)]
+    entered: list[int] = []
+    online = service.create_embeddings
+
+    async def create_embeddings(request):
+        entered.append(len(request.input[0].split()))
+        return await online(request)
+
+    monkeypatch.setattr(service, "create_embeddings", create_embeddings)
+    answers = asyncio.run(service.batch_lines([{"input": text} for text in texts]))
+    assert entered == [1, 3, 12, 25, 40]
+    assert [answer["usage"]["prompt_tokens"] for _, answer in answers] == [count + 2 for count in (40, 3, 25, 1, 12)]
+
+
 def test_repeated_custom_ids_are_found_before_the_units_run(tmp_path):
     from rayprism.jobs.batches import repeated_custom_ids
 

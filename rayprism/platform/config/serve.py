@@ -220,8 +220,10 @@ class BatchesConfig(StrictModel):
     lines_per_unit: PositiveInt = 200
     """Lines a batch job handles as one unit: written whole, and never redone once written (a restart
     redoes at most the units in flight)."""
-    workers: PositiveInt = 2
-    """Ray Data actors that send a batch's units to the serving replicas, each one unit at a time."""
+    workers: PositiveInt = 4
+    """Ray Data actors that send a batch's units to the serving replicas, each one unit at a time: twice the
+    shipped config's replicas, so that whichever replica a unit lands on, each has one to work on while another
+    unit's output is written (each replica's share of batch lines bounds what they cost online traffic)."""
     background_inputs: PositiveInt = 16
     """Inputs of batch lines a replica lets wait for its model at once while no online request came lately (the
     default: one forward pass of the default ``forward_batch_size``, the longest an online request then waits)."""
