@@ -234,6 +234,17 @@ def test_with_keys_the_console_asks_for_one_and_a_read_only_key_sees_no_write_or
 NEWCOMER_QUERY = "how do I run the tests"
 
 
+def ask(driver, page: str, collection: str, query: str, submit: str, answered: str) -> None:
+    """Ask ``page`` (reached by the navigation) about the newcomer's query as a person would: choose ``docs`` in
+    its ``collection`` select, type into its ``query`` box, press ``submit``; wait until ``answered`` shows."""
+    css(driver, f"nav a[href='#/{page}']")[0].click()
+    wait_for(driver, lambda d: css(d, query), 60, f"no {page} page")
+    css(driver, f"{collection} option[value='docs']")[0].click()
+    css(driver, query)[0].send_keys(NEWCOMER_QUERY)
+    css(driver, submit)[0].click()
+    wait_for(driver, lambda d: css(d, answered), 120, f"{page}: no {answered}")
+
+
 def the_newcomer_path(url: str) -> None:
     """What a newcomer sees after `make run` (``url``: that service, configs/serve.yaml as shipped): the console lists
     the ``docs`` collection as the service describes it, the playground, used as a person uses it (the form, typed),
@@ -248,21 +259,11 @@ def the_newcomer_path(url: str) -> None:
         cells = [cell.text for cell in row.find_elements("css selector", "td")]
         assert cells[:3] == ["docs", str(described["count"]), described["model"]] and described["count"] > 0, cells
 
-        css(driver, "nav a[href='#/search']")[0].click()
-        wait_for(driver, lambda d: css(d, "#query"), 60, "no playground")
-        css(driver, "#collection option[value='docs']")[0].click()
-        css(driver, "#query")[0].send_keys(NEWCOMER_QUERY)
-        css(driver, "#run-search")[0].click()
-        wait_for(driver, lambda d: css(d, "ol.hits li .passage"), 120, "no hits")
+        ask(driver, "search", "#collection", "#query", "#run-search", "ol.hits li .passage")
         passages = [hit.text for hit in css(driver, "ol.hits li")[:3]]
         assert any("make test" in passage for passage in passages), passages
 
-        css(driver, "nav a[href='#/map']")[0].click()
-        wait_for(driver, lambda d: css(d, "#map-query"), 60, "no map page")
-        css(driver, "#map-collection option[value='docs']")[0].click()
-        css(driver, "#map-query")[0].send_keys(NEWCOMER_QUERY)
-        css(driver, "#draw-map")[0].click()
-        wait_for(driver, lambda d: css(d, "circle.hit"), 120, "the query's hits not on the map")
+        ask(driver, "map", "#map-collection", "#map-query", "#draw-map", "circle.hit")
         points = {point.get_attribute("data-id") for point in css(driver, "circle.point")}
         hits = {hit.get_attribute("data-hit") for hit in css(driver, "circle.hit")}
         assert len(points) == described["count"] and hits and hits <= points  # every document, its hits among them
